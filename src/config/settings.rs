@@ -1,0 +1,239 @@
+//! The validated, resolved configuration the server runs on: defaults applied,
+//! durations parsed, secrets read from their env/file forms, env expanded.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::keys::SigningAlgorithm;
+
+/// Auth codes live 30 minutes, fixed, as in Dex.
+pub const AUTH_CODE_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub issuer: Issuer,
+    pub storage: StorageSettings,
+    pub web: WebSettings,
+    /// Address of the telemetry listener (`/metrics`, `/healthz/*`), if any.
+    pub telemetry_http: Option<String>,
+    pub frontend: FrontendSettings,
+    pub oauth2: OAuth2Settings,
+    pub expiry: ExpirySettings,
+    pub signer: SignerSettings,
+    pub logger: LoggerSettings,
+    pub clients: Vec<Client>,
+    pub connectors: Vec<ConnectorSettings>,
+    pub passwords: Vec<Password>,
+    pub enable_password_db: bool,
+    pub gc_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Issuer {
+    /// Exactly as configured; this string is `iss`.
+    pub url: String,
+    /// The issuer URL's path without a trailing slash: `""` or e.g. `"/dex"`.
+    /// Every route is mounted under it.
+    pub path_prefix: String,
+}
+
+impl Issuer {
+    /// An absolute URL for a route under the issuer, e.g. `endpoint("/auth")`.
+    pub fn endpoint(&self, route: &str) -> String {
+        format!("{}{}", self.url.trim_end_matches('/'), route)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StorageSettings {
+    Memory,
+    Sqlite3 { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WebSettings {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Extra headers for every dynamic response, from `web.headers`.
+    pub headers: Vec<(String, String)>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FrontendSettings {
+    pub dir: Option<PathBuf>,
+    pub theme: String,
+    pub issuer_display_name: String,
+    pub logo_url: String,
+    pub extra: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OAuth2Settings {
+    /// Effective grant types: the configured allow-list intersected with what the
+    /// server supports, sorted (this is `grant_types_supported`).
+    pub grant_types: Vec<String>,
+    /// Allowed response types as configured (default `["code"]`), sorted.
+    pub response_types: Vec<String>,
+    pub skip_approval_screen: bool,
+    pub always_show_login_screen: bool,
+    pub password_connector: Option<String>,
+    pub pkce_enforce: bool,
+    pub pkce_methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpirySettings {
+    pub id_tokens: Duration,
+    pub auth_requests: Duration,
+    pub device_requests: Duration,
+    pub refresh_tokens: RefreshTokenPolicy,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefreshTokenPolicy {
+    pub disable_rotation: bool,
+    /// Zero means no reuse window.
+    pub reuse_interval: Duration,
+    pub valid_if_not_used_for: Option<Duration>,
+    pub absolute_lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SignerSettings {
+    pub algorithm: SigningAlgorithm,
+    pub rotation_period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggerSettings {
+    /// A tracing filter directive, e.g. `info`.
+    pub level: String,
+    pub format: LogFormat,
+    pub exclude_fields: Vec<String>,
+}
+
+/// A relying party allowed to use oxidex.
+#[derive(Clone, Serialize)]
+pub struct Client {
+    pub id: String,
+    #[serde(serialize_with = "redact")]
+    pub secret: String,
+    pub redirect_uris: Vec<String>,
+    pub trusted_peers: Vec<String>,
+    pub public: bool,
+    pub name: String,
+    pub logo_url: String,
+    pub allowed_connectors: Vec<String>,
+    pub require_pkce: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("redirect_uris", &self.redirect_uris)
+            .field("public", &self.public)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configured upstream connector. `config` has had `$VAR` expansion and the
+/// `<field>File` secret forms applied (a `clientSecretFile` became `clientSecret`).
+#[derive(Clone, Serialize)]
+pub struct ConnectorSettings {
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    #[serde(serialize_with = "redact_connector_config")]
+    pub config: serde_json::Value,
+    pub grant_types: Vec<String>,
+}
+
+impl std::fmt::Debug for ConnectorSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorSettings")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A static password entry (the local password DB).
+#[derive(Clone, Serialize)]
+pub struct Password {
+    /// Lower-cased: lookups are case-insensitive.
+    pub email: String,
+    #[serde(serialize_with = "redact")]
+    pub hash: String,
+    pub username: String,
+    pub name: String,
+    pub preferred_username: String,
+    pub email_verified: bool,
+    pub user_id: String,
+    pub groups: Vec<String>,
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Password")
+            .field("email", &self.email)
+            .field("hash", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+pub const REDACTED: &str = "<redacted>";
+
+fn redact<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if value.is_empty() { "" } else { REDACTED })
+}
+
+/// Keys inside connector configs whose values are secrets.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("secret") || k.contains("password") || k == "token" || k.ends_with("key") && !k.ends_with("publickey")
+}
+
+fn redact_connector_config<S: serde::Serializer>(
+    value: &serde_json::Value,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    fn walk(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let v = if is_secret_key(k) && v.is_string() {
+                            serde_json::Value::String(REDACTED.to_owned())
+                        } else {
+                            walk(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(walk).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    walk(value).serialize(serializer)
+}

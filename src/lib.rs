@@ -1,0 +1,5 @@
+//! oxidex: a Dex-compatible OpenID Connect identity provider.
+
+pub mod config;
+pub mod keys;
+pub mod storage;

@@ -1,0 +1,177 @@
+//! The objects oxidex persists. Field meanings follow Dex's storage entities
+//! (shared/reference/dex-storage.md §2); where oxidex goes beyond Dex the field says so.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// What a connector said about the user at login, carried into tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub user_id: String,
+    pub username: String,
+    pub preferred_username: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub groups: Vec<String>,
+}
+
+/// PKCE parameters captured at `/auth`. Empty challenge means no PKCE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pkce {
+    pub code_challenge: String,
+    pub code_challenge_method: String,
+}
+
+/// A login in progress, created at `/auth/{connector}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRequest {
+    pub id: String,
+    pub client_id: String,
+    pub response_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    pub nonce: String,
+    pub state: String,
+    pub force_approval_prompt: bool,
+    pub logged_in: bool,
+    pub claims: Claims,
+    pub connector_id: String,
+    pub connector_data: Option<Vec<u8>>,
+    pub expiry: SystemTime,
+    pub pkce: Pkce,
+    /// Key for the HMACs that bind approval/continue URLs to this request.
+    pub hmac_key: Vec<u8>,
+    /// When the user authenticated; `None` until logged in.
+    pub auth_time: Option<SystemTime>,
+}
+
+/// An issued authorization code awaiting exchange at `/token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthCode {
+    pub id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub nonce: String,
+    pub scopes: Vec<String>,
+    pub connector_id: String,
+    pub connector_data: Option<Vec<u8>>,
+    pub claims: Claims,
+    pub expiry: SystemTime,
+    pub pkce: Pkce,
+    pub auth_time: Option<SystemTime>,
+}
+
+/// A refresh token. `id` is stable across rotations; `token` is the current secret
+/// and `obsolete_token` the previous one (accepted inside the reuse window).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    pub id: String,
+    pub token: String,
+    pub obsolete_token: String,
+    pub created_at: SystemTime,
+    pub last_used: SystemTime,
+    pub client_id: String,
+    pub connector_id: String,
+    pub connector_data: Option<Vec<u8>>,
+    pub claims: Claims,
+    pub scopes: Vec<String>,
+    pub nonce: String,
+    pub auth_time: Option<SystemTime>,
+}
+
+/// A reference from an offline session to one of its refresh tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshTokenRef {
+    pub id: String,
+    pub client_id: String,
+    pub created_at: SystemTime,
+    pub last_used: SystemTime,
+}
+
+/// Upstream state shared by all refresh tokens of one (user, connector).
+///
+/// Beyond Dex: `refresh` is keyed by refresh-token id, not by client id, so a user
+/// may hold several refresh tokens for one client (one per login, Dex #981).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineSession {
+    pub user_id: String,
+    pub connector_id: String,
+    pub refresh: BTreeMap<String, RefreshTokenRef>,
+    /// Latest upstream credentials (e.g. the upstream refresh token).
+    pub connector_data: Option<Vec<u8>>,
+}
+
+/// A signing key as stored: the PKCS#8 private key and its identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSigningKey {
+    /// 40 lowercase hex characters, like Dex.
+    pub kid: String,
+    /// JWS algorithm: `RS256`, `ES256` or `EdDSA`.
+    pub algorithm: String,
+    /// PKCS#8 DER of the private key.
+    pub private_pkcs8: Vec<u8>,
+    /// The public JWK as served at `/keys`.
+    pub public_jwk: serde_json::Value,
+}
+
+/// A retired public key, kept so tokens it signed still verify until `expiry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationKey {
+    pub public_jwk: serde_json::Value,
+    pub expiry: SystemTime,
+}
+
+/// The one logical row of key material.
+///
+/// Beyond Dex (#2759): `next_key` is generated one rotation ahead and published at
+/// `/keys` before it signs anything, so relying parties that cache the JWKS already
+/// know it when it takes over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    pub signing_key: StoredSigningKey,
+    pub next_key: Option<StoredSigningKey>,
+    pub verification_keys: Vec<VerificationKey>,
+    pub next_rotation: SystemTime,
+}
+
+/// A device authorization request (RFC 8628), keyed by user code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRequest {
+    pub user_code: String,
+    pub device_code: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    pub expiry: SystemTime,
+}
+
+/// The polling side of a device authorization, keyed by device code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceToken {
+    pub device_code: String,
+    /// `authorization_pending` or `complete`.
+    pub status: String,
+    /// The token response JSON once complete.
+    pub token: String,
+    pub expiry: SystemTime,
+    pub last_request: SystemTime,
+    pub poll_interval_seconds: u32,
+    pub pkce: Pkce,
+}
+
+/// One signed-in browser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthSession {
+    pub id: String,
+    /// Compared in constant time with the secret in the cookie.
+    pub secret: String,
+    pub user_id: String,
+    pub connector_id: String,
+    pub claims: Claims,
+    pub created_at: SystemTime,
+    pub last_activity: SystemTime,
+    pub absolute_expiry: SystemTime,
+    pub idle_expiry: SystemTime,
+}

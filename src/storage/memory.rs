@@ -1,0 +1,224 @@
+//! In-memory storage: maps behind one mutex. Everything is lost on restart,
+//! including signing keys, exactly as with Dex's `memory` storage.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use super::*;
+
+#[derive(Default)]
+struct Tables {
+    auth_requests: BTreeMap<String, AuthRequest>,
+    auth_codes: BTreeMap<String, AuthCode>,
+    refresh_tokens: BTreeMap<String, RefreshToken>,
+    offline_sessions: BTreeMap<(String, String), OfflineSession>,
+    keys: Option<Keys>,
+    device_requests: BTreeMap<String, DeviceRequest>,
+    device_tokens: BTreeMap<String, DeviceToken>,
+    auth_sessions: BTreeMap<String, AuthSession>,
+}
+
+#[derive(Default)]
+pub struct MemoryStorage {
+    tables: Mutex<Tables>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> StorageResult<MutexGuard<'_, Tables>> {
+        self.tables
+            .lock()
+            .map_err(|_| StorageError::Backend("memory storage lock poisoned".to_owned()))
+    }
+}
+
+fn create<K: Ord, V: Clone>(map: &mut BTreeMap<K, V>, key: K, value: &V) -> StorageResult<()> {
+    if map.contains_key(&key) {
+        return Err(StorageError::AlreadyExists);
+    }
+    map.insert(key, value.clone());
+    Ok(())
+}
+
+fn get<K: Ord + ?Sized, V: Clone>(map: &BTreeMap<String, V>, key: &K) -> StorageResult<V>
+where
+    String: std::borrow::Borrow<K>,
+{
+    map.get(key).cloned().ok_or(StorageError::NotFound)
+}
+
+fn update<K: Ord, V: Clone>(
+    map: &mut BTreeMap<K, V>,
+    key: &K,
+    updater: Updater<'_, V>,
+) -> StorageResult<V> {
+    let current = map.get(key).cloned().ok_or(StorageError::NotFound)?;
+    let updated = updater(current)?;
+    map.insert_entry_clone(key, &updated);
+    Ok(updated)
+}
+
+fn delete<K: Ord, V>(map: &mut BTreeMap<K, V>, key: &K) -> StorageResult<()> {
+    map.remove(key).map(|_| ()).ok_or(StorageError::NotFound)
+}
+
+trait InsertClone<K, V> {
+    fn insert_entry_clone(&mut self, key: &K, value: &V);
+}
+
+impl<K: Ord, V: Clone> InsertClone<K, V> for BTreeMap<K, V> {
+    fn insert_entry_clone(&mut self, key: &K, value: &V) {
+        if let Some(slot) = self.get_mut(key) {
+            *slot = value.clone();
+        }
+    }
+}
+
+fn expire<V>(map: &mut BTreeMap<String, V>, now: SystemTime, expiry: impl Fn(&V) -> SystemTime) -> u64 {
+    let before = map.len();
+    map.retain(|_, v| expiry(v) >= now);
+    (before - map.len()) as u64
+}
+
+impl Storage for MemoryStorage {
+    fn create_auth_request(&self, request: &AuthRequest) -> StorageResult<()> {
+        create(&mut self.lock()?.auth_requests, request.id.clone(), request)
+    }
+    fn get_auth_request(&self, id: &str) -> StorageResult<AuthRequest> {
+        get(&self.lock()?.auth_requests, id)
+    }
+    fn update_auth_request(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthRequest>,
+    ) -> StorageResult<AuthRequest> {
+        update(&mut self.lock()?.auth_requests, &id.to_owned(), updater)
+    }
+    fn delete_auth_request(&self, id: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.auth_requests, &id.to_owned())
+    }
+
+    fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()> {
+        create(&mut self.lock()?.auth_codes, code.id.clone(), code)
+    }
+    fn get_auth_code(&self, id: &str) -> StorageResult<AuthCode> {
+        get(&self.lock()?.auth_codes, id)
+    }
+    fn delete_auth_code(&self, id: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.auth_codes, &id.to_owned())
+    }
+
+    fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()> {
+        create(&mut self.lock()?.refresh_tokens, token.id.clone(), token)
+    }
+    fn get_refresh_token(&self, id: &str) -> StorageResult<RefreshToken> {
+        get(&self.lock()?.refresh_tokens, id)
+    }
+    fn update_refresh_token(
+        &self,
+        id: &str,
+        updater: Updater<'_, RefreshToken>,
+    ) -> StorageResult<RefreshToken> {
+        update(&mut self.lock()?.refresh_tokens, &id.to_owned(), updater)
+    }
+    fn delete_refresh_token(&self, id: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.refresh_tokens, &id.to_owned())
+    }
+    fn list_refresh_tokens(&self) -> StorageResult<Vec<RefreshToken>> {
+        Ok(self.lock()?.refresh_tokens.values().cloned().collect())
+    }
+
+    fn create_offline_session(&self, session: &OfflineSession) -> StorageResult<()> {
+        let key = (session.user_id.clone(), session.connector_id.clone());
+        create(&mut self.lock()?.offline_sessions, key, session)
+    }
+    fn get_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+    ) -> StorageResult<OfflineSession> {
+        let key = (user_id.to_owned(), connector_id.to_owned());
+        self.lock()?
+            .offline_sessions
+            .get(&key)
+            .cloned()
+            .ok_or(StorageError::NotFound)
+    }
+    fn update_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, OfflineSession>,
+    ) -> StorageResult<OfflineSession> {
+        let key = (user_id.to_owned(), connector_id.to_owned());
+        update(&mut self.lock()?.offline_sessions, &key, updater)
+    }
+    fn delete_offline_session(&self, user_id: &str, connector_id: &str) -> StorageResult<()> {
+        let key = (user_id.to_owned(), connector_id.to_owned());
+        delete(&mut self.lock()?.offline_sessions, &key)
+    }
+
+    fn get_keys(&self) -> StorageResult<Option<Keys>> {
+        Ok(self.lock()?.keys.clone())
+    }
+    fn update_keys(&self, updater: KeysUpdater<'_>) -> StorageResult<Keys> {
+        let mut tables = self.lock()?;
+        let updated = updater(tables.keys.clone())?;
+        tables.keys = Some(updated.clone());
+        Ok(updated)
+    }
+
+    fn create_device_request(&self, request: &DeviceRequest) -> StorageResult<()> {
+        create(&mut self.lock()?.device_requests, request.user_code.clone(), request)
+    }
+    fn get_device_request(&self, user_code: &str) -> StorageResult<DeviceRequest> {
+        get(&self.lock()?.device_requests, user_code)
+    }
+    fn create_device_token(&self, token: &DeviceToken) -> StorageResult<()> {
+        create(&mut self.lock()?.device_tokens, token.device_code.clone(), token)
+    }
+    fn get_device_token(&self, device_code: &str) -> StorageResult<DeviceToken> {
+        get(&self.lock()?.device_tokens, device_code)
+    }
+    fn update_device_token(
+        &self,
+        device_code: &str,
+        updater: Updater<'_, DeviceToken>,
+    ) -> StorageResult<DeviceToken> {
+        update(&mut self.lock()?.device_tokens, &device_code.to_owned(), updater)
+    }
+
+    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()> {
+        create(&mut self.lock()?.auth_sessions, session.id.clone(), session)
+    }
+    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession> {
+        get(&self.lock()?.auth_sessions, id)
+    }
+    fn update_auth_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthSession>,
+    ) -> StorageResult<AuthSession> {
+        update(&mut self.lock()?.auth_sessions, &id.to_owned(), updater)
+    }
+    fn delete_auth_session(&self, id: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.auth_sessions, &id.to_owned())
+    }
+
+    fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
+        let mut t = self.lock()?;
+        Ok(GcCounts {
+            auth_requests: expire(&mut t.auth_requests, now, |r| r.expiry),
+            auth_codes: expire(&mut t.auth_codes, now, |c| c.expiry),
+            device_requests: expire(&mut t.device_requests, now, |r| r.expiry),
+            device_tokens: expire(&mut t.device_tokens, now, |d| d.expiry),
+            auth_sessions: expire(&mut t.auth_sessions, now, |s| {
+                s.absolute_expiry.min(s.idle_expiry)
+            }),
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! Persistent state behind one trait, with an in-memory and a SQLite backend.
+//!
+//! The contract follows Dex's storage interface: `create_*` on an existing key is
+//! [`StorageError::AlreadyExists`], `get_*`/`delete_*`/`update_*` on a missing key is
+//! [`StorageError::NotFound`], and `update_*` runs an updater closure atomically
+//! (read → updater → write, with no lost updates under concurrency). A delete that
+//! succeeds means the caller owns the object: single use of codes relies on it.
+//!
+//! The trait is synchronous: both backends are quick and blocking. Async callers run
+//! it through [`crate::storage::blocking`] so SQLite never stalls a runtime worker.
+
+pub mod entities;
+
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use entities::*;
+
+/// Errors every backend reports in the same way.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    AlreadyExists,
+    /// An updater closure refused the change; nothing was written.
+    #[error("update rejected: {0}")]
+    Rejected(String),
+    /// The backend itself failed (I/O, corrupt row, …).
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// An updater: receives the current value, returns the value to write or an error
+/// that aborts the update. It may be called more than once.
+pub type Updater<'a, T> = &'a mut dyn FnMut(T) -> StorageResult<T>;
+
+/// The keys updater sees `None` before the first key exists.
+pub type KeysUpdater<'a> = &'a mut dyn FnMut(Option<Keys>) -> StorageResult<Keys>;
+
+/// How many expired objects one garbage collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcCounts {
+    pub auth_requests: u64,
+    pub auth_codes: u64,
+    pub device_requests: u64,
+    pub device_tokens: u64,
+    pub auth_sessions: u64,
+}
+
+impl GcCounts {
+    pub fn total(&self) -> u64 {
+        self.auth_requests
+            + self.auth_codes
+            + self.device_requests
+            + self.device_tokens
+            + self.auth_sessions
+    }
+}
+
+pub trait Storage: Send + Sync + 'static {
+    // Auth requests: a login in progress.
+    fn create_auth_request(&self, request: &AuthRequest) -> StorageResult<()>;
+    fn get_auth_request(&self, id: &str) -> StorageResult<AuthRequest>;
+    fn update_auth_request(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthRequest>,
+    ) -> StorageResult<AuthRequest>;
+    fn delete_auth_request(&self, id: &str) -> StorageResult<()>;
+
+    // Auth codes: single use, so only create / get / delete.
+    fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()>;
+    fn get_auth_code(&self, id: &str) -> StorageResult<AuthCode>;
+    fn delete_auth_code(&self, id: &str) -> StorageResult<()>;
+
+    // Refresh tokens: never garbage-collected by time; expiry is enforced at use.
+    fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()>;
+    fn get_refresh_token(&self, id: &str) -> StorageResult<RefreshToken>;
+    fn update_refresh_token(
+        &self,
+        id: &str,
+        updater: Updater<'_, RefreshToken>,
+    ) -> StorageResult<RefreshToken>;
+    fn delete_refresh_token(&self, id: &str) -> StorageResult<()>;
+    fn list_refresh_tokens(&self) -> StorageResult<Vec<RefreshToken>>;
+
+    // Offline sessions: one per (user, connector).
+    fn create_offline_session(&self, session: &OfflineSession) -> StorageResult<()>;
+    fn get_offline_session(&self, user_id: &str, connector_id: &str)
+    -> StorageResult<OfflineSession>;
+    fn update_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, OfflineSession>,
+    ) -> StorageResult<OfflineSession>;
+    fn delete_offline_session(&self, user_id: &str, connector_id: &str) -> StorageResult<()>;
+
+    // Signing keys: one logical row. `update_keys` receives `None` before the first
+    // key exists and is the compare-and-swap that makes rotation safe across processes.
+    fn get_keys(&self) -> StorageResult<Option<Keys>>;
+    fn update_keys(&self, updater: KeysUpdater<'_>) -> StorageResult<Keys>;
+
+    // Device flow (RFC 8628): requests keyed by user code, tokens by device code.
+    fn create_device_request(&self, request: &DeviceRequest) -> StorageResult<()>;
+    fn get_device_request(&self, user_code: &str) -> StorageResult<DeviceRequest>;
+    fn create_device_token(&self, token: &DeviceToken) -> StorageResult<()>;
+    fn get_device_token(&self, device_code: &str) -> StorageResult<DeviceToken>;
+    fn update_device_token(
+        &self,
+        device_code: &str,
+        updater: Updater<'_, DeviceToken>,
+    ) -> StorageResult<DeviceToken>;
+
+    // Browser sessions: one per signed-in browser.
+    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()>;
+    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession>;
+    fn update_auth_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthSession>,
+    ) -> StorageResult<AuthSession>;
+    fn delete_auth_session(&self, id: &str) -> StorageResult<()>;
+
+    /// Deletes auth requests, auth codes, device requests, device tokens and auth
+    /// sessions whose expiry is before `now`.
+    fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts>;
+}
+
+pub type SharedStorage = Arc<dyn Storage>;
+
+/// Runs a storage call on the blocking pool so async workers never wait on SQLite.
+pub async fn blocking<T, F>(storage: &SharedStorage, call: F) -> StorageResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Storage) -> StorageResult<T> + Send + 'static,
+{
+    let storage = Arc::clone(storage);
+    tokio::task::spawn_blocking(move || call(storage.as_ref()))
+        .await
+        .map_err(|join| StorageError::Backend(format!("storage task failed: {join}")))?
+}
