@@ -1,1 +1,174 @@
-fn main() {}
+//! The `oxidex` command: `serve`, `check-config`, `version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use oxidex::config::{self, LoadOptions, Loaded, Overrides};
+use oxidex::{server, shutdown};
+
+#[derive(Parser)]
+#[command(name = "oxidex", version = oxidex::VERSION, about = "A Dex-compatible OpenID Connect identity provider")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server with a Dex-style config file (JSON or YAML).
+    Serve(ServeArgs),
+    /// Validate a config file and print the effective config, secrets redacted.
+    CheckConfig(CheckArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Path to the config file.
+    config: PathBuf,
+    /// Overrides `web.http`.
+    #[arg(long)]
+    web_http_addr: Option<String>,
+    /// Overrides `web.https`.
+    #[arg(long)]
+    web_https_addr: Option<String>,
+    /// Overrides `telemetry.http`.
+    #[arg(long)]
+    telemetry_addr: Option<String>,
+    /// Treat unknown config keys as errors.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Path to the config file.
+    config: PathBuf,
+    /// Treat unknown config keys as errors.
+    #[arg(long)]
+    strict: bool,
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("oxidex {}", oxidex::VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig(args) => check_config(args),
+        Command::Serve(args) => serve(args, started),
+    }
+}
+
+fn load(path: &std::path::Path, strict: bool, overrides: Overrides) -> Result<Loaded, ExitCode> {
+    let options = LoadOptions { strict, overrides, ..LoadOptions::default() };
+    match config::load_file(path, &options) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(loaded)
+        }
+        Err(error) => {
+            eprintln!("invalid config {}:\n{error}", path.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn check_config(args: CheckArgs) -> ExitCode {
+    let loaded = match load(&args.config, args.strict, Overrides::default()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match serde_json::to_string_pretty(&config::redacted_json(&loaded.settings)) {
+        Ok(text) => {
+            println!("{text}");
+            eprintln!("config {} is valid", args.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot print the effective config: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs, started: Instant) -> ExitCode {
+    let overrides = Overrides {
+        web_http: args.web_http_addr,
+        web_https: args.web_https_addr,
+        telemetry_http: args.telemetry_addr,
+    };
+    let loaded = match load(&args.config, args.strict, overrides) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if let Err(error) = oxidex::telemetry::init_logging(&loaded.settings.logger) {
+        eprintln!("{error}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_async(loaded, started)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("oxidex: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_async(loaded: Loaded, started: Instant) -> Result<(), String> {
+    let settings = loaded.settings;
+    let Some(http_addr) = settings.web.http.clone() else {
+        return Err("web.https is not served by oxidex yet: set web.http and terminate TLS in front of oxidex".to_owned());
+    };
+    let listener = TcpListener::bind(&http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on web.http {http_addr}: {e}"))?;
+    let telemetry = match &settings.telemetry_http {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on telemetry.http {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let (trigger, stop) = shutdown::channel();
+    let services = server::start_services(settings, server::system_clock(), stop.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        address = %http_addr,
+        issuer = %services.state.settings.issuer.url,
+        ready_after_ms = started.elapsed().as_millis() as u64,
+        "listening"
+    );
+    if let Some(telemetry) = &telemetry {
+        if let Ok(addr) = telemetry.local_addr() {
+            tracing::info!(address = %addr, "telemetry listening");
+        }
+    }
+    tokio::spawn(async move {
+        shutdown::os_signal().await;
+        tracing::info!("shutting down");
+        trigger.fire();
+    });
+    server::run(services, listener, telemetry, stop)
+        .await
+        .map_err(|e| e.to_string())
+}

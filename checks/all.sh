@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every check that runs on a plain Debian machine: formatting, lints, unit and
+# integration tests, the Nix offline checks and the Nix→oxidex rendering contract.
+# Installs missing prerequisites (as root, via apt-get) first. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+failures=0
+passes=0
+record() { # name, exit code
+  if [ "$2" -eq 0 ]; then passes=$((passes + 1)); echo "ok: $1"; else failures=$((failures + 1)); echo "FAILED: $1"; fi
+}
+
+export CARGO_TERM_COLOR=never
+export CARGO_INCREMENTAL=0
+
+step "prerequisites"
+bash checks/lib/install-prereqs.sh
+
+set +e
+step "rustfmt"
+cargo fmt --all -- --check; record "rustfmt" $?
+
+step "clippy"
+cargo clippy --all-targets --locked -- -D warnings; record "clippy" $?
+
+step "cargo test (unit + integration)"
+cargo test --locked; record "cargo test" $?
+
+step "Nix offline checks (parse, flake lock, evaluation)"
+bash checks/nix-offline.sh; record "nix offline checks" $?
+
+step "Nix rendering contract (nixos-module/render.nix → oxidex check-config)"
+cargo build --locked --bin oxidex && bash checks/render-contract.sh "$root/target/debug/oxidex"; record "render contract" $?
+set -e
+
+echo
+echo "checks: ${passes} passed, ${failures} failed"
+[ "$failures" -eq 0 ]

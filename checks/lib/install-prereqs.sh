@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the checks need on a fresh Debian machine. Safe to re-run.
+set -euo pipefail
+
+need_apt=()
+command -v nix-instantiate >/dev/null 2>&1 || need_apt+=(nix-bin)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing: ${need_apt[*]} — run as root or install them with apt-get" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+echo "prerequisites present"

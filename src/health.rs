@@ -1,0 +1,149 @@
+//! The health checker: a storage round trip and a usable signing key, checked in
+//! the background so probes never wait on the database.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::keys::KeyManager;
+use crate::storage::{self, AuthRequest, Claims, Pkce, SharedStorage, StorageError};
+
+/// How often the background check runs (Dex: 15 s).
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub healthy: bool,
+    pub storage: CheckResult,
+    pub signing_key: CheckResult,
+    /// Seconds since the Unix epoch of the check.
+    pub checked_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CheckResult {
+    fn from_result(result: Result<(), String>) -> Self {
+        match result {
+            Ok(()) => Self { ok: true, error: None },
+            Err(error) => Self { ok: false, error: Some(error) },
+        }
+    }
+}
+
+pub struct HealthChecker {
+    storage: SharedStorage,
+    keys: Arc<KeyManager>,
+    latest: RwLock<HealthReport>,
+}
+
+impl HealthChecker {
+    pub fn new(storage: SharedStorage, keys: Arc<KeyManager>) -> Self {
+        let unknown = CheckResult { ok: false, error: Some("not checked yet".to_owned()) };
+        Self {
+            storage,
+            keys,
+            latest: RwLock::new(HealthReport {
+                healthy: false,
+                storage: unknown.clone(),
+                signing_key: unknown,
+                checked_at: 0,
+            }),
+        }
+    }
+
+    pub fn latest(&self) -> HealthReport {
+        match self.latest.read() {
+            Ok(report) => report.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Runs every check once and records the result.
+    pub async fn check(&self, now: SystemTime) -> HealthReport {
+        let storage = CheckResult::from_result(self.check_storage(now).await);
+        let signing_key = CheckResult::from_result(self.check_signing_key(now));
+        let report = HealthReport {
+            healthy: storage.ok && signing_key.ok,
+            storage,
+            signing_key,
+            checked_at: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        match self.latest.write() {
+            Ok(mut latest) => *latest = report.clone(),
+            Err(poisoned) => *poisoned.into_inner() = report.clone(),
+        }
+        report
+    }
+
+    /// Creates and deletes a short-lived auth request, like Dex's storage check.
+    async fn check_storage(&self, now: SystemTime) -> Result<(), String> {
+        let id = format!("healthcheck-{}", crate::random::token(12));
+        let probe = AuthRequest {
+            id: id.clone(),
+            client_id: String::new(),
+            response_types: Vec::new(),
+            scopes: Vec::new(),
+            redirect_uri: String::new(),
+            nonce: String::new(),
+            state: String::new(),
+            force_approval_prompt: false,
+            logged_in: false,
+            claims: Claims::default(),
+            connector_id: String::new(),
+            connector_data: None,
+            expiry: now + Duration::from_secs(60),
+            pkce: Pkce::default(),
+            hmac_key: Vec::new(),
+            auth_time: None,
+        };
+        storage::blocking(&self.storage, move |s| {
+            s.create_auth_request(&probe)?;
+            s.delete_auth_request(&id)
+        })
+        .await
+        .map_err(|e: StorageError| format!("storage round trip failed: {e}"))
+    }
+
+    fn check_signing_key(&self, now: SystemTime) -> Result<(), String> {
+        let keyset = self.keys.keyset();
+        // A key whose rotation is overdue by more than a few check intervals means
+        // the rotation task is stuck.
+        if keyset.next_rotation() + 4 * crate::keys::ROTATION_CHECK_INTERVAL < now {
+            return Err("signing key rotation is overdue".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Re-checks every [`CHECK_INTERVAL`] until `shutdown` completes.
+    pub fn spawn(
+        self: Arc<Self>,
+        clock: crate::Clock,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            let mut ticker = tokio::time::interval(CHECK_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = ticker.tick() => {
+                        let report = self.check(clock()).await;
+                        if !report.healthy {
+                            tracing::warn!(?report, "health check failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,52 @@
+//! The HTTP surface: one module per endpoint area, each with its `routes()`,
+//! merged by [`app`] under the issuer's path.
+
+pub mod discovery;
+pub mod health;
+pub mod keys;
+mod middleware;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::Router;
+
+use crate::config::Settings;
+use crate::health::HealthChecker;
+use crate::keys::KeyManager;
+use crate::storage::SharedStorage;
+use crate::Clock;
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub storage: SharedStorage,
+    pub keys: Arc<KeyManager>,
+    pub discovery: Arc<discovery::DiscoveryCache>,
+    pub health: Arc<HealthChecker>,
+    pub clock: Clock,
+}
+
+/// The main listener's router: every route lives under the issuer's path
+/// (`https://h/dex` ⇒ `/dex/keys`, …), with request ids, tracing, metrics and the
+/// configured `web.headers`.
+pub fn app(state: AppState) -> Router {
+    let prefix = state.settings.issuer.path_prefix.clone();
+    let extra_headers = state.settings.web.headers.clone();
+    let routes = Router::new()
+        .merge(discovery::routes())
+        .merge(keys::routes())
+        .merge(health::routes())
+        .with_state(state);
+    let routes = if prefix.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&prefix, routes)
+    };
+    middleware::wrap(routes.fallback(not_found), &extra_headers)
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "404 page not found\n")
+}

@@ -1,0 +1,114 @@
+//! Wiring: from validated [`Settings`] to running listeners and background tasks.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::health::HealthChecker;
+use crate::http::{self, AppState};
+use crate::keys::{KeyManager, KeyPolicy};
+use crate::shutdown::Shutdown;
+use crate::{storage, Clock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("failed to initialize storage: {0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("failed to initialize signing keys: {0}")]
+    Keys(String),
+    #[error("cannot build the discovery document: {0}")]
+    Discovery(#[from] serde_json::Error),
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// The running application's state plus its background tasks.
+pub struct Services {
+    pub state: AppState,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+/// Opens storage, loads or creates signing keys, and starts the background tasks
+/// (key rotation, garbage collection, health checks), all stopped by `shutdown`.
+pub async fn start_services(
+    settings: Settings,
+    clock: Clock,
+    shutdown: Shutdown,
+) -> Result<Services, ServerError> {
+    let storage_settings = settings.storage.clone();
+    let storage = tokio::task::spawn_blocking(move || storage::open(&storage_settings))
+        .await
+        .map_err(|e| storage::StorageError::Backend(e.to_string()))??;
+    let policy = KeyPolicy {
+        algorithm: settings.signer.algorithm,
+        rotation_period: settings.signer.rotation_period,
+        verification_lifetime: settings.expiry.id_tokens,
+    };
+    let keys = KeyManager::start(storage.clone(), policy, clock())
+        .await
+        .map_err(|e| ServerError::Keys(e.to_string()))?;
+    let discovery = Arc::new(http::discovery::DiscoveryCache::new(&settings)?);
+    let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));
+    health.check(clock()).await;
+
+    let mut tasks = Vec::new();
+    tasks.push(keys.clone().spawn_rotation_task(
+        clock.clone(),
+        shutdown.clone().wait(),
+    ));
+    tasks.push(storage::gc::spawn_garbage_collector(
+        storage.clone(),
+        settings.gc_interval,
+        clock.clone(),
+        shutdown.clone().wait(),
+    ));
+    tasks.push(health.clone().spawn(clock.clone(), shutdown.clone().wait()));
+
+    let state = AppState {
+        settings: Arc::new(settings),
+        storage,
+        keys,
+        discovery,
+        health,
+        clock,
+    };
+    Ok(Services { state, tasks })
+}
+
+/// Serves the main router on `listener` (and telemetry on `telemetry`) until
+/// `shutdown`, then waits for in-flight requests and background tasks.
+pub async fn run(
+    services: Services,
+    listener: TcpListener,
+    telemetry: Option<TcpListener>,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let Services { state, tasks } = services;
+    let telemetry_task = telemetry.map(|listener| {
+        let app = crate::telemetry::telemetry_app(state.health.clone());
+        let stop = shutdown.clone().wait();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                tracing::error!(%error, "telemetry listener failed");
+            }
+        })
+    });
+    let app = http::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.wait())
+        .await?;
+    if let Some(task) = telemetry_task {
+        let _ = task.await;
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Logging (text or JSON on stderr) and the telemetry listener: `/metrics`
+//! (Prometheus), `/healthz`, `/healthz/live`, `/healthz/ready`.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LoggerSettings};
+use crate::health::HealthChecker;
+
+/// Installs the global tracing subscriber. `RUST_LOG`, when set, wins over
+/// `logger.level` so an operator can turn on debug output without editing config.
+pub fn init_logging(logger: &LoggerSettings) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
+        _ => EnvFilter::try_new(&logger.level),
+    }
+    .map_err(|e| format!("invalid log level {:?}: {e}", logger.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match logger.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. `None` if another
+/// recorder was installed first (only possible in tests).
+pub fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct TelemetryState {
+    health: Arc<HealthChecker>,
+    prometheus: Option<PrometheusHandle>,
+}
+
+pub fn telemetry_app(health: Arc<HealthChecker>) -> Router {
+    let state = TelemetryState { health, prometheus: prometheus() };
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(ready))
+        .route("/healthz/live", get(live))
+        .route("/healthz/ready", get(ready))
+        .with_state(state)
+}
+
+async fn metrics_page(State(state): State<TelemetryState>) -> impl IntoResponse {
+    let body = state.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(state): State<TelemetryState>) -> impl IntoResponse {
+    let report = state.health.latest();
+    let status = if report.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report))
+}

@@ -1,0 +1,118 @@
+//! Starting and stopping an oxidex server inside a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use oxidex::config::{self, LoadOptions};
+use oxidex::http::AppState;
+use oxidex::shutdown::{self, ShutdownTrigger};
+use oxidex::{server, Clock};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<SystemTime>>);
+
+impl ManualClock {
+    pub fn at(start: SystemTime) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+    pub fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+    pub fn clock(&self) -> Clock {
+        let inner = self.0.clone();
+        Arc::new(move || *inner.lock().unwrap())
+    }
+}
+
+/// A minimal valid config; tests patch what they need.
+pub fn base_config(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "storage": {"type": "memory"},
+        "web": {"http": "127.0.0.1:0"},
+        "staticClients": [{
+            "id": "example-app",
+            "name": "Example App",
+            "secret": "ZXhhbXBsZS1hcHAtc2VjcmV0",
+            "redirectURIs": ["http://127.0.0.1:5555/callback"]
+        }],
+        "connectors": [{"type": "mockCallback", "id": "mock", "name": "Mock"}]
+    })
+}
+
+pub fn settings_from(config: &Value, dir: &Path) -> config::Settings {
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    config::load_file(&path, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("test config rejected:\n{e}"))
+        .settings
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    trigger: Option<ShutdownTrigger>,
+    task: Option<JoinHandle<()>>,
+    // Keeps the temporary directory (config, SQLite file) alive.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start(config: Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_from(&config, dir.path());
+        Self::start_with(settings, server::system_clock(), Some(dir)).await
+    }
+
+    pub async fn start_with(
+        settings: config::Settings,
+        clock: Clock,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, stop) = shutdown::channel();
+        let services = server::start_services(settings, clock, stop.clone()).await.unwrap();
+        let state = services.state.clone();
+        let task = tokio::spawn(async move {
+            server::run(services, listener, None, stop).await.unwrap();
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self { addr, state, http, trigger: Some(trigger), task: Some(task), _dir: dir }
+    }
+
+    /// `http://127.0.0.1:<port>` + path (the path includes any issuer prefix).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and waits for it, as SIGTERM would.
+    pub async fn stop(mut self) {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.fire();
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server did not shut down within 10 s")
+                .unwrap();
+        }
+    }
+}
+
+pub fn temp_sqlite(dir: &Path) -> PathBuf {
+    dir.join("state").join("oxidex.db")
+}
