@@ -6,6 +6,9 @@
 //! Modelled on what Dex's `storage/conformance` suite verifies, adapted to our
 //! entities (no clients, passwords or connectors in storage; auth sessions added).
 
+// Test-only code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};

@@ -51,6 +51,7 @@ pub fn spawn_garbage_collector(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use std::sync::Arc;
     use std::time::UNIX_EPOCH;

@@ -148,10 +148,8 @@ pub fn open(settings: &crate::config::StorageSettings) -> StorageResult<SharedSt
     use crate::config::StorageSettings;
     match settings {
         StorageSettings::Memory => Ok(Arc::new(memory::MemoryStorage::new())),
-        StorageSettings::Sqlite3 { file } if file.as_os_str() == ":memory:" => {
-            Ok(Arc::new(sqlite::SqliteStorage::open_in_memory()?))
-        }
         StorageSettings::Sqlite3 { file } => {
+            // `:memory:` has an empty parent, like any bare file name.
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StorageError::Backend(format!(

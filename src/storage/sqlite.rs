@@ -29,7 +29,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params_from_iter};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -109,6 +111,9 @@ impl SqliteStorage {
     /// date. The parent directory must exist. A new file is created readable by its
     /// owner only: it holds private keys and refresh tokens.
     pub fn open(path: &Path) -> StorageResult<Self> {
+        if path.as_os_str() == ":memory:" {
+            return Self::open_in_memory();
+        }
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             StorageError::Backend(format!(
                 "cannot open SQLite database {}: {what}: {e}",
@@ -116,7 +121,11 @@ impl SqliteStorage {
             ))
         };
         create_private_file(path).map_err(|e| fail("create file", &e))?;
-        let mut conn = Connection::open(path).map_err(|e| fail("open", &e))?;
+        // No SQLITE_OPEN_URI: the configured file is always a path, never a URI.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| fail("open", &e))?;
         configure(&conn, true).map_err(|e| fail("configure", &e))?;
         migrate(&mut conn, MIGRATIONS).map_err(|e| match e {
             StorageError::Backend(msg) => fail("migrate", &msg),
@@ -642,4 +651,272 @@ fn read_keys(conn: &Connection) -> StorageResult<Option<Keys>> {
             .map_err(|e| StorageError::Backend(format!("corrupt signing keys row: {e}")))
     })
     .transpose()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::StorageSettings;
+    use crate::storage::conformance::{self, fixtures};
+
+    fn versions(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn migrations_apply_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        drop(SqliteStorage::open(&path).unwrap());
+
+        let mut conn = Connection::open(&path).unwrap();
+        assert_eq!(versions(&conn), vec![1]);
+        assert_eq!(
+            migrate(&mut conn, MIGRATIONS).unwrap(),
+            0,
+            "re-open applied"
+        );
+
+        // A later build with one more migration applies only that one.
+        let mut newer: Vec<&str> = MIGRATIONS.to_vec();
+        newer.push("CREATE TABLE added_later (x INTEGER) STRICT;");
+        assert_eq!(migrate(&mut conn, &newer).unwrap(), 1);
+        assert_eq!(migrate(&mut conn, &newer).unwrap(), 0);
+        assert_eq!(versions(&conn), vec![1, 2]);
+        conn.execute("INSERT INTO added_later (x) VALUES (1)", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_schema_untouched() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let broken = [MIGRATIONS[0], "CREATE TABLE ok (x INTEGER); NOT SQL;"];
+        let err = migrate(&mut conn, &broken).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Backend(m) if m.contains("version 2")),
+            "{err}"
+        );
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('auth_request', 'ok')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "partial migration was committed");
+    }
+
+    #[test]
+    fn database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        drop(SqliteStorage::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
+                [],
+            )
+            .unwrap();
+
+        let Err(StorageError::Backend(message)) = SqliteStorage::open(&path) else {
+            panic!("a database at schema version 99 was accepted");
+        };
+        assert!(message.contains("version 99"), "{message}");
+        assert!(message.contains("newer"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let token = fixtures::refresh_token("rt");
+        let keys = fixtures::keys("kid-a", Some("kid-b"), &["kid-old"]);
+        {
+            let s = SqliteStorage::open(&path).unwrap();
+            s.create_refresh_token(&token).unwrap();
+            s.update_keys(&mut |_| Ok(keys.clone())).unwrap();
+        }
+        let s = SqliteStorage::open(&path).unwrap();
+        assert_eq!(s.get_refresh_token("rt").unwrap(), token);
+        assert_eq!(s.get_keys().unwrap(), Some(keys));
+    }
+
+    #[test]
+    fn file_database_uses_wal_normal_sync_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("oxidex.db")).unwrap();
+        let conn = s.lock();
+        let pragma = |name: &str| -> String {
+            conn.query_row(&format!("PRAGMA {name}"), [], |row| {
+                row.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| format!("{v:?}"))
+            .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
+        assert_eq!(pragma("synchronous"), "Integer(1)", "NORMAL is 1");
+        assert_eq!(pragma("foreign_keys"), "Integer(1)");
+        assert_eq!(pragma("busy_timeout"), "Integer(5000)");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let s = SqliteStorage::open(&path).unwrap();
+        s.create_auth_code(&fixtures::auth_code("c", fixtures::instant(1)))
+            .unwrap();
+        for file in ["oxidex.db", "oxidex.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is accessible to others: {mode:o}");
+        }
+    }
+
+    /// Two handles on one file stand for two processes: each has its own connection,
+    /// so only SQLite's file locking keeps their read-modify-writes apart.
+    #[test]
+    fn parallel_updates_through_two_handles_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let a: SharedStorage = Arc::new(SqliteStorage::open(&path).unwrap());
+        let b: SharedStorage = Arc::new(SqliteStorage::open(&path).unwrap());
+        conformance::parallel_increments(&[a, b]);
+    }
+
+    /// Key rotation is a compare-and-swap across replicas: the second handle's
+    /// updater must see what the first one wrote.
+    #[test]
+    fn keys_update_sees_other_handles_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let a = SqliteStorage::open(&path).unwrap();
+        let b = SqliteStorage::open(&path).unwrap();
+        let first = fixtures::keys("kid-a", Some("kid-b"), &[]);
+        a.update_keys(&mut |current| {
+            assert_eq!(current, None);
+            Ok(first.clone())
+        })
+        .unwrap();
+        let mut seen = None;
+        b.update_keys(&mut |current| {
+            seen = current.clone();
+            Ok(fixtures::keys("kid-b", Some("kid-c"), &["kid-a"]))
+        })
+        .unwrap();
+        assert_eq!(seen, Some(first));
+        assert_eq!(
+            a.get_keys().unwrap().unwrap().signing_key.kid,
+            "kid-b",
+            "first handle does not see the rotation"
+        );
+    }
+
+    #[test]
+    fn open_from_settings_creates_the_parent_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state/oxidex/oxidex.db");
+        let storage =
+            crate::storage::open(&StorageSettings::Sqlite3 { file: file.clone() }).unwrap();
+        storage
+            .create_refresh_token(&fixtures::refresh_token("rt"))
+            .unwrap();
+        drop(storage);
+        assert!(file.is_file());
+        let reopened = crate::storage::open(&StorageSettings::Sqlite3 { file }).unwrap();
+        assert!(reopened.get_refresh_token("rt").is_ok());
+    }
+
+    #[test]
+    fn open_from_settings_names_the_path_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let file = blocker.join("oxidex.db");
+        let Err(StorageError::Backend(message)) =
+            crate::storage::open(&StorageSettings::Sqlite3 { file: file.clone() })
+        else {
+            panic!("opening a database below a regular file succeeded");
+        };
+        assert!(message.contains(&file.display().to_string()), "{message}");
+
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, vec![0x42; 8192]).unwrap();
+        let Err(StorageError::Backend(message)) = crate::storage::open(&StorageSettings::Sqlite3 {
+            file: garbage.clone(),
+        }) else {
+            panic!("a file that is not a database was accepted");
+        };
+        assert!(
+            message.contains(&garbage.display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn open_from_settings_supports_memory_backends() {
+        for settings in [
+            StorageSettings::Memory,
+            StorageSettings::Sqlite3 {
+                file: ":memory:".into(),
+            },
+        ] {
+            let storage = crate::storage::open(&settings).unwrap();
+            storage
+                .create_auth_code(&fixtures::auth_code("c", fixtures::instant(1)))
+                .unwrap();
+            assert!(storage.get_auth_code("c").is_ok(), "{settings:?}");
+        }
+        assert!(
+            !std::path::Path::new(":memory:").exists(),
+            "created a file named :memory:"
+        );
+    }
+
+    #[test]
+    fn panicking_updater_rolls_back_and_leaves_the_handle_usable() {
+        let s = SqliteStorage::open_in_memory().unwrap();
+        let token = fixtures::refresh_token("rt");
+        s.create_refresh_token(&token).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = s.update_refresh_token("rt", &mut |_| panic!("updater bug"));
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(s.get_refresh_token("rt").unwrap(), token);
+        s.update_refresh_token("rt", &mut |mut t| {
+            t.token = "after".to_owned();
+            Ok(t)
+        })
+        .unwrap();
+        assert_eq!(s.get_refresh_token("rt").unwrap().token, "after");
+    }
+
+    #[test]
+    fn expiry_columns_are_nanoseconds_since_the_epoch() {
+        assert_eq!(unix_nanos(UNIX_EPOCH), 0);
+        assert_eq!(
+            unix_nanos(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789)),
+            1_700_000_000_123_456_789
+        );
+        assert_eq!(unix_nanos(UNIX_EPOCH - Duration::from_nanos(5)), -5);
+        assert_eq!(
+            unix_nanos(UNIX_EPOCH + Duration::from_secs(400 * 365 * 24 * 3600)),
+            i64::MAX
+        );
+    }
 }
