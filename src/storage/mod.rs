@@ -11,7 +11,11 @@
 
 pub mod entities;
 
+#[cfg(test)]
+mod conformance;
+pub mod gc;
 pub mod memory;
+pub mod sqlite;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -91,8 +95,11 @@ pub trait Storage: Send + Sync + 'static {
 
     // Offline sessions: one per (user, connector).
     fn create_offline_session(&self, session: &OfflineSession) -> StorageResult<()>;
-    fn get_offline_session(&self, user_id: &str, connector_id: &str)
-    -> StorageResult<OfflineSession>;
+    fn get_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+    ) -> StorageResult<OfflineSession>;
     fn update_offline_session(
         &self,
         user_id: &str,
@@ -133,6 +140,29 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 pub type SharedStorage = Arc<dyn Storage>;
+
+/// Opens the configured backend. For SQLite the parent directory is created when
+/// missing; the file name `:memory:` (as in Dex's tests) gives a private in-memory
+/// database.
+pub fn open(settings: &crate::config::StorageSettings) -> StorageResult<SharedStorage> {
+    use crate::config::StorageSettings;
+    match settings {
+        StorageSettings::Memory => Ok(Arc::new(memory::MemoryStorage::new())),
+        StorageSettings::Sqlite3 { file } => {
+            // `:memory:` has an empty parent, like any bare file name.
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StorageError::Backend(format!(
+                        "cannot create directory {} for SQLite database {}: {e}",
+                        dir.display(),
+                        file.display()
+                    ))
+                })?;
+            }
+            Ok(Arc::new(sqlite::SqliteStorage::open(file)?))
+        }
+    }
+}
 
 /// Runs a storage call on the blocking pool so async workers never wait on SQLite.
 pub async fn blocking<T, F>(storage: &SharedStorage, call: F) -> StorageResult<T>

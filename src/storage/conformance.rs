@@ -1,0 +1,859 @@
+//! The storage conformance suite: every backend must pass every check here.
+//!
+//! Each check takes a factory that returns a fresh, empty storage (checks may call it
+//! more than once). [`conformance_tests!`] turns the list of checks into one `#[test]`
+//! per check for a backend; the backends are instantiated at the bottom of this file.
+//! Modelled on what Dex's `storage/conformance` suite verifies, adapted to our
+//! entities (no clients, passwords or connectors in storage; auth sessions added).
+
+// Test-only code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use fixtures::*;
+
+pub(crate) type Factory<'a> = &'a dyn Fn() -> SharedStorage;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Test objects with every field set to something distinctive, so a backend that
+/// drops or mixes up a field fails the round-trip comparisons.
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// An instant with sub-millisecond digits, to catch truncation.
+    pub(crate) fn instant(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::new(secs, 123_456_789)
+    }
+
+    pub(crate) fn claims(user: &str) -> Claims {
+        Claims {
+            user_id: format!("{user}-id"),
+            username: user.to_owned(),
+            preferred_username: format!("{user}-preferred"),
+            email: format!("{user}@example.com"),
+            email_verified: true,
+            groups: vec!["admins".to_owned(), "ops".to_owned()],
+        }
+    }
+
+    pub(crate) fn pkce() -> Pkce {
+        Pkce {
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
+            code_challenge_method: "S256".to_owned(),
+        }
+    }
+
+    pub(crate) fn auth_request(id: &str, expiry: SystemTime) -> AuthRequest {
+        AuthRequest {
+            id: id.to_owned(),
+            client_id: "grafana".to_owned(),
+            response_types: vec!["code".to_owned(), "id_token".to_owned()],
+            scopes: vec!["openid".to_owned(), "email".to_owned()],
+            redirect_uri: "https://grafana.example.com/login/generic_oauth".to_owned(),
+            nonce: format!("{id}-nonce"),
+            state: format!("{id}-state"),
+            force_approval_prompt: true,
+            logged_in: true,
+            claims: claims("alice"),
+            connector_id: "forgejo".to_owned(),
+            connector_data: Some(b"{\"upstream\":\"refresh\"}\x00\xff".to_vec()),
+            expiry,
+            pkce: pkce(),
+            hmac_key: vec![0, 1, 2, 254, 255],
+            auth_time: Some(instant(1_700_000_100)),
+        }
+    }
+
+    pub(crate) fn auth_code(id: &str, expiry: SystemTime) -> AuthCode {
+        AuthCode {
+            id: id.to_owned(),
+            client_id: "grafana".to_owned(),
+            redirect_uri: "https://grafana.example.com/login/generic_oauth".to_owned(),
+            nonce: format!("{id}-nonce"),
+            scopes: vec!["openid".to_owned(), "offline_access".to_owned()],
+            connector_id: "forgejo".to_owned(),
+            // Empty but present must stay distinct from absent.
+            connector_data: Some(Vec::new()),
+            claims: claims("bob"),
+            expiry,
+            pkce: pkce(),
+            auth_time: Some(instant(1_700_000_200)),
+        }
+    }
+
+    pub(crate) fn refresh_token(id: &str) -> RefreshToken {
+        RefreshToken {
+            id: id.to_owned(),
+            token: format!("{id}-secret"),
+            obsolete_token: format!("{id}-previous"),
+            created_at: instant(1_700_000_300),
+            last_used: instant(1_700_000_400),
+            client_id: "argocd".to_owned(),
+            connector_id: "forgejo".to_owned(),
+            connector_data: Some(vec![9, 8, 7]),
+            claims: claims("carol"),
+            scopes: vec!["openid".to_owned(), "groups".to_owned()],
+            nonce: format!("{id}-nonce"),
+            auth_time: Some(instant(1_700_000_250)),
+        }
+    }
+
+    pub(crate) fn offline_session(user_id: &str, connector_id: &str) -> OfflineSession {
+        OfflineSession {
+            user_id: user_id.to_owned(),
+            connector_id: connector_id.to_owned(),
+            refresh: BTreeMap::new(),
+            connector_data: Some(b"upstream-refresh-token".to_vec()),
+        }
+    }
+
+    pub(crate) fn refresh_ref(id: &str) -> RefreshTokenRef {
+        RefreshTokenRef {
+            id: id.to_owned(),
+            client_id: "argocd".to_owned(),
+            created_at: instant(1_700_000_500),
+            last_used: instant(1_700_000_600),
+        }
+    }
+
+    pub(crate) fn signing_key(kid: &str, algorithm: &str) -> StoredSigningKey {
+        StoredSigningKey {
+            kid: kid.to_owned(),
+            algorithm: algorithm.to_owned(),
+            private_pkcs8: format!("pkcs8-of-{kid}").into_bytes(),
+            public_jwk: serde_json::json!({
+                "kty": "EC", "crv": "P-256", "kid": kid, "alg": algorithm, "use": "sig",
+                "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+            }),
+        }
+    }
+
+    pub(crate) fn keys(signing: &str, next: Option<&str>, retired: &[&str]) -> Keys {
+        Keys {
+            signing_key: signing_key(signing, "RS256"),
+            next_key: next.map(|kid| signing_key(kid, "ES256")),
+            verification_keys: retired
+                .iter()
+                .enumerate()
+                .map(|(i, kid)| VerificationKey {
+                    public_jwk: signing_key(kid, "RS256").public_jwk,
+                    expiry: instant(1_700_001_000 + i as u64),
+                })
+                .collect(),
+            next_rotation: instant(1_700_021_600),
+        }
+    }
+
+    pub(crate) fn device_request(user_code: &str, expiry: SystemTime) -> DeviceRequest {
+        DeviceRequest {
+            user_code: user_code.to_owned(),
+            device_code: format!("{user_code}-device"),
+            client_id: "kubectl".to_owned(),
+            client_secret: "not-so-secret".to_owned(),
+            scopes: vec!["openid".to_owned(), "offline_access".to_owned()],
+            expiry,
+        }
+    }
+
+    pub(crate) fn device_token(device_code: &str, expiry: SystemTime) -> DeviceToken {
+        DeviceToken {
+            device_code: device_code.to_owned(),
+            status: "authorization_pending".to_owned(),
+            token: String::new(),
+            expiry,
+            last_request: instant(1_700_000_700),
+            poll_interval_seconds: 5,
+            pkce: pkce(),
+        }
+    }
+
+    pub(crate) fn auth_session(
+        id: &str,
+        absolute_expiry: SystemTime,
+        idle_expiry: SystemTime,
+    ) -> AuthSession {
+        AuthSession {
+            id: id.to_owned(),
+            secret: format!("{id}-secret"),
+            user_id: "alice-id".to_owned(),
+            connector_id: "forgejo".to_owned(),
+            claims: claims("alice"),
+            created_at: instant(1_700_000_800),
+            last_activity: instant(1_700_000_900),
+            absolute_expiry,
+            idle_expiry,
+        }
+    }
+}
+
+fn later() -> SystemTime {
+    instant(1_900_000_000)
+}
+
+fn rejected<T>(_: T) -> StorageResult<T> {
+    Err(StorageError::Rejected("refused by test".to_owned()))
+}
+
+fn assert_rejected<T: std::fmt::Debug>(result: StorageResult<T>) {
+    assert_eq!(
+        result.unwrap_err(),
+        StorageError::Rejected("refused by test".to_owned())
+    );
+}
+
+pub(crate) fn auth_request_crud(new: Factory<'_>) {
+    let s = new();
+    let mut first = auth_request("req-1", later());
+    first.auth_time = None;
+    let second = auth_request("req-2", later());
+    s.create_auth_request(&first).unwrap();
+    s.create_auth_request(&second).unwrap();
+    assert_eq!(
+        s.create_auth_request(&first),
+        Err(StorageError::AlreadyExists)
+    );
+
+    assert_eq!(s.get_auth_request("req-1").unwrap(), first);
+    assert_eq!(s.get_auth_request("req-2").unwrap(), second);
+
+    let mut expected = first.clone();
+    expected.claims = claims("dave");
+    expected.connector_id = "oidc".to_owned();
+    expected.connector_data = None;
+    expected.logged_in = true;
+    expected.auth_time = Some(instant(1_700_000_999));
+    let want = expected.clone();
+    let updated = s
+        .update_auth_request("req-1", &mut |mut r| {
+            assert_eq!(r, first, "updater must see the stored value");
+            r.claims = want.claims.clone();
+            r.connector_id = want.connector_id.clone();
+            r.connector_data = None;
+            r.auth_time = want.auth_time;
+            Ok(r)
+        })
+        .unwrap();
+    assert_eq!(updated, expected);
+    assert_eq!(s.get_auth_request("req-1").unwrap(), expected);
+    assert_eq!(s.get_auth_request("req-1").unwrap().pkce, pkce());
+    assert_eq!(
+        s.get_auth_request("req-2").unwrap(),
+        second,
+        "update touched another row"
+    );
+
+    s.delete_auth_request("req-1").unwrap();
+    s.delete_auth_request("req-2").unwrap();
+    assert_eq!(s.get_auth_request("req-1"), Err(StorageError::NotFound));
+    assert_eq!(s.delete_auth_request("req-1"), Err(StorageError::NotFound));
+}
+
+pub(crate) fn auth_code_crud(new: Factory<'_>) {
+    let s = new();
+    let code = auth_code("code-1", later());
+    let mut other = auth_code("code-2", later());
+    other.connector_data = None;
+    other.auth_time = None;
+    s.create_auth_code(&code).unwrap();
+    s.create_auth_code(&other).unwrap();
+    assert_eq!(s.create_auth_code(&code), Err(StorageError::AlreadyExists));
+
+    assert_eq!(s.get_auth_code("code-1").unwrap(), code);
+    assert_eq!(s.get_auth_code("code-2").unwrap(), other);
+
+    s.delete_auth_code("code-1").unwrap();
+    assert_eq!(s.get_auth_code("code-1"), Err(StorageError::NotFound));
+    // Single use: the second delete of the same code must fail.
+    assert_eq!(s.delete_auth_code("code-1"), Err(StorageError::NotFound));
+    assert_eq!(s.get_auth_code("code-2").unwrap(), other);
+}
+
+pub(crate) fn refresh_token_crud(new: Factory<'_>) {
+    let s = new();
+    assert_eq!(s.list_refresh_tokens().unwrap(), Vec::new());
+    let first = refresh_token("rt-1");
+    s.create_refresh_token(&first).unwrap();
+    assert_eq!(
+        s.create_refresh_token(&first),
+        Err(StorageError::AlreadyExists)
+    );
+    assert_eq!(s.get_refresh_token("rt-1").unwrap(), first);
+
+    let mut second = refresh_token("rt-0");
+    second.connector_data = None;
+    second.auth_time = None;
+    s.create_refresh_token(&second).unwrap();
+    let mut listed = s.list_refresh_tokens().unwrap();
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, vec![second.clone(), first.clone()]);
+
+    let mut expected = first.clone();
+    expected.obsolete_token = first.token.clone();
+    expected.token = "rotated".to_owned();
+    expected.last_used = instant(1_800_000_000);
+    expected.connector_data = None;
+    let updated = s
+        .update_refresh_token("rt-1", &mut |mut t| {
+            t.obsolete_token = t.token.clone();
+            t.token = "rotated".to_owned();
+            t.last_used = instant(1_800_000_000);
+            t.connector_data = None;
+            Ok(t)
+        })
+        .unwrap();
+    assert_eq!(updated, expected);
+    assert_eq!(s.get_refresh_token("rt-1").unwrap(), expected);
+    assert_eq!(s.get_refresh_token("rt-0").unwrap(), second);
+
+    s.delete_refresh_token("rt-1").unwrap();
+    s.delete_refresh_token("rt-0").unwrap();
+    assert_eq!(s.get_refresh_token("rt-1"), Err(StorageError::NotFound));
+    assert_eq!(s.delete_refresh_token("rt-1"), Err(StorageError::NotFound));
+    assert_eq!(s.list_refresh_tokens().unwrap(), Vec::new());
+}
+
+pub(crate) fn offline_session_crud(new: Factory<'_>) {
+    let s = new();
+    let session = offline_session("alice-id", "forgejo");
+    s.create_offline_session(&session).unwrap();
+    assert_eq!(
+        s.create_offline_session(&session),
+        Err(StorageError::AlreadyExists)
+    );
+    let stored = s.get_offline_session("alice-id", "forgejo").unwrap();
+    assert!(stored.refresh.is_empty());
+    assert_eq!(stored, session);
+
+    // The key is the pair: same user, other connector is another session.
+    let mut other = offline_session("alice-id", "oidc");
+    other.connector_data = None;
+    s.create_offline_session(&other).unwrap();
+    assert_eq!(
+        s.get_offline_session("alice-id", "forgejo"),
+        Ok(session.clone())
+    );
+    assert_eq!(s.get_offline_session("alice-id", "oidc"), Ok(other.clone()));
+    assert_eq!(
+        s.get_offline_session("forgejo", "alice-id"),
+        Err(StorageError::NotFound)
+    );
+
+    let mut expected = session.clone();
+    expected
+        .refresh
+        .insert("rt-1".to_owned(), refresh_ref("rt-1"));
+    expected.connector_data = Some(b"newer-upstream-token".to_vec());
+    let updated = s
+        .update_offline_session("alice-id", "forgejo", &mut |mut o| {
+            o.refresh.insert("rt-1".to_owned(), refresh_ref("rt-1"));
+            o.connector_data = Some(b"newer-upstream-token".to_vec());
+            Ok(o)
+        })
+        .unwrap();
+    assert_eq!(updated, expected);
+    assert_eq!(
+        s.get_offline_session("alice-id", "forgejo").unwrap(),
+        expected
+    );
+    assert_eq!(s.get_offline_session("alice-id", "oidc").unwrap(), other);
+
+    s.delete_offline_session("alice-id", "forgejo").unwrap();
+    assert_eq!(
+        s.get_offline_session("alice-id", "forgejo"),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(
+        s.delete_offline_session("alice-id", "forgejo"),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.get_offline_session("alice-id", "oidc").unwrap(), other);
+}
+
+pub(crate) fn keys_crud(new: Factory<'_>) {
+    let s = new();
+    assert_eq!(s.get_keys().unwrap(), None);
+
+    let first = keys("kid-a", Some("kid-b"), &[]);
+    let mut seen = Vec::new();
+    let stored = s
+        .update_keys(&mut |current| {
+            seen.push(current);
+            Ok(first.clone())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![None], "the first update_keys must see None");
+    assert_eq!(stored, first);
+    assert_eq!(s.get_keys().unwrap(), Some(first.clone()));
+
+    // Rotation: the next key takes over, the old one is kept for verification.
+    let second = keys("kid-b", Some("kid-c"), &["kid-a", "kid-z"]);
+    let mut seen = Vec::new();
+    s.update_keys(&mut |current| {
+        seen.push(current);
+        Ok(second.clone())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![Some(first.clone())]);
+    let round_trip = s.get_keys().unwrap().unwrap();
+    assert_eq!(round_trip, second);
+    assert_eq!(round_trip.verification_keys.len(), 2);
+    assert!(round_trip.next_key.is_some());
+
+    // Compare-and-swap: an updater error leaves the stored keys as they were.
+    assert_rejected(s.update_keys(&mut |current| {
+        let mut k = current.unwrap();
+        k.signing_key = signing_key("kid-evil", "RS256");
+        rejected(k)
+    }));
+    assert_eq!(s.get_keys().unwrap(), Some(second));
+}
+
+pub(crate) fn keys_first_update_rejected_stores_nothing(new: Factory<'_>) {
+    let s = new();
+    assert_rejected(s.update_keys(&mut |current| {
+        assert_eq!(current, None);
+        rejected(keys("kid-a", None, &[]))
+    }));
+    assert_eq!(s.get_keys().unwrap(), None);
+}
+
+pub(crate) fn device_request_crud(new: Factory<'_>) {
+    let s = new();
+    let request = device_request("ABCD-EFGH", later());
+    s.create_device_request(&request).unwrap();
+    assert_eq!(
+        s.create_device_request(&request),
+        Err(StorageError::AlreadyExists)
+    );
+    assert_eq!(s.get_device_request("ABCD-EFGH").unwrap(), request);
+    assert_eq!(
+        s.get_device_request("WXYZ-WXYZ"),
+        Err(StorageError::NotFound)
+    );
+}
+
+pub(crate) fn device_token_crud(new: Factory<'_>) {
+    let s = new();
+    let token = device_token("dev-1", later());
+    s.create_device_token(&token).unwrap();
+    assert_eq!(
+        s.create_device_token(&token),
+        Err(StorageError::AlreadyExists)
+    );
+    assert_eq!(s.get_device_token("dev-1").unwrap(), token);
+
+    let mut expected = token.clone();
+    expected.status = "complete".to_owned();
+    expected.token = r#"{"access_token":"at","token_type":"bearer"}"#.to_owned();
+    expected.last_request = instant(1_700_000_777);
+    let want = expected.clone();
+    let updated = s
+        .update_device_token("dev-1", &mut |mut t| {
+            t.status = want.status.clone();
+            t.token = want.token.clone();
+            t.last_request = want.last_request;
+            Ok(t)
+        })
+        .unwrap();
+    assert_eq!(updated, expected);
+    let stored = s.get_device_token("dev-1").unwrap();
+    assert_eq!(stored, expected);
+    assert_eq!(stored.pkce, pkce());
+}
+
+pub(crate) fn auth_session_crud(new: Factory<'_>) {
+    let s = new();
+    let session = auth_session("sess-1", later(), later());
+    s.create_auth_session(&session).unwrap();
+    assert_eq!(
+        s.create_auth_session(&session),
+        Err(StorageError::AlreadyExists)
+    );
+    assert_eq!(s.get_auth_session("sess-1").unwrap(), session);
+
+    let mut expected = session.clone();
+    expected.last_activity = instant(1_700_009_000);
+    expected.idle_expiry = instant(1_700_099_000);
+    let updated = s
+        .update_auth_session("sess-1", &mut |mut a| {
+            a.last_activity = instant(1_700_009_000);
+            a.idle_expiry = instant(1_700_099_000);
+            Ok(a)
+        })
+        .unwrap();
+    assert_eq!(updated, expected);
+    assert_eq!(s.get_auth_session("sess-1").unwrap(), expected);
+
+    s.delete_auth_session("sess-1").unwrap();
+    assert_eq!(s.get_auth_session("sess-1"), Err(StorageError::NotFound));
+    assert_eq!(s.delete_auth_session("sess-1"), Err(StorageError::NotFound));
+}
+
+pub(crate) fn missing_objects_are_not_found(new: Factory<'_>) {
+    fn nf<T>() -> StorageResult<T> {
+        Err(StorageError::NotFound)
+    }
+    fn never_called<T>(_: T) -> StorageResult<T> {
+        panic!("updater called for a missing object")
+    }
+    let s = new();
+
+    assert_eq!(s.get_auth_request("x"), nf());
+    assert_eq!(s.update_auth_request("x", &mut |r| never_called(r)), nf());
+    assert_eq!(s.delete_auth_request("x"), nf());
+
+    assert_eq!(s.get_auth_code("x"), nf());
+    assert_eq!(s.delete_auth_code("x"), nf());
+
+    assert_eq!(s.get_refresh_token("x"), nf());
+    assert_eq!(s.update_refresh_token("x", &mut |t| never_called(t)), nf());
+    assert_eq!(s.delete_refresh_token("x"), nf());
+
+    assert_eq!(s.get_offline_session("x", "y"), nf());
+    assert_eq!(
+        s.update_offline_session("x", "y", &mut |o| never_called(o)),
+        nf()
+    );
+    assert_eq!(s.delete_offline_session("x", "y"), nf());
+
+    assert_eq!(s.get_device_request("x"), nf());
+    assert_eq!(s.get_device_token("x"), nf());
+    assert_eq!(s.update_device_token("x", &mut |d| never_called(d)), nf());
+
+    assert_eq!(s.get_auth_session("x"), nf());
+    assert_eq!(s.update_auth_session("x", &mut |a| never_called(a)), nf());
+    assert_eq!(s.delete_auth_session("x"), nf());
+
+    assert_eq!(s.get_keys(), Ok(None));
+}
+
+/// An updater that changes its input and then fails must leave nothing written.
+pub(crate) fn rejected_updates_write_nothing(new: Factory<'_>) {
+    let s = new();
+    let request = auth_request("req", later());
+    let token = refresh_token("rt");
+    let offline = offline_session("alice-id", "forgejo");
+    let device = device_token("dev", later());
+    let session = auth_session("sess", later(), later());
+    s.create_auth_request(&request).unwrap();
+    s.create_refresh_token(&token).unwrap();
+    s.create_offline_session(&offline).unwrap();
+    s.create_device_token(&device).unwrap();
+    s.create_auth_session(&session).unwrap();
+
+    assert_rejected(s.update_auth_request("req", &mut |mut r| {
+        r.logged_in = false;
+        r.expiry = instant(0);
+        rejected(r)
+    }));
+    assert_rejected(s.update_refresh_token("rt", &mut |mut t| {
+        t.token = "stolen".to_owned();
+        rejected(t)
+    }));
+    assert_rejected(
+        s.update_offline_session("alice-id", "forgejo", &mut |mut o| {
+            o.refresh.insert("rt".to_owned(), refresh_ref("rt"));
+            rejected(o)
+        }),
+    );
+    assert_rejected(s.update_device_token("dev", &mut |mut d| {
+        d.status = "complete".to_owned();
+        rejected(d)
+    }));
+    assert_rejected(s.update_auth_session("sess", &mut |mut a| {
+        a.idle_expiry = instant(0);
+        rejected(a)
+    }));
+
+    assert_eq!(s.get_auth_request("req").unwrap(), request);
+    assert_eq!(s.get_refresh_token("rt").unwrap(), token);
+    assert_eq!(
+        s.get_offline_session("alice-id", "forgejo").unwrap(),
+        offline
+    );
+    assert_eq!(s.get_device_token("dev").unwrap(), device);
+    assert_eq!(s.get_auth_session("sess").unwrap(), session);
+    // The rejected expiry changes must not have reached the GC either.
+    assert_eq!(
+        s.garbage_collect(instant(1_000)).unwrap(),
+        GcCounts::default()
+    );
+}
+
+/// Objects whose expiry is `t` survive collection at `t - 1h` and at `t` itself
+/// (only `expiry < now` is expired) and are removed, each counted once, at `t + 1h`.
+pub(crate) fn garbage_collection(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    s.create_auth_request(&auth_request("req", t)).unwrap();
+    s.create_auth_code(&auth_code("code", t)).unwrap();
+    s.create_device_request(&device_request("ABCD-EFGH", t))
+        .unwrap();
+    s.create_device_token(&device_token("dev", t)).unwrap();
+    s.create_auth_session(&auth_session("sess", t, t)).unwrap();
+
+    for now in [t - HOUR, t] {
+        assert_eq!(s.garbage_collect(now).unwrap(), GcCounts::default());
+        assert!(s.get_auth_request("req").is_ok());
+        assert!(s.get_auth_code("code").is_ok());
+        assert!(s.get_device_request("ABCD-EFGH").is_ok());
+        assert!(s.get_device_token("dev").is_ok());
+        assert!(s.get_auth_session("sess").is_ok());
+    }
+
+    let counts = s.garbage_collect(t + HOUR).unwrap();
+    assert_eq!(
+        counts,
+        GcCounts {
+            auth_requests: 1,
+            auth_codes: 1,
+            device_requests: 1,
+            device_tokens: 1,
+            auth_sessions: 1,
+        }
+    );
+    assert_eq!(counts.total(), 5);
+    let nf = StorageError::NotFound;
+    assert_eq!(s.get_auth_request("req").unwrap_err(), nf);
+    assert_eq!(s.get_auth_code("code").unwrap_err(), nf);
+    assert_eq!(s.get_device_request("ABCD-EFGH").unwrap_err(), nf);
+    assert_eq!(s.get_device_token("dev").unwrap_err(), nf);
+    assert_eq!(s.get_auth_session("sess").unwrap_err(), nf);
+    assert_eq!(
+        s.garbage_collect(t + HOUR).unwrap(),
+        GcCounts::default(),
+        "a second collection finds nothing"
+    );
+}
+
+/// Refresh tokens, offline sessions and keys have no stored expiry: never collected.
+pub(crate) fn garbage_collection_spares_long_lived_objects(new: Factory<'_>) {
+    let s = new();
+    let token = refresh_token("rt");
+    let offline = offline_session("alice-id", "forgejo");
+    let k = keys("kid-a", Some("kid-b"), &["kid-old"]);
+    s.create_refresh_token(&token).unwrap();
+    s.create_offline_session(&offline).unwrap();
+    s.update_keys(&mut |_| Ok(k.clone())).unwrap();
+
+    let far_future = instant(1_700_000_000) + 100 * 365 * 24 * HOUR;
+    assert_eq!(s.garbage_collect(far_future).unwrap(), GcCounts::default());
+    assert_eq!(s.get_refresh_token("rt").unwrap(), token);
+    assert_eq!(
+        s.get_offline_session("alice-id", "forgejo").unwrap(),
+        offline
+    );
+    assert_eq!(s.get_keys().unwrap(), Some(k));
+}
+
+/// A browser session ends when either its absolute or its idle expiry has passed.
+pub(crate) fn garbage_collection_of_auth_sessions(new: Factory<'_>) {
+    let s = new();
+    let now = instant(1_700_000_000);
+    let past = now - Duration::from_secs(1);
+    let future = now + HOUR;
+    s.create_auth_session(&auth_session("absolute-passed", past, future))
+        .unwrap();
+    s.create_auth_session(&auth_session("idle-passed", future, past))
+        .unwrap();
+    s.create_auth_session(&auth_session("alive", future, future))
+        .unwrap();
+
+    let counts = s.garbage_collect(now).unwrap();
+    assert_eq!(
+        counts,
+        GcCounts {
+            auth_sessions: 2,
+            ..GcCounts::default()
+        }
+    );
+    assert_eq!(
+        s.get_auth_session("absolute-passed"),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(
+        s.get_auth_session("idle-passed"),
+        Err(StorageError::NotFound)
+    );
+    assert!(s.get_auth_session("alive").is_ok());
+}
+
+/// Expiry changed by an update is what the collector goes by afterwards.
+pub(crate) fn garbage_collection_follows_updated_expiry(new: Factory<'_>) {
+    let s = new();
+    let now = instant(1_700_000_000);
+    s.create_auth_request(&auth_request("extended", now - HOUR))
+        .unwrap();
+    s.create_auth_request(&auth_request("shortened", now + HOUR))
+        .unwrap();
+    s.create_auth_session(&auth_session("idle", now + HOUR, now + HOUR))
+        .unwrap();
+    s.create_device_token(&device_token("dev", now - HOUR))
+        .unwrap();
+
+    s.update_auth_request("extended", &mut |mut r| {
+        r.expiry = now + HOUR;
+        Ok(r)
+    })
+    .unwrap();
+    s.update_auth_request("shortened", &mut |mut r| {
+        r.expiry = now - HOUR;
+        Ok(r)
+    })
+    .unwrap();
+    s.update_auth_session("idle", &mut |mut a| {
+        a.idle_expiry = now - HOUR;
+        Ok(a)
+    })
+    .unwrap();
+    s.update_device_token("dev", &mut |mut d| {
+        d.expiry = now + HOUR;
+        Ok(d)
+    })
+    .unwrap();
+
+    let counts = s.garbage_collect(now).unwrap();
+    assert_eq!(
+        counts,
+        GcCounts {
+            auth_requests: 1,
+            auth_sessions: 1,
+            ..GcCounts::default()
+        }
+    );
+    assert!(s.get_auth_request("extended").is_ok());
+    assert_eq!(s.get_auth_request("shortened"), Err(StorageError::NotFound));
+    assert!(s.get_device_token("dev").is_ok());
+}
+
+/// Dex's `RefreshTokenParallelUpdate`: 100 concurrent increments all succeed.
+pub(crate) fn parallel_refresh_token_updates(new: Factory<'_>) {
+    let s = new();
+    parallel_increments(&[s]);
+}
+
+/// Runs 100 threads, spread over `handles` (which must share their data), each
+/// incrementing a counter kept in a refresh token's `token` field. All must succeed,
+/// each must have seen a distinct predecessor, and the final value must be 100.
+pub(crate) fn parallel_increments(handles: &[SharedStorage]) {
+    const THREADS: usize = 100;
+    let mut counter = refresh_token("counter");
+    counter.token = "0".to_owned();
+    handles[0].create_refresh_token(&counter).unwrap();
+
+    let start = Barrier::new(THREADS);
+    let results: Vec<StorageResult<RefreshToken>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let storage = Arc::clone(&handles[i % handles.len()]);
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    storage.update_refresh_token("counter", &mut |mut t| {
+                        let n: u64 = t
+                            .token
+                            .parse()
+                            .map_err(|e| StorageError::Rejected(format!("counter: {e}")))?;
+                        t.token = (n + 1).to_string();
+                        Ok(t)
+                    })
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+
+    let mut written: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.unwrap().token.parse().unwrap())
+        .collect();
+    written.sort_unstable();
+    let expected: Vec<u64> = (1..=THREADS as u64).collect();
+    assert_eq!(written, expected, "lost or duplicated updates");
+    for handle in handles {
+        assert_eq!(handle.get_refresh_token("counter").unwrap().token, "100");
+    }
+}
+
+/// Declares one `#[test]` per conformance check. `$run` is a
+/// `fn(fn(Factory<'_>))` that provides the backend's factory to a check.
+macro_rules! conformance_tests {
+    ($run:path) => {
+        conformance_tests!(@each $run;
+            auth_request_crud,
+            auth_code_crud,
+            refresh_token_crud,
+            offline_session_crud,
+            keys_crud,
+            keys_first_update_rejected_stores_nothing,
+            device_request_crud,
+            device_token_crud,
+            auth_session_crud,
+            missing_objects_are_not_found,
+            rejected_updates_write_nothing,
+            garbage_collection,
+            garbage_collection_spares_long_lived_objects,
+            garbage_collection_of_auth_sessions,
+            garbage_collection_follows_updated_expiry,
+            parallel_refresh_token_updates
+        );
+    };
+    (@each $run:path; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                $run($crate::storage::conformance::$check);
+            }
+        )*
+    };
+}
+
+type Check = fn(Factory<'_>);
+
+mod memory_backend {
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+
+    fn run(check: Check) {
+        check(&|| Arc::new(MemoryStorage::new()) as SharedStorage);
+    }
+
+    conformance_tests!(run);
+}
+
+mod sqlite_in_memory_backend {
+    use super::*;
+    use crate::storage::sqlite::SqliteStorage;
+
+    fn run(check: Check) {
+        check(&|| Arc::new(SqliteStorage::open_in_memory().unwrap()) as SharedStorage);
+    }
+
+    conformance_tests!(run);
+}
+
+mod sqlite_file_backend {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::storage::sqlite::SqliteStorage;
+
+    fn run(check: Check) {
+        let dir = tempfile::tempdir().unwrap();
+        let n = AtomicUsize::new(0);
+        check(&|| {
+            let path = dir
+                .path()
+                .join(format!("oxidex-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+            Arc::new(SqliteStorage::open(&path).unwrap()) as SharedStorage
+        });
+    }
+
+    conformance_tests!(run);
+}

@@ -1,0 +1,922 @@
+//! SQLite storage (rusqlite, bundled SQLite).
+//!
+//! Schema: one table per entity. Key columns and the expiry columns that garbage
+//! collection scans are real (indexed) columns; the whole entity is also stored as a
+//! JSON document in `data`, which is what reads return. Expiry columns hold integer
+//! **nanoseconds since the Unix epoch** (saturating outside 1677–2262), so the GC
+//! comparison `expiry < now` is as exact as the in-memory backend's; the JSON
+//! document keeps every instant to the nanosecond, so times round-trip exactly.
+//!
+//! The schema evolves only through [`MIGRATIONS`], applied in order inside one
+//! `BEGIN IMMEDIATE` transaction at open and recorded in `schema_migrations`. A
+//! database written by a newer oxidex (a higher version than this build knows) is
+//! refused rather than silently misread. Because rows are serde JSON, a field added
+//! to an entity later needs `#[serde(default)]` or a migration rewriting `data`.
+//!
+//! Connection handling: each handle owns one connection behind a mutex. SQLite
+//! serialises writers anyway, and at WAL/NORMAL one commit costs ~0.05 ms
+//! (performance-limits.md §4), far below what a login costs elsewhere, so a pool
+//! would add retry logic without buying throughput. Every read-modify-write runs in
+//! a `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock *before* reading;
+//! that is what keeps updates atomic between several handles or processes sharing
+//! one file, with the busy timeout making a contending writer wait instead of fail.
+//!
+//! Updaters run while the handle's mutex is held: an updater must not call back into
+//! the same storage handle (that would deadlock, as with the memory backend).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::Value;
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::*;
+
+/// How long a writer waits for another connection's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one entry per version: `MIGRATIONS[i]` creates version `i + 1`.
+/// Append only; never edit an entry that has shipped.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE auth_request (
+        id     TEXT    NOT NULL PRIMARY KEY,
+        expiry INTEGER NOT NULL,
+        data   TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX auth_request_expiry ON auth_request (expiry);
+
+    CREATE TABLE auth_code (
+        id     TEXT    NOT NULL PRIMARY KEY,
+        expiry INTEGER NOT NULL,
+        data   TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX auth_code_expiry ON auth_code (expiry);
+
+    CREATE TABLE refresh_token (
+        id   TEXT NOT NULL PRIMARY KEY,
+        data TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE offline_session (
+        user_id      TEXT NOT NULL,
+        connector_id TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        PRIMARY KEY (user_id, connector_id)
+    ) STRICT;
+
+    CREATE TABLE signing_keys (
+        id   INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+        data TEXT    NOT NULL
+    ) STRICT;
+
+    CREATE TABLE device_request (
+        user_code TEXT    NOT NULL PRIMARY KEY,
+        expiry    INTEGER NOT NULL,
+        data      TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX device_request_expiry ON device_request (expiry);
+
+    CREATE TABLE device_token (
+        device_code TEXT    NOT NULL PRIMARY KEY,
+        expiry      INTEGER NOT NULL,
+        data        TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX device_token_expiry ON device_token (expiry);
+
+    CREATE TABLE auth_session (
+        id              TEXT    NOT NULL PRIMARY KEY,
+        absolute_expiry INTEGER NOT NULL,
+        idle_expiry     INTEGER NOT NULL,
+        data            TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX auth_session_absolute_expiry ON auth_session (absolute_expiry);
+    CREATE INDEX auth_session_idle_expiry ON auth_session (idle_expiry);
+    ",
+];
+
+/// Storage in one SQLite database file (or an in-memory database).
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if missing) the database at `path` and brings its schema up to
+    /// date. The parent directory must exist. A new file is created readable by its
+    /// owner only: it holds private keys and refresh tokens.
+    pub fn open(path: &Path) -> StorageResult<Self> {
+        if path.as_os_str() == ":memory:" {
+            return Self::open_in_memory();
+        }
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StorageError::Backend(format!(
+                "cannot open SQLite database {}: {what}: {e}",
+                path.display()
+            ))
+        };
+        create_private_file(path).map_err(|e| fail("create file", &e))?;
+        // No SQLITE_OPEN_URI: the configured file is always a path, never a URI.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| fail("open", &e))?;
+        configure(&conn, true).map_err(|e| fail("configure", &e))?;
+        migrate(&mut conn, MIGRATIONS).map_err(|e| match e {
+            StorageError::Backend(msg) => fail("migrate", &msg),
+            other => other,
+        })?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// A private, empty in-memory database (gone when the handle is dropped).
+    pub fn open_in_memory() -> StorageResult<Self> {
+        let fail = |e: &dyn std::fmt::Display| {
+            StorageError::Backend(format!("cannot open in-memory SQLite database: {e}"))
+        };
+        let mut conn = Connection::open_in_memory().map_err(|e| fail(&e))?;
+        configure(&conn, false).map_err(|e| fail(&e))?;
+        migrate(&mut conn, MIGRATIONS)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// A poisoned mutex only means an updater panicked; its transaction was rolled
+    /// back when the guard unwound, so the connection is still consistent.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn create<T: Row>(&self, value: &T) -> StorageResult<()> {
+        let mut columns: Vec<&str> = T::KEY.to_vec();
+        columns.extend_from_slice(T::TIMES);
+        columns.push("data");
+        let placeholders = vec!["?"; columns.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({placeholders})",
+            T::TABLE,
+            columns.join(", ")
+        );
+        let mut params: Vec<Value> = value
+            .key()
+            .into_iter()
+            .map(|k| Value::Text(k.to_owned()))
+            .collect();
+        params.extend(time_values(value));
+        params.push(Value::Text(encode(value)?));
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql).map_err(db(T::WHAT, "create"))?;
+        match stmt.execute(params_from_iter(params)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                Err(StorageError::AlreadyExists)
+            }
+            Err(e) => Err(db(T::WHAT, "create")(e)),
+        }
+    }
+
+    fn get<T: Row>(&self, key: &[&str]) -> StorageResult<T> {
+        select::<T>(&self.lock(), key)?.ok_or(StorageError::NotFound)
+    }
+
+    fn update<T: Row>(&self, key: &[&str], updater: Updater<'_, T>) -> StorageResult<T> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db(T::WHAT, "begin update"))?;
+        let current = select::<T>(&tx, key)?.ok_or(StorageError::NotFound)?;
+        // On an updater error `tx` is dropped, which rolls back: nothing is written.
+        let updated = updater(current)?;
+
+        let mut assignments = vec!["data = ?".to_owned()];
+        assignments.extend(T::TIMES.iter().map(|c| format!("{c} = ?")));
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {}",
+            T::TABLE,
+            assignments.join(", "),
+            key_filter::<T>()
+        );
+        let mut params = vec![Value::Text(encode(&updated)?)];
+        params.extend(time_values(&updated));
+        params.extend(key.iter().map(|k| Value::Text((*k).to_owned())));
+        tx.prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(params_from_iter(params)))
+            .map_err(db(T::WHAT, "update"))?;
+        tx.commit().map_err(db(T::WHAT, "commit update"))?;
+        Ok(updated)
+    }
+
+    fn delete<T: Row>(&self, key: &[&str]) -> StorageResult<()> {
+        let sql = format!("DELETE FROM {} WHERE {}", T::TABLE, key_filter::<T>());
+        let conn = self.lock();
+        let deleted = conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(params_from_iter(key)))
+            .map_err(db(T::WHAT, "delete"))?;
+        if deleted == 0 {
+            return Err(StorageError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn list<T: Row>(&self) -> StorageResult<Vec<T>> {
+        let sql = format!(
+            "SELECT data FROM {} ORDER BY {}",
+            T::TABLE,
+            T::KEY.join(", ")
+        );
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql).map_err(db(T::WHAT, "list"))?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(db(T::WHAT, "list"))?;
+        rows.map(|row| decode::<T>(&row.map_err(db(T::WHAT, "list"))?))
+            .collect()
+    }
+}
+
+/// Creates `path` with owner-only permissions if it does not exist yet, so SQLite
+/// (which gives its `-wal`/`-shm` files the database file's mode) never makes the
+/// key material world-readable.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn configure(conn: &Connection, file: bool) -> rusqlite::Result<()> {
+    // The busy timeout first: switching to WAL needs a lock another process may hold.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if file {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(
+                journal_mode = %mode,
+                "SQLite refused WAL mode (unsupported file system?); writes will be much slower"
+            );
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+/// Brings the schema to `migrations.len()`, returning how many migrations ran.
+fn migrate(conn: &mut Connection, migrations: &[&str]) -> StorageResult<usize> {
+    let err = |what: &'static str| {
+        move |e: rusqlite::Error| StorageError::Backend(format!("schema migration: {what}: {e}"))
+    };
+    // IMMEDIATE so two processes opening a fresh file cannot both apply version 1.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err("begin"))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .map_err(err("create schema_migrations"))?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(err("read schema version"))?;
+    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(StorageError::Backend(format!(
+            "database schema version {current} is newer than this oxidex supports \
+             (version {known}); it was written by a newer oxidex: run that version \
+             or restore a backup"
+        )));
+    }
+    let mut applied = 0;
+    for (index, sql) in migrations.iter().enumerate() {
+        let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+        if version <= current {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(|e| {
+            StorageError::Backend(format!("schema migration to version {version}: {e}"))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, unixepoch())",
+            [version],
+        )
+        .map_err(err("record version"))?;
+        applied += 1;
+    }
+    tx.commit().map_err(err("commit"))?;
+    if applied > 0 {
+        tracing::info!(applied, version = known, "applied SQLite schema migrations");
+    }
+    Ok(applied)
+}
+
+/// How an entity maps onto its table.
+trait Row: Serialize + DeserializeOwned {
+    const TABLE: &'static str;
+    /// For error messages.
+    const WHAT: &'static str;
+    const KEY: &'static [&'static str];
+    /// Instant columns, in this order, as returned by [`Row::times`].
+    const TIMES: &'static [&'static str] = &[];
+    fn key(&self) -> Vec<&str>;
+    fn times(&self) -> Vec<SystemTime> {
+        Vec::new()
+    }
+}
+
+impl Row for AuthRequest {
+    const TABLE: &'static str = "auth_request";
+    const WHAT: &'static str = "auth request";
+    const KEY: &'static [&'static str] = &["id"];
+    const TIMES: &'static [&'static str] = &["expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.expiry]
+    }
+}
+
+impl Row for AuthCode {
+    const TABLE: &'static str = "auth_code";
+    const WHAT: &'static str = "auth code";
+    const KEY: &'static [&'static str] = &["id"];
+    const TIMES: &'static [&'static str] = &["expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.expiry]
+    }
+}
+
+impl Row for RefreshToken {
+    const TABLE: &'static str = "refresh_token";
+    const WHAT: &'static str = "refresh token";
+    const KEY: &'static [&'static str] = &["id"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+}
+
+impl Row for OfflineSession {
+    const TABLE: &'static str = "offline_session";
+    const WHAT: &'static str = "offline session";
+    const KEY: &'static [&'static str] = &["user_id", "connector_id"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.user_id, &self.connector_id]
+    }
+}
+
+impl Row for DeviceRequest {
+    const TABLE: &'static str = "device_request";
+    const WHAT: &'static str = "device request";
+    const KEY: &'static [&'static str] = &["user_code"];
+    const TIMES: &'static [&'static str] = &["expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.user_code]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.expiry]
+    }
+}
+
+impl Row for DeviceToken {
+    const TABLE: &'static str = "device_token";
+    const WHAT: &'static str = "device token";
+    const KEY: &'static [&'static str] = &["device_code"];
+    const TIMES: &'static [&'static str] = &["expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.device_code]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.expiry]
+    }
+}
+
+impl Row for AuthSession {
+    const TABLE: &'static str = "auth_session";
+    const WHAT: &'static str = "auth session";
+    const KEY: &'static [&'static str] = &["id"];
+    const TIMES: &'static [&'static str] = &["absolute_expiry", "idle_expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.absolute_expiry, self.idle_expiry]
+    }
+}
+
+fn key_filter<T: Row>() -> String {
+    T::KEY
+        .iter()
+        .map(|c| format!("{c} = ?"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn select<T: Row>(conn: &Connection, key: &[&str]) -> StorageResult<Option<T>> {
+    let sql = format!("SELECT data FROM {} WHERE {}", T::TABLE, key_filter::<T>());
+    let data: Option<String> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_row(params_from_iter(key), |row| row.get(0))
+                .optional()
+        })
+        .map_err(db(T::WHAT, "get"))?;
+    data.map(|json| decode(&json)).transpose()
+}
+
+fn time_values<T: Row>(value: &T) -> impl Iterator<Item = Value> {
+    value
+        .times()
+        .into_iter()
+        .map(|t| Value::Integer(unix_nanos(t)))
+}
+
+/// Nanoseconds since the Unix epoch, saturating at the ends of `i64` (years 1677
+/// and 2262) so ordering is preserved for any instant a caller can produce.
+pub(crate) fn unix_nanos(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos())
+            .map(|n| -n)
+            .unwrap_or(i64::MIN),
+    }
+}
+
+fn encode<T: Row>(value: &T) -> StorageResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StorageError::Backend(format!("cannot encode {}: {e}", T::WHAT)))
+}
+
+fn decode<T: Row>(json: &str) -> StorageResult<T> {
+    serde_json::from_str(json)
+        .map_err(|e| StorageError::Backend(format!("corrupt {} row: {e}", T::WHAT)))
+}
+
+/// Maps a SQLite error to a backend error naming the entity and operation.
+fn db(what: &'static str, op: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
+    move |e| StorageError::Backend(format!("sqlite: {op} {what}: {e}"))
+}
+
+impl Storage for SqliteStorage {
+    fn create_auth_request(&self, request: &AuthRequest) -> StorageResult<()> {
+        self.create(request)
+    }
+    fn get_auth_request(&self, id: &str) -> StorageResult<AuthRequest> {
+        self.get(&[id])
+    }
+    fn update_auth_request(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthRequest>,
+    ) -> StorageResult<AuthRequest> {
+        self.update(&[id], updater)
+    }
+    fn delete_auth_request(&self, id: &str) -> StorageResult<()> {
+        self.delete::<AuthRequest>(&[id])
+    }
+
+    fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()> {
+        self.create(code)
+    }
+    fn get_auth_code(&self, id: &str) -> StorageResult<AuthCode> {
+        self.get(&[id])
+    }
+    fn delete_auth_code(&self, id: &str) -> StorageResult<()> {
+        self.delete::<AuthCode>(&[id])
+    }
+
+    fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()> {
+        self.create(token)
+    }
+    fn get_refresh_token(&self, id: &str) -> StorageResult<RefreshToken> {
+        self.get(&[id])
+    }
+    fn update_refresh_token(
+        &self,
+        id: &str,
+        updater: Updater<'_, RefreshToken>,
+    ) -> StorageResult<RefreshToken> {
+        self.update(&[id], updater)
+    }
+    fn delete_refresh_token(&self, id: &str) -> StorageResult<()> {
+        self.delete::<RefreshToken>(&[id])
+    }
+    fn list_refresh_tokens(&self) -> StorageResult<Vec<RefreshToken>> {
+        self.list()
+    }
+
+    fn create_offline_session(&self, session: &OfflineSession) -> StorageResult<()> {
+        self.create(session)
+    }
+    fn get_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+    ) -> StorageResult<OfflineSession> {
+        self.get(&[user_id, connector_id])
+    }
+    fn update_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, OfflineSession>,
+    ) -> StorageResult<OfflineSession> {
+        self.update(&[user_id, connector_id], updater)
+    }
+    fn delete_offline_session(&self, user_id: &str, connector_id: &str) -> StorageResult<()> {
+        self.delete::<OfflineSession>(&[user_id, connector_id])
+    }
+
+    fn get_keys(&self) -> StorageResult<Option<Keys>> {
+        let conn = self.lock();
+        read_keys(&conn)
+    }
+    fn update_keys(&self, updater: KeysUpdater<'_>) -> StorageResult<Keys> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("signing keys", "begin update"))?;
+        let current = read_keys(&tx)?;
+        let updated = updater(current)?;
+        let data = serde_json::to_string(&updated)
+            .map_err(|e| StorageError::Backend(format!("cannot encode signing keys: {e}")))?;
+        tx.execute(
+            "INSERT INTO signing_keys (id, data) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            [data],
+        )
+        .map_err(db("signing keys", "update"))?;
+        tx.commit().map_err(db("signing keys", "commit update"))?;
+        Ok(updated)
+    }
+
+    fn create_device_request(&self, request: &DeviceRequest) -> StorageResult<()> {
+        self.create(request)
+    }
+    fn get_device_request(&self, user_code: &str) -> StorageResult<DeviceRequest> {
+        self.get(&[user_code])
+    }
+    fn create_device_token(&self, token: &DeviceToken) -> StorageResult<()> {
+        self.create(token)
+    }
+    fn get_device_token(&self, device_code: &str) -> StorageResult<DeviceToken> {
+        self.get(&[device_code])
+    }
+    fn update_device_token(
+        &self,
+        device_code: &str,
+        updater: Updater<'_, DeviceToken>,
+    ) -> StorageResult<DeviceToken> {
+        self.update(&[device_code], updater)
+    }
+
+    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()> {
+        self.create(session)
+    }
+    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession> {
+        self.get(&[id])
+    }
+    fn update_auth_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthSession>,
+    ) -> StorageResult<AuthSession> {
+        self.update(&[id], updater)
+    }
+    fn delete_auth_session(&self, id: &str) -> StorageResult<()> {
+        self.delete::<AuthSession>(&[id])
+    }
+
+    fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
+        let now = unix_nanos(now);
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("expired objects", "begin garbage collection of"))?;
+        let purge = |sql: &str| -> StorageResult<u64> {
+            tx.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute([now]))
+                .map(|n| n as u64)
+                .map_err(db("expired objects", "garbage-collect"))
+        };
+        let counts = GcCounts {
+            auth_requests: purge("DELETE FROM auth_request WHERE expiry < ?1")?,
+            auth_codes: purge("DELETE FROM auth_code WHERE expiry < ?1")?,
+            device_requests: purge("DELETE FROM device_request WHERE expiry < ?1")?,
+            device_tokens: purge("DELETE FROM device_token WHERE expiry < ?1")?,
+            auth_sessions: purge(
+                "DELETE FROM auth_session WHERE absolute_expiry < ?1 OR idle_expiry < ?1",
+            )?,
+        };
+        tx.commit()
+            .map_err(db("expired objects", "commit garbage collection of"))?;
+        Ok(counts)
+    }
+}
+
+fn read_keys(conn: &Connection) -> StorageResult<Option<Keys>> {
+    let data: Option<String> = conn
+        .query_row("SELECT data FROM signing_keys WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(db("signing keys", "get"))?;
+    data.map(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| StorageError::Backend(format!("corrupt signing keys row: {e}")))
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::StorageSettings;
+    use crate::storage::conformance::{self, fixtures};
+
+    fn versions(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn migrations_apply_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        drop(SqliteStorage::open(&path).unwrap());
+
+        let mut conn = Connection::open(&path).unwrap();
+        assert_eq!(versions(&conn), vec![1]);
+        assert_eq!(
+            migrate(&mut conn, MIGRATIONS).unwrap(),
+            0,
+            "re-open applied"
+        );
+
+        // A later build with one more migration applies only that one.
+        let mut newer: Vec<&str> = MIGRATIONS.to_vec();
+        newer.push("CREATE TABLE added_later (x INTEGER) STRICT;");
+        assert_eq!(migrate(&mut conn, &newer).unwrap(), 1);
+        assert_eq!(migrate(&mut conn, &newer).unwrap(), 0);
+        assert_eq!(versions(&conn), vec![1, 2]);
+        conn.execute("INSERT INTO added_later (x) VALUES (1)", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_schema_untouched() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let broken = [MIGRATIONS[0], "CREATE TABLE ok (x INTEGER); NOT SQL;"];
+        let err = migrate(&mut conn, &broken).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Backend(m) if m.contains("version 2")),
+            "{err}"
+        );
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('auth_request', 'ok')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "partial migration was committed");
+    }
+
+    #[test]
+    fn database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        drop(SqliteStorage::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
+                [],
+            )
+            .unwrap();
+
+        let Err(StorageError::Backend(message)) = SqliteStorage::open(&path) else {
+            panic!("a database at schema version 99 was accepted");
+        };
+        assert!(message.contains("version 99"), "{message}");
+        assert!(message.contains("newer"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let token = fixtures::refresh_token("rt");
+        let keys = fixtures::keys("kid-a", Some("kid-b"), &["kid-old"]);
+        {
+            let s = SqliteStorage::open(&path).unwrap();
+            s.create_refresh_token(&token).unwrap();
+            s.update_keys(&mut |_| Ok(keys.clone())).unwrap();
+        }
+        let s = SqliteStorage::open(&path).unwrap();
+        assert_eq!(s.get_refresh_token("rt").unwrap(), token);
+        assert_eq!(s.get_keys().unwrap(), Some(keys));
+    }
+
+    #[test]
+    fn file_database_uses_wal_normal_sync_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("oxidex.db")).unwrap();
+        let conn = s.lock();
+        let pragma = |name: &str| -> String {
+            conn.query_row(&format!("PRAGMA {name}"), [], |row| {
+                row.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| format!("{v:?}"))
+            .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
+        assert_eq!(pragma("synchronous"), "Integer(1)", "NORMAL is 1");
+        assert_eq!(pragma("foreign_keys"), "Integer(1)");
+        assert_eq!(pragma("busy_timeout"), "Integer(5000)");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let s = SqliteStorage::open(&path).unwrap();
+        s.create_auth_code(&fixtures::auth_code("c", fixtures::instant(1)))
+            .unwrap();
+        for file in ["oxidex.db", "oxidex.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is accessible to others: {mode:o}");
+        }
+    }
+
+    /// Two handles on one file stand for two processes: each has its own connection,
+    /// so only SQLite's file locking keeps their read-modify-writes apart.
+    #[test]
+    fn parallel_updates_through_two_handles_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let a: SharedStorage = Arc::new(SqliteStorage::open(&path).unwrap());
+        let b: SharedStorage = Arc::new(SqliteStorage::open(&path).unwrap());
+        conformance::parallel_increments(&[a, b]);
+    }
+
+    /// Key rotation is a compare-and-swap across replicas: the second handle's
+    /// updater must see what the first one wrote.
+    #[test]
+    fn keys_update_sees_other_handles_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let a = SqliteStorage::open(&path).unwrap();
+        let b = SqliteStorage::open(&path).unwrap();
+        let first = fixtures::keys("kid-a", Some("kid-b"), &[]);
+        a.update_keys(&mut |current| {
+            assert_eq!(current, None);
+            Ok(first.clone())
+        })
+        .unwrap();
+        let mut seen = None;
+        b.update_keys(&mut |current| {
+            seen = current.clone();
+            Ok(fixtures::keys("kid-b", Some("kid-c"), &["kid-a"]))
+        })
+        .unwrap();
+        assert_eq!(seen, Some(first));
+        assert_eq!(
+            a.get_keys().unwrap().unwrap().signing_key.kid,
+            "kid-b",
+            "first handle does not see the rotation"
+        );
+    }
+
+    #[test]
+    fn open_from_settings_creates_the_parent_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state/oxidex/oxidex.db");
+        let storage =
+            crate::storage::open(&StorageSettings::Sqlite3 { file: file.clone() }).unwrap();
+        storage
+            .create_refresh_token(&fixtures::refresh_token("rt"))
+            .unwrap();
+        drop(storage);
+        assert!(file.is_file());
+        let reopened = crate::storage::open(&StorageSettings::Sqlite3 { file }).unwrap();
+        assert!(reopened.get_refresh_token("rt").is_ok());
+    }
+
+    #[test]
+    fn open_from_settings_names_the_path_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let file = blocker.join("oxidex.db");
+        let Err(StorageError::Backend(message)) =
+            crate::storage::open(&StorageSettings::Sqlite3 { file: file.clone() })
+        else {
+            panic!("opening a database below a regular file succeeded");
+        };
+        assert!(message.contains(&file.display().to_string()), "{message}");
+
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, vec![0x42; 8192]).unwrap();
+        let Err(StorageError::Backend(message)) = crate::storage::open(&StorageSettings::Sqlite3 {
+            file: garbage.clone(),
+        }) else {
+            panic!("a file that is not a database was accepted");
+        };
+        assert!(
+            message.contains(&garbage.display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn open_from_settings_supports_memory_backends() {
+        for settings in [
+            StorageSettings::Memory,
+            StorageSettings::Sqlite3 {
+                file: ":memory:".into(),
+            },
+        ] {
+            let storage = crate::storage::open(&settings).unwrap();
+            storage
+                .create_auth_code(&fixtures::auth_code("c", fixtures::instant(1)))
+                .unwrap();
+            assert!(storage.get_auth_code("c").is_ok(), "{settings:?}");
+        }
+        assert!(
+            !std::path::Path::new(":memory:").exists(),
+            "created a file named :memory:"
+        );
+    }
+
+    #[test]
+    fn panicking_updater_rolls_back_and_leaves_the_handle_usable() {
+        let s = SqliteStorage::open_in_memory().unwrap();
+        let token = fixtures::refresh_token("rt");
+        s.create_refresh_token(&token).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = s.update_refresh_token("rt", &mut |_| panic!("updater bug"));
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(s.get_refresh_token("rt").unwrap(), token);
+        s.update_refresh_token("rt", &mut |mut t| {
+            t.token = "after".to_owned();
+            Ok(t)
+        })
+        .unwrap();
+        assert_eq!(s.get_refresh_token("rt").unwrap().token, "after");
+    }
+
+    #[test]
+    fn expiry_columns_are_nanoseconds_since_the_epoch() {
+        assert_eq!(unix_nanos(UNIX_EPOCH), 0);
+        assert_eq!(
+            unix_nanos(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789)),
+            1_700_000_000_123_456_789
+        );
+        assert_eq!(unix_nanos(UNIX_EPOCH - Duration::from_nanos(5)), -5);
+        assert_eq!(
+            unix_nanos(UNIX_EPOCH + Duration::from_secs(400 * 365 * 24 * 3600)),
+            i64::MAX
+        );
+    }
+}
