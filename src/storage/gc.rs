@@ -14,7 +14,7 @@ use super::{SharedStorage, blocking};
 pub fn spawn_garbage_collector(
     storage: SharedStorage,
     interval: Duration,
-    clock: fn() -> SystemTime,
+    clock: crate::Clock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -90,7 +90,7 @@ mod tests {
         let task = spawn_garbage_collector(
             Arc::clone(&storage),
             Duration::from_millis(20),
-            SystemTime::now,
+            Arc::new(SystemTime::now),
             async {
                 let _ = stopped.await;
             },
@@ -122,7 +122,7 @@ mod tests {
         let task = spawn_garbage_collector(
             storage,
             Duration::from_secs(24 * 3600),
-            SystemTime::now,
+            Arc::new(SystemTime::now),
             async {
                 let _ = stopped.await;
             },
