@@ -112,3 +112,6 @@ pub enum VerifyError {
     #[error("token has expired")]
     Expired,
 }
+
+#[cfg(test)]
+mod tests;
