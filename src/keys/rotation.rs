@@ -12,8 +12,9 @@ use crate::storage::{Keys, StoredSigningKey, VerificationKey};
 pub struct KeyPolicy {
     /// Algorithm of newly generated keys.
     pub algorithm: SigningAlgorithm,
-    /// How long a key signs (`signer.…rotationPeriod`, Dex: `expiry.signingKeys`,
-    /// default 6h). It is also how long the next key is published before it signs.
+    /// How long a key signs (`signer.config.keysRotationPeriod`, or the older
+    /// `expiry.signingKeys`; default 6h). It is also how long the next key is
+    /// published before it signs.
     pub rotation_period: Duration,
     /// How long a retired key stays in the JWKS: `expiry.idTokens`, so every
     /// token it signed can still be verified until it expires.
