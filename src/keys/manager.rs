@@ -1,0 +1,225 @@
+//! [`KeyManager`]: keeps the [`KeySet`] in step with storage, rotates when due,
+//! and runs the periodic check.
+
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{KeyError, KeyPolicy, KeySet, generate_key, rotate};
+use crate::storage::{Keys, SharedStorage, Storage, StorageError, StoredSigningKey};
+
+/// How often the rotation task checks storage, as in Dex.
+pub const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Storage-backed signing keys for one process.
+///
+/// Several processes may share one storage: every change goes through
+/// [`Storage::update_keys`], whose updater re-applies [`rotate`] to what storage
+/// holds at that moment, so racing rotations agree on one result and a process
+/// that finds the work already done simply adopts it.
+pub struct KeyManager {
+    storage: SharedStorage,
+    policy: KeyPolicy,
+    state: RwLock<State>,
+    /// Serializes `refresh` so an older result never replaces a newer one.
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+struct State {
+    /// The stored row the key set was built from, to notice changes.
+    keys: Keys,
+    set: Arc<KeySet>,
+}
+
+impl KeyManager {
+    /// Loads the keys from storage, creating or rotating them first if due.
+    pub async fn start(
+        storage: SharedStorage,
+        policy: KeyPolicy,
+        now: SystemTime,
+    ) -> Result<Arc<Self>, KeyError> {
+        let (keys, set) = sync_off_thread(&storage, policy, now, None)
+            .await?
+            .ok_or_else(|| KeyError::Task("no keys after the initial load".to_owned()))?;
+        tracing::info!(
+            kid = set.kid(),
+            algorithm = %set.algorithm(),
+            next_kid = next_kid(&keys),
+            "signing keys loaded"
+        );
+        Ok(Arc::new(Self {
+            storage,
+            policy,
+            state: RwLock::new(State {
+                keys,
+                set: Arc::new(set),
+            }),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The current key set. Cheap: an `Arc` clone under a briefly held read lock.
+    pub fn keyset(&self) -> Arc<KeySet> {
+        Arc::clone(
+            &self
+                .state
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set,
+        )
+    }
+
+    pub fn policy(&self) -> &KeyPolicy {
+        &self.policy
+    }
+
+    /// Rotates if due at `now`; otherwise reloads if storage changed under us
+    /// (another process rotated). Returns whether the key set changed. On error
+    /// the previous key set stays in use.
+    pub async fn refresh(&self, now: SystemTime) -> Result<bool, KeyError> {
+        let _serial = self.refresh_lock.lock().await;
+        let known = self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .clone();
+        let old_kid = known.signing_key.kid.clone();
+        let Some((keys, set)) =
+            sync_off_thread(&self.storage, self.policy, now, Some(known)).await?
+        else {
+            return Ok(false);
+        };
+        if set.kid() != old_kid {
+            tracing::info!(
+                old_kid,
+                kid = set.kid(),
+                algorithm = %set.algorithm(),
+                next_kid = next_kid(&keys),
+                "signing key rotated"
+            );
+        } else {
+            tracing::debug!(kid = set.kid(), "signing keys reloaded");
+        }
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = State {
+            keys,
+            set: Arc::new(set),
+        };
+        Ok(true)
+    }
+
+    /// Checks every [`ROTATION_CHECK_INTERVAL`] (first check one interval from
+    /// now; [`KeyManager::start`] did the initial one). Errors are logged and the
+    /// next check tries again. Ends when `shutdown` completes.
+    pub fn spawn_rotation_task(
+        self: &Arc<Self>,
+        clock: fn() -> SystemTime,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        self.spawn_rotation_task_every(ROTATION_CHECK_INTERVAL, clock, shutdown)
+    }
+
+    /// [`KeyManager::spawn_rotation_task`] with another interval (tests).
+    pub fn spawn_rotation_task_every(
+        self: &Arc<Self>,
+        every: Duration,
+        clock: fn() -> SystemTime,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let manager = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    _ = ticks.tick() => {
+                        if let Err(err) = manager.refresh(clock()).await {
+                            tracing::error!(error = %err, "signing key rotation check failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn next_kid(keys: &Keys) -> Option<&str> {
+    keys.next_key.as_ref().map(|next| next.kid.as_str())
+}
+
+/// Runs [`sync`] on the blocking pool: RSA generation and SQLite are slow.
+async fn sync_off_thread(
+    storage: &SharedStorage,
+    policy: KeyPolicy,
+    now: SystemTime,
+    known: Option<Keys>,
+) -> Result<Option<(Keys, KeySet)>, KeyError> {
+    let storage = Arc::clone(storage);
+    tokio::task::spawn_blocking(move || sync(storage.as_ref(), &policy, now, known.as_ref()))
+        .await
+        .map_err(|join| KeyError::Task(join.to_string()))?
+}
+
+/// Brings storage up to date at `now` and returns the stored keys with their
+/// parsed set, or `None` if they equal `known`.
+///
+/// Keys are generated before the storage transaction, from a snapshot, so the
+/// slow part never runs while a backend holds its write lock; the updater then
+/// re-applies the rule to the row as it is inside the transaction and takes the
+/// pre-generated keys it needs (generating only if the row changed in between).
+/// If the row no longer needs a rotation (another process did it), the updater
+/// writes it back unchanged.
+fn sync(
+    storage: &dyn Storage,
+    policy: &KeyPolicy,
+    now: SystemTime,
+    known: Option<&Keys>,
+) -> Result<Option<(Keys, KeySet)>, KeyError> {
+    let snapshot = storage.get_keys()?;
+    let mut pool: Vec<StoredSigningKey> = Vec::new();
+    let planned = rotate(snapshot.clone(), now, policy, &mut |algorithm| {
+        let key = generate_key(algorithm)?;
+        pool.push(key.clone());
+        Ok(key)
+    })?;
+
+    let keys = match (planned, snapshot) {
+        (None, Some(stored)) => stored,
+        _ => {
+            let mut failure = None;
+            let written = storage.update_keys(&mut |fresh| {
+                let mut take = |algorithm: super::SigningAlgorithm| match pool
+                    .iter()
+                    .position(|k| k.algorithm == algorithm.as_str())
+                {
+                    Some(index) => Ok(pool.swap_remove(index)),
+                    None => generate_key(algorithm),
+                };
+                match rotate(fresh.clone(), now, policy, &mut take) {
+                    Ok(Some(updated)) => Ok(updated),
+                    Ok(None) => fresh.ok_or(StorageError::NotFound),
+                    Err(err) => {
+                        let message = err.to_string();
+                        failure = Some(err);
+                        Err(StorageError::Rejected(message))
+                    }
+                }
+            });
+            match (written, failure) {
+                (Ok(keys), _) => keys,
+                (Err(_), Some(err)) => return Err(err),
+                (Err(err), None) => return Err(err.into()),
+            }
+        }
+    };
+    if known == Some(&keys) {
+        return Ok(None);
+    }
+    let set = KeySet::from_keys(&keys)?;
+    Ok(Some((keys, set)))
+}
