@@ -46,11 +46,7 @@ pub async fn start_services(
     let storage = tokio::task::spawn_blocking(move || storage::open(&storage_settings))
         .await
         .map_err(|e| storage::StorageError::Backend(e.to_string()))??;
-    let policy = KeyPolicy {
-        algorithm: settings.signer.algorithm,
-        rotation_period: settings.signer.rotation_period,
-        verification_lifetime: settings.expiry.id_tokens,
-    };
+    let policy = KeyPolicy::from_settings(&settings);
     let keys = KeyManager::start(storage.clone(), policy, clock())
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
@@ -59,7 +55,7 @@ pub async fn start_services(
     health.check(clock()).await;
 
     let mut tasks = Vec::new();
-    tasks.push(keys.clone().spawn_rotation_task(
+    tasks.push(keys.spawn_rotation_task(
         clock.clone(),
         shutdown.clone().wait(),
     ));

@@ -116,7 +116,7 @@ impl KeyManager {
     /// next check tries again. Ends when `shutdown` completes.
     pub fn spawn_rotation_task(
         self: &Arc<Self>,
-        clock: fn() -> SystemTime,
+        clock: crate::Clock,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
         self.spawn_rotation_task_every(ROTATION_CHECK_INTERVAL, clock, shutdown)
@@ -126,7 +126,7 @@ impl KeyManager {
     pub fn spawn_rotation_task_every(
         self: &Arc<Self>,
         every: Duration,
-        clock: fn() -> SystemTime,
+        clock: crate::Clock,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
         let manager = Arc::clone(self);

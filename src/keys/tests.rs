@@ -789,7 +789,7 @@ async fn rotation_task_rotates_when_due_and_stops_on_shutdown() {
         .unwrap();
     let first = manager.keyset().kid().to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = manager.spawn_rotation_task_every(Duration::from_millis(10), fake_clock, async {
+    let task = manager.spawn_rotation_task_every(Duration::from_millis(10), std::sync::Arc::new(fake_clock), async {
         let _ = stopped.await;
     });
 
