@@ -1,5 +1,7 @@
 //! oxidex: a Dex-compatible OpenID Connect identity provider.
 
 pub mod config;
+pub mod connector;
 pub mod keys;
 pub mod storage;
+pub mod web;
