@@ -1,6 +1,7 @@
 //! oxidex: a Dex-compatible OpenID Connect identity provider.
 
 pub mod config;
+pub mod connector;
 pub mod health;
 pub mod http;
 pub mod keys;
@@ -9,6 +10,7 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod web;
 
 /// The time source. Production uses the system clock; tests inject their own so
 /// expiry and rotation are checked without sleeping.

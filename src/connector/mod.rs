@@ -1,0 +1,446 @@
+//! Upstream identity sources ("connectors"), as in Dex.
+//!
+//! A connector either sends the browser somewhere and gets it back on `/callback`
+//! ([`CallbackConnector`]), or checks a login and password typed into our own form
+//! ([`PasswordConnector`]). [`build_connectors`] opens every connector named in the
+//! settings, plus the local password DB (`local`) when `enablePasswordDB` is on.
+//!
+//! The HTTP layer owns the flow; connectors only answer "who is this user".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::settings::{ConnectorSettings, Password, Settings};
+use crate::storage::entities::Claims;
+
+pub mod local;
+pub mod mock;
+
+/// The connector id, name and type Dex gives the built-in password DB.
+pub const LOCAL_CONNECTOR_ID: &str = "local";
+pub const LOCAL_CONNECTOR_NAME: &str = "Email";
+pub const LOCAL_CONNECTOR_KIND: &str = "local";
+
+/// Connector types Dex knows but oxidex does not implement (yet). Naming them
+/// separately lets the error say "not supported" rather than "unknown".
+const DEX_TYPES_NOT_IMPLEMENTED: &[&str] = &[
+    "ldap",
+    "github",
+    "gitlab",
+    "gitea",
+    "google",
+    "oidc",
+    "oauth",
+    "saml",
+    "samlExperimental",
+    "authproxy",
+    "linkedin",
+    "microsoft",
+    "bitbucket-cloud",
+    "openshift",
+    "atlassian-crowd",
+    "keystone",
+];
+
+/// Who the user is, as a connector reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Stable id at the upstream; with the connector id it forms `sub`.
+    pub user_id: String,
+    /// Display name (the `name` claim).
+    pub username: String,
+    pub preferred_username: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub groups: Vec<String>,
+    /// Opaque state the connector wants back on refresh (e.g. upstream tokens).
+    pub connector_data: Option<Vec<u8>>,
+}
+
+impl Identity {
+    /// The claims stored on auth requests, codes and refresh tokens.
+    pub fn claims(&self) -> Claims {
+        Claims {
+            user_id: self.user_id.clone(),
+            username: self.username.clone(),
+            preferred_username: self.preferred_username.clone(),
+            email: self.email.clone(),
+            email_verified: self.email_verified,
+            groups: self.groups.clone(),
+        }
+    }
+
+    /// Rebuild the identity a refresh starts from.
+    pub fn from_claims(claims: &Claims, connector_data: Option<Vec<u8>>) -> Self {
+        Identity {
+            user_id: claims.user_id.clone(),
+            username: claims.username.clone(),
+            preferred_username: claims.preferred_username.clone(),
+            email: claims.email.clone(),
+            email_verified: claims.email_verified,
+            groups: claims.groups.clone(),
+            connector_data,
+        }
+    }
+}
+
+/// What the client asked for that concerns a connector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes {
+    /// `offline_access`: keep whatever is needed to refresh later.
+    pub offline_access: bool,
+    /// `groups`: load the user's groups.
+    pub groups: bool,
+}
+
+impl Scopes {
+    /// From the requested scope list of an auth request or refresh token.
+    pub fn from_requested<S: AsRef<str>>(scopes: &[S]) -> Self {
+        let has = |want: &str| scopes.iter().any(|s| s.as_ref() == want);
+        Scopes {
+            offline_access: has("offline_access"),
+            groups: has("groups"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The user authenticated but is not in any group the connector requires.
+    /// Dex answers 403 "You are not a member of any of the required groups to authenticate."
+    #[error("user {user:?} is not a member of any of the required groups")]
+    NotInRequiredGroups { user: String },
+    /// The upstream failed or answered something unusable (a 500 page for the browser).
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    /// The connector cannot refresh this identity any more (user deleted, upstream
+    /// token revoked…); the refresh token must be rejected.
+    #[error("refresh failed: {0}")]
+    Refresh(String),
+    /// A configuration problem found when opening the connector.
+    #[error("connector {id:?} (type {kind:?}): {message}")]
+    Config {
+        id: String,
+        kind: String,
+        message: String,
+    },
+    #[error("connector {id:?}: unknown connector type {kind:?}")]
+    UnknownType { id: String, kind: String },
+    #[error("connector {id:?}: connector type {kind:?} is not supported by oxidex yet")]
+    UnsupportedType { id: String, kind: String },
+    #[error("duplicate connector id {id:?}")]
+    DuplicateId { id: String },
+    /// A failure on our side (e.g. the blocking pool went away, a stored hash has a cost
+    /// Dex refuses at login). Dex shows "Login error…" with 500.
+    #[error("internal connector error: {0}")]
+    Internal(String),
+}
+
+/// A connector that sends the browser to an upstream login page, which sends it back to
+/// `<issuer>/callback` with our `state` (the auth request id).
+#[async_trait]
+pub trait CallbackConnector: Send + Sync {
+    /// Where to send the browser, and connector data to keep on the auth request (e.g. a
+    /// PKCE verifier or nonce) until the callback.
+    fn login_url(
+        &self,
+        scopes: &Scopes,
+        callback_url: &str,
+        state: &str,
+    ) -> Result<(String, Option<Vec<u8>>), ConnectorError>;
+
+    /// Turn the callback's query into an identity. `connector_data` is what `login_url`
+    /// returned for this auth request.
+    async fn handle_callback(
+        &self,
+        scopes: &Scopes,
+        connector_data: Option<&[u8]>,
+        query: &[(String, String)],
+    ) -> Result<Identity, ConnectorError>;
+
+    /// Whether refresh tokens can be issued for this connector's users.
+    fn supports_refresh(&self) -> bool;
+
+    /// Re-check the user on a refresh grant; an error rejects the refresh token.
+    async fn refresh(
+        &self,
+        scopes: &Scopes,
+        identity: Identity,
+    ) -> Result<Identity, ConnectorError>;
+}
+
+/// A connector that checks a login and password entered into oxidex's own form.
+#[async_trait]
+pub trait PasswordConnector: Send + Sync {
+    /// Label of the login field; empty means the default "Username".
+    fn prompt(&self) -> &str;
+
+    /// `Ok(None)` means wrong credentials (the form is shown again with 401);
+    /// `Err` is a failure (500 "Login error").
+    async fn login(
+        &self,
+        scopes: &Scopes,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Identity>, ConnectorError>;
+
+    fn supports_refresh(&self) -> bool;
+
+    async fn refresh(
+        &self,
+        scopes: &Scopes,
+        identity: Identity,
+    ) -> Result<Identity, ConnectorError>;
+}
+
+#[derive(Clone)]
+pub enum Connector {
+    Callback(Arc<dyn CallbackConnector>),
+    Password(Arc<dyn PasswordConnector>),
+}
+
+impl Connector {
+    pub fn supports_refresh(&self) -> bool {
+        match self {
+            Connector::Callback(c) => c.supports_refresh(),
+            Connector::Password(c) => c.supports_refresh(),
+        }
+    }
+
+    /// Refresh through whichever kind this is.
+    pub async fn refresh(
+        &self,
+        scopes: &Scopes,
+        identity: Identity,
+    ) -> Result<Identity, ConnectorError> {
+        match self {
+            Connector::Callback(c) => c.refresh(scopes, identity).await,
+            Connector::Password(c) => c.refresh(scopes, identity).await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connector::Callback(_) => "Connector::Callback",
+            Connector::Password(_) => "Connector::Password",
+        })
+    }
+}
+
+/// One opened connector with its configured identity.
+#[derive(Debug, Clone)]
+pub struct ConnectorEntry {
+    /// Used in URLs (`/auth/{id}`) and inside `sub`.
+    pub id: String,
+    /// Display name on the login page.
+    pub name: String,
+    /// The configured `type` (`mockCallback`, `local`, …).
+    pub kind: String,
+    /// `connectors[].grantTypes`; empty means all grants.
+    pub grant_types: Vec<String>,
+    pub connector: Connector,
+}
+
+/// The opened connectors, in configuration order (the local DB last, as in Dex).
+#[derive(Debug, Clone, Default)]
+pub struct Connectors {
+    entries: Vec<ConnectorEntry>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Connectors {
+    /// Fails on a duplicate id.
+    pub fn new(entries: Vec<ConnectorEntry>) -> Result<Self, ConnectorError> {
+        let mut by_id = HashMap::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            if by_id.insert(entry.id.clone(), index).is_some() {
+                return Err(ConnectorError::DuplicateId {
+                    id: entry.id.clone(),
+                });
+            }
+        }
+        Ok(Connectors { entries, by_id })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&ConnectorEntry> {
+        self.by_id.get(id).and_then(|&i| self.entries.get(i))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConnectorEntry> {
+        self.entries.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Open every configured connector, then the local password DB when enabled.
+/// An unknown or unimplemented type is an error naming the connector id and type.
+pub fn build_connectors(settings: &Settings) -> Result<Connectors, ConnectorError> {
+    build(
+        &settings.connectors,
+        settings
+            .enable_password_db
+            .then_some(settings.passwords.as_slice()),
+    )
+}
+
+/// `password_db`: the static passwords when the password DB is enabled.
+fn build(
+    connectors: &[ConnectorSettings],
+    password_db: Option<&[Password]>,
+) -> Result<Connectors, ConnectorError> {
+    let mut entries = Vec::with_capacity(connectors.len() + 1);
+    for conf in connectors {
+        entries.push(ConnectorEntry {
+            id: conf.id.clone(),
+            name: conf.name.clone(),
+            kind: conf.kind.clone(),
+            grant_types: conf.grant_types.clone(),
+            connector: open(conf)?,
+        });
+    }
+    if let Some(passwords) = password_db {
+        entries.push(ConnectorEntry {
+            id: LOCAL_CONNECTOR_ID.to_owned(),
+            name: LOCAL_CONNECTOR_NAME.to_owned(),
+            kind: LOCAL_CONNECTOR_KIND.to_owned(),
+            grant_types: Vec::new(),
+            connector: Connector::Password(Arc::new(local::PasswordDb::new(passwords)?)),
+        });
+    }
+    Connectors::new(entries)
+}
+
+fn open(conf: &ConnectorSettings) -> Result<Connector, ConnectorError> {
+    match conf.kind.as_str() {
+        "mockCallback" => Ok(Connector::Callback(Arc::new(mock::MockCallback::new()))),
+        "mockPassword" => Ok(Connector::Password(Arc::new(
+            mock::MockPassword::from_config(&conf.id, &conf.config)?,
+        ))),
+        kind if DEX_TYPES_NOT_IMPLEMENTED.contains(&kind) => Err(ConnectorError::UnsupportedType {
+            id: conf.id.clone(),
+            kind: kind.to_owned(),
+        }),
+        kind => Err(ConnectorError::UnknownType {
+            id: conf.id.clone(),
+            kind: kind.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn conf(kind: &str, id: &str, config: serde_json::Value) -> ConnectorSettings {
+        ConnectorSettings {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+            name: format!("{id} name"),
+            config,
+            grant_types: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn builds_configured_connectors_then_local_db() {
+        let built = build(
+            &[
+                conf("mockCallback", "mock", serde_json::Value::Null),
+                conf(
+                    "mockPassword",
+                    "mockpw",
+                    serde_json::json!({"username": "u", "password": "p"}),
+                ),
+            ],
+            Some(&[]),
+        )
+        .unwrap();
+        let ids: Vec<_> = built.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["mock", "mockpw", "local"]);
+        let local = built.get("local").unwrap();
+        assert_eq!(
+            (local.name.as_str(), local.kind.as_str()),
+            ("Email", "local")
+        );
+        assert!(matches!(local.connector, Connector::Password(_)));
+        assert!(matches!(
+            built.get("mock").unwrap().connector,
+            Connector::Callback(_)
+        ));
+        assert_eq!(built.get("mock").unwrap().name, "mock name");
+        assert!(built.get("nope").is_none());
+        assert_eq!(built.len(), 3);
+    }
+
+    #[test]
+    fn password_db_only_when_enabled() {
+        let built = build(
+            &[conf("mockCallback", "mock", serde_json::Value::Null)],
+            None,
+        )
+        .unwrap();
+        assert!(built.get("local").is_none());
+        assert_eq!(built.len(), 1);
+    }
+
+    #[test]
+    fn unknown_and_unimplemented_types_name_id_and_type() {
+        let e = build(
+            &[conf("frobnicator", "corp", serde_json::Value::Null)],
+            None,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConnectorError::UnknownType { .. }));
+        assert!(
+            msg.contains("\"corp\"") && msg.contains("\"frobnicator\""),
+            "{msg}"
+        );
+
+        let e = build(&[conf("gitea", "forgejo", serde_json::Value::Null)], None).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConnectorError::UnsupportedType { .. }));
+        assert!(
+            msg.contains("\"forgejo\"") && msg.contains("\"gitea\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let e = build(
+            &[
+                conf("mockCallback", "local", serde_json::Value::Null),
+                conf("mockCallback", "x", serde_json::Value::Null),
+            ],
+            Some(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("duplicate connector id \"local\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn scopes_and_claims_round_trip() {
+        let s = Scopes::from_requested(&["openid", "groups", "offline_access"]);
+        assert!(s.groups && s.offline_access);
+        assert_eq!(Scopes::from_requested::<&str>(&[]), Scopes::default());
+        let id = mock::mock_callback_identity();
+        let back = Identity::from_claims(&id.claims(), id.connector_data.clone());
+        assert_eq!(back, id);
+    }
+}
