@@ -48,7 +48,9 @@
           args = {
             inherit pkgs oxidex image;
             oxidexModule = self.nixosModules.default;
-            evalNixos = modules: nixpkgs.lib.nixosSystem { inherit system modules; };
+            evalNixos =
+              modules:
+              nixpkgs.lib.nixosSystem { modules = modules ++ [ { nixpkgs.hostPlatform = system; } ]; };
           };
         in
         {
