@@ -1,0 +1,117 @@
+# Evaluates NixOS configurations with the module (no VM) and asserts on the generated unit and
+# JSON: the reference deployment must render exactly like the pure renderer does, the unit must
+# be hardened and load the credentials, and an inline secret must fail an assertion.
+{
+  pkgs,
+  oxidexModule,
+  evalNixos,
+  ...
+}:
+let
+  inherit (pkgs) lib;
+  credentialsDirectory = "/run/credentials/oxidex.service";
+  example = import ./render-examples/deployment.nix { inherit credentialsDirectory; };
+
+  base = {
+    imports = [ oxidexModule ];
+    boot.loader.grub.enable = false;
+    fileSystems."/".device = "/dev/null";
+    system.stateVersion = "25.11";
+  };
+
+  evalWith =
+    oxidex:
+    (evalNixos [
+      base
+      { services.oxidex = { enable = true; } // oxidex; }
+    ]).config;
+
+  good = evalWith {
+    inherit (example) settings credentials;
+    openFirewall = true;
+  };
+  bad = evalWith {
+    settings = example.settings // {
+      staticClients = [
+        {
+          id = "grafana";
+          redirectURIs = [ "https://grafana.example.org/login/generic_oauth" ];
+          secret = "inline";
+        }
+      ];
+    };
+    inherit (example) credentials;
+  };
+
+  ours = config: lib.filter (a: lib.hasInfix "services.oxidex" a.message) config.assertions;
+  failed = config: map (a: a.message) (lib.filter (a: !a.assertion) (ours config));
+
+  unit = good.systemd.services.oxidex;
+  sc = unit.serviceConfig;
+  json = good.services.oxidex.finalSettings;
+  pure =
+    (import ../nixos-module/render.nix {
+      inherit (example) settings credentials;
+      inherit credentialsDirectory;
+    }).config;
+
+  checks = {
+    "no assertion fails for the reference deployment" = failed good == [ ];
+    "module and pure renderer agree" = json == pure;
+    "issuer passes through" = json.issuer == "https://sso.example.org";
+    "storage defaults to SQLite in the state directory" =
+      json.storage == {
+        type = "sqlite3";
+        config.file = "/var/lib/oxidex/oxidex.db";
+      };
+    "both Grafana redirect URIs" = lib.length (lib.head json.staticClients).redirectURIs == 2;
+    "client secret is a credential file" =
+      (lib.head json.staticClients).secretFile == "${credentialsDirectory}/grafana-client-secret";
+    "connector secret is a credential file" =
+      (lib.head json.connectors).config.clientSecretFile == "${credentialsDirectory}/forgejo-client-secret";
+    "no inline secret in the JSON" = !(lib.hasInfix "\"secret\"" (builtins.toJSON json));
+    "unset options leave no nulls" = !(lib.hasInfix "null" (builtins.toJSON json));
+    "ExecStart serves the generated file" =
+      lib.hasSuffix "/bin/oxidex serve ${good.services.oxidex.configFile}" sc.ExecStart;
+    "credentials are loaded" =
+      lib.sort lib.lessThan sc.LoadCredential == [
+        "forgejo-client-secret:/run/secrets/oxidex/forgejo-client-secret"
+        "grafana-client-secret:/run/secrets/oxidex/grafana-client-secret"
+      ];
+    "dynamic user with a state directory" = sc.DynamicUser && sc.StateDirectory == "oxidex";
+    "hardened like services.dex or stricter" = lib.all (x: x) [
+      (sc.ProtectSystem == "strict")
+      sc.ProtectHome
+      sc.PrivateTmp
+      sc.PrivateDevices
+      sc.PrivateUsers
+      sc.NoNewPrivileges
+      sc.MemoryDenyWriteExecute
+      sc.RestrictNamespaces
+      sc.RestrictSUIDSGID
+      sc.LockPersonality
+      sc.ProtectKernelTunables
+      sc.ProtectKernelModules
+      sc.ProtectControlGroups
+      (sc.ProtectProc == "invisible")
+      (sc.SystemCallArchitectures == "native")
+      (sc.CapabilityBoundingSet == [ "" ])
+    ];
+    "firewall opens the HTTP port" = lib.elem 5556 good.networking.firewall.allowedTCPPorts;
+    "an inline client secret fails an assertion naming the key" = lib.any (
+      m: lib.hasInfix "services.oxidex.settings.staticClients[0].secret" m
+    ) (failed bad);
+  };
+  failures = lib.attrNames (lib.filterAttrs (_: v: !v) checks);
+in
+if failures != [ ] then
+  throw "oxidex module evaluation check failed: ${lib.concatStringsSep "; " failures}"
+else
+  pkgs.runCommand "oxidex-module-eval"
+    {
+      passAsFile = [ "rendered" ];
+      rendered = builtins.toJSON json;
+    }
+    ''
+      cp "$renderedPath" $out
+    ''

@@ -1,0 +1,83 @@
+{
+  description = "oxidex: a Dex-compatible OpenID Connect identity provider";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = f: lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
+    in
+    {
+      overlays.default = final: _prev: {
+        oxidex = final.callPackage ./package.nix { };
+        oxidex-image = final.callPackage ./containers/oxidex { };
+      };
+
+      packages = forAllSystems (
+        _system: pkgs:
+        let
+          oxidex = pkgs.callPackage ./package.nix { };
+        in
+        {
+          inherit oxidex;
+          default = oxidex;
+          image = pkgs.callPackage ./containers/oxidex { inherit oxidex; };
+        }
+      );
+
+      # The module alone (./nixos-module) takes its package from `pkgs.oxidex` (the overlay);
+      # the flake's module also defaults it to this flake's build.
+      nixosModules.oxidex =
+        { lib, pkgs, ... }:
+        {
+          imports = [ ./nixos-module ];
+          services.oxidex.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.oxidex;
+        };
+      nixosModules.default = self.nixosModules.oxidex;
+
+      checks = forAllSystems (
+        system: pkgs:
+        let
+          inherit (self.packages.${system}) oxidex image;
+          args = {
+            inherit pkgs oxidex image;
+            oxidexModule = self.nixosModules.default;
+            evalNixos =
+              modules:
+              nixpkgs.lib.nixosSystem { modules = modules ++ [ { nixpkgs.hostPlatform = system; } ]; };
+          };
+        in
+        {
+          # `cargo test` runs in the package's check phase (with the sandboxed-tests feature).
+          package = oxidex;
+          clippy = import ./checks/clippy.nix args;
+          rustfmt = import ./checks/rustfmt.nix args;
+          module-eval = import ./checks/module-eval.nix args;
+          forgejo-grafana = pkgs.testers.runNixOSTest (import ./checks/forgejo-grafana.nix args);
+          image = pkgs.testers.runNixOSTest (import ./checks/image.nix args);
+        }
+      );
+
+      devShells = forAllSystems (
+        system: pkgs: {
+          default = pkgs.mkShell {
+            inputsFrom = [ self.packages.${system}.oxidex ];
+            packages = [
+              pkgs.clippy
+              pkgs.rustfmt
+              pkgs.rust-analyzer
+              pkgs.nixfmt-tree
+            ];
+          };
+        }
+      );
+
+      formatter = forAllSystems (_system: pkgs: pkgs.nixfmt-tree);
+    };
+}

@@ -1,0 +1,389 @@
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.oxidex;
+  opt = "services.oxidex";
+
+  inherit (lib)
+    literalExpression
+    mkEnableOption
+    mkIf
+    mkOption
+    mkPackageOption
+    types
+    ;
+
+  settingsFormat = pkgs.formats.json { };
+
+  stateDirectory = "/var/lib/oxidex";
+  credentialsDirectory = "/run/credentials/oxidex.service";
+
+  rendered = import ./render.nix {
+    inherit (cfg) settings credentials;
+    inherit stateDirectory credentialsDirectory;
+  };
+  configFile = settingsFormat.generate "oxidex.json" rendered.config;
+
+  # "host:port", "[::]:port" or ":port" -> port
+  portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
+  listenPorts = map portOf (
+    lib.filter (a: a != null) [
+      cfg.settings.web.http
+      cfg.settings.web.https
+    ]
+  );
+  bindsPrivilegedPort = lib.any (p: p < 1024) listenPorts;
+
+  # Freeform JSON with a few declared keys: typed, documented, with defaults.
+  jsonSubmodule = options: types.submodule { freeformType = settingsFormat.type; inherit options; };
+
+  staticClientType = jsonSubmodule {
+    id = mkOption {
+      type = types.str;
+      example = "grafana";
+      description = "Client ID the application presents to oxidex.";
+    };
+    name = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "Grafana";
+      description = "Display name shown on the approval page.";
+    };
+    redirectURIs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "https://grafana.example.org/login/generic_oauth"
+        "http://localhost:3000/login/generic_oauth"
+      ];
+      description = "Redirect URIs the client may use; each is matched exactly.";
+    };
+    public = mkOption {
+      type = types.nullOr types.bool;
+      default = null;
+      description = "Whether the client is public (no secret, PKCE instead). Left out of the file when `null`.";
+    };
+    secretFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "${credentialsDirectory}/grafana-client-secret";
+      description = ''
+        File holding the client secret, read by oxidex at start. Point it at a credential:
+        `"${credentialsDirectory}/<name>"` together with
+        {option}`${opt}.credentials.<name>`. An inline `secret` is rejected by an assertion.
+      '';
+    };
+  };
+
+  connectorType = jsonSubmodule {
+    type = mkOption {
+      type = types.str;
+      example = "gitea";
+      description = "Connector type, as in Dex (`gitea` for Forgejo and Gitea, `oidc`, …).";
+    };
+    id = mkOption {
+      type = types.str;
+      example = "forgejo";
+      description = "Connector ID. It is part of every user's `sub` claim, so never change it once users logged in.";
+    };
+    name = mkOption {
+      type = types.str;
+      example = "Forgejo";
+      description = "Name shown on the login page.";
+    };
+    config = mkOption {
+      type = settingsFormat.type;
+      default = { };
+      example = literalExpression ''
+        {
+          baseURL = "https://git.example.org";
+          clientIDFile = "${credentialsDirectory}/forgejo-client-id";
+          clientSecretFile = "${credentialsDirectory}/forgejo-client-secret";
+          redirectURI = "https://sso.example.org/callback";
+          loadAllGroups = true;
+        }
+      '';
+      description = ''
+        Connector configuration in Dex's format. Every string key also has a file form
+        (`<key>File`, e.g. `clientSecretFile`), and `$VARIABLE` references are expanded from the
+        environment (see {option}`${opt}.environmentFile`).
+      '';
+    };
+  };
+in
+{
+  options.services.oxidex = {
+    enable = mkEnableOption "oxidex, a Dex-compatible OpenID Connect identity provider";
+
+    package = mkPackageOption pkgs "oxidex" { };
+
+    settings = mkOption {
+      default = { };
+      description = ''
+        Configuration of oxidex, written as JSON to the Nix store. The schema is Dex's
+        (`issuer`, `storage`, `web`, `telemetry`, `oauth2`, `expiry`, `logger`, `staticClients`,
+        `connectors`, …); keys not declared here are passed through unchanged.
+
+        Secrets never belong here: the file is world-readable. Use the file forms
+        (`secretFile`, `clientSecretFile`, `hashFile`, `<key>File` inside a connector's
+        `config`) pointing at {option}`${opt}.credentials`, or `$VARIABLE` references inside
+        connector and storage configs together with {option}`${opt}.environmentFile`.
+      '';
+      example = literalExpression ''
+        {
+          issuer = "https://sso.example.org";
+          web.http = "127.0.0.1:5556";
+          staticClients = [
+            {
+              id = "grafana";
+              name = "Grafana";
+              redirectURIs = [ "https://grafana.example.org/login/generic_oauth" ];
+              secretFile = "/run/credentials/oxidex.service/grafana-client-secret";
+            }
+          ];
+        }
+      '';
+      type = jsonSubmodule {
+        issuer = mkOption {
+          type = types.str;
+          example = "https://sso.example.org";
+          description = ''
+            Public URL of oxidex; every endpoint lives under its path and it is the `iss` of
+            every token. Clients compare it byte for byte, so mind trailing slashes.
+          '';
+        };
+
+        web = {
+          http = mkOption {
+            type = types.nullOr types.str;
+            default = "127.0.0.1:5556";
+            example = "0.0.0.0:5556";
+            description = "Address for plain HTTP, as `host:port`; `null` disables it.";
+          };
+          https = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "0.0.0.0:5554";
+            description = "Address for HTTPS (needs `web.tlsCert` and `web.tlsKey`); `null` disables it.";
+          };
+        };
+
+        telemetry.http = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "127.0.0.1:5558";
+          description = "Address of the telemetry listener (`/metrics`, `/healthz/live`, `/healthz/ready`).";
+        };
+
+        storage = {
+          type = mkOption {
+            type = types.enum [
+              "sqlite3"
+              "memory"
+            ];
+            default = "sqlite3";
+            description = "Storage backend. `memory` loses every session and refresh token on restart.";
+          };
+          config = mkOption {
+            type = jsonSubmodule {
+              file = mkOption {
+                type = types.nullOr types.str;
+                default = if cfg.settings.storage.type == "sqlite3" then "${stateDirectory}/oxidex.db" else null;
+                defaultText = literalExpression ''"${stateDirectory}/oxidex.db" (for sqlite3)'';
+                description = "SQLite database file. The default lies in the unit's `StateDirectory`, the only writable place.";
+              };
+            };
+            default = { };
+            description = "Backend configuration.";
+          };
+        };
+
+        logger = {
+          level = mkOption {
+            type = types.nullOr (
+              types.enum [
+                "debug"
+                "info"
+                "warn"
+                "error"
+              ]
+            );
+            default = null;
+            description = "Log level; oxidex's default (`info`) when `null`.";
+          };
+          format = mkOption {
+            type = types.nullOr (
+              types.enum [
+                "text"
+                "json"
+              ]
+            );
+            default = null;
+            description = "Log format; oxidex's default (`text`) when `null`.";
+          };
+        };
+
+        staticClients = mkOption {
+          type = types.listOf staticClientType;
+          default = [ ];
+          description = "OAuth2 clients (the applications that log users in through oxidex).";
+        };
+
+        connectors = mkOption {
+          type = types.listOf connectorType;
+          default = [ ];
+          description = "Upstream identity providers.";
+        };
+      };
+    };
+
+    credentials = mkOption {
+      type = types.attrsOf types.path;
+      default = { };
+      example = {
+        forgejo-client-secret = "/run/secrets/oxidex/forgejo-client-secret";
+        grafana-client-secret = "/run/secrets/oxidex/grafana-client-secret";
+      };
+      description = ''
+        Secret files handed to oxidex with systemd's `LoadCredential=`: each entry
+        `<name> = <path>` makes the file readable by the (dynamic) service user as
+        `${credentialsDirectory}/<name>`, whatever the owner and mode of the source file.
+        Refer to it from {option}`${opt}.settings` through a file form, e.g.
+        `clientSecretFile = "${credentialsDirectory}/<name>"`. The source path must not be in
+        the Nix store.
+      '';
+    };
+
+    credentialsDirectory = mkOption {
+      type = types.str;
+      default = credentialsDirectory;
+      readOnly = true;
+      description = ''
+        Where the unit sees its credentials; use it to build file forms in settings:
+        `"''${config.${opt}.credentialsDirectory}/grafana-client-secret"`.
+      '';
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/oxidex.env";
+      description = ''
+        Environment file (see {manpage}`systemd.exec(5)`, `EnvironmentFile=`) read by systemd
+        as root. Its variables are expanded where oxidex expands `$VARIABLE`: inside
+        `connectors[].config` and `storage.config`; static clients take `secretEnv`.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open the ports of `settings.web.http` and `settings.web.https` in the firewall.";
+    };
+
+    finalSettings = mkOption {
+      type = types.unspecified;
+      readOnly = true;
+      internal = true;
+      description = "The JSON document written to the store (for tests and inspection).";
+    };
+
+    configFile = mkOption {
+      type = types.path;
+      readOnly = true;
+      internal = true;
+      description = "The generated configuration file.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    services.oxidex.finalSettings = rendered.config;
+    services.oxidex.configFile = configFile;
+
+    assertions =
+      map (message: {
+        assertion = false;
+        inherit message;
+      }) rendered.errors
+      ++ [
+        {
+          assertion = cfg.environmentFile == null || !lib.hasPrefix "/nix/store/" (toString cfg.environmentFile);
+          message = "services.oxidex.environmentFile points into /nix/store, which is world-readable; use a path outside the store.";
+        }
+      ];
+
+    environment.systemPackages = [ cfg.package ];
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall listenPorts;
+
+    systemd.services.oxidex = {
+      description = "oxidex OpenID Connect identity provider";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network.target" ];
+      restartTriggers = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+
+      serviceConfig = {
+        Type = "exec";
+        ExecStart = "${lib.getExe cfg.package} serve ${configFile}";
+        Restart = "on-failure";
+        RestartSec = "5s";
+
+        DynamicUser = true;
+        StateDirectory = "oxidex";
+        StateDirectoryMode = "0700";
+        RuntimeDirectory = "oxidex";
+        RuntimeDirectoryMode = "0700";
+        WorkingDirectory = stateDirectory;
+        # toString: a path literal must not be copied into the store on the way
+        LoadCredential = lib.mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+        UMask = "0077";
+
+        # Only when a port below 1024 is configured; PrivateUsers would drop the capability.
+        AmbientCapabilities = if bindsPrivilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
+        CapabilityBoundingSet = if bindsPrivilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
+        PrivateUsers = !bindsPrivilegedPort;
+
+        # ProtectClock= would otherwise add DeviceAllow=char-rtc r
+        DeviceAllow = "";
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        NoNewPrivileges = true;
+        PrivateDevices = true;
+        PrivateMounts = true;
+        PrivateTmp = true;
+        ProcSubset = "pid";
+        ProtectClock = true;
+        ProtectControlGroups = true;
+        ProtectHome = true;
+        ProtectHostname = true;
+        ProtectKernelLogs = true;
+        ProtectKernelModules = true;
+        ProtectKernelTunables = true;
+        ProtectProc = "invisible";
+        ProtectSystem = "strict";
+        RemoveIPC = true;
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        SystemCallArchitectures = "native";
+        SystemCallErrorNumber = "EPERM";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged @resources @setuid @keyring"
+        ];
+      }
+      // lib.optionalAttrs (cfg.environmentFile != null) {
+        EnvironmentFile = cfg.environmentFile;
+      };
+    };
+  };
+}
