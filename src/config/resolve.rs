@@ -140,6 +140,7 @@ pub(crate) fn load(
         report,
         env,
         strict,
+        yaml: format == Format::Yaml,
         expansion: env.flag("DEX_EXPAND_ENV", true),
         store_path,
     };
@@ -196,6 +197,8 @@ struct Resolver<'a> {
     report: Report,
     env: &'a Env,
     strict: bool,
+    /// YAML input (see [`Normalizer::yaml`]).
+    yaml: bool,
     /// `DEX_EXPAND_ENV`.
     expansion: bool,
     /// Set when the config file lives in the Nix store.
@@ -325,7 +328,7 @@ impl Resolver<'_> {
                 let map = Normalizer {
                     report: &mut self.report,
                     strict: self.strict,
-                    yaml: false,
+                    yaml: self.yaml,
                 }
                 .object("storage.config", decode::SQLITE, map);
                 let sqlite: schema::SqliteConfig =
@@ -701,7 +704,7 @@ impl Resolver<'_> {
                         let map = Normalizer {
                             report: &mut self.report,
                             strict: self.strict,
-                            yaml: false,
+                            yaml: self.yaml,
                         }
                         .object("signer.config", decode::LOCAL_SIGNER, map);
                         serde_json::from_value(Value::Object(map)).unwrap_or_default()
