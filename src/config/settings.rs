@@ -59,6 +59,9 @@ pub struct WebSettings {
     pub https: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// `"1.2"` or `"1.3"` (validated); `None` means the TLS library's default.
+    pub tls_min_version: Option<String>,
+    pub tls_max_version: Option<String>,
     /// Extra headers for every dynamic response, from `web.headers`.
     pub headers: Vec<(String, String)>,
     pub allowed_origins: Vec<String>,
@@ -208,7 +211,11 @@ fn redact<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::
 /// Keys inside connector configs whose values are secrets.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("secret") || k.contains("password") || k == "token" || k.ends_with("key") && !k.ends_with("publickey")
+    k.contains("secret")
+        || k.contains("password")
+        || k == "token"
+        || k == "bindpw"
+        || k.ends_with("key") && !k.ends_with("publickey")
 }
 
 fn redact_connector_config<S: serde::Serializer>(

@@ -1,0 +1,274 @@
+//! Secret forms: `…File` siblings, the Nix-store inline-secret rule, bcrypt hashes.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::Report;
+use super::decode::join;
+use super::env::is_single_reference;
+
+/// Reads a secret from a file: one trailing newline (`\n` or `\r\n`) is trimmed;
+/// an unreadable or empty file is an error. Messages name the file, never its content.
+pub fn read_secret_file(file: &str) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read file {file:?}: {e}"))?;
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| format!("file {file:?} is not valid UTF-8"))?;
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    if text.is_empty() {
+        return Err(format!("file {file:?} is empty"));
+    }
+    Ok(text)
+}
+
+/// Keys inside connector and storage configs whose inline values are secrets
+/// (`clientSecret`, `password`, `bindPW`, `token`, …). Reference forms
+/// (`…File`, `…Env`) are not secrets themselves.
+pub fn is_inline_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    if k.ends_with("file") || k.ends_with("env") || k.ends_with("prompt") {
+        return false;
+    }
+    k == "bindpw" || k == "token" || k.contains("secret") || k.contains("password")
+}
+
+/// The secret key a `…File` key stands for: `clientSecretFile` → `clientSecret`.
+fn file_form_target(key: &str) -> Option<&str> {
+    key.strip_suffix("File").filter(|k| !k.is_empty())
+}
+
+/// Replaces every string `KFile` key (at any depth) with `K` holding the file's
+/// content. `K` and `KFile` together is an error naming both.
+pub fn apply_file_forms(path: &str, value: &mut Value, report: &mut Report) {
+    match value {
+        Value::Object(map) => {
+            let file_keys: Vec<String> = map
+                .iter()
+                .filter(|(k, v)| v.is_string() && file_form_target(k).is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for file_key in file_keys {
+                let Some(target) = file_form_target(&file_key).map(str::to_owned) else {
+                    continue;
+                };
+                let Some(Value::String(file)) = map.remove(&file_key) else {
+                    continue;
+                };
+                if file.is_empty() {
+                    continue;
+                }
+                if let Some(existing) = map.keys().find(|k| k.eq_ignore_ascii_case(&target)) {
+                    report.error(
+                        join(path, &file_key),
+                        format!(
+                            "both {} and {} are set; use only one",
+                            join(path, existing),
+                            join(path, &file_key)
+                        ),
+                    );
+                    continue;
+                }
+                match read_secret_file(&file) {
+                    Ok(secret) => {
+                        map.insert(target, Value::String(secret));
+                    }
+                    Err(message) => report.error(join(path, &file_key), message),
+                }
+            }
+            for (key, item) in map.iter_mut() {
+                apply_file_forms(&join(path, key), item, report);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                apply_file_forms(&format!("{path}[{i}]"), item, report);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// True when a value written in the file itself carries a secret: non-empty and
+/// not just a `$VAR` reference (when expansion is on).
+pub fn is_inline(value: &str, expansion: bool) -> bool {
+    !(value.is_empty() || expansion && is_single_reference(value))
+}
+
+/// The message for an inline secret in a store file.
+pub fn nix_store_message(config_path: &Path, instead: &str) -> String {
+    format!(
+        "inline secret in a world-readable Nix store file ({}); use {instead}",
+        config_path.display()
+    )
+}
+
+/// Refuses inline secret values in a connector or storage config (Nix-store rule).
+pub fn refuse_inline_secrets(
+    path: &str,
+    value: &Value,
+    expansion: bool,
+    config_path: &Path,
+    report: &mut Report,
+) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                let key_path = join(path, key);
+                match item {
+                    Value::String(s) if is_inline_secret_key(key) && is_inline(s, expansion) => {
+                        let instead = format!("{key_path}File or a $VAR reference");
+                        report.error(&key_path, nix_store_message(config_path, &instead));
+                    }
+                    _ => refuse_inline_secrets(&key_path, item, expansion, config_path, report),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                refuse_inline_secrets(
+                    &format!("{path}[{i}]"),
+                    item,
+                    expansion,
+                    config_path,
+                    report,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+const BCRYPT_ALPHABET: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Bcrypt's cost if `hash` is a well-formed `$2a$`/`$2b$`/`$2y$` hash.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let bytes = hash.as_bytes();
+    let well_formed = bytes.len() == 60
+        && (hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
+        && bytes[4].is_ascii_digit()
+        && bytes[5].is_ascii_digit()
+        && bytes[6] == b'$'
+        && bytes[7..].iter().all(|b| BCRYPT_ALPHABET.contains(b));
+    if !well_formed {
+        return None;
+    }
+    hash[4..6].parse().ok()
+}
+
+pub const MIN_BCRYPT_COST: u32 = 10;
+pub const MAX_BCRYPT_COST: u32 = 16;
+
+/// Accepts a bcrypt hash, or (Dex's legacy form) the base64 of one, and returns
+/// the plain hash. The cost must lie within 10–16: Dex refuses anything else at
+/// login time with an HTTP 500, so it is better refused here.
+pub fn normalize_bcrypt(hash: &str) -> Result<String, String> {
+    let plain = if bcrypt_cost(hash).is_some() {
+        hash.to_owned()
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(hash.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .filter(|decoded| bcrypt_cost(decoded).is_some())
+            .ok_or_else(|| {
+                "malformed bcrypt hash: expected a $2a$, $2b$ or $2y$ hash (or its base64)"
+                    .to_owned()
+            })?
+    };
+    let cost = bcrypt_cost(&plain).unwrap_or_default();
+    if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
+        return Err(format!(
+            "bcrypt cost {cost} is outside {MIN_BCRYPT_COST}–{MAX_BCRYPT_COST} \
+             (Dex would accept it here and then fail every login for this user)"
+        ));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const HASH: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+
+    #[test]
+    fn bcrypt_forms_and_costs() {
+        assert_eq!(normalize_bcrypt(HASH).unwrap(), HASH);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(HASH);
+        assert_eq!(normalize_bcrypt(&b64).unwrap(), HASH);
+        let low = HASH.replacen("$10$", "$04$", 1);
+        assert!(normalize_bcrypt(&low).unwrap_err().contains("cost 4"));
+        let high = HASH.replacen("$10$", "$17$", 1);
+        assert!(normalize_bcrypt(&high).unwrap_err().contains("cost 17"));
+        assert!(
+            normalize_bcrypt("hunter2")
+                .unwrap_err()
+                .contains("malformed bcrypt hash")
+        );
+        assert!(normalize_bcrypt(&HASH[..59]).is_err());
+        assert!(normalize_bcrypt(&HASH.replacen("$2a$", "$2x$", 1)).is_err());
+        // A real hash made by the bcrypt crate passes.
+        let made = bcrypt::hash("pw", 10).unwrap();
+        assert_eq!(normalize_bcrypt(&made).unwrap(), made);
+    }
+
+    #[test]
+    fn secret_files_trim_one_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        assert_eq!(read_secret_file(&write("a", "s3cret\n")).unwrap(), "s3cret");
+        assert_eq!(
+            read_secret_file(&write("b", "s3cret\r\n")).unwrap(),
+            "s3cret"
+        );
+        assert_eq!(
+            read_secret_file(&write("c", "s3cret\n\n")).unwrap(),
+            "s3cret\n"
+        );
+        assert_eq!(
+            read_secret_file(&write("d", " s3cret ")).unwrap(),
+            " s3cret "
+        );
+        let empty = write("e", "\n");
+        assert!(read_secret_file(&empty).unwrap_err().contains("is empty"));
+        let missing = dir.path().join("missing");
+        let err = read_secret_file(missing.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.contains("cannot read file") && err.contains("missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secret_keys() {
+        for key in [
+            "clientSecret",
+            "password",
+            "bindPW",
+            "token",
+            "keystonePassword",
+            "secret",
+        ] {
+            assert!(is_inline_secret_key(key), "{key}");
+        }
+        for key in [
+            "clientSecretFile",
+            "clientID",
+            "baseURL",
+            "usernamePrompt",
+            "secretEnv",
+            "passwordPrompt",
+        ] {
+            assert!(!is_inline_secret_key(key), "{key}");
+        }
+    }
+}
