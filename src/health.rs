@@ -31,8 +31,14 @@ pub struct CheckResult {
 impl CheckResult {
     fn from_result(result: Result<(), String>) -> Self {
         match result {
-            Ok(()) => Self { ok: true, error: None },
-            Err(error) => Self { ok: false, error: Some(error) },
+            Ok(()) => Self {
+                ok: true,
+                error: None,
+            },
+            Err(error) => Self {
+                ok: false,
+                error: Some(error),
+            },
         }
     }
 }
@@ -45,7 +51,10 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     pub fn new(storage: SharedStorage, keys: Arc<KeyManager>) -> Self {
-        let unknown = CheckResult { ok: false, error: Some("not checked yet".to_owned()) };
+        let unknown = CheckResult {
+            ok: false,
+            error: Some("not checked yet".to_owned()),
+        };
         Self {
             storage,
             keys,

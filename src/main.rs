@@ -68,7 +68,11 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path, strict: bool, overrides: Overrides) -> Result<Loaded, ExitCode> {
-    let options = LoadOptions { strict, overrides, ..LoadOptions::default() };
+    let options = LoadOptions {
+        strict,
+        overrides,
+        ..LoadOptions::default()
+    };
     match config::load_file(path, &options) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
@@ -115,7 +119,10 @@ fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         eprintln!("{error}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the async runtime: {error}");
@@ -158,10 +165,8 @@ async fn serve_async(loaded: Loaded, started: Instant) -> Result<(), String> {
         ready_after_ms = started.elapsed().as_millis() as u64,
         "listening"
     );
-    if let Some(telemetry) = &telemetry {
-        if let Ok(addr) = telemetry.local_addr() {
-            tracing::info!(address = %addr, "telemetry listening");
-        }
+    if let Some(Ok(addr)) = telemetry.as_ref().map(|t| t.local_addr()) {
+        tracing::info!(address = %addr, "telemetry listening");
     }
     tokio::spawn(async move {
         shutdown::os_signal().await;

@@ -11,7 +11,7 @@ use crate::health::HealthChecker;
 use crate::http::{self, AppState};
 use crate::keys::{KeyManager, KeyPolicy};
 use crate::shutdown::Shutdown;
-use crate::{storage, Clock};
+use crate::{Clock, storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -42,6 +42,8 @@ pub async fn start_services(
     clock: Clock,
     shutdown: Shutdown,
 ) -> Result<Services, ServerError> {
+    // Install the metrics recorder before the first request is counted.
+    let _ = crate::telemetry::prometheus();
     let storage_settings = settings.storage.clone();
     let storage = tokio::task::spawn_blocking(move || storage::open(&storage_settings))
         .await
@@ -54,18 +56,16 @@ pub async fn start_services(
     let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));
     health.check(clock()).await;
 
-    let mut tasks = Vec::new();
-    tasks.push(keys.spawn_rotation_task(
-        clock.clone(),
-        shutdown.clone().wait(),
-    ));
-    tasks.push(storage::gc::spawn_garbage_collector(
-        storage.clone(),
-        settings.gc_interval,
-        clock.clone(),
-        shutdown.clone().wait(),
-    ));
-    tasks.push(health.clone().spawn(clock.clone(), shutdown.clone().wait()));
+    let tasks = vec![
+        keys.spawn_rotation_task(clock.clone(), shutdown.clone().wait()),
+        storage::gc::spawn_garbage_collector(
+            storage.clone(),
+            settings.gc_interval,
+            clock.clone(),
+            shutdown.clone().wait(),
+        ),
+        health.clone().spawn(clock.clone(), shutdown.clone().wait()),
+    ];
 
     let state = AppState {
         settings: Arc::new(settings),
@@ -91,7 +91,10 @@ pub async fn run(
         let app = crate::telemetry::telemetry_app(state.health.clone());
         let stop = shutdown.clone().wait();
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(%error, "telemetry listener failed");
             }
         })

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -52,7 +52,10 @@ struct TelemetryState {
 }
 
 pub fn telemetry_app(health: Arc<HealthChecker>) -> Router {
-    let state = TelemetryState { health, prometheus: prometheus() };
+    let state = TelemetryState {
+        health,
+        prometheus: prometheus(),
+    };
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(ready))
@@ -62,7 +65,11 @@ pub fn telemetry_app(health: Arc<HealthChecker>) -> Router {
 }
 
 async fn metrics_page(State(state): State<TelemetryState>) -> impl IntoResponse {
-    let body = state.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = state
+        .prometheus
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -72,6 +79,10 @@ async fn live() -> &'static str {
 
 async fn ready(State(state): State<TelemetryState>) -> impl IntoResponse {
     let report = state.health.latest();
-    let status = if report.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(report))
 }

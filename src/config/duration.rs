@@ -28,7 +28,9 @@ impl GoDuration {
 
 impl From<&str> for GoDuration {
     fn from(text: &str) -> Self {
-        Self { text: text.to_owned() }
+        Self {
+            text: text.to_owned(),
+        }
     }
 }
 
@@ -51,7 +53,9 @@ pub enum DurationError {
     Invalid(String),
     #[error("time: missing unit in duration {0:?}")]
     MissingUnit(String),
-    #[error("time: unknown unit {unit:?} in duration {text:?} (use ns, us, ms, s, m or h; Go durations have no d)")]
+    #[error(
+        "time: unknown unit {unit:?} in duration {text:?} (use ns, us, ms, s, m or h; Go durations have no d)"
+    )]
     UnknownUnit { unit: String, text: String },
     #[error("negative duration {0:?} is not allowed here")]
     Negative(String),
@@ -112,7 +116,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
         let whole: u128 = if whole.is_empty() {
             0
         } else {
-            whole.parse().map_err(|_| DurationError::Overflow(text.to_owned()))?
+            whole
+                .parse()
+                .map_err(|_| DurationError::Overflow(text.to_owned()))?
         };
         let mut part = whole
             .checked_mul(unit_nanos)
@@ -183,24 +189,63 @@ mod tests {
 
     #[test]
     fn parses_go_forms() {
-        assert_eq!(parse_go_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_go_duration("300ms").unwrap(), Duration::from_millis(300));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5_400));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5_400));
-        assert_eq!(parse_go_duration("2h45m30.5s").unwrap(), Duration::from_millis(9_930_500));
+        assert_eq!(
+            parse_go_duration("24h").unwrap(),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            parse_go_duration("300ms").unwrap(),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5_400)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5_400)
+        );
+        assert_eq!(
+            parse_go_duration("2h45m30.5s").unwrap(),
+            Duration::from_millis(9_930_500)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_go_duration("10us").unwrap(), Duration::from_micros(10));
-        assert_eq!(parse_go_duration("10µs").unwrap(), Duration::from_micros(10));
+        assert_eq!(
+            parse_go_duration("10us").unwrap(),
+            Duration::from_micros(10)
+        );
+        assert_eq!(
+            parse_go_duration("10µs").unwrap(),
+            Duration::from_micros(10)
+        );
     }
 
     #[test]
     fn refuses_what_go_refuses() {
-        assert!(matches!(parse_go_duration("1d"), Err(DurationError::UnknownUnit { .. })));
-        assert!(matches!(parse_go_duration("10"), Err(DurationError::MissingUnit(_))));
-        assert!(matches!(parse_go_duration(""), Err(DurationError::Invalid(_))));
-        assert!(matches!(parse_go_duration("h"), Err(DurationError::Invalid(_))));
-        assert!(matches!(parse_go_duration("1..5h"), Err(DurationError::Invalid(_))));
-        assert!(matches!(parse_go_duration("-5m"), Err(DurationError::Negative(_))));
+        assert!(matches!(
+            parse_go_duration("1d"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_go_duration("10"),
+            Err(DurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            parse_go_duration(""),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_go_duration("h"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_go_duration("1..5h"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_go_duration("-5m"),
+            Err(DurationError::Negative(_))
+        ));
         assert!(matches!(
             parse_go_duration("99999999999999999999h"),
             Err(DurationError::Overflow(_))

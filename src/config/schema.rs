@@ -89,15 +89,35 @@ pub struct Web {
 /// Extra response headers; the JSON keys are the header names, as in Dex.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WebHeaders {
-    #[serde(default, rename = "Content-Security-Policy", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "Content-Security-Policy",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub content_security_policy: String,
-    #[serde(default, rename = "X-Frame-Options", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "X-Frame-Options",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub x_frame_options: String,
-    #[serde(default, rename = "X-Content-Type-Options", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "X-Content-Type-Options",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub x_content_type_options: String,
-    #[serde(default, rename = "X-XSS-Protection", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "X-XSS-Protection",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub x_xss_protection: String,
-    #[serde(default, rename = "Strict-Transport-Security", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "Strict-Transport-Security",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub strict_transport_security: String,
 }
 

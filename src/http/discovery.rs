@@ -1,10 +1,10 @@
 //! `/.well-known/openid-configuration`: Dex's field set and order, precomputed.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::any;
-use axum::Router;
 use serde::Serialize;
 
 use super::AppState;
@@ -49,7 +49,11 @@ pub struct DiscoveryCache {
 
 impl DiscoveryCache {
     pub fn new(settings: &Settings) -> Result<Self, serde_json::Error> {
-        let algorithms = [SigningAlgorithm::RS256, SigningAlgorithm::ES256, SigningAlgorithm::EdDSA];
+        let algorithms = [
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+        ];
         let mut rendered = Vec::with_capacity(algorithms.len());
         for algorithm in algorithms {
             rendered.push((algorithm, bytes::Bytes::from(render(settings, algorithm)?)));
@@ -66,7 +70,10 @@ impl DiscoveryCache {
     }
 }
 
-pub fn render(settings: &Settings, algorithm: SigningAlgorithm) -> Result<Vec<u8>, serde_json::Error> {
+pub fn render(
+    settings: &Settings,
+    algorithm: SigningAlgorithm,
+) -> Result<Vec<u8>, serde_json::Error> {
     let issuer = &settings.issuer;
     let document = Document {
         issuer: &issuer.url,

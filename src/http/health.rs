@@ -1,10 +1,10 @@
 //! `/healthz` and `/robots.txt` on the main listener.
 
+use axum::Router;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::any;
-use axum::Router;
 
 use super::AppState;
 
@@ -17,7 +17,11 @@ pub fn routes() -> Router<AppState> {
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let report = state.health.latest();
     if report.healthy {
-        (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Health check passed")
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Health check passed",
+        )
     } else {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -28,5 +32,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn robots() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "User-agent: *\nDisallow: /\n")
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "User-agent: *\nDisallow: /\n",
+    )
 }

@@ -1,10 +1,10 @@
 //! `/keys`: the JWKS (current key, the next key, retired keys still valid).
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::any;
-use axum::Router;
 
 use super::AppState;
 

@@ -2,11 +2,11 @@
 
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -23,16 +23,18 @@ pub fn wrap(router: Router, extra_headers: &[(String, String)]) -> Router {
         })
         .collect();
     router
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let headers = headers.clone();
-            async move {
-                let mut response = next.run(req).await;
-                for (name, value) in headers {
-                    response.headers_mut().insert(name, value);
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let headers = headers.clone();
+                async move {
+                    let mut response = next.run(req).await;
+                    for (name, value) in headers {
+                        response.headers_mut().insert(name, value);
+                    }
+                    response
                 }
-                response
-            }
-        }))
+            },
+        ))
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

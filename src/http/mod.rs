@@ -8,14 +8,14 @@ mod middleware;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use axum::Router;
+use axum::http::StatusCode;
 
+use crate::Clock;
 use crate::config::Settings;
 use crate::health::HealthChecker;
 use crate::keys::KeyManager;
 use crate::storage::SharedStorage;
-use crate::Clock;
 
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone)]

@@ -789,9 +789,13 @@ async fn rotation_task_rotates_when_due_and_stops_on_shutdown() {
         .unwrap();
     let first = manager.keyset().kid().to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = manager.spawn_rotation_task_every(Duration::from_millis(10), std::sync::Arc::new(fake_clock), async {
-        let _ = stopped.await;
-    });
+    let task = manager.spawn_rotation_task_every(
+        Duration::from_millis(10),
+        std::sync::Arc::new(fake_clock),
+        async {
+            let _ = stopped.await;
+        },
+    );
 
     FAKE_NOW.store(start + 6 * 3600, Ordering::SeqCst);
     let rotated = tokio::time::timeout(Duration::from_secs(10), async {

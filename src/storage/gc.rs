@@ -1,7 +1,7 @@
 //! The background task that deletes expired objects (Dex runs it every 5 minutes).
 
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{SharedStorage, blocking};
 
@@ -54,7 +54,7 @@ pub fn spawn_garbage_collector(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use std::sync::Arc;
-    use std::time::UNIX_EPOCH;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     use super::*;
     use crate::storage::StorageError;

@@ -78,7 +78,11 @@ impl<K: Ord, V: Clone> InsertClone<K, V> for BTreeMap<K, V> {
     }
 }
 
-fn expire<V>(map: &mut BTreeMap<String, V>, now: SystemTime, expiry: impl Fn(&V) -> SystemTime) -> u64 {
+fn expire<V>(
+    map: &mut BTreeMap<String, V>,
+    now: SystemTime,
+    expiry: impl Fn(&V) -> SystemTime,
+) -> u64 {
     let before = map.len();
     map.retain(|_, v| expiry(v) >= now);
     (before - map.len()) as u64
@@ -173,13 +177,21 @@ impl Storage for MemoryStorage {
     }
 
     fn create_device_request(&self, request: &DeviceRequest) -> StorageResult<()> {
-        create(&mut self.lock()?.device_requests, request.user_code.clone(), request)
+        create(
+            &mut self.lock()?.device_requests,
+            request.user_code.clone(),
+            request,
+        )
     }
     fn get_device_request(&self, user_code: &str) -> StorageResult<DeviceRequest> {
         get(&self.lock()?.device_requests, user_code)
     }
     fn create_device_token(&self, token: &DeviceToken) -> StorageResult<()> {
-        create(&mut self.lock()?.device_tokens, token.device_code.clone(), token)
+        create(
+            &mut self.lock()?.device_tokens,
+            token.device_code.clone(),
+            token,
+        )
     }
     fn get_device_token(&self, device_code: &str) -> StorageResult<DeviceToken> {
         get(&self.lock()?.device_tokens, device_code)
@@ -189,7 +201,11 @@ impl Storage for MemoryStorage {
         device_code: &str,
         updater: Updater<'_, DeviceToken>,
     ) -> StorageResult<DeviceToken> {
-        update(&mut self.lock()?.device_tokens, &device_code.to_owned(), updater)
+        update(
+            &mut self.lock()?.device_tokens,
+            &device_code.to_owned(),
+            updater,
+        )
     }
 
     fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()> {

@@ -19,11 +19,20 @@ fn check_config_accepts_the_dev_example_and_redacts_secrets() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     let effective: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(effective["issuer"]["url"], "http://127.0.0.1:5556/dex");
-    assert!(!stdout.contains("ZXhhbXBsZS1hcHAtc2VjcmV0"), "client secret leaked:\n{stdout}");
-    assert!(!stdout.contains("$2b$10$"), "password hash leaked:\n{stdout}");
+    assert!(
+        !stdout.contains("ZXhhbXBsZS1hcHAtc2VjcmV0"),
+        "client secret leaked:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("$2b$10$"),
+        "password hash leaked:\n{stdout}"
+    );
 }
 
 #[test]
@@ -40,8 +49,16 @@ fn check_config_lists_every_problem_with_its_key_path() {
     let output = oxidex().arg("check-config").arg(&path).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for path in ["issuer", "storage.config.file", "web", "staticClients[0].name"] {
-        assert!(stderr.contains(path), "no problem mentions {path}:\n{stderr}");
+    for path in [
+        "issuer",
+        "storage.config.file",
+        "web",
+        "staticClients[0].name",
+    ] {
+        assert!(
+            stderr.contains(path),
+            "no problem mentions {path}:\n{stderr}"
+        );
     }
 }
 

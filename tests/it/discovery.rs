@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{base_config, TestServer};
+use crate::support::{TestServer, base_config};
 
 #[tokio::test]
 async fn discovery_matches_dex_for_code_flow_config() {
@@ -80,9 +80,14 @@ async fn discovery_reflects_grants_response_types_and_algorithm() {
     let mut config = base_config("http://127.0.0.1:5556");
     config["oauth2"] = json!({
         "responseTypes": ["code", "token", "id_token"],
-        "passwordConnector": "mock",
+        "passwordConnector": "pw",
     });
-    config["signer"] = json!({"type": "local", "config": {"keysRotationPeriod": "6h", "algorithm": "ES256"}});
+    config["connectors"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "mockPassword", "id": "pw", "name": "Password", "config": {"username": "kilgore", "password": "trout"}}));
+    config["signer"] =
+        json!({"type": "local", "config": {"keysRotationPeriod": "6h", "algorithm": "ES256"}});
     let server = TestServer::start(config).await;
 
     let doc: serde_json::Value = server
@@ -107,8 +112,14 @@ async fn discovery_reflects_grants_response_types_and_algorithm() {
     let mut sorted = grants.clone();
     sorted.sort();
     assert_eq!(grants, sorted, "grant types are sorted like Dex's");
-    assert_eq!(doc["response_types_supported"], json!(["code", "id_token", "token"]));
-    assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    assert_eq!(
+        doc["response_types_supported"],
+        json!(["code", "id_token", "token"])
+    );
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
     assert_eq!(doc["issuer"], "http://127.0.0.1:5556");
     assert_eq!(doc["token_endpoint"], "http://127.0.0.1:5556/token");
     server.stop().await;

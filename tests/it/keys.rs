@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::support::{base_config, settings_from, temp_sqlite, ManualClock, TestServer};
+use crate::support::{ManualClock, TestServer, base_config, settings_from, temp_sqlite};
 
 async fn fetch_jwks(server: &TestServer, path: &str) -> (JwkSet, reqwest::header::HeaderMap) {
     let response = server.http.get(server.url(path)).send().await.unwrap();
@@ -17,7 +17,10 @@ async fn fetch_jwks(server: &TestServer, path: &str) -> (JwkSet, reqwest::header
 }
 
 fn kids(set: &JwkSet) -> Vec<String> {
-    set.keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect()
+    set.keys
+        .iter()
+        .map(|k| k.common.key_id.clone().unwrap())
+        .collect()
 }
 
 fn header_kid(token: &str) -> String {
@@ -28,13 +31,17 @@ fn header_kid(token: &str) -> String {
 /// (an implementation independent of oxidex's signer).
 fn verify_with(set: &JwkSet, token: &str, alg: Algorithm) -> Value {
     let kid = header_kid(token);
-    let jwk = set.find(&kid).unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
+    let jwk = set
+        .find(&kid)
+        .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
     let key = DecodingKey::from_jwk(jwk).unwrap();
     let mut validation = Validation::new(alg);
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap().claims
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
 }
 
 #[tokio::test]
@@ -85,9 +92,19 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
 
     // t0: current key A signs; next key B is already published.
     let (jwks0, _) = fetch_jwks(&server, "/keys").await;
-    let signed_a = server.state.keys.keyset().sign_jwt(&json!({"sub": "a"})).unwrap();
+    let signed_a = server
+        .state
+        .keys
+        .keyset()
+        .sign_jwt(&json!({"sub": "a"}))
+        .unwrap();
     let a = header_kid(&signed_a);
-    assert_eq!(kids(&jwks0).len(), 2, "current and next key: {:?}", kids(&jwks0));
+    assert_eq!(
+        kids(&jwks0).len(),
+        2,
+        "current and next key: {:?}",
+        kids(&jwks0)
+    );
     assert_eq!(kids(&jwks0)[0], a, "the current key comes first");
     let b = kids(&jwks0)[1].clone();
     assert_ne!(a, b);
@@ -95,12 +112,20 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
     // Just before the rotation nothing changes.
     clock.advance(Duration::from_secs(6 * 3600 - 1));
     server.state.keys.refresh(clock.now()).await.unwrap();
-    assert_eq!(header_kid(&server.state.keys.keyset().sign_jwt(&json!({})).unwrap()), a);
+    assert_eq!(
+        header_kid(&server.state.keys.keyset().sign_jwt(&json!({})).unwrap()),
+        a
+    );
 
     // t0 + 6h: B signs — a key every cached JWKS already knew — and A stays.
     clock.advance(Duration::from_secs(1));
     server.state.keys.refresh(clock.now()).await.unwrap();
-    let signed_b = server.state.keys.keyset().sign_jwt(&json!({"sub": "b"})).unwrap();
+    let signed_b = server
+        .state
+        .keys
+        .keyset()
+        .sign_jwt(&json!({"sub": "b"}))
+        .unwrap();
     assert_eq!(header_kid(&signed_b), b);
     let (jwks1, _) = fetch_jwks(&server, "/keys").await;
     let k1 = kids(&jwks1);
@@ -114,7 +139,11 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
     clock.advance(Duration::from_secs(6 * 3600));
     server.state.keys.refresh(clock.now()).await.unwrap();
     let (jwks2, _) = fetch_jwks(&server, "/keys").await;
-    assert!(!kids(&jwks2).contains(&a), "expired key pruned: {:?}", kids(&jwks2));
+    assert!(
+        !kids(&jwks2).contains(&a),
+        "expired key pruned: {:?}",
+        kids(&jwks2)
+    );
     assert!(kids(&jwks2).contains(&b), "B retired but still valid");
     server.stop().await;
 }

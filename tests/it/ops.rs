@@ -4,17 +4,27 @@
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::support::{base_config, TestServer};
+use crate::support::{TestServer, base_config};
 
 #[tokio::test]
 async fn healthz_robots_and_prefix() {
     let server = TestServer::start(base_config("http://127.0.0.1:5556/dex")).await;
 
-    let health = server.http.get(server.url("/dex/healthz")).send().await.unwrap();
+    let health = server
+        .http
+        .get(server.url("/dex/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "Health check passed");
 
-    let robots = server.http.get(server.url("/dex/robots.txt")).send().await.unwrap();
+    let robots = server
+        .http
+        .get(server.url("/dex/robots.txt"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(robots.status(), 200);
     assert!(robots.text().await.unwrap().contains("Disallow: /"));
 
@@ -29,14 +39,21 @@ async fn healthz_robots_and_prefix() {
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_configured_headers() {
     let mut config = base_config("http://127.0.0.1:5556");
-    config["web"]["headers"] = json!({"X-Frame-Options": "DENY", "Strict-Transport-Security": "max-age=31536000"});
+    config["web"]["headers"] =
+        json!({"X-Frame-Options": "DENY", "Strict-Transport-Security": "max-age=31536000"});
     let server = TestServer::start(config).await;
 
     let response = server.http.get(server.url("/keys")).send().await.unwrap();
-    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 36, "a UUID: {id}");
     assert_eq!(response.headers()["x-frame-options"], "DENY");
-    assert_eq!(response.headers()["strict-transport-security"], "max-age=31536000");
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
 
     let echoed = server
         .http
@@ -71,7 +88,12 @@ async fn telemetry_serves_metrics_and_probes() {
     assert_eq!(report["healthy"], true);
     assert_eq!(report["storage"]["ok"], true);
 
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("http_requests_total{") && metrics.contains("handler=\"/keys\""),
         "metrics page lacks the request counter:\n{metrics}"

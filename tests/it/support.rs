@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use oxidex::config::{self, LoadOptions};
 use oxidex::http::AppState;
 use oxidex::shutdown::{self, ShutdownTrigger};
-use oxidex::{server, Clock};
-use serde_json::{json, Value};
+use oxidex::{Clock, server};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -82,7 +82,9 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (trigger, stop) = shutdown::channel();
-        let services = server::start_services(settings, clock, stop.clone()).await.unwrap();
+        let services = server::start_services(settings, clock, stop.clone())
+            .await
+            .unwrap();
         let state = services.state.clone();
         let task = tokio::spawn(async move {
             server::run(services, listener, None, stop).await.unwrap();
@@ -91,7 +93,14 @@ impl TestServer {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        Self { addr, state, http, trigger: Some(trigger), task: Some(task), _dir: dir }
+        Self {
+            addr,
+            state,
+            http,
+            trigger: Some(trigger),
+            task: Some(task),
+            _dir: dir,
+        }
     }
 
     /// `http://127.0.0.1:<port>` + path (the path includes any issuer prefix).
