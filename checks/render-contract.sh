@@ -62,7 +62,14 @@ PY
 
   # Stand-ins for the secret files systemd would load; CREDENTIALS_DIRECTORY as in the unit.
   while IFS= read -r cred; do
-    [ -n "$cred" ] && printf 'test-value-for-%s\n' "$cred" >"$creds/$cred"
+    [ -n "$cred" ] || continue
+    case "$cred" in
+      # A password-hash credential must hold a bcrypt hash (of "password", cost 10).
+      *hash*) printf '%s\n' '$2b$10$sD0K5NZrR9THssaos8nEde5ywauRcVXC6frrFKxi6lUuERHKIbAdi' >"$creds/$cred" ;;
+      # Client ids are not secrets: check-config may print them.
+      *client-id*) printf 'test-id-for-%s\n' "$cred" >"$creds/$cred" ;;
+      *) printf 'test-value-for-%s\n' "$cred" >"$creds/$cred" ;;
+    esac
   done <"$case_dir/credential-names"
   env_for_case=(CREDENTIALS_DIRECTORY="$creds" FORGEJO_CLIENT_SECRET="test-secret-from-env")
 

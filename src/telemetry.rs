@@ -24,6 +24,7 @@ pub fn init_logging(logger: &LoggerSettings) -> Result<(), String> {
     .map_err(|e| format!("invalid log level {:?}: {e}", logger.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match logger.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
