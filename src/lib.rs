@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod keys;
+pub mod oidc;
 pub mod storage;
