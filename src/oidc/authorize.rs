@@ -715,3 +715,537 @@ fn encode_pairs(pairs: &[(String, String)]) -> String {
     }
     serializer.finish()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
+    use crate::oidc::tokens::token_hash;
+    use crate::keys::SigningAlgorithm;
+    use crate::storage::memory::MemoryStorage;
+
+    const CONNECTORS: [&str; 2] = ["mock", "ldap"];
+
+    fn params(extra: &[(&str, &str)]) -> AuthorizeParams {
+        let mut pairs = vec![
+            ("client_id", "web"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("response_type", "code"),
+            ("scope", "openid email"),
+            ("state", "xyz"),
+        ];
+        for (k, v) in extra {
+            pairs.retain(|(key, _)| key != k);
+            pairs.push((k, v));
+        }
+        AuthorizeParams::from_pairs(pairs)
+    }
+
+    fn validate(p: &AuthorizeParams) -> Result<ValidatedAuthorization, AuthorizeError> {
+        validate_authorize_request(p, &settings(), &CONNECTORS)
+    }
+
+    fn implicit_settings() -> Settings {
+        let mut s = settings();
+        s.oauth2.response_types = vec!["code".into(), "id_token".into(), "token".into()];
+        s
+    }
+
+    /// Asserts a redirected error and returns its description.
+    fn redirected(result: Result<ValidatedAuthorization, AuthorizeError>, code: ErrorCode) -> String {
+        match result {
+            Err(AuthorizeError::Redirect(err)) => {
+                assert_eq!(err.error, code, "{err:?}");
+                assert_eq!(err.state, "xyz");
+                err.description
+            }
+            other => panic!("expected redirect {code}, got {other:?}"),
+        }
+    }
+
+    fn page(result: Result<impl std::fmt::Debug, AuthorizeError>) -> (u16, String) {
+        match result {
+            Err(AuthorizeError::Page { status, message }) => (status, message),
+            other => panic!("expected page, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn from_pairs_takes_first_value_and_ignores_unknown() {
+        let p = AuthorizeParams::from_pairs([("state", "a"), ("state", "b"), ("login_hint", "x")]);
+        assert_eq!(p.state, "a");
+        assert_eq!(p.client_id, "");
+    }
+
+    #[test]
+    fn valid_request_is_accepted_with_plain_default() {
+        let v = validate(&params(&[("code_challenge", "abc"), ("nonce", "n")])).unwrap();
+        assert_eq!(v.client_id, "web");
+        assert_eq!(v.scopes, ["openid", "email"]);
+        assert_eq!(v.response_types, ["code"]);
+        assert_eq!(v.pkce.code_challenge_method, "plain");
+        assert!(!v.force_approval_prompt);
+        assert_eq!(v.implied_grant_type(), "authorization_code");
+    }
+
+    #[test]
+    fn unknown_client_is_displayed_404() {
+        assert_eq!(page(validate(&params(&[("client_id", "ghost")]))), (404, "Invalid client_id.".into()));
+    }
+
+    #[test]
+    fn redirect_mismatch_is_displayed_400() {
+        for uri in ["https://app.example/cb/", "https://app.example/c", "https://evil.example/cb", ""] {
+            let (status, message) = page(validate(&params(&[("redirect_uri", uri)])));
+            assert_eq!((status, message.as_str()), (400, "Unregistered redirect_uri."), "{uri}");
+        }
+    }
+
+    #[test]
+    fn redirect_uri_rules_match_dex() {
+        let s = settings();
+        let client = |id: &str| s.clients.iter().find(|c| c.id == id).unwrap();
+        let (web, cli, spa) = (client("web"), client("public-cli"), client("public-spa"));
+        assert!(valid_redirect_uri(web, "https://app.example/cb"));
+        assert!(!valid_redirect_uri(web, "https://app.example/cb?x=1"));
+        assert!(!valid_redirect_uri(web, "http://localhost:8080/cb"));
+        assert!(!valid_redirect_uri(web, OOB_REDIRECT_URI));
+        for ok in [
+            OOB_REDIRECT_URI,
+            "/device/callback",
+            "http://localhost",
+            "http://localhost/",
+            "http://localhost:8080/cb?x=1",
+            "http://127.0.0.1:5555/callback",
+            "http://127.0.0.1",
+            "http://[::1]:8000/",
+            "http://[::1]/",
+        ] {
+            assert!(valid_redirect_uri(cli, ok), "{ok}");
+        }
+        for bad in [
+            "https://localhost/cb",
+            "http://localhost.localhost:8080/",
+            "http://foo.com/bar",
+            "http://localhost:abc/",
+            "http://127.0.0.1.evil.example/",
+            "localhost:8080",
+        ] {
+            assert!(!valid_redirect_uri(cli, bad), "{bad}");
+        }
+        assert!(valid_redirect_uri(spa, "https://spa.example/cb"));
+        assert!(!valid_redirect_uri(spa, "http://localhost:8080/"));
+        assert!(!valid_redirect_uri(spa, OOB_REDIRECT_URI));
+    }
+
+    #[test]
+    fn device_callback_is_rewritten_under_issuer_path_for_public_clients() {
+        let v = validate(&params(&[("client_id", "public-cli"), ("redirect_uri", "/device/callback")])).unwrap();
+        assert_eq!(v.redirect_uri, "/dex/device/callback");
+        assert_eq!(v.implied_grant_type(), "urn:ietf:params:oauth:grant-type:device_code");
+    }
+
+    #[test]
+    fn oversized_state_is_displayed_and_other_params_redirected() {
+        let huge_state = "s".repeat(MAX_STATE_LEN + 1);
+        let (status, message) = page(validate(&params(&[("state", &huge_state)])));
+        assert_eq!(status, 400);
+        assert!(message.contains("state"), "{message}");
+        // A state just under the limit is fine.
+        assert!(validate(&params(&[("state", &"s".repeat(MAX_STATE_LEN))])).is_ok());
+        let huge = "n".repeat(MAX_PARAM_LEN + 1);
+        let desc = redirected(validate(&params(&[("nonce", &huge)])), ErrorCode::InvalidRequest);
+        assert!(desc.contains("\"nonce\" is too long"), "{desc}");
+        let desc = redirected(validate(&params(&[("scope", &huge)])), ErrorCode::InvalidRequest);
+        assert!(desc.contains("\"scope\""), "{desc}");
+        let (status, _) = page(validate(&params(&[("redirect_uri", &huge)])));
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn connector_id_must_exist_and_be_allowed() {
+        assert!(validate(&params(&[("connector_id", "mock")])).is_ok());
+        let desc = redirected(validate(&params(&[("connector_id", "nope")])), ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Invalid ConnectorID");
+        let p = params(&[
+            ("client_id", "limited"),
+            ("redirect_uri", "https://limited.example/cb"),
+            ("connector_id", "mock"),
+        ]);
+        let desc = redirected(validate(&p), ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Connector not allowed for this client");
+    }
+
+    #[test]
+    fn request_parameter_is_not_supported() {
+        let desc = redirected(validate(&params(&[("request", "eyJ...")])), ErrorCode::RequestNotSupported);
+        assert_eq!(desc, "Server does not support request parameter.");
+    }
+
+    #[test]
+    fn pkce_methods_are_checked_against_config() {
+        assert!(validate(&params(&[("code_challenge", "c"), ("code_challenge_method", "S256")])).is_ok());
+        assert!(validate(&params(&[("code_challenge", "c"), ("code_challenge_method", "plain")])).is_ok());
+        let desc = redirected(
+            validate(&params(&[("code_challenge", "c"), ("code_challenge_method", "S512")])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(desc, r#"Unsupported PKCE challenge method ("S512")."#);
+        // A method without a challenge is not checked (Dex).
+        assert!(validate(&params(&[("code_challenge_method", "bogus")])).is_ok());
+        let mut only_s256 = settings();
+        only_s256.oauth2.pkce_methods = vec!["S256".into()];
+        let err = validate_authorize_request(&params(&[("code_challenge", "c")]), &only_s256, &CONNECTORS);
+        assert_eq!(redirected(err, ErrorCode::InvalidRequest), r#"Unsupported PKCE challenge method ("plain")."#);
+    }
+
+    #[test]
+    fn pkce_enforcement_global_and_per_client() {
+        let mut enforce = settings();
+        enforce.oauth2.pkce_enforce = true;
+        let err = validate_authorize_request(&params(&[]), &enforce, &CONNECTORS);
+        assert_eq!(
+            redirected(err, ErrorCode::InvalidRequest),
+            "PKCE is required. The code_challenge parameter must be provided."
+        );
+        assert!(validate_authorize_request(&params(&[("code_challenge", "c")]), &enforce, &CONNECTORS).is_ok());
+        let p = params(&[("client_id", "pkce-app"), ("redirect_uri", "https://pkce.example/cb")]);
+        redirected(validate(&p), ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn scope_errors_are_invalid_scope_redirects() {
+        let desc = redirected(validate(&params(&[("scope", "email profile")])), ErrorCode::InvalidScope);
+        assert_eq!(desc, r#"Missing required scope(s) ["openid"]."#);
+        let desc = redirected(validate(&params(&[("scope", "openid bogus")])), ErrorCode::InvalidScope);
+        assert_eq!(desc, r#"Unrecognized scope(s) ["bogus"]"#);
+        let desc = redirected(
+            validate(&params(&[("scope", "openid audience:server:client_id:other")])),
+            ErrorCode::InvalidScope,
+        );
+        assert_eq!(desc, r#"Client can't request scope(s) ["audience:server:client_id:other"]"#);
+    }
+
+    #[test]
+    fn scopes_are_checked_before_response_types() {
+        let p = params(&[("scope", "email"), ("response_type", "bogus")]);
+        redirected(validate(&p), ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn response_type_rules() {
+        let desc = redirected(validate(&params(&[("response_type", "token id_token")])), ErrorCode::UnsupportedResponseType);
+        assert_eq!(desc, r#"Unsupported response type "token""#);
+        let desc = redirected(validate(&params(&[("response_type", "code bogus")])), ErrorCode::InvalidRequest);
+        assert_eq!(desc, r#"Invalid response type "bogus""#);
+        let desc = redirected(validate(&params(&[("response_type", "")])), ErrorCode::InvalidRequest);
+        assert_eq!(desc, "No response_type provided");
+
+        let s = implicit_settings();
+        let v = |p: &AuthorizeParams| validate_authorize_request(p, &s, &CONNECTORS);
+        let desc = redirected(v(&params(&[("response_type", "token"), ("nonce", "n")])), ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Response type 'token' must be provided with type 'id_token' and/or 'code'");
+        let desc = redirected(v(&params(&[("response_type", "id_token")])), ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Response type 'token' requires a 'nonce' value.");
+        let ok = v(&params(&[("response_type", "id_token token"), ("nonce", "n")])).unwrap();
+        assert_eq!(ok.implied_grant_type(), "implicit");
+        // Hybrid with code needs no nonce.
+        assert!(v(&params(&[("response_type", "code id_token")])).is_ok());
+    }
+
+    #[test]
+    fn combined_response_type_in_config_is_not_enough() {
+        // Dex checks each component, so listing only "code id_token" rejects it.
+        let mut s = settings();
+        s.oauth2.response_types = vec!["code".into(), "code id_token".into()];
+        let err = validate_authorize_request(&params(&[("response_type", "code id_token")]), &s, &CONNECTORS);
+        redirected(err, ErrorCode::UnsupportedResponseType);
+    }
+
+    #[test]
+    fn token_with_oob_redirect_is_rejected() {
+        let s = implicit_settings();
+        let p = params(&[
+            ("client_id", "public-cli"),
+            ("redirect_uri", OOB_REDIRECT_URI),
+            ("response_type", "code token"),
+        ]);
+        let err = validate_authorize_request(&p, &s, &CONNECTORS);
+        assert_eq!(
+            redirected(err, ErrorCode::InvalidRequest),
+            "Cannot use response type 'token' with redirect_uri 'urn:ietf:wg:oauth:2.0:oob'."
+        );
+    }
+
+    #[test]
+    fn redirected_errors_use_the_query_even_for_implicit() {
+        let s = implicit_settings();
+        let p = params(&[("response_type", "id_token token")]);
+        match validate_authorize_request(&p, &s, &CONNECTORS) {
+            Err(AuthorizeError::Redirect(err)) => {
+                let location = err.location();
+                assert!(location.starts_with("https://app.example/cb?error=invalid_request&"), "{location}");
+                assert!(location.ends_with("&state=xyz"), "{location}");
+                assert!(!location.contains('#'));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn approval_prompt_force_is_recorded() {
+        assert!(validate(&params(&[("approval_prompt", "force")])).unwrap().force_approval_prompt);
+        assert!(!validate(&params(&[("approval_prompt", "auto")])).unwrap().force_approval_prompt);
+    }
+
+    fn stored_request(storage: &MemoryStorage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
+        let v = validate_authorize_request(&params(extra), s, &CONNECTORS).unwrap();
+        create_auth_request(storage, s, &v, "mock", t0()).unwrap()
+    }
+
+    #[test]
+    fn create_auth_request_stores_id_expiry_and_key() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        assert_eq!(req.id.len(), 25);
+        assert_eq!(req.hmac_key.len(), 51);
+        assert_eq!(req.expiry, t0() + s.expiry.auth_requests);
+        assert!(!req.logged_in);
+        assert_eq!(storage.get_auth_request(&req.id).unwrap(), req);
+    }
+
+    #[test]
+    fn create_auth_request_checks_path_connector() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let v = validate(&params(&[("connector_id", "ldap")])).unwrap();
+        let (status, message) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
+        assert_eq!((status, message.as_str()), (400, "Bad connector ID"));
+        let v = validate(&params(&[("client_id", "limited"), ("redirect_uri", "https://limited.example/cb")])).unwrap();
+        let (status, _) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
+        assert_eq!(status, 403);
+        assert!(create_auth_request(&storage, &s, &v, "ldap", t0()).is_ok());
+    }
+
+    #[test]
+    fn approval_hmac_verifies_only_for_its_request() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let a = stored_request(&storage, &[], &s);
+        let b = stored_request(&storage, &[], &s);
+        let mac = approval_hmac(&a);
+        assert_eq!(mac.len(), 43);
+        assert!(verify_approval_hmac(&a, &mac));
+        assert!(!verify_approval_hmac(&b, &mac));
+        assert!(!verify_approval_hmac(&a, &format!("{mac}A")));
+        assert!(!verify_approval_hmac(&a, "not base64 !"));
+    }
+
+    #[test]
+    fn load_for_approval_follows_dex_statuses() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        let mac = approval_hmac(&req);
+        assert_eq!(page(load_for_approval(&storage, &req.id, "")).0, 401);
+        assert_eq!(page(load_for_approval(&storage, "", &mac)).0, 400);
+        assert_eq!(page(load_for_approval(&storage, "unknown", &mac)).0, 400);
+        assert_eq!(page(load_for_approval(&storage, &req.id, &mac)), (500, "Login process not yet finalized.".into()));
+        finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
+        assert_eq!(page(load_for_approval(&storage, &req.id, "AAAA")).0, 401);
+        assert!(load_for_approval(&storage, &req.id, &mac).unwrap().logged_in);
+    }
+
+    #[test]
+    fn finalize_login_records_identity_and_offline_session() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
+        let now = t0() + secs(5);
+        let done = finalize_login(&storage, &req.id, user_claims(), Some(b"up".to_vec()), true, now).unwrap();
+        assert!(done.logged_in);
+        assert_eq!(done.auth_time, Some(now));
+        assert_eq!(done.claims, user_claims());
+        let session = storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert_eq!(session.connector_data, Some(b"up".to_vec()));
+        assert!(session.refresh.is_empty());
+
+        // Without refresh support no offline session is made.
+        let storage = MemoryStorage::new();
+        let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
+        finalize_login(&storage, &req.id, user_claims(), None, false, now).unwrap();
+        assert_eq!(storage.get_offline_session("0-385-28089-0", "mock"), Err(StorageError::NotFound));
+    }
+
+    #[test]
+    fn finalize_login_on_expired_or_unknown_request_fails() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        let late = req.expiry + secs(1);
+        assert_eq!(
+            page(finalize_login(&storage, &req.id, user_claims(), None, false, late)),
+            (400, "User session has expired.".into())
+        );
+        assert_eq!(page(finalize_login(&storage, "nope", user_claims(), None, false, t0())).0, 400);
+    }
+
+    fn logged_in(storage: &MemoryStorage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
+        let req = stored_request(storage, extra, s);
+        finalize_login(storage, &req.id, user_claims(), None, false, t0()).unwrap()
+    }
+
+    fn redirect_url(r: Result<AuthorizeResponse, AuthorizeError>) -> String {
+        match r {
+            Ok(AuthorizeResponse::Redirect(url)) => url,
+            other => panic!("expected redirect, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn code_flow_response_redirects_with_code_and_state() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[("redirect_uri", "https://app.example/cb2?keep=1")], &s);
+        let url = redirect_url(issue_response(&storage, &s, &signer, &req.id, t0() + secs(1)));
+        let (base, query) = url.split_once('?').unwrap();
+        assert_eq!(base, "https://app.example/cb2");
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["code", "keep", "state"]);
+        let code = &pairs[0].1;
+        assert_eq!(code.len(), 25);
+        let stored = storage.get_auth_code(code).unwrap();
+        assert_eq!(stored.expiry, t0() + secs(1) + AUTH_CODE_LIFETIME);
+        assert_eq!(stored.auth_time, Some(t0()));
+        assert_eq!(stored.redirect_uri, "https://app.example/cb2?keep=1");
+    }
+
+    #[test]
+    fn empty_state_is_still_sent() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = logged_in(&storage, &[("state", "")], &s);
+        let url = redirect_url(issue_response(&storage, &s, &TestSigner::default(), &req.id, t0()));
+        assert!(url.ends_with("&state="), "{url}");
+    }
+
+    #[test]
+    fn double_submit_is_rejected() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[], &s);
+        redirect_url(issue_response(&storage, &s, &signer, &req.id, t0()));
+        assert_eq!(
+            page(issue_response(&storage, &s, &signer, &req.id, t0())),
+            (400, "User session error.".into())
+        );
+    }
+
+    #[test]
+    fn expired_or_unfinished_auth_request_is_not_issued() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[], &s);
+        assert_eq!(
+            page(issue_response(&storage, &s, &signer, &req.id, req.expiry + secs(1))),
+            (400, "User session has expired.".into())
+        );
+        let fresh = stored_request(&storage, &[], &s);
+        assert_eq!(page(issue_response(&storage, &s, &signer, &fresh.id, t0())).0, 500);
+    }
+
+    fn fragment(url: &str) -> Vec<(String, String)> {
+        let (_, frag) = url.split_once('#').unwrap();
+        form_urlencoded::parse(frag.as_bytes()).into_owned().collect()
+    }
+
+    #[test]
+    fn implicit_response_puts_tokens_in_fragment() {
+        let storage = MemoryStorage::new();
+        let s = implicit_settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[("response_type", "id_token token"), ("nonce", "n1")], &s);
+        let url = redirect_url(issue_response(&storage, &s, &signer, &req.id, t0()));
+        assert!(url.starts_with("https://app.example/cb#"), "{url}");
+        let f = fragment(&url);
+        let keys: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["access_token", "expires_in", "id_token", "state", "token_type"]);
+        let get = |k: &str| f.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        assert_eq!(get("token_type"), "bearer");
+        assert_eq!(get("expires_in"), "86400");
+        let id = jwt_payload(&get("id_token"));
+        assert_eq!(id["nonce"], "n1");
+        assert_eq!(id["at_hash"], token_hash(SigningAlgorithm::RS256, &get("access_token")).as_str());
+        assert!(id.get("c_hash").is_none());
+        assert_eq!(id["auth_time"], json_secs(t0()));
+    }
+
+    fn json_secs(t: SystemTime) -> serde_json::Value {
+        serde_json::json!(crate::oidc::tokens::unix_seconds(t))
+    }
+
+    #[test]
+    fn hybrid_response_has_code_and_c_hash_without_expires_in() {
+        let storage = MemoryStorage::new();
+        let s = implicit_settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[("response_type", "code id_token token")], &s);
+        let f = fragment(&redirect_url(issue_response(&storage, &s, &signer, &req.id, t0())));
+        let get = |k: &str| f.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert!(get("expires_in").is_none());
+        let code = get("code").unwrap();
+        let id = jwt_payload(&get("id_token").unwrap());
+        assert_eq!(id["c_hash"], token_hash(SigningAlgorithm::RS256, &code).as_str());
+        assert!(storage.get_auth_code(&code).is_ok());
+    }
+
+    #[test]
+    fn oob_redirect_shows_the_code() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = logged_in(&storage, &[("client_id", "public-cli"), ("redirect_uri", OOB_REDIRECT_URI)], &s);
+        match issue_response(&storage, &s, &TestSigner::default(), &req.id, t0()).unwrap() {
+            AuthorizeResponse::Oob { code } => assert!(storage.get_auth_code(&code).is_ok()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn signing_failure_is_a_500_page() {
+        let storage = MemoryStorage::new();
+        let s = implicit_settings();
+        let signer = TestSigner { fail: true, ..TestSigner::default() };
+        let req = logged_in(&storage, &[("response_type", "id_token"), ("nonce", "n")], &s);
+        assert_eq!(page(issue_response(&storage, &s, &signer, &req.id, t0())).0, 500);
+    }
+
+    #[test]
+    fn rejected_approval_redirects_access_denied() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = logged_in(&storage, &[], &s);
+        let url = reject_approval(&storage, &req.id).unwrap();
+        assert!(url.starts_with("https://app.example/cb?error=access_denied&"), "{url}");
+        assert!(url.ends_with("&state=xyz"), "{url}");
+        assert_eq!(storage.get_auth_request(&req.id), Err(StorageError::NotFound));
+        assert_eq!(page(reject_approval(&storage, &req.id)).0, 400);
+    }
+
+    #[test]
+    fn approval_needed_unless_skipped_and_not_forced() {
+        let storage = MemoryStorage::new();
+        let mut s = settings();
+        let plain = logged_in(&storage, &[], &s);
+        let forced = logged_in(&storage, &[("approval_prompt", "force")], &s);
+        assert!(needs_approval(&plain, &s));
+        s.oauth2.skip_approval_screen = true;
+        assert!(!needs_approval(&plain, &s));
+        assert!(needs_approval(&forced, &s));
+    }
+}
