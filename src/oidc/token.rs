@@ -771,3 +771,623 @@ pub fn check_token_claims(claims: &Value, issuer: &str, now: SystemTime) -> Resu
 pub fn missing_bearer_error() -> OAuthError {
     OAuthError::new(ErrorCode::AccessDenied, 401, "Invalid bearer token.")
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::settings::AUTH_CODE_LIFETIME;
+    use crate::keys::SigningAlgorithm;
+    use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
+    use crate::oidc::tokens::token_hash;
+    use crate::storage::AuthCode;
+    use crate::storage::memory::MemoryStorage;
+    use serde_json::json;
+
+    struct Fixture {
+        storage: MemoryStorage,
+        settings: Settings,
+        signer: TestSigner,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self { storage: MemoryStorage::new(), settings: settings(), signer: TestSigner::default() }
+        }
+
+        fn ctx(&self, now: SystemTime) -> GrantContext<'_> {
+            GrantContext { storage: &self.storage, settings: &self.settings, signer: &self.signer, now }
+        }
+
+        fn client(&self, id: &str) -> Client {
+            self.settings.clients.iter().find(|c| c.id == id).unwrap().clone()
+        }
+
+        fn policy(&mut self) -> &mut RefreshTokenPolicy {
+            &mut self.settings.expiry.refresh_tokens
+        }
+
+        fn store_code(&self, scopes: &str, pkce: Pkce) -> String {
+            let code = AuthCode {
+                id: new_id(),
+                client_id: "web".into(),
+                redirect_uri: "https://app.example/cb".into(),
+                nonce: "n-1".into(),
+                scopes: scopes::parse_scopes(scopes),
+                connector_id: "mock".into(),
+                connector_data: Some(b"upstream-1".to_vec()),
+                claims: user_claims(),
+                expiry: t0() + AUTH_CODE_LIFETIME,
+                pkce,
+                auth_time: Some(t0()),
+            };
+            self.storage.create_auth_code(&code).unwrap();
+            code.id
+        }
+
+        fn exchange(&self, code: &str, verifier: &str, now: SystemTime) -> Result<TokenResponse, OAuthError> {
+            let request = CodeExchange {
+                code,
+                redirect_uri: "https://app.example/cb",
+                code_verifier: verifier,
+                connector_supports_refresh: true,
+            };
+            exchange_code(&self.ctx(now), &self.client("web"), &request)
+        }
+
+        /// A login with offline_access; returns the refresh token.
+        fn login(&self, now: SystemTime) -> String {
+            let code = self.store_code("openid email offline_access", Pkce::default());
+            self.exchange(&code, "", now).unwrap().refresh_token.unwrap()
+        }
+
+        fn refresh(&self, token: &str, scope: &str, now: SystemTime) -> Result<TokenResponse, OAuthError> {
+            let ctx = self.ctx(now);
+            let plan = begin_refresh(&ctx, &self.client("web"), token, scope)?;
+            commit_refresh(&ctx, &plan, None)
+        }
+    }
+
+    fn assert_err(result: Result<impl std::fmt::Debug, OAuthError>, status: u16, code: ErrorCode) -> String {
+        match result {
+            Err(err) => {
+                assert_eq!((err.status, err.code), (status, code), "{err:?}");
+                err.description
+            }
+            Ok(ok) => panic!("expected {status} {code}, got {ok:?}"),
+        }
+    }
+
+    fn s256(verifier: &str) -> Pkce {
+        Pkce {
+            code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+            code_challenge_method: "S256".into(),
+        }
+    }
+
+    // --- authorization_code ------------------------------------------------
+
+    #[test]
+    fn code_exchange_issues_tokens_like_dex() {
+        let f = Fixture::new();
+        let code = f.store_code("openid email", Pkce::default());
+        let resp = f.exchange(&code, "", t0() + secs(10)).unwrap();
+        assert_eq!(resp.token_type, "bearer");
+        assert_eq!(resp.expires_in, 86_400);
+        assert!(resp.refresh_token.is_none());
+        let id = jwt_payload(resp.id_token.as_ref().unwrap());
+        assert_eq!(id["aud"], "web");
+        assert_eq!(id["nonce"], "n-1");
+        assert_eq!(id["email"], "kilgore@kilgore.trout");
+        assert_eq!(id["c_hash"], token_hash(SigningAlgorithm::RS256, &code).as_str());
+        assert_eq!(id["at_hash"], token_hash(SigningAlgorithm::RS256, &resp.access_token).as_str());
+        let access = jwt_payload(&resp.access_token);
+        assert_eq!(access["sub"], id["sub"]);
+        assert!(access.get("c_hash").is_none());
+        assert_eq!(f.storage.get_auth_code(&code).unwrap_err(), StorageError::NotFound);
+    }
+
+    #[test]
+    fn no_id_token_without_openid() {
+        let f = Fixture::new();
+        let code = f.store_code("email", Pkce::default());
+        let resp = f.exchange(&code, "", t0()).unwrap();
+        assert!(resp.id_token.is_none());
+    }
+
+    #[test]
+    fn refresh_token_needs_offline_access_and_connector_support() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        assert!(token.starts_with("Chl"));
+        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert_eq!(session.refresh.len(), 1);
+        assert_eq!(session.connector_data, Some(b"upstream-1".to_vec()));
+
+        let code = f.store_code("openid offline_access", Pkce::default());
+        let request = CodeExchange {
+            code: &code,
+            redirect_uri: "https://app.example/cb",
+            code_verifier: "",
+            connector_supports_refresh: false,
+        };
+        let resp = exchange_code(&f.ctx(t0()), &f.client("web"), &request).unwrap();
+        assert!(resp.refresh_token.is_none());
+    }
+
+    #[test]
+    fn missing_code_is_invalid_request() {
+        let f = Fixture::new();
+        assert_eq!(assert_err(f.exchange("", "", t0()), 400, ErrorCode::InvalidRequest), "Required param: code.");
+    }
+
+    #[test]
+    fn unknown_code_is_invalid_grant() {
+        let f = Fixture::new();
+        let desc = assert_err(f.exchange("nosuchcode", "", t0()), 400, ErrorCode::InvalidGrant);
+        assert_eq!(desc, "Invalid or expired code parameter.");
+    }
+
+    #[test]
+    fn code_replay_is_invalid_grant() {
+        let f = Fixture::new();
+        let code = f.store_code("openid", Pkce::default());
+        assert!(f.exchange(&code, "", t0()).is_ok());
+        assert_err(f.exchange(&code, "", t0()), 400, ErrorCode::InvalidGrant);
+    }
+
+    #[test]
+    fn expired_code_is_invalid_grant() {
+        let f = Fixture::new();
+        let code = f.store_code("openid", Pkce::default());
+        assert_err(f.exchange(&code, "", t0() + AUTH_CODE_LIFETIME + secs(1)), 400, ErrorCode::InvalidGrant);
+        // Exactly at expiry it still works.
+        assert!(f.exchange(&code, "", t0() + AUTH_CODE_LIFETIME).is_ok());
+    }
+
+    #[test]
+    fn code_of_another_client_is_invalid_grant_and_not_consumed() {
+        let f = Fixture::new();
+        let code = f.store_code("openid", Pkce::default());
+        let request = CodeExchange { code: &code, redirect_uri: "https://app.example/cb", ..Default::default() };
+        assert_err(exchange_code(&f.ctx(t0()), &f.client("other"), &request), 400, ErrorCode::InvalidGrant);
+        assert!(f.exchange(&code, "", t0()).is_ok());
+    }
+
+    #[test]
+    fn redirect_uri_must_match_exactly() {
+        let f = Fixture::new();
+        let code = f.store_code("openid", Pkce::default());
+        let request = CodeExchange { code: &code, redirect_uri: "https://app.example/cb/", ..Default::default() };
+        let desc = assert_err(exchange_code(&f.ctx(t0()), &f.client("web"), &request), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, "redirect_uri did not match URI from initial request.");
+    }
+
+    #[test]
+    fn oversized_code_is_invalid_request() {
+        let f = Fixture::new();
+        let huge = "c".repeat(crate::oidc::MAX_PARAM_LEN + 1);
+        let desc = assert_err(f.exchange(&huge, "", t0()), 400, ErrorCode::InvalidRequest);
+        assert!(desc.contains("\"code\" is too long"), "{desc}");
+    }
+
+    #[test]
+    fn pkce_s256_and_plain_succeed() {
+        let f = Fixture::new();
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let code = f.store_code("openid", s256(verifier));
+        assert!(f.exchange(&code, verifier, t0()).is_ok());
+        let plain = Pkce { code_challenge: "plainval".into(), code_challenge_method: "plain".into() };
+        let code = f.store_code("openid", plain);
+        assert!(f.exchange(&code, "plainval", t0()).is_ok());
+    }
+
+    #[test]
+    fn pkce_mismatch_is_invalid_grant() {
+        let f = Fixture::new();
+        let code = f.store_code("openid", s256("right-verifier"));
+        assert_eq!(
+            assert_err(f.exchange(&code, "wrong-verifier", t0()), 400, ErrorCode::InvalidGrant),
+            "Invalid code_verifier."
+        );
+    }
+
+    #[test]
+    fn pkce_downgrade_to_plain_is_refused() {
+        // Challenge stored with S256; sending the challenge itself as a "plain"
+        // verifier must not pass, whatever method the client claims at /token.
+        let f = Fixture::new();
+        let pkce = s256("secret-verifier");
+        let challenge = pkce.code_challenge.clone();
+        let code = f.store_code("openid", pkce);
+        assert_err(f.exchange(&code, &challenge, t0()), 400, ErrorCode::InvalidGrant);
+    }
+
+    #[test]
+    fn pkce_half_flows_are_errors() {
+        let f = Fixture::new();
+        let code = f.store_code("openid", Pkce::default());
+        assert_eq!(
+            assert_err(f.exchange(&code, "verifier", t0()), 400, ErrorCode::InvalidRequest),
+            "No PKCE flow started. Cannot check code_verifier."
+        );
+        let code = f.store_code("openid", s256("v"));
+        assert_eq!(
+            assert_err(f.exchange(&code, "", t0()), 400, ErrorCode::InvalidGrant),
+            "Expecting parameter code_verifier in PKCE flow."
+        );
+    }
+
+    // --- refresh_token -----------------------------------------------------
+
+    #[test]
+    fn refresh_rotates_and_always_returns_an_id_token() {
+        let f = Fixture::new();
+        let first = f.login(t0());
+        let resp = f.refresh(&first, "", t0() + secs(60)).unwrap();
+        let second = resp.refresh_token.clone().unwrap();
+        assert_ne!(first, second);
+        let id = jwt_payload(resp.id_token.as_ref().unwrap());
+        assert_eq!(id["nonce"], "n-1");
+        assert!(id.get("c_hash").is_none());
+        assert_eq!(id["at_hash"], token_hash(SigningAlgorithm::RS256, &resp.access_token).as_str());
+        // Same storage id, new secret.
+        let (a, b) = (RefreshTokenWire::decode(&first), RefreshTokenWire::decode(&second));
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.token, b.token);
+        assert!(f.refresh(&second, "", t0() + secs(120)).is_ok());
+    }
+
+    #[test]
+    fn missing_or_garbage_refresh_token_is_invalid_request() {
+        let f = Fixture::new();
+        f.login(t0());
+        assert_eq!(
+            assert_err(f.refresh("", "", t0()), 400, ErrorCode::InvalidRequest),
+            "No refresh token is found in request."
+        );
+        let desc = assert_err(f.refresh("garbage!", "", t0()), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, REFRESH_CLAIMED);
+    }
+
+    #[test]
+    fn bare_legacy_id_never_matches() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let id = RefreshTokenWire::decode(&token).id;
+        assert_err(f.refresh(&id, "", t0()), 400, ErrorCode::InvalidRequest);
+        // And it revoked nothing.
+        assert!(f.refresh(&token, "", t0()).is_ok());
+    }
+
+    #[test]
+    fn wrong_secret_for_known_id_is_invalid_request() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let forged = RefreshTokenWire { id: RefreshTokenWire::decode(&token).id, token: new_id() }.encode();
+        assert_err(f.refresh(&forged, "", t0()), 400, ErrorCode::InvalidRequest);
+        assert!(f.refresh(&token, "", t0()).is_ok());
+    }
+
+    #[test]
+    fn refresh_of_another_client_is_invalid_grant() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let ctx = f.ctx(t0());
+        let err = begin_refresh(&ctx, &f.client("other"), &token, "");
+        assert_eq!(assert_err(err, 400, ErrorCode::InvalidGrant), REFRESH_CLAIMED);
+        assert!(f.refresh(&token, "", t0()).is_ok());
+    }
+
+    #[test]
+    fn replay_outside_reuse_window_revokes_the_family() {
+        let f = Fixture::new();
+        let first = f.login(t0());
+        let current = f.refresh(&first, "", t0() + secs(10)).unwrap().refresh_token.unwrap();
+        assert_err(f.refresh(&first, "", t0() + secs(20)), 400, ErrorCode::InvalidGrant);
+        // The current token stops working too, and the session no longer links it.
+        let desc = assert_err(f.refresh(&current, "", t0() + secs(30)), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, REFRESH_CLAIMED);
+        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert!(session.refresh.is_empty());
+    }
+
+    #[test]
+    fn reuse_inside_window_returns_the_current_token() {
+        let mut f = Fixture::new();
+        f.policy().reuse_interval = secs(5);
+        let first = f.login(t0());
+        let second = f.refresh(&first, "", t0() + secs(100)).unwrap().refresh_token.unwrap();
+        let plan = begin_refresh(&f.ctx(t0() + secs(103)), &f.client("web"), &first, "").unwrap();
+        assert!(!plan.needs_upstream());
+        let again = commit_refresh(&f.ctx(t0() + secs(103)), &plan, None).unwrap();
+        assert_eq!(again.refresh_token.as_deref(), Some(second.as_str()));
+        // After the window the obsolete token is a replay.
+        assert_err(f.refresh(&first, "", t0() + secs(106)), 400, ErrorCode::InvalidGrant);
+    }
+
+    #[test]
+    fn idle_expiry() {
+        let mut f = Fixture::new();
+        f.policy().valid_if_not_used_for = Some(secs(3600));
+        let token = f.login(t0());
+        let next = f.refresh(&token, "", t0() + secs(3000)).unwrap().refresh_token.unwrap();
+        // Idle time counts from the last use.
+        let next = f.refresh(&next, "", t0() + secs(6000)).unwrap().refresh_token.unwrap();
+        let desc = assert_err(f.refresh(&next, "", t0() + secs(6000 + 3601)), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Refresh token expired.");
+    }
+
+    #[test]
+    fn absolute_expiry_counts_from_first_issue() {
+        let mut f = Fixture::new();
+        f.policy().absolute_lifetime = Some(secs(7200));
+        let token = f.login(t0());
+        let next = f.refresh(&token, "", t0() + secs(7000)).unwrap().refresh_token.unwrap();
+        let desc = assert_err(f.refresh(&next, "", t0() + secs(7201)), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Refresh token expired.");
+    }
+
+    #[test]
+    fn obsolete_within_window_but_absolutely_expired_is_expired() {
+        let mut f = Fixture::new();
+        f.policy().absolute_lifetime = Some(secs(100));
+        f.policy().reuse_interval = secs(10);
+        let first = f.login(t0());
+        f.refresh(&first, "", t0() + secs(95)).unwrap();
+        let desc = assert_err(f.refresh(&first, "", t0() + secs(101)), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Refresh token expired.");
+    }
+
+    #[test]
+    fn scope_narrowing_is_allowed_for_one_response() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let resp = f.refresh(&token, "openid", t0()).unwrap();
+        let id = jwt_payload(resp.id_token.as_ref().unwrap());
+        assert!(id.get("email").is_none());
+        let id = RefreshTokenWire::decode(&token).id;
+        assert_eq!(f.storage.get_refresh_token(&id).unwrap().scopes, ["openid", "email", "offline_access"]);
+        // The next refresh without scope gets the original set again.
+        let resp = f.refresh(resp.refresh_token.as_ref().unwrap(), "", t0()).unwrap();
+        assert_eq!(jwt_payload(resp.id_token.as_ref().unwrap())["email"], "kilgore@kilgore.trout");
+    }
+
+    #[test]
+    fn scope_widening_is_invalid_request() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let desc = assert_err(f.refresh(&token, "openid groups profile", t0()), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, r#"Requested scopes contain unauthorized scope(s): ["groups" "profile"]."#);
+        assert!(f.refresh(&token, "", t0()).is_ok());
+    }
+
+    #[test]
+    fn disabled_rotation_keeps_the_token_and_tracks_use() {
+        let mut f = Fixture::new();
+        f.policy().disable_rotation = true;
+        let token = f.login(t0());
+        let resp = f.refresh(&token, "", t0() + secs(50)).unwrap();
+        assert_eq!(resp.refresh_token.as_deref(), Some(token.as_str()));
+        let stored = f.storage.get_refresh_token(&RefreshTokenWire::decode(&token).id).unwrap();
+        assert_eq!(stored.last_used, t0() + secs(50));
+        assert_eq!(stored.obsolete_token, "");
+    }
+
+    #[test]
+    fn disabled_rotation_inside_window_changes_nothing() {
+        let mut f = Fixture::new();
+        f.policy().disable_rotation = true;
+        f.policy().reuse_interval = secs(30);
+        let token = f.login(t0());
+        let plan = begin_refresh(&f.ctx(t0() + secs(10)), &f.client("web"), &token, "").unwrap();
+        assert!(!plan.needs_upstream());
+        let resp = commit_refresh(&f.ctx(t0() + secs(10)), &plan, None).unwrap();
+        assert_eq!(resp.refresh_token.as_deref(), Some(token.as_str()));
+        let stored = f.storage.get_refresh_token(&RefreshTokenWire::decode(&token).id).unwrap();
+        assert_eq!(stored.last_used, t0());
+    }
+
+    #[test]
+    fn upstream_identity_updates_claims_but_not_user_id() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let ctx = f.ctx(t0() + secs(60));
+        let plan = begin_refresh(&ctx, &f.client("web"), &token, "").unwrap();
+        assert!(plan.needs_upstream());
+        assert_eq!(plan.connector_data, Some(b"upstream-1".to_vec()));
+        assert_eq!(plan.claims, user_claims());
+        let fresh = Claims {
+            user_id: "someone-else".into(),
+            email: "new@kilgore.trout".into(),
+            ..user_claims()
+        };
+        let resp = commit_refresh(&ctx, &plan, Some((fresh, Some(b"upstream-2".to_vec())))).unwrap();
+        let id = jwt_payload(resp.id_token.as_ref().unwrap());
+        assert_eq!(id["email"], "new@kilgore.trout");
+        assert_eq!(id["sub"], json!(crate::oidc::subject::encode_subject("0-385-28089-0", "mock")));
+        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert_eq!(session.connector_data, Some(b"upstream-2".to_vec()));
+        let stored_ref = session.refresh.values().next().unwrap();
+        assert_eq!(stored_ref.last_used, t0() + secs(60));
+    }
+
+    #[test]
+    fn upstream_failure_constructor_is_invalid_grant() {
+        let err = OAuthError::upstream_refresh_failed();
+        assert_eq!((err.status, err.code), (400, ErrorCode::InvalidGrant));
+    }
+
+    #[test]
+    fn concurrent_refresh_only_one_rotates() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let ctx = f.ctx(t0() + secs(10));
+        let a = begin_refresh(&ctx, &f.client("web"), &token, "").unwrap();
+        let b = begin_refresh(&ctx, &f.client("web"), &token, "").unwrap();
+        let winner = commit_refresh(&ctx, &a, None).unwrap();
+        let desc = assert_err(commit_refresh(&ctx, &b, None), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, REFRESH_CLAIMED);
+        // The loser's race revoked nothing: the winner's token works.
+        assert!(f.refresh(winner.refresh_token.as_ref().unwrap(), "", t0() + secs(20)).is_ok());
+    }
+
+    #[test]
+    fn concurrent_refresh_with_reuse_window_returns_same_token() {
+        let mut f = Fixture::new();
+        f.policy().reuse_interval = secs(5);
+        let token = f.login(t0());
+        let ctx = f.ctx(t0() + secs(10));
+        let a = begin_refresh(&ctx, &f.client("web"), &token, "").unwrap();
+        let b = begin_refresh(&ctx, &f.client("web"), &token, "").unwrap();
+        let first = commit_refresh(&ctx, &a, None).unwrap();
+        let second = commit_refresh(&ctx, &b, None).unwrap();
+        assert_eq!(first.refresh_token, second.refresh_token);
+    }
+
+    #[test]
+    fn refresh_checks_connector_allowed_for_client() {
+        let f = Fixture::new();
+        let token = f.login(t0());
+        let mut web = f.client("web");
+        web.allowed_connectors = vec!["ldap".into()];
+        let desc = assert_err(begin_refresh(&f.ctx(t0()), &web, &token, ""), 400, ErrorCode::InvalidGrant);
+        assert_eq!(desc, "Connector not allowed for this client.");
+    }
+
+    #[test]
+    fn two_logins_keep_two_valid_refresh_tokens() {
+        let f = Fixture::new();
+        let laptop = f.login(t0());
+        let desktop = f.login(t0() + secs(5));
+        assert_ne!(RefreshTokenWire::decode(&laptop).id, RefreshTokenWire::decode(&desktop).id);
+        assert!(f.refresh(&laptop, "", t0() + secs(10)).is_ok());
+        assert!(f.refresh(&desktop, "", t0() + secs(10)).is_ok());
+        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert_eq!(session.refresh.len(), 2);
+    }
+
+    #[test]
+    fn issuing_prunes_expired_tokens_and_caps_per_client() {
+        let mut f = Fixture::new();
+        f.policy().absolute_lifetime = Some(secs(1000));
+        let old = f.login(t0());
+        let fresh = f.login(t0() + secs(1500));
+        assert_err(f.refresh(&old, "", t0() + secs(1500)), 400, ErrorCode::InvalidRequest);
+        assert_eq!(f.storage.list_refresh_tokens().unwrap().len(), 1);
+        assert!(f.refresh(&fresh, "", t0() + secs(1501)).is_ok());
+
+        let f = Fixture::new();
+        let first = f.login(t0());
+        for i in 1..=MAX_REFRESH_TOKENS_PER_CLIENT as u64 {
+            f.login(t0() + secs(i));
+        }
+        assert_eq!(f.storage.list_refresh_tokens().unwrap().len(), MAX_REFRESH_TOKENS_PER_CLIENT);
+        // The least recently used one went.
+        assert_err(f.refresh(&first, "", t0() + secs(100)), 400, ErrorCode::InvalidRequest);
+        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert_eq!(session.refresh.len(), MAX_REFRESH_TOKENS_PER_CLIENT);
+    }
+
+    // --- password ----------------------------------------------------------
+
+    fn password_login<'a>(scopes: &'a [String], supports_refresh: bool) -> PasswordLogin<'a> {
+        PasswordLogin {
+            scopes,
+            nonce: "pw-nonce",
+            connector_id: "local",
+            claims: user_claims(),
+            connector_data: None,
+            connector_supports_refresh: supports_refresh,
+        }
+    }
+
+    #[test]
+    fn password_scopes_require_openid_with_invalid_request() {
+        let f = Fixture::new();
+        let web = f.client("web");
+        let desc = assert_err(password_scopes(&f.settings, &web, "email"), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, r#"Missing required scope(s) ["openid"]."#);
+        let desc = assert_err(password_scopes(&f.settings, &web, "openid bogus"), 400, ErrorCode::InvalidRequest);
+        assert_eq!(desc, r#"Unrecognized scope(s) ["bogus"]"#);
+        assert_err(
+            password_scopes(&f.settings, &web, "openid audience:server:client_id:other"),
+            400,
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(password_scopes(&f.settings, &web, "openid profile").unwrap(), ["openid", "profile"]);
+    }
+
+    #[test]
+    fn password_grant_issues_tokens_with_request_nonce() {
+        let f = Fixture::new();
+        let web = f.client("web");
+        let scopes = password_scopes(&f.settings, &web, "openid profile offline_access").unwrap();
+        let resp = password_grant(&f.ctx(t0()), &web, password_login(&scopes, true)).unwrap();
+        assert!(resp.refresh_token.is_some());
+        let id = jwt_payload(resp.id_token.as_ref().unwrap());
+        assert_eq!(id["nonce"], "pw-nonce");
+        assert_eq!(id["name"], "Kilgore Trout");
+        assert!(id.get("auth_time").is_none());
+        let resp = password_grant(&f.ctx(t0()), &web, password_login(&scopes, false)).unwrap();
+        assert!(resp.refresh_token.is_none());
+    }
+
+    #[test]
+    fn password_grant_respects_allowed_connectors() {
+        let f = Fixture::new();
+        let limited = f.client("limited");
+        let scopes = vec!["openid".to_owned()];
+        let desc = assert_err(
+            password_grant(&f.ctx(t0()), &limited, password_login(&scopes, false)),
+            400,
+            ErrorCode::InvalidGrant,
+        );
+        assert_eq!(desc, "Connector not allowed for this client.");
+    }
+
+    #[test]
+    fn password_error_constructors_match_dex() {
+        let err = OAuthError::invalid_user_credentials();
+        assert_eq!((err.status, err.code, err.description.as_str()), (401, ErrorCode::AccessDenied, "Invalid username or password"));
+        let err = OAuthError::password_login_failed();
+        assert_eq!((err.status, err.code), (400, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn disabled_grant_type_is_unsupported() {
+        let f = Fixture::new();
+        assert!(check_grant_type(&f.settings, "authorization_code").is_ok());
+        let desc = assert_err(check_grant_type(&f.settings, "password"), 400, ErrorCode::UnsupportedGrantType);
+        assert_eq!(desc, "");
+    }
+
+    // --- userinfo ----------------------------------------------------------
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("Basic abc")), None);
+        assert_eq!(bearer_token(Some("Bearer ")), None);
+        assert_eq!(bearer_token(None), None);
+        let err = missing_bearer_error();
+        assert_eq!((err.status, err.code), (401, ErrorCode::AccessDenied));
+    }
+
+    #[test]
+    fn token_claims_check_issuer_expiry_and_nbf() {
+        let f = Fixture::new();
+        let resp = f.exchange(&f.store_code("openid", Pkce::default()), "", t0()).unwrap();
+        let claims = jwt_payload(&resp.access_token);
+        let issuer = "https://idp.example/dex";
+        assert_eq!(check_token_claims(&claims, issuer, t0() + secs(86_400)), Ok(()));
+        assert_eq!(check_token_claims(&claims, issuer, t0() + secs(86_401)), Err(TokenClaimsError::Expired));
+        assert_eq!(check_token_claims(&claims, "https://idp.example/dex/", t0()), Err(TokenClaimsError::WrongIssuer));
+        let future = json!({"iss": issuer, "exp": 4_000_000_000_i64, "nbf": 3_000_000_000_i64});
+        assert_eq!(check_token_claims(&future, issuer, t0()), Err(TokenClaimsError::NotYetValid));
+        assert_eq!(check_token_claims(&json!({"iss": issuer}), issuer, t0()), Err(TokenClaimsError::Malformed));
+        let err = TokenClaimsError::Expired.to_oauth();
+        assert_eq!((err.status, err.code), (403, ErrorCode::AccessDenied));
+    }
+}
