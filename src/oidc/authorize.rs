@@ -188,7 +188,10 @@ pub fn validate_authorize_request<S: AsRef<str>>(
             .iter()
             .any(|c| c.as_ref() == params.connector_id)
         {
-            return Err(redirect(ErrorCode::InvalidRequest, "Invalid ConnectorID".into()));
+            return Err(redirect(
+                ErrorCode::InvalidRequest,
+                "Invalid ConnectorID".into(),
+            ));
         }
         if !connector_allowed(client, &params.connector_id) {
             return Err(redirect(
@@ -253,7 +256,10 @@ pub fn validate_authorize_request<S: AsRef<str>>(
         }
     }
     if response_types.is_empty() {
-        return Err(redirect(ErrorCode::InvalidRequest, "No response_type provided".into()));
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            "No response_type provided".into(),
+        ));
     }
     if token && !code && !id_token {
         return Err(redirect(
@@ -292,7 +298,8 @@ pub fn validate_authorize_request<S: AsRef<str>>(
 
 /// Whether the client may use the connector (`allowedConnectors`; empty = all).
 pub fn connector_allowed(client: &Client, connector_id: &str) -> bool {
-    client.allowed_connectors.is_empty() || client.allowed_connectors.iter().any(|c| c == connector_id)
+    client.allowed_connectors.is_empty()
+        || client.allowed_connectors.iter().any(|c| c == connector_id)
 }
 
 /// Dex's redirect URI rule: exact match against the registered URIs; a public
@@ -318,7 +325,9 @@ fn is_loopback_http(uri: &str) -> bool {
         return false;
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if host_port == "localhost" || is_loopback_ip(host_port) {
         return true;
     }
@@ -362,7 +371,10 @@ pub fn create_auth_request(
         .find(|c| c.id == request.client_id)
         .ok_or_else(|| AuthorizeError::page(404, "Invalid client_id."))?;
     if !connector_allowed(client, connector_id) {
-        return Err(AuthorizeError::page(403, "Connector not allowed for this client."));
+        return Err(AuthorizeError::page(
+            403,
+            "Connector not allowed for this client.",
+        ));
     }
     if !request.connector_id.is_empty() && request.connector_id != connector_id {
         return Err(AuthorizeError::page(400, "Bad connector ID"));
@@ -403,11 +415,22 @@ pub fn approval_hmac(auth_request: &AuthRequest) -> String {
         .unwrap_or_default()
 }
 
+/// The approval screen's URL for a logged-in auth request:
+/// `<issuer>/approval?req=<id>&hmac=<approval_hmac>` (Dex v2.45).
+pub fn approval_url(settings: &Settings, auth_request: &AuthRequest) -> String {
+    let query = encode_pairs(&[
+        ("req".to_owned(), auth_request.id.clone()),
+        ("hmac".to_owned(), approval_hmac(auth_request)),
+    ]);
+    format!("{}?{query}", settings.issuer.endpoint("/approval"))
+}
+
 /// Checks a presented approval `hmac` in constant time.
 pub fn verify_approval_hmac(auth_request: &AuthRequest, presented: &str) -> bool {
-    let (Ok(presented), Some(expected)) =
-        (URL_SAFE_NO_PAD.decode(presented), approval_tag(auth_request))
-    else {
+    let (Ok(presented), Some(expected)) = (
+        URL_SAFE_NO_PAD.decode(presented),
+        approval_tag(auth_request),
+    ) else {
         return false;
     };
     bool::from(expected.ct_eq(&presented))
@@ -433,7 +456,10 @@ pub fn load_for_approval(
     }
     let auth_request = get_auth_request(storage, auth_request_id)?;
     if !auth_request.logged_in {
-        return Err(AuthorizeError::page(500, "Login process not yet finalized."));
+        return Err(AuthorizeError::page(
+            500,
+            "Login process not yet finalized.",
+        ));
     }
     if !verify_approval_hmac(&auth_request, hmac) {
         return Err(AuthorizeError::page(401, "Unauthorized request"));
@@ -487,11 +513,16 @@ pub fn finalize_login(
         })?;
 
     if connector_supports_refresh && scopes::has_scope(&updated.scopes, scopes::OFFLINE_ACCESS) {
-        upsert_offline_session(storage, &updated.claims.user_id, &updated.connector_id, &mut |s| {
-            if let Some(data) = connector_data.as_ref().filter(|d| !d.is_empty()) {
-                s.connector_data = Some(data.clone());
-            }
-        })
+        upsert_offline_session(
+            storage,
+            &updated.claims.user_id,
+            &updated.connector_id,
+            &mut |s| {
+                if let Some(data) = connector_data.as_ref().filter(|d| !d.is_empty()) {
+                    s.connector_data = Some(data.clone());
+                }
+            },
+        )
         .map_err(|err| {
             tracing::error!(%err, "failed to update offline session");
             AuthorizeError::page(500, "Database error.")
@@ -531,7 +562,10 @@ pub fn issue_response(
 ) -> Result<AuthorizeResponse, AuthorizeError> {
     let request = get_auth_request(storage, auth_request_id)?;
     if !request.logged_in {
-        return Err(AuthorizeError::page(500, "Login process not yet finalized."));
+        return Err(AuthorizeError::page(
+            500,
+            "Login process not yet finalized.",
+        ));
     }
     if now > request.expiry {
         return Err(AuthorizeError::page(400, "User session has expired."));
@@ -589,7 +623,11 @@ pub fn issue_response(
     };
     let id_token = if wants("id_token") {
         let at = access_token.as_ref().map(|t| t.token.as_str());
-        Some(minter.id_token(&subject, now, at, code.as_deref()).map_err(|_| internal())?)
+        Some(
+            minter
+                .id_token(&subject, now, at, code.as_deref())
+                .map_err(|_| internal())?,
+        )
     } else {
         None
     };
@@ -624,7 +662,10 @@ pub fn issue_response(
     if let Some(code) = code {
         fragment.push(("code".into(), code));
     }
-    Ok(AuthorizeResponse::Redirect(with_fragment(&request.redirect_uri, fragment)))
+    Ok(AuthorizeResponse::Redirect(with_fragment(
+        &request.redirect_uri,
+        fragment,
+    )))
 }
 
 /// The user pressed "Cancel" on the approval screen: the auth request is deleted
@@ -633,7 +674,10 @@ pub fn issue_response(
 /// Beyond Dex: Dex renders a 500 page "Approval rejected."; RFC 6749 §4.1.2.1 says
 /// to redirect `access_denied`. With the OOB redirect URI there is nowhere to
 /// redirect, so a 403 page is shown instead.
-pub fn reject_approval(storage: &dyn Storage, auth_request_id: &str) -> Result<String, AuthorizeError> {
+pub fn reject_approval(
+    storage: &dyn Storage,
+    auth_request_id: &str,
+) -> Result<String, AuthorizeError> {
     let request = get_auth_request(storage, auth_request_id)?;
     storage
         .delete_auth_request(&request.id)
@@ -720,9 +764,9 @@ fn encode_pairs(pairs: &[(String, String)]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::keys::SigningAlgorithm;
     use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
     use crate::oidc::tokens::token_hash;
-    use crate::keys::SigningAlgorithm;
     use crate::storage::memory::MemoryStorage;
 
     const CONNECTORS: [&str; 2] = ["mock", "ldap"];
@@ -753,7 +797,10 @@ mod tests {
     }
 
     /// Asserts a redirected error and returns its description.
-    fn redirected(result: Result<ValidatedAuthorization, AuthorizeError>, code: ErrorCode) -> String {
+    fn redirected(
+        result: Result<ValidatedAuthorization, AuthorizeError>,
+        code: ErrorCode,
+    ) -> String {
         match result {
             Err(AuthorizeError::Redirect(err)) => {
                 assert_eq!(err.error, code, "{err:?}");
@@ -791,14 +838,26 @@ mod tests {
 
     #[test]
     fn unknown_client_is_displayed_404() {
-        assert_eq!(page(validate(&params(&[("client_id", "ghost")]))), (404, "Invalid client_id.".into()));
+        assert_eq!(
+            page(validate(&params(&[("client_id", "ghost")]))),
+            (404, "Invalid client_id.".into())
+        );
     }
 
     #[test]
     fn redirect_mismatch_is_displayed_400() {
-        for uri in ["https://app.example/cb/", "https://app.example/c", "https://evil.example/cb", ""] {
+        for uri in [
+            "https://app.example/cb/",
+            "https://app.example/c",
+            "https://evil.example/cb",
+            "",
+        ] {
             let (status, message) = page(validate(&params(&[("redirect_uri", uri)])));
-            assert_eq!((status, message.as_str()), (400, "Unregistered redirect_uri."), "{uri}");
+            assert_eq!(
+                (status, message.as_str()),
+                (400, "Unregistered redirect_uri."),
+                "{uri}"
+            );
         }
     }
 
@@ -841,9 +900,16 @@ mod tests {
 
     #[test]
     fn device_callback_is_rewritten_under_issuer_path_for_public_clients() {
-        let v = validate(&params(&[("client_id", "public-cli"), ("redirect_uri", "/device/callback")])).unwrap();
+        let v = validate(&params(&[
+            ("client_id", "public-cli"),
+            ("redirect_uri", "/device/callback"),
+        ]))
+        .unwrap();
         assert_eq!(v.redirect_uri, "/dex/device/callback");
-        assert_eq!(v.implied_grant_type(), "urn:ietf:params:oauth:grant-type:device_code");
+        assert_eq!(
+            v.implied_grant_type(),
+            "urn:ietf:params:oauth:grant-type:device_code"
+        );
     }
 
     #[test]
@@ -855,9 +921,15 @@ mod tests {
         // A state just under the limit is fine.
         assert!(validate(&params(&[("state", &"s".repeat(MAX_STATE_LEN))])).is_ok());
         let huge = "n".repeat(MAX_PARAM_LEN + 1);
-        let desc = redirected(validate(&params(&[("nonce", &huge)])), ErrorCode::InvalidRequest);
+        let desc = redirected(
+            validate(&params(&[("nonce", &huge)])),
+            ErrorCode::InvalidRequest,
+        );
         assert!(desc.contains("\"nonce\" is too long"), "{desc}");
-        let desc = redirected(validate(&params(&[("scope", &huge)])), ErrorCode::InvalidRequest);
+        let desc = redirected(
+            validate(&params(&[("scope", &huge)])),
+            ErrorCode::InvalidRequest,
+        );
         assert!(desc.contains("\"scope\""), "{desc}");
         let (status, _) = page(validate(&params(&[("redirect_uri", &huge)])));
         assert_eq!(status, 400);
@@ -866,7 +938,10 @@ mod tests {
     #[test]
     fn connector_id_must_exist_and_be_allowed() {
         assert!(validate(&params(&[("connector_id", "mock")])).is_ok());
-        let desc = redirected(validate(&params(&[("connector_id", "nope")])), ErrorCode::InvalidRequest);
+        let desc = redirected(
+            validate(&params(&[("connector_id", "nope")])),
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, "Invalid ConnectorID");
         let p = params(&[
             ("client_id", "limited"),
@@ -879,16 +954,34 @@ mod tests {
 
     #[test]
     fn request_parameter_is_not_supported() {
-        let desc = redirected(validate(&params(&[("request", "eyJ...")])), ErrorCode::RequestNotSupported);
+        let desc = redirected(
+            validate(&params(&[("request", "eyJ...")])),
+            ErrorCode::RequestNotSupported,
+        );
         assert_eq!(desc, "Server does not support request parameter.");
     }
 
     #[test]
     fn pkce_methods_are_checked_against_config() {
-        assert!(validate(&params(&[("code_challenge", "c"), ("code_challenge_method", "S256")])).is_ok());
-        assert!(validate(&params(&[("code_challenge", "c"), ("code_challenge_method", "plain")])).is_ok());
+        assert!(
+            validate(&params(&[
+                ("code_challenge", "c"),
+                ("code_challenge_method", "S256")
+            ]))
+            .is_ok()
+        );
+        assert!(
+            validate(&params(&[
+                ("code_challenge", "c"),
+                ("code_challenge_method", "plain")
+            ]))
+            .is_ok()
+        );
         let desc = redirected(
-            validate(&params(&[("code_challenge", "c"), ("code_challenge_method", "S512")])),
+            validate(&params(&[
+                ("code_challenge", "c"),
+                ("code_challenge_method", "S512"),
+            ])),
             ErrorCode::InvalidRequest,
         );
         assert_eq!(desc, r#"Unsupported PKCE challenge method ("S512")."#);
@@ -896,8 +989,15 @@ mod tests {
         assert!(validate(&params(&[("code_challenge_method", "bogus")])).is_ok());
         let mut only_s256 = settings();
         only_s256.oauth2.pkce_methods = vec!["S256".into()];
-        let err = validate_authorize_request(&params(&[("code_challenge", "c")]), &only_s256, &CONNECTORS);
-        assert_eq!(redirected(err, ErrorCode::InvalidRequest), r#"Unsupported PKCE challenge method ("plain")."#);
+        let err = validate_authorize_request(
+            &params(&[("code_challenge", "c")]),
+            &only_s256,
+            &CONNECTORS,
+        );
+        assert_eq!(
+            redirected(err, ErrorCode::InvalidRequest),
+            r#"Unsupported PKCE challenge method ("plain")."#
+        );
     }
 
     #[test]
@@ -909,22 +1009,40 @@ mod tests {
             redirected(err, ErrorCode::InvalidRequest),
             "PKCE is required. The code_challenge parameter must be provided."
         );
-        assert!(validate_authorize_request(&params(&[("code_challenge", "c")]), &enforce, &CONNECTORS).is_ok());
-        let p = params(&[("client_id", "pkce-app"), ("redirect_uri", "https://pkce.example/cb")]);
+        assert!(
+            validate_authorize_request(&params(&[("code_challenge", "c")]), &enforce, &CONNECTORS)
+                .is_ok()
+        );
+        let p = params(&[
+            ("client_id", "pkce-app"),
+            ("redirect_uri", "https://pkce.example/cb"),
+        ]);
         redirected(validate(&p), ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn scope_errors_are_invalid_scope_redirects() {
-        let desc = redirected(validate(&params(&[("scope", "email profile")])), ErrorCode::InvalidScope);
-        assert_eq!(desc, r#"Missing required scope(s) ["openid"]."#);
-        let desc = redirected(validate(&params(&[("scope", "openid bogus")])), ErrorCode::InvalidScope);
-        assert_eq!(desc, r#"Unrecognized scope(s) ["bogus"]"#);
         let desc = redirected(
-            validate(&params(&[("scope", "openid audience:server:client_id:other")])),
+            validate(&params(&[("scope", "email profile")])),
             ErrorCode::InvalidScope,
         );
-        assert_eq!(desc, r#"Client can't request scope(s) ["audience:server:client_id:other"]"#);
+        assert_eq!(desc, r#"Missing required scope(s) ["openid"]."#);
+        let desc = redirected(
+            validate(&params(&[("scope", "openid bogus")])),
+            ErrorCode::InvalidScope,
+        );
+        assert_eq!(desc, r#"Unrecognized scope(s) ["bogus"]"#);
+        let desc = redirected(
+            validate(&params(&[(
+                "scope",
+                "openid audience:server:client_id:other",
+            )])),
+            ErrorCode::InvalidScope,
+        );
+        assert_eq!(
+            desc,
+            r#"Client can't request scope(s) ["audience:server:client_id:other"]"#
+        );
     }
 
     #[test]
@@ -935,20 +1053,42 @@ mod tests {
 
     #[test]
     fn response_type_rules() {
-        let desc = redirected(validate(&params(&[("response_type", "token id_token")])), ErrorCode::UnsupportedResponseType);
+        let desc = redirected(
+            validate(&params(&[("response_type", "token id_token")])),
+            ErrorCode::UnsupportedResponseType,
+        );
         assert_eq!(desc, r#"Unsupported response type "token""#);
-        let desc = redirected(validate(&params(&[("response_type", "code bogus")])), ErrorCode::InvalidRequest);
+        let desc = redirected(
+            validate(&params(&[("response_type", "code bogus")])),
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, r#"Invalid response type "bogus""#);
-        let desc = redirected(validate(&params(&[("response_type", "")])), ErrorCode::InvalidRequest);
+        let desc = redirected(
+            validate(&params(&[("response_type", "")])),
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, "No response_type provided");
 
         let s = implicit_settings();
         let v = |p: &AuthorizeParams| validate_authorize_request(p, &s, &CONNECTORS);
-        let desc = redirected(v(&params(&[("response_type", "token"), ("nonce", "n")])), ErrorCode::InvalidRequest);
-        assert_eq!(desc, "Response type 'token' must be provided with type 'id_token' and/or 'code'");
-        let desc = redirected(v(&params(&[("response_type", "id_token")])), ErrorCode::InvalidRequest);
+        let desc = redirected(
+            v(&params(&[("response_type", "token"), ("nonce", "n")])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(
+            desc,
+            "Response type 'token' must be provided with type 'id_token' and/or 'code'"
+        );
+        let desc = redirected(
+            v(&params(&[("response_type", "id_token")])),
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, "Response type 'token' requires a 'nonce' value.");
-        let ok = v(&params(&[("response_type", "id_token token"), ("nonce", "n")])).unwrap();
+        let ok = v(&params(&[
+            ("response_type", "id_token token"),
+            ("nonce", "n"),
+        ]))
+        .unwrap();
         assert_eq!(ok.implied_grant_type(), "implicit");
         // Hybrid with code needs no nonce.
         assert!(v(&params(&[("response_type", "code id_token")])).is_ok());
@@ -959,7 +1099,11 @@ mod tests {
         // Dex checks each component, so listing only "code id_token" rejects it.
         let mut s = settings();
         s.oauth2.response_types = vec!["code".into(), "code id_token".into()];
-        let err = validate_authorize_request(&params(&[("response_type", "code id_token")]), &s, &CONNECTORS);
+        let err = validate_authorize_request(
+            &params(&[("response_type", "code id_token")]),
+            &s,
+            &CONNECTORS,
+        );
         redirected(err, ErrorCode::UnsupportedResponseType);
     }
 
@@ -985,7 +1129,10 @@ mod tests {
         match validate_authorize_request(&p, &s, &CONNECTORS) {
             Err(AuthorizeError::Redirect(err)) => {
                 let location = err.location();
-                assert!(location.starts_with("https://app.example/cb?error=invalid_request&"), "{location}");
+                assert!(
+                    location.starts_with("https://app.example/cb?error=invalid_request&"),
+                    "{location}"
+                );
                 assert!(location.ends_with("&state=xyz"), "{location}");
                 assert!(!location.contains('#'));
             }
@@ -995,11 +1142,23 @@ mod tests {
 
     #[test]
     fn approval_prompt_force_is_recorded() {
-        assert!(validate(&params(&[("approval_prompt", "force")])).unwrap().force_approval_prompt);
-        assert!(!validate(&params(&[("approval_prompt", "auto")])).unwrap().force_approval_prompt);
+        assert!(
+            validate(&params(&[("approval_prompt", "force")]))
+                .unwrap()
+                .force_approval_prompt
+        );
+        assert!(
+            !validate(&params(&[("approval_prompt", "auto")]))
+                .unwrap()
+                .force_approval_prompt
+        );
     }
 
-    fn stored_request(storage: &MemoryStorage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
+    fn stored_request(
+        storage: &MemoryStorage,
+        extra: &[(&str, &str)],
+        s: &Settings,
+    ) -> AuthRequest {
         let v = validate_authorize_request(&params(extra), s, &CONNECTORS).unwrap();
         create_auth_request(storage, s, &v, "mock", t0()).unwrap()
     }
@@ -1023,10 +1182,28 @@ mod tests {
         let v = validate(&params(&[("connector_id", "ldap")])).unwrap();
         let (status, message) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
         assert_eq!((status, message.as_str()), (400, "Bad connector ID"));
-        let v = validate(&params(&[("client_id", "limited"), ("redirect_uri", "https://limited.example/cb")])).unwrap();
+        let v = validate(&params(&[
+            ("client_id", "limited"),
+            ("redirect_uri", "https://limited.example/cb"),
+        ]))
+        .unwrap();
         let (status, _) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
         assert_eq!(status, 403);
         assert!(create_auth_request(&storage, &s, &v, "ldap", t0()).is_ok());
+    }
+
+    #[test]
+    fn approval_url_carries_req_and_hmac() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        let url = approval_url(&s, &req);
+        let expected = format!(
+            "https://idp.example/dex/approval?req={}&hmac={}",
+            req.id,
+            approval_hmac(&req)
+        );
+        assert_eq!(url, expected);
     }
 
     #[test]
@@ -1052,10 +1229,17 @@ mod tests {
         assert_eq!(page(load_for_approval(&storage, &req.id, "")).0, 401);
         assert_eq!(page(load_for_approval(&storage, "", &mac)).0, 400);
         assert_eq!(page(load_for_approval(&storage, "unknown", &mac)).0, 400);
-        assert_eq!(page(load_for_approval(&storage, &req.id, &mac)), (500, "Login process not yet finalized.".into()));
+        assert_eq!(
+            page(load_for_approval(&storage, &req.id, &mac)),
+            (500, "Login process not yet finalized.".into())
+        );
         finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
         assert_eq!(page(load_for_approval(&storage, &req.id, "AAAA")).0, 401);
-        assert!(load_for_approval(&storage, &req.id, &mac).unwrap().logged_in);
+        assert!(
+            load_for_approval(&storage, &req.id, &mac)
+                .unwrap()
+                .logged_in
+        );
     }
 
     #[test]
@@ -1064,11 +1248,21 @@ mod tests {
         let s = settings();
         let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
         let now = t0() + secs(5);
-        let done = finalize_login(&storage, &req.id, user_claims(), Some(b"up".to_vec()), true, now).unwrap();
+        let done = finalize_login(
+            &storage,
+            &req.id,
+            user_claims(),
+            Some(b"up".to_vec()),
+            true,
+            now,
+        )
+        .unwrap();
         assert!(done.logged_in);
         assert_eq!(done.auth_time, Some(now));
         assert_eq!(done.claims, user_claims());
-        let session = storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        let session = storage
+            .get_offline_session("0-385-28089-0", "mock")
+            .unwrap();
         assert_eq!(session.connector_data, Some(b"up".to_vec()));
         assert!(session.refresh.is_empty());
 
@@ -1076,7 +1270,10 @@ mod tests {
         let storage = MemoryStorage::new();
         let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
         finalize_login(&storage, &req.id, user_claims(), None, false, now).unwrap();
-        assert_eq!(storage.get_offline_session("0-385-28089-0", "mock"), Err(StorageError::NotFound));
+        assert_eq!(
+            storage.get_offline_session("0-385-28089-0", "mock"),
+            Err(StorageError::NotFound)
+        );
     }
 
     #[test]
@@ -1086,10 +1283,28 @@ mod tests {
         let req = stored_request(&storage, &[], &s);
         let late = req.expiry + secs(1);
         assert_eq!(
-            page(finalize_login(&storage, &req.id, user_claims(), None, false, late)),
+            page(finalize_login(
+                &storage,
+                &req.id,
+                user_claims(),
+                None,
+                false,
+                late
+            )),
             (400, "User session has expired.".into())
         );
-        assert_eq!(page(finalize_login(&storage, "nope", user_claims(), None, false, t0())).0, 400);
+        assert_eq!(
+            page(finalize_login(
+                &storage,
+                "nope",
+                user_claims(),
+                None,
+                false,
+                t0()
+            ))
+            .0,
+            400
+        );
     }
 
     fn logged_in(storage: &MemoryStorage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
@@ -1109,11 +1324,23 @@ mod tests {
         let storage = MemoryStorage::new();
         let s = settings();
         let signer = TestSigner::default();
-        let req = logged_in(&storage, &[("redirect_uri", "https://app.example/cb2?keep=1")], &s);
-        let url = redirect_url(issue_response(&storage, &s, &signer, &req.id, t0() + secs(1)));
+        let req = logged_in(
+            &storage,
+            &[("redirect_uri", "https://app.example/cb2?keep=1")],
+            &s,
+        );
+        let url = redirect_url(issue_response(
+            &storage,
+            &s,
+            &signer,
+            &req.id,
+            t0() + secs(1),
+        ));
         let (base, query) = url.split_once('?').unwrap();
         assert_eq!(base, "https://app.example/cb2");
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
         let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["code", "keep", "state"]);
         let code = &pairs[0].1;
@@ -1129,7 +1356,13 @@ mod tests {
         let storage = MemoryStorage::new();
         let s = settings();
         let req = logged_in(&storage, &[("state", "")], &s);
-        let url = redirect_url(issue_response(&storage, &s, &TestSigner::default(), &req.id, t0()));
+        let url = redirect_url(issue_response(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req.id,
+            t0(),
+        ));
         assert!(url.ends_with("&state="), "{url}");
     }
 
@@ -1153,16 +1386,27 @@ mod tests {
         let signer = TestSigner::default();
         let req = logged_in(&storage, &[], &s);
         assert_eq!(
-            page(issue_response(&storage, &s, &signer, &req.id, req.expiry + secs(1))),
+            page(issue_response(
+                &storage,
+                &s,
+                &signer,
+                &req.id,
+                req.expiry + secs(1)
+            )),
             (400, "User session has expired.".into())
         );
         let fresh = stored_request(&storage, &[], &s);
-        assert_eq!(page(issue_response(&storage, &s, &signer, &fresh.id, t0())).0, 500);
+        assert_eq!(
+            page(issue_response(&storage, &s, &signer, &fresh.id, t0())).0,
+            500
+        );
     }
 
     fn fragment(url: &str) -> Vec<(String, String)> {
         let (_, frag) = url.split_once('#').unwrap();
-        form_urlencoded::parse(frag.as_bytes()).into_owned().collect()
+        form_urlencoded::parse(frag.as_bytes())
+            .into_owned()
+            .collect()
     }
 
     #[test]
@@ -1170,18 +1414,34 @@ mod tests {
         let storage = MemoryStorage::new();
         let s = implicit_settings();
         let signer = TestSigner::default();
-        let req = logged_in(&storage, &[("response_type", "id_token token"), ("nonce", "n1")], &s);
+        let req = logged_in(
+            &storage,
+            &[("response_type", "id_token token"), ("nonce", "n1")],
+            &s,
+        );
         let url = redirect_url(issue_response(&storage, &s, &signer, &req.id, t0()));
         assert!(url.starts_with("https://app.example/cb#"), "{url}");
         let f = fragment(&url);
         let keys: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["access_token", "expires_in", "id_token", "state", "token_type"]);
+        assert_eq!(
+            keys,
+            [
+                "access_token",
+                "expires_in",
+                "id_token",
+                "state",
+                "token_type"
+            ]
+        );
         let get = |k: &str| f.iter().find(|(key, _)| key == k).unwrap().1.clone();
         assert_eq!(get("token_type"), "bearer");
         assert_eq!(get("expires_in"), "86400");
         let id = jwt_payload(&get("id_token"));
         assert_eq!(id["nonce"], "n1");
-        assert_eq!(id["at_hash"], token_hash(SigningAlgorithm::RS256, &get("access_token")).as_str());
+        assert_eq!(
+            id["at_hash"],
+            token_hash(SigningAlgorithm::RS256, &get("access_token")).as_str()
+        );
         assert!(id.get("c_hash").is_none());
         assert_eq!(id["auth_time"], json_secs(t0()));
     }
@@ -1196,12 +1456,21 @@ mod tests {
         let s = implicit_settings();
         let signer = TestSigner::default();
         let req = logged_in(&storage, &[("response_type", "code id_token token")], &s);
-        let f = fragment(&redirect_url(issue_response(&storage, &s, &signer, &req.id, t0())));
+        let f = fragment(&redirect_url(issue_response(
+            &storage,
+            &s,
+            &signer,
+            &req.id,
+            t0(),
+        )));
         let get = |k: &str| f.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         assert!(get("expires_in").is_none());
         let code = get("code").unwrap();
         let id = jwt_payload(&get("id_token").unwrap());
-        assert_eq!(id["c_hash"], token_hash(SigningAlgorithm::RS256, &code).as_str());
+        assert_eq!(
+            id["c_hash"],
+            token_hash(SigningAlgorithm::RS256, &code).as_str()
+        );
         assert!(storage.get_auth_code(&code).is_ok());
     }
 
@@ -1209,7 +1478,14 @@ mod tests {
     fn oob_redirect_shows_the_code() {
         let storage = MemoryStorage::new();
         let s = settings();
-        let req = logged_in(&storage, &[("client_id", "public-cli"), ("redirect_uri", OOB_REDIRECT_URI)], &s);
+        let req = logged_in(
+            &storage,
+            &[
+                ("client_id", "public-cli"),
+                ("redirect_uri", OOB_REDIRECT_URI),
+            ],
+            &s,
+        );
         match issue_response(&storage, &s, &TestSigner::default(), &req.id, t0()).unwrap() {
             AuthorizeResponse::Oob { code } => assert!(storage.get_auth_code(&code).is_ok()),
             other => panic!("{other:?}"),
@@ -1220,9 +1496,19 @@ mod tests {
     fn signing_failure_is_a_500_page() {
         let storage = MemoryStorage::new();
         let s = implicit_settings();
-        let signer = TestSigner { fail: true, ..TestSigner::default() };
-        let req = logged_in(&storage, &[("response_type", "id_token"), ("nonce", "n")], &s);
-        assert_eq!(page(issue_response(&storage, &s, &signer, &req.id, t0())).0, 500);
+        let signer = TestSigner {
+            fail: true,
+            ..TestSigner::default()
+        };
+        let req = logged_in(
+            &storage,
+            &[("response_type", "id_token"), ("nonce", "n")],
+            &s,
+        );
+        assert_eq!(
+            page(issue_response(&storage, &s, &signer, &req.id, t0())).0,
+            500
+        );
     }
 
     #[test]
@@ -1231,9 +1517,15 @@ mod tests {
         let s = settings();
         let req = logged_in(&storage, &[], &s);
         let url = reject_approval(&storage, &req.id).unwrap();
-        assert!(url.starts_with("https://app.example/cb?error=access_denied&"), "{url}");
+        assert!(
+            url.starts_with("https://app.example/cb?error=access_denied&"),
+            "{url}"
+        );
         assert!(url.ends_with("&state=xyz"), "{url}");
-        assert_eq!(storage.get_auth_request(&req.id), Err(StorageError::NotFound));
+        assert_eq!(
+            storage.get_auth_request(&req.id),
+            Err(StorageError::NotFound)
+        );
         assert_eq!(page(reject_approval(&storage, &req.id)).0, 400);
     }
 

@@ -44,10 +44,7 @@ impl ClientCredentials {
                 .ok_or_else(|| OAuthError::invalid_request("client_secret improperly encoded"))?;
             // A client id that is not UTF-8 can match no configured client.
             let client_id = String::from_utf8(id).map_err(|_| OAuthError::invalid_client())?;
-            return Ok(Self {
-                client_id,
-                secret,
-            });
+            return Ok(Self { client_id, secret });
         }
         Ok(Self {
             client_id: form_client_id.to_owned(),
@@ -163,7 +160,12 @@ mod tests {
     #[test]
     fn post_auth_succeeds() {
         let clients = clients();
-        assert_eq!(authenticate_client(&clients, None, "web", "websecret").unwrap().id, "web");
+        assert_eq!(
+            authenticate_client(&clients, None, "web", "websecret")
+                .unwrap()
+                .id,
+            "web"
+        );
     }
 
     #[test]
@@ -180,7 +182,8 @@ mod tests {
 
     #[test]
     fn bad_basic_id_encoding_is_invalid_request() {
-        let err = authenticate_client(&clients(), Some(&basic("we%zb:websecret")), "", "").unwrap_err();
+        let err =
+            authenticate_client(&clients(), Some(&basic("we%zb:websecret")), "", "").unwrap_err();
         assert_eq!((err.status, err.code), (400, ErrorCode::InvalidRequest));
         assert_eq!(err.description, "client_id improperly encoded");
         let err = authenticate_client(&clients(), Some(&basic("web%4:x")), "", "").unwrap_err();
@@ -215,7 +218,12 @@ mod tests {
     #[test]
     fn malformed_basic_header_falls_back_to_form() {
         let clients = clients();
-        for header in ["Basic !!!notbase64", "Bearer abc", "Basic", &basic("no-colon")] {
+        for header in [
+            "Basic !!!notbase64",
+            "Bearer abc",
+            "Basic",
+            &basic("no-colon"),
+        ] {
             let c = authenticate_client(&clients, Some(header), "web", "websecret").unwrap();
             assert_eq!(c.id, "web", "{header}");
         }

@@ -112,11 +112,7 @@ impl OAuthError {
 
     /// Password grant: the connector rejected the credentials (401 `access_denied`).
     pub fn invalid_user_credentials() -> Self {
-        Self::new(
-            ErrorCode::AccessDenied,
-            401,
-            "Invalid username or password",
-        )
+        Self::new(ErrorCode::AccessDenied, 401, "Invalid username or password")
     }
 
     /// Password grant: the connector itself failed (400 `invalid_request`).
@@ -200,8 +196,8 @@ mod tests {
 
     #[test]
     fn body_omits_empty_description() {
-        let json = serde_json::to_string(&OAuthError::unsupported_grant_type().body())
-            .unwrap_or_default();
+        let json =
+            serde_json::to_string(&OAuthError::unsupported_grant_type().body()).unwrap_or_default();
         assert_eq!(json, r#"{"error":"unsupported_grant_type"}"#);
         let json = serde_json::to_string(&OAuthError::invalid_client().body()).unwrap_or_default();
         assert_eq!(

@@ -48,7 +48,9 @@ fn base32_lower(data: &[u8], out: &mut String) {
         buffer &= (1 << bits) - 1;
     }
     if bits > 0 {
-        out.push(char::from(BASE32_LOWER[((buffer << (5 - bits)) & 31) as usize]));
+        out.push(char::from(
+            BASE32_LOWER[((buffer << (5 - bits)) & 31) as usize],
+        ));
     }
 }
 

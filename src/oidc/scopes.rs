@@ -12,7 +12,8 @@ pub const FEDERATED_ID: &str = "federated:id";
 const CROSS_CLIENT_PREFIX: &str = "audience:server:client_id:";
 
 /// The scopes Dex recognises besides cross-client audience scopes.
-pub const STANDARD_SCOPES: [&str; 6] = [OPENID, OFFLINE_ACCESS, EMAIL, PROFILE, GROUPS, FEDERATED_ID];
+pub const STANDARD_SCOPES: [&str; 6] =
+    [OPENID, OFFLINE_ACCESS, EMAIL, PROFILE, GROUPS, FEDERATED_ID];
 
 /// Splits a `scope` parameter on whitespace (extra whitespace tolerated, as Dex).
 pub fn parse_scopes(raw: &str) -> Vec<String> {
@@ -119,13 +120,23 @@ mod tests {
 
     #[test]
     fn parse_tolerates_extra_whitespace() {
-        assert_eq!(parse_scopes("  openid\temail  profile "), s(&["openid", "email", "profile"]));
+        assert_eq!(
+            parse_scopes("  openid\temail  profile "),
+            s(&["openid", "email", "profile"])
+        );
         assert!(parse_scopes("   ").is_empty());
     }
 
     #[test]
     fn standard_scopes_pass() {
-        let all = s(&["openid", "offline_access", "email", "profile", "groups", "federated:id"]);
+        let all = s(&[
+            "openid",
+            "offline_access",
+            "email",
+            "profile",
+            "groups",
+            "federated:id",
+        ]);
         assert_eq!(check_scopes(&all, "web", &clients(), true), Ok(()));
     }
 
@@ -133,7 +144,10 @@ mod tests {
     fn missing_openid_is_reported_first() {
         let err = check_scopes(&s(&["email", "bogus"]), "web", &clients(), true).unwrap_err();
         assert_eq!(err, ScopeViolation::MissingOpenId);
-        assert_eq!(err.description(), r#"Missing required scope(s) ["openid"]."#);
+        assert_eq!(
+            err.description(),
+            r#"Missing required scope(s) ["openid"]."#
+        );
     }
 
     #[test]
@@ -149,7 +163,11 @@ mod tests {
         assert_eq!(check_scopes(&ok, "web", &clients(), true), Ok(()));
         let own = s(&["openid", "audience:server:client_id:web"]);
         assert_eq!(check_scopes(&own, "web", &clients(), true), Ok(()));
-        let bad = s(&["openid", "audience:server:client_id:public-cli", "audience:server:client_id:ghost"]);
+        let bad = s(&[
+            "openid",
+            "audience:server:client_id:public-cli",
+            "audience:server:client_id:ghost",
+        ]);
         let err = check_scopes(&bad, "web", &clients(), true).unwrap_err();
         assert_eq!(
             err.description(),

@@ -174,11 +174,17 @@ mod tests {
     fn garbage_subjects_do_not_decode() {
         assert_eq!(decode_subject("not base64!"), None);
         // Field 1 claims 10 bytes but only 1 follows.
-        assert_eq!(decode_subject(&URL_SAFE_NO_PAD.encode([0x0a, 10, b'x'])), None);
+        assert_eq!(
+            decode_subject(&URL_SAFE_NO_PAD.encode([0x0a, 10, b'x'])),
+            None
+        );
         // Field 1 with varint wire type.
         assert_eq!(decode_subject(&URL_SAFE_NO_PAD.encode([0x08, 1])), None);
         // Invalid UTF-8 string.
-        assert_eq!(decode_subject(&URL_SAFE_NO_PAD.encode([0x0a, 1, 0xff])), None);
+        assert_eq!(
+            decode_subject(&URL_SAFE_NO_PAD.encode([0x0a, 1, 0xff])),
+            None
+        );
     }
 
     #[test]

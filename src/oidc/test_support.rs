@@ -42,12 +42,27 @@ fn client(id: &str, secret: &str, redirect_uris: &[&str], public: bool) -> Clien
 pub fn clients() -> Vec<Client> {
     let mut peer = client("peer", "peersecret", &["https://peer.example/cb"], false);
     peer.trusted_peers = vec!["web".to_owned()];
-    let mut pkce = client("pkce-app", "pkcesecret", &["https://pkce.example/cb"], false);
+    let mut pkce = client(
+        "pkce-app",
+        "pkcesecret",
+        &["https://pkce.example/cb"],
+        false,
+    );
     pkce.require_pkce = true;
-    let mut limited = client("limited", "limitedsecret", &["https://limited.example/cb"], false);
+    let mut limited = client(
+        "limited",
+        "limitedsecret",
+        &["https://limited.example/cb"],
+        false,
+    );
     limited.allowed_connectors = vec!["ldap".to_owned()];
     vec![
-        client("web", "websecret", &["https://app.example/cb", "https://app.example/cb2?keep=1"], false),
+        client(
+            "web",
+            "websecret",
+            &["https://app.example/cb", "https://app.example/cb2?keep=1"],
+            false,
+        ),
         client("other", "othersecret", &["https://other.example/cb"], false),
         peer,
         client("public-cli", "", &[], true),

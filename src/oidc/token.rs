@@ -12,12 +12,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::authorize::connector_allowed;
+use super::check_param_len;
 use super::error::{ErrorCode, OAuthError, REFRESH_CLAIMED};
 use super::ids::new_id;
 use super::scopes::{self, check_scopes, go_quote_list};
 use super::subject::RefreshTokenWire;
 use super::tokens::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
-use super::check_param_len;
 use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::storage::{
     Claims, OfflineSession, Pkce, RefreshToken, RefreshTokenRef, Storage, StorageError,
@@ -130,7 +130,13 @@ pub fn exchange_code(
     };
     let with_refresh = request.connector_supports_refresh
         && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
-    issue_tokens(ctx, &subject, Some(&code.id), with_refresh, code.connector_data)
+    issue_tokens(
+        ctx,
+        &subject,
+        Some(&code.id),
+        with_refresh,
+        code.connector_data,
+    )
 }
 
 /// PKCE at the token endpoint (dex-protocol.md §12), using the method stored at
@@ -223,7 +229,9 @@ fn issue_refresh_token(
         &token.claims.user_id,
         &token.connector_id,
         &mut |session| {
-            session.refresh.insert(reference.id.clone(), reference.clone());
+            session
+                .refresh
+                .insert(reference.id.clone(), reference.clone());
             if let Some(data) = connector_data.as_ref().filter(|d| !d.is_empty()) {
                 session.connector_data = Some(data.clone());
             }
@@ -249,7 +257,12 @@ fn issue_refresh_token(
 
 /// Best effort: drops the session's expired tokens for `client_id` (and stale
 /// references), then the least recently used ones beyond the per-client cap.
-fn prune_refresh_tokens(ctx: &GrantContext<'_>, session: &OfflineSession, client_id: &str, keep: &str) {
+fn prune_refresh_tokens(
+    ctx: &GrantContext<'_>,
+    session: &OfflineSession,
+    client_id: &str,
+    keep: &str,
+) {
     let mut live: Vec<(SystemTime, String)> = Vec::new();
     let mut doomed: Vec<String> = Vec::new();
     for reference in session
@@ -412,7 +425,9 @@ pub fn begin_refresh(
     scope_param: &str,
 ) -> Result<RefreshPlan, OAuthError> {
     if refresh_token.is_empty() {
-        return Err(OAuthError::invalid_request("No refresh token is found in request."));
+        return Err(OAuthError::invalid_request(
+            "No refresh token is found in request.",
+        ));
     }
     check_param_len("refresh_token", refresh_token)?;
     check_param_len("scope", scope_param)?;
@@ -449,7 +464,9 @@ pub fn begin_refresh(
         return Err(OAuthError::invalid_request("Refresh token expired."));
     }
     if !connector_allowed(client, &token.connector_id) {
-        return Err(OAuthError::invalid_grant("Connector not allowed for this client."));
+        return Err(OAuthError::invalid_grant(
+            "Connector not allowed for this client.",
+        ));
     }
 
     let requested = scopes::parse_scopes(scope_param);
@@ -534,6 +551,8 @@ fn revoke_family(storage: &dyn Storage, token: &RefreshToken) {
 /// connector data), or `None` when no upstream call was made (not needed, or the
 /// connector cannot refresh): then the stored claims are used. If the connector
 /// failed, do not call this; answer [`OAuthError::upstream_refresh_failed`].
+/// (If the plan needed no upstream call but the reuse window closed in between,
+/// the token rotates on the stored claims.)
 ///
 /// The presented secret is compared again inside the updater, so of two
 /// concurrent refreshes with the same secret only one rotates; the other gets the
@@ -551,42 +570,46 @@ pub fn commit_refresh(
     // (secret to hand out, claims to mint from, whether last_used advanced)
     let mut outcome: Option<(String, Claims, bool)> = None;
 
-    let result = ctx.storage.update_refresh_token(&plan.token_id, &mut |mut old| {
-        outcome = None;
-        if old.client_id != plan.client_id {
-            return Err(StorageError::Rejected("refresh token of another client".into()));
-        }
-        let reuse = reuse_allowed(policy, old.last_used, now);
-        if !secret_matches(&plan.presented, &old.token) {
-            let obsolete = secret_matches(&plan.presented, &old.obsolete_token);
-            if obsolete && reuse && rotate {
+    let result = ctx
+        .storage
+        .update_refresh_token(&plan.token_id, &mut |mut old| {
+            outcome = None;
+            if old.client_id != plan.client_id {
+                return Err(StorageError::Rejected(
+                    "refresh token of another client".into(),
+                ));
+            }
+            let reuse = reuse_allowed(policy, old.last_used, now);
+            if !secret_matches(&plan.presented, &old.token) {
+                let obsolete = secret_matches(&plan.presented, &old.obsolete_token);
+                if obsolete && reuse && rotate {
+                    outcome = Some((old.token.clone(), old.claims.clone(), false));
+                    return Ok(old);
+                }
+                return Err(StorageError::Rejected("refresh token claimed twice".into()));
+            }
+            if reuse {
+                // Inside the window nothing advances (both with and without rotation).
                 outcome = Some((old.token.clone(), old.claims.clone(), false));
                 return Ok(old);
             }
-            return Err(StorageError::Rejected("refresh token claimed twice".into()));
-        }
-        if reuse {
-            // Inside the window nothing advances (both with and without rotation).
-            outcome = Some((old.token.clone(), old.claims.clone(), false));
-            return Ok(old);
-        }
-        if rotate {
-            old.obsolete_token = std::mem::take(&mut old.token);
-            old.token = new_id();
-        }
-        old.last_used = now;
-        old.connector_data = None;
-        if let Some((claims, _)) = &refreshed {
-            // The user id never changes on refresh.
-            old.claims.username = claims.username.clone();
-            old.claims.preferred_username = claims.preferred_username.clone();
-            old.claims.email = claims.email.clone();
-            old.claims.email_verified = claims.email_verified;
-            old.claims.groups = claims.groups.clone();
-        }
-        outcome = Some((old.token.clone(), old.claims.clone(), true));
-        Ok(old)
-    });
+            if rotate {
+                old.obsolete_token = std::mem::take(&mut old.token);
+                old.token = new_id();
+            }
+            old.last_used = now;
+            old.connector_data = None;
+            if let Some((claims, _)) = &refreshed {
+                // The user id never changes on refresh.
+                old.claims.username = claims.username.clone();
+                old.claims.preferred_username = claims.preferred_username.clone();
+                old.claims.email = claims.email.clone();
+                old.claims.email_verified = claims.email_verified;
+                old.claims.groups = claims.groups.clone();
+            }
+            outcome = Some((old.token.clone(), old.claims.clone(), true));
+            Ok(old)
+        });
     let stored = match result {
         Ok(stored) => stored,
         Err(StorageError::NotFound | StorageError::Rejected(_)) => {
@@ -602,7 +625,9 @@ pub fn commit_refresh(
     };
 
     if advanced {
-        let new_data = refreshed.and_then(|(_, data)| data).filter(|d| !d.is_empty());
+        let new_data = refreshed
+            .and_then(|(_, data)| data)
+            .filter(|d| !d.is_empty());
         let result = ctx.storage.update_offline_session(
             &stored.claims.user_id,
             &stored.connector_id,
@@ -642,7 +667,12 @@ pub fn commit_refresh(
         id: stored.id,
         token: secret,
     };
-    Ok(TokenResponse::new(&access, Some(id_token), Some(wire.encode()), now))
+    Ok(TokenResponse::new(
+        &access,
+        Some(id_token),
+        Some(wire.encode()),
+        now,
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -687,7 +717,9 @@ pub fn password_grant(
 ) -> Result<TokenResponse, OAuthError> {
     check_param_len("nonce", login.nonce)?;
     if !connector_allowed(client, login.connector_id) {
-        return Err(OAuthError::invalid_grant("Connector not allowed for this client."));
+        return Err(OAuthError::invalid_grant(
+            "Connector not allowed for this client.",
+        ));
     }
     let subject = TokenSubject {
         client_id: &client.id,
@@ -697,9 +729,15 @@ pub fn password_grant(
         nonce: login.nonce,
         auth_time: None,
     };
-    let with_refresh = login.connector_supports_refresh
-        && scopes::has_scope(login.scopes, scopes::OFFLINE_ACCESS);
-    issue_tokens(ctx, &subject, None, with_refresh, login.connector_data.clone())
+    let with_refresh =
+        login.connector_supports_refresh && scopes::has_scope(login.scopes, scopes::OFFLINE_ACCESS);
+    issue_tokens(
+        ctx,
+        &subject,
+        None,
+        with_refresh,
+        login.connector_data.clone(),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -745,7 +783,11 @@ const NBF_LEEWAY_SECS: i64 = 300;
 /// Checks the claims of a token whose signature was verified: `iss` must equal
 /// the issuer exactly, `exp` must not have passed, `nbf` (if any) must have come
 /// (5 min leeway). The body `/userinfo` returns is then the payload verbatim.
-pub fn check_token_claims(claims: &Value, issuer: &str, now: SystemTime) -> Result<(), TokenClaimsError> {
+pub fn check_token_claims(
+    claims: &Value,
+    issuer: &str,
+    now: SystemTime,
+) -> Result<(), TokenClaimsError> {
     let obj = claims.as_object().ok_or(TokenClaimsError::Malformed)?;
     if obj.get("iss").and_then(Value::as_str) != Some(issuer) {
         return Err(TokenClaimsError::WrongIssuer);
@@ -792,15 +834,29 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
-            Self { storage: MemoryStorage::new(), settings: settings(), signer: TestSigner::default() }
+            Self {
+                storage: MemoryStorage::new(),
+                settings: settings(),
+                signer: TestSigner::default(),
+            }
         }
 
         fn ctx(&self, now: SystemTime) -> GrantContext<'_> {
-            GrantContext { storage: &self.storage, settings: &self.settings, signer: &self.signer, now }
+            GrantContext {
+                storage: &self.storage,
+                settings: &self.settings,
+                signer: &self.signer,
+                now,
+            }
         }
 
         fn client(&self, id: &str) -> Client {
-            self.settings.clients.iter().find(|c| c.id == id).unwrap().clone()
+            self.settings
+                .clients
+                .iter()
+                .find(|c| c.id == id)
+                .unwrap()
+                .clone()
         }
 
         fn policy(&mut self) -> &mut RefreshTokenPolicy {
@@ -825,7 +881,12 @@ mod tests {
             code.id
         }
 
-        fn exchange(&self, code: &str, verifier: &str, now: SystemTime) -> Result<TokenResponse, OAuthError> {
+        fn exchange(
+            &self,
+            code: &str,
+            verifier: &str,
+            now: SystemTime,
+        ) -> Result<TokenResponse, OAuthError> {
             let request = CodeExchange {
                 code,
                 redirect_uri: "https://app.example/cb",
@@ -838,17 +899,29 @@ mod tests {
         /// A login with offline_access; returns the refresh token.
         fn login(&self, now: SystemTime) -> String {
             let code = self.store_code("openid email offline_access", Pkce::default());
-            self.exchange(&code, "", now).unwrap().refresh_token.unwrap()
+            self.exchange(&code, "", now)
+                .unwrap()
+                .refresh_token
+                .unwrap()
         }
 
-        fn refresh(&self, token: &str, scope: &str, now: SystemTime) -> Result<TokenResponse, OAuthError> {
+        fn refresh(
+            &self,
+            token: &str,
+            scope: &str,
+            now: SystemTime,
+        ) -> Result<TokenResponse, OAuthError> {
             let ctx = self.ctx(now);
             let plan = begin_refresh(&ctx, &self.client("web"), token, scope)?;
             commit_refresh(&ctx, &plan, None)
         }
     }
 
-    fn assert_err(result: Result<impl std::fmt::Debug, OAuthError>, status: u16, code: ErrorCode) -> String {
+    fn assert_err(
+        result: Result<impl std::fmt::Debug, OAuthError>,
+        status: u16,
+        code: ErrorCode,
+    ) -> String {
         match result {
             Err(err) => {
                 assert_eq!((err.status, err.code), (status, code), "{err:?}");
@@ -879,12 +952,21 @@ mod tests {
         assert_eq!(id["aud"], "web");
         assert_eq!(id["nonce"], "n-1");
         assert_eq!(id["email"], "kilgore@kilgore.trout");
-        assert_eq!(id["c_hash"], token_hash(SigningAlgorithm::RS256, &code).as_str());
-        assert_eq!(id["at_hash"], token_hash(SigningAlgorithm::RS256, &resp.access_token).as_str());
+        assert_eq!(
+            id["c_hash"],
+            token_hash(SigningAlgorithm::RS256, &code).as_str()
+        );
+        assert_eq!(
+            id["at_hash"],
+            token_hash(SigningAlgorithm::RS256, &resp.access_token).as_str()
+        );
         let access = jwt_payload(&resp.access_token);
         assert_eq!(access["sub"], id["sub"]);
         assert!(access.get("c_hash").is_none());
-        assert_eq!(f.storage.get_auth_code(&code).unwrap_err(), StorageError::NotFound);
+        assert_eq!(
+            f.storage.get_auth_code(&code).unwrap_err(),
+            StorageError::NotFound
+        );
     }
 
     #[test]
@@ -900,7 +982,10 @@ mod tests {
         let f = Fixture::new();
         let token = f.login(t0());
         assert!(token.starts_with("Chl"));
-        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        let session = f
+            .storage
+            .get_offline_session("0-385-28089-0", "mock")
+            .unwrap();
         assert_eq!(session.refresh.len(), 1);
         assert_eq!(session.connector_data, Some(b"upstream-1".to_vec()));
 
@@ -918,13 +1003,20 @@ mod tests {
     #[test]
     fn missing_code_is_invalid_request() {
         let f = Fixture::new();
-        assert_eq!(assert_err(f.exchange("", "", t0()), 400, ErrorCode::InvalidRequest), "Required param: code.");
+        assert_eq!(
+            assert_err(f.exchange("", "", t0()), 400, ErrorCode::InvalidRequest),
+            "Required param: code."
+        );
     }
 
     #[test]
     fn unknown_code_is_invalid_grant() {
         let f = Fixture::new();
-        let desc = assert_err(f.exchange("nosuchcode", "", t0()), 400, ErrorCode::InvalidGrant);
+        let desc = assert_err(
+            f.exchange("nosuchcode", "", t0()),
+            400,
+            ErrorCode::InvalidGrant,
+        );
         assert_eq!(desc, "Invalid or expired code parameter.");
     }
 
@@ -940,7 +1032,11 @@ mod tests {
     fn expired_code_is_invalid_grant() {
         let f = Fixture::new();
         let code = f.store_code("openid", Pkce::default());
-        assert_err(f.exchange(&code, "", t0() + AUTH_CODE_LIFETIME + secs(1)), 400, ErrorCode::InvalidGrant);
+        assert_err(
+            f.exchange(&code, "", t0() + AUTH_CODE_LIFETIME + secs(1)),
+            400,
+            ErrorCode::InvalidGrant,
+        );
         // Exactly at expiry it still works.
         assert!(f.exchange(&code, "", t0() + AUTH_CODE_LIFETIME).is_ok());
     }
@@ -949,8 +1045,16 @@ mod tests {
     fn code_of_another_client_is_invalid_grant_and_not_consumed() {
         let f = Fixture::new();
         let code = f.store_code("openid", Pkce::default());
-        let request = CodeExchange { code: &code, redirect_uri: "https://app.example/cb", ..Default::default() };
-        assert_err(exchange_code(&f.ctx(t0()), &f.client("other"), &request), 400, ErrorCode::InvalidGrant);
+        let request = CodeExchange {
+            code: &code,
+            redirect_uri: "https://app.example/cb",
+            ..Default::default()
+        };
+        assert_err(
+            exchange_code(&f.ctx(t0()), &f.client("other"), &request),
+            400,
+            ErrorCode::InvalidGrant,
+        );
         assert!(f.exchange(&code, "", t0()).is_ok());
     }
 
@@ -958,8 +1062,16 @@ mod tests {
     fn redirect_uri_must_match_exactly() {
         let f = Fixture::new();
         let code = f.store_code("openid", Pkce::default());
-        let request = CodeExchange { code: &code, redirect_uri: "https://app.example/cb/", ..Default::default() };
-        let desc = assert_err(exchange_code(&f.ctx(t0()), &f.client("web"), &request), 400, ErrorCode::InvalidRequest);
+        let request = CodeExchange {
+            code: &code,
+            redirect_uri: "https://app.example/cb/",
+            ..Default::default()
+        };
+        let desc = assert_err(
+            exchange_code(&f.ctx(t0()), &f.client("web"), &request),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, "redirect_uri did not match URI from initial request.");
     }
 
@@ -977,7 +1089,10 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let code = f.store_code("openid", s256(verifier));
         assert!(f.exchange(&code, verifier, t0()).is_ok());
-        let plain = Pkce { code_challenge: "plainval".into(), code_challenge_method: "plain".into() };
+        let plain = Pkce {
+            code_challenge: "plainval".into(),
+            code_challenge_method: "plain".into(),
+        };
         let code = f.store_code("openid", plain);
         assert!(f.exchange(&code, "plainval", t0()).is_ok());
     }
@@ -987,7 +1102,11 @@ mod tests {
         let f = Fixture::new();
         let code = f.store_code("openid", s256("right-verifier"));
         assert_eq!(
-            assert_err(f.exchange(&code, "wrong-verifier", t0()), 400, ErrorCode::InvalidGrant),
+            assert_err(
+                f.exchange(&code, "wrong-verifier", t0()),
+                400,
+                ErrorCode::InvalidGrant
+            ),
             "Invalid code_verifier."
         );
     }
@@ -1000,7 +1119,11 @@ mod tests {
         let pkce = s256("secret-verifier");
         let challenge = pkce.code_challenge.clone();
         let code = f.store_code("openid", pkce);
-        assert_err(f.exchange(&code, &challenge, t0()), 400, ErrorCode::InvalidGrant);
+        assert_err(
+            f.exchange(&code, &challenge, t0()),
+            400,
+            ErrorCode::InvalidGrant,
+        );
     }
 
     #[test]
@@ -1008,7 +1131,11 @@ mod tests {
         let f = Fixture::new();
         let code = f.store_code("openid", Pkce::default());
         assert_eq!(
-            assert_err(f.exchange(&code, "verifier", t0()), 400, ErrorCode::InvalidRequest),
+            assert_err(
+                f.exchange(&code, "verifier", t0()),
+                400,
+                ErrorCode::InvalidRequest
+            ),
             "No PKCE flow started. Cannot check code_verifier."
         );
         let code = f.store_code("openid", s256("v"));
@@ -1030,9 +1157,15 @@ mod tests {
         let id = jwt_payload(resp.id_token.as_ref().unwrap());
         assert_eq!(id["nonce"], "n-1");
         assert!(id.get("c_hash").is_none());
-        assert_eq!(id["at_hash"], token_hash(SigningAlgorithm::RS256, &resp.access_token).as_str());
+        assert_eq!(
+            id["at_hash"],
+            token_hash(SigningAlgorithm::RS256, &resp.access_token).as_str()
+        );
         // Same storage id, new secret.
-        let (a, b) = (RefreshTokenWire::decode(&first), RefreshTokenWire::decode(&second));
+        let (a, b) = (
+            RefreshTokenWire::decode(&first),
+            RefreshTokenWire::decode(&second),
+        );
         assert_eq!(a.id, b.id);
         assert_ne!(a.token, b.token);
         assert!(f.refresh(&second, "", t0() + secs(120)).is_ok());
@@ -1046,7 +1179,11 @@ mod tests {
             assert_err(f.refresh("", "", t0()), 400, ErrorCode::InvalidRequest),
             "No refresh token is found in request."
         );
-        let desc = assert_err(f.refresh("garbage!", "", t0()), 400, ErrorCode::InvalidRequest);
+        let desc = assert_err(
+            f.refresh("garbage!", "", t0()),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, REFRESH_CLAIMED);
     }
 
@@ -1064,7 +1201,11 @@ mod tests {
     fn wrong_secret_for_known_id_is_invalid_request() {
         let f = Fixture::new();
         let token = f.login(t0());
-        let forged = RefreshTokenWire { id: RefreshTokenWire::decode(&token).id, token: new_id() }.encode();
+        let forged = RefreshTokenWire {
+            id: RefreshTokenWire::decode(&token).id,
+            token: new_id(),
+        }
+        .encode();
         assert_err(f.refresh(&forged, "", t0()), 400, ErrorCode::InvalidRequest);
         assert!(f.refresh(&token, "", t0()).is_ok());
     }
@@ -1075,7 +1216,10 @@ mod tests {
         let token = f.login(t0());
         let ctx = f.ctx(t0());
         let err = begin_refresh(&ctx, &f.client("other"), &token, "");
-        assert_eq!(assert_err(err, 400, ErrorCode::InvalidGrant), REFRESH_CLAIMED);
+        assert_eq!(
+            assert_err(err, 400, ErrorCode::InvalidGrant),
+            REFRESH_CLAIMED
+        );
         assert!(f.refresh(&token, "", t0()).is_ok());
     }
 
@@ -1083,12 +1227,27 @@ mod tests {
     fn replay_outside_reuse_window_revokes_the_family() {
         let f = Fixture::new();
         let first = f.login(t0());
-        let current = f.refresh(&first, "", t0() + secs(10)).unwrap().refresh_token.unwrap();
-        assert_err(f.refresh(&first, "", t0() + secs(20)), 400, ErrorCode::InvalidGrant);
+        let current = f
+            .refresh(&first, "", t0() + secs(10))
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        assert_err(
+            f.refresh(&first, "", t0() + secs(20)),
+            400,
+            ErrorCode::InvalidGrant,
+        );
         // The current token stops working too, and the session no longer links it.
-        let desc = assert_err(f.refresh(&current, "", t0() + secs(30)), 400, ErrorCode::InvalidRequest);
+        let desc = assert_err(
+            f.refresh(&current, "", t0() + secs(30)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, REFRESH_CLAIMED);
-        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        let session = f
+            .storage
+            .get_offline_session("0-385-28089-0", "mock")
+            .unwrap();
         assert!(session.refresh.is_empty());
     }
 
@@ -1097,13 +1256,21 @@ mod tests {
         let mut f = Fixture::new();
         f.policy().reuse_interval = secs(5);
         let first = f.login(t0());
-        let second = f.refresh(&first, "", t0() + secs(100)).unwrap().refresh_token.unwrap();
+        let second = f
+            .refresh(&first, "", t0() + secs(100))
+            .unwrap()
+            .refresh_token
+            .unwrap();
         let plan = begin_refresh(&f.ctx(t0() + secs(103)), &f.client("web"), &first, "").unwrap();
         assert!(!plan.needs_upstream());
         let again = commit_refresh(&f.ctx(t0() + secs(103)), &plan, None).unwrap();
         assert_eq!(again.refresh_token.as_deref(), Some(second.as_str()));
         // After the window the obsolete token is a replay.
-        assert_err(f.refresh(&first, "", t0() + secs(106)), 400, ErrorCode::InvalidGrant);
+        assert_err(
+            f.refresh(&first, "", t0() + secs(106)),
+            400,
+            ErrorCode::InvalidGrant,
+        );
     }
 
     #[test]
@@ -1111,10 +1278,22 @@ mod tests {
         let mut f = Fixture::new();
         f.policy().valid_if_not_used_for = Some(secs(3600));
         let token = f.login(t0());
-        let next = f.refresh(&token, "", t0() + secs(3000)).unwrap().refresh_token.unwrap();
+        let next = f
+            .refresh(&token, "", t0() + secs(3000))
+            .unwrap()
+            .refresh_token
+            .unwrap();
         // Idle time counts from the last use.
-        let next = f.refresh(&next, "", t0() + secs(6000)).unwrap().refresh_token.unwrap();
-        let desc = assert_err(f.refresh(&next, "", t0() + secs(6000 + 3601)), 400, ErrorCode::InvalidRequest);
+        let next = f
+            .refresh(&next, "", t0() + secs(6000))
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        let desc = assert_err(
+            f.refresh(&next, "", t0() + secs(6000 + 3601)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, "Refresh token expired.");
     }
 
@@ -1123,8 +1302,16 @@ mod tests {
         let mut f = Fixture::new();
         f.policy().absolute_lifetime = Some(secs(7200));
         let token = f.login(t0());
-        let next = f.refresh(&token, "", t0() + secs(7000)).unwrap().refresh_token.unwrap();
-        let desc = assert_err(f.refresh(&next, "", t0() + secs(7201)), 400, ErrorCode::InvalidRequest);
+        let next = f
+            .refresh(&token, "", t0() + secs(7000))
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        let desc = assert_err(
+            f.refresh(&next, "", t0() + secs(7201)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, "Refresh token expired.");
     }
 
@@ -1135,7 +1322,11 @@ mod tests {
         f.policy().reuse_interval = secs(10);
         let first = f.login(t0());
         f.refresh(&first, "", t0() + secs(95)).unwrap();
-        let desc = assert_err(f.refresh(&first, "", t0() + secs(101)), 400, ErrorCode::InvalidRequest);
+        let desc = assert_err(
+            f.refresh(&first, "", t0() + secs(101)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, "Refresh token expired.");
     }
 
@@ -1147,18 +1338,33 @@ mod tests {
         let id = jwt_payload(resp.id_token.as_ref().unwrap());
         assert!(id.get("email").is_none());
         let id = RefreshTokenWire::decode(&token).id;
-        assert_eq!(f.storage.get_refresh_token(&id).unwrap().scopes, ["openid", "email", "offline_access"]);
+        assert_eq!(
+            f.storage.get_refresh_token(&id).unwrap().scopes,
+            ["openid", "email", "offline_access"]
+        );
         // The next refresh without scope gets the original set again.
-        let resp = f.refresh(resp.refresh_token.as_ref().unwrap(), "", t0()).unwrap();
-        assert_eq!(jwt_payload(resp.id_token.as_ref().unwrap())["email"], "kilgore@kilgore.trout");
+        let resp = f
+            .refresh(resp.refresh_token.as_ref().unwrap(), "", t0())
+            .unwrap();
+        assert_eq!(
+            jwt_payload(resp.id_token.as_ref().unwrap())["email"],
+            "kilgore@kilgore.trout"
+        );
     }
 
     #[test]
     fn scope_widening_is_invalid_request() {
         let f = Fixture::new();
         let token = f.login(t0());
-        let desc = assert_err(f.refresh(&token, "openid groups profile", t0()), 400, ErrorCode::InvalidRequest);
-        assert_eq!(desc, r#"Requested scopes contain unauthorized scope(s): ["groups" "profile"]."#);
+        let desc = assert_err(
+            f.refresh(&token, "openid groups profile", t0()),
+            400,
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(
+            desc,
+            r#"Requested scopes contain unauthorized scope(s): ["groups" "profile"]."#
+        );
         assert!(f.refresh(&token, "", t0()).is_ok());
     }
 
@@ -1169,7 +1375,10 @@ mod tests {
         let token = f.login(t0());
         let resp = f.refresh(&token, "", t0() + secs(50)).unwrap();
         assert_eq!(resp.refresh_token.as_deref(), Some(token.as_str()));
-        let stored = f.storage.get_refresh_token(&RefreshTokenWire::decode(&token).id).unwrap();
+        let stored = f
+            .storage
+            .get_refresh_token(&RefreshTokenWire::decode(&token).id)
+            .unwrap();
         assert_eq!(stored.last_used, t0() + secs(50));
         assert_eq!(stored.obsolete_token, "");
     }
@@ -1184,7 +1393,10 @@ mod tests {
         assert!(!plan.needs_upstream());
         let resp = commit_refresh(&f.ctx(t0() + secs(10)), &plan, None).unwrap();
         assert_eq!(resp.refresh_token.as_deref(), Some(token.as_str()));
-        let stored = f.storage.get_refresh_token(&RefreshTokenWire::decode(&token).id).unwrap();
+        let stored = f
+            .storage
+            .get_refresh_token(&RefreshTokenWire::decode(&token).id)
+            .unwrap();
         assert_eq!(stored.last_used, t0());
     }
 
@@ -1202,11 +1414,21 @@ mod tests {
             email: "new@kilgore.trout".into(),
             ..user_claims()
         };
-        let resp = commit_refresh(&ctx, &plan, Some((fresh, Some(b"upstream-2".to_vec())))).unwrap();
+        let resp =
+            commit_refresh(&ctx, &plan, Some((fresh, Some(b"upstream-2".to_vec())))).unwrap();
         let id = jwt_payload(resp.id_token.as_ref().unwrap());
         assert_eq!(id["email"], "new@kilgore.trout");
-        assert_eq!(id["sub"], json!(crate::oidc::subject::encode_subject("0-385-28089-0", "mock")));
-        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert_eq!(
+            id["sub"],
+            json!(crate::oidc::subject::encode_subject(
+                "0-385-28089-0",
+                "mock"
+            ))
+        );
+        let session = f
+            .storage
+            .get_offline_session("0-385-28089-0", "mock")
+            .unwrap();
         assert_eq!(session.connector_data, Some(b"upstream-2".to_vec()));
         let stored_ref = session.refresh.values().next().unwrap();
         assert_eq!(stored_ref.last_used, t0() + secs(60));
@@ -1226,10 +1448,17 @@ mod tests {
         let a = begin_refresh(&ctx, &f.client("web"), &token, "").unwrap();
         let b = begin_refresh(&ctx, &f.client("web"), &token, "").unwrap();
         let winner = commit_refresh(&ctx, &a, None).unwrap();
-        let desc = assert_err(commit_refresh(&ctx, &b, None), 400, ErrorCode::InvalidRequest);
+        let desc = assert_err(
+            commit_refresh(&ctx, &b, None),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, REFRESH_CLAIMED);
         // The loser's race revoked nothing: the winner's token works.
-        assert!(f.refresh(winner.refresh_token.as_ref().unwrap(), "", t0() + secs(20)).is_ok());
+        assert!(
+            f.refresh(winner.refresh_token.as_ref().unwrap(), "", t0() + secs(20))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -1251,7 +1480,11 @@ mod tests {
         let token = f.login(t0());
         let mut web = f.client("web");
         web.allowed_connectors = vec!["ldap".into()];
-        let desc = assert_err(begin_refresh(&f.ctx(t0()), &web, &token, ""), 400, ErrorCode::InvalidGrant);
+        let desc = assert_err(
+            begin_refresh(&f.ctx(t0()), &web, &token, ""),
+            400,
+            ErrorCode::InvalidGrant,
+        );
         assert_eq!(desc, "Connector not allowed for this client.");
     }
 
@@ -1260,10 +1493,16 @@ mod tests {
         let f = Fixture::new();
         let laptop = f.login(t0());
         let desktop = f.login(t0() + secs(5));
-        assert_ne!(RefreshTokenWire::decode(&laptop).id, RefreshTokenWire::decode(&desktop).id);
+        assert_ne!(
+            RefreshTokenWire::decode(&laptop).id,
+            RefreshTokenWire::decode(&desktop).id
+        );
         assert!(f.refresh(&laptop, "", t0() + secs(10)).is_ok());
         assert!(f.refresh(&desktop, "", t0() + secs(10)).is_ok());
-        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        let session = f
+            .storage
+            .get_offline_session("0-385-28089-0", "mock")
+            .unwrap();
         assert_eq!(session.refresh.len(), 2);
     }
 
@@ -1273,7 +1512,11 @@ mod tests {
         f.policy().absolute_lifetime = Some(secs(1000));
         let old = f.login(t0());
         let fresh = f.login(t0() + secs(1500));
-        assert_err(f.refresh(&old, "", t0() + secs(1500)), 400, ErrorCode::InvalidRequest);
+        assert_err(
+            f.refresh(&old, "", t0() + secs(1500)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(f.storage.list_refresh_tokens().unwrap().len(), 1);
         assert!(f.refresh(&fresh, "", t0() + secs(1501)).is_ok());
 
@@ -1282,10 +1525,20 @@ mod tests {
         for i in 1..=MAX_REFRESH_TOKENS_PER_CLIENT as u64 {
             f.login(t0() + secs(i));
         }
-        assert_eq!(f.storage.list_refresh_tokens().unwrap().len(), MAX_REFRESH_TOKENS_PER_CLIENT);
+        assert_eq!(
+            f.storage.list_refresh_tokens().unwrap().len(),
+            MAX_REFRESH_TOKENS_PER_CLIENT
+        );
         // The least recently used one went.
-        assert_err(f.refresh(&first, "", t0() + secs(100)), 400, ErrorCode::InvalidRequest);
-        let session = f.storage.get_offline_session("0-385-28089-0", "mock").unwrap();
+        assert_err(
+            f.refresh(&first, "", t0() + secs(100)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
+        let session = f
+            .storage
+            .get_offline_session("0-385-28089-0", "mock")
+            .unwrap();
         assert_eq!(session.refresh.len(), MAX_REFRESH_TOKENS_PER_CLIENT);
     }
 
@@ -1306,16 +1559,27 @@ mod tests {
     fn password_scopes_require_openid_with_invalid_request() {
         let f = Fixture::new();
         let web = f.client("web");
-        let desc = assert_err(password_scopes(&f.settings, &web, "email"), 400, ErrorCode::InvalidRequest);
+        let desc = assert_err(
+            password_scopes(&f.settings, &web, "email"),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, r#"Missing required scope(s) ["openid"]."#);
-        let desc = assert_err(password_scopes(&f.settings, &web, "openid bogus"), 400, ErrorCode::InvalidRequest);
+        let desc = assert_err(
+            password_scopes(&f.settings, &web, "openid bogus"),
+            400,
+            ErrorCode::InvalidRequest,
+        );
         assert_eq!(desc, r#"Unrecognized scope(s) ["bogus"]"#);
         assert_err(
             password_scopes(&f.settings, &web, "openid audience:server:client_id:other"),
             400,
             ErrorCode::InvalidRequest,
         );
-        assert_eq!(password_scopes(&f.settings, &web, "openid profile").unwrap(), ["openid", "profile"]);
+        assert_eq!(
+            password_scopes(&f.settings, &web, "openid profile").unwrap(),
+            ["openid", "profile"]
+        );
     }
 
     #[test]
@@ -1349,16 +1613,60 @@ mod tests {
     #[test]
     fn password_error_constructors_match_dex() {
         let err = OAuthError::invalid_user_credentials();
-        assert_eq!((err.status, err.code, err.description.as_str()), (401, ErrorCode::AccessDenied, "Invalid username or password"));
+        assert_eq!(
+            (err.status, err.code, err.description.as_str()),
+            (401, ErrorCode::AccessDenied, "Invalid username or password")
+        );
         let err = OAuthError::password_login_failed();
         assert_eq!((err.status, err.code), (400, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn param_limits_are_larger_for_state() {
+        use crate::oidc::{MAX_PARAM_LEN, MAX_STATE_LEN, check_param_len};
+        assert!(check_param_len("state", &"s".repeat(MAX_STATE_LEN)).is_ok());
+        assert_err(
+            check_param_len("state", &"s".repeat(MAX_STATE_LEN + 1)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
+        assert!(check_param_len("nonce", &"n".repeat(MAX_PARAM_LEN)).is_ok());
+        let desc = assert_err(
+            check_param_len("nonce", &"n".repeat(MAX_PARAM_LEN + 1)),
+            400,
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(
+            desc,
+            "Parameter \"nonce\" is too long (at most 2048 bytes)."
+        );
+    }
+
+    #[test]
+    fn oversized_refresh_token_and_password_nonce_are_invalid_request() {
+        let f = Fixture::new();
+        let huge = "r".repeat(crate::oidc::MAX_PARAM_LEN + 1);
+        assert_err(f.refresh(&huge, "", t0()), 400, ErrorCode::InvalidRequest);
+        let web = f.client("web");
+        let scopes = vec!["openid".to_owned()];
+        let mut login = password_login(&scopes, false);
+        login.nonce = &huge;
+        assert_err(
+            password_grant(&f.ctx(t0()), &web, login),
+            400,
+            ErrorCode::InvalidRequest,
+        );
     }
 
     #[test]
     fn disabled_grant_type_is_unsupported() {
         let f = Fixture::new();
         assert!(check_grant_type(&f.settings, "authorization_code").is_ok());
-        let desc = assert_err(check_grant_type(&f.settings, "password"), 400, ErrorCode::UnsupportedGrantType);
+        let desc = assert_err(
+            check_grant_type(&f.settings, "password"),
+            400,
+            ErrorCode::UnsupportedGrantType,
+        );
         assert_eq!(desc, "");
     }
 
@@ -1378,15 +1686,32 @@ mod tests {
     #[test]
     fn token_claims_check_issuer_expiry_and_nbf() {
         let f = Fixture::new();
-        let resp = f.exchange(&f.store_code("openid", Pkce::default()), "", t0()).unwrap();
+        let resp = f
+            .exchange(&f.store_code("openid", Pkce::default()), "", t0())
+            .unwrap();
         let claims = jwt_payload(&resp.access_token);
         let issuer = "https://idp.example/dex";
-        assert_eq!(check_token_claims(&claims, issuer, t0() + secs(86_400)), Ok(()));
-        assert_eq!(check_token_claims(&claims, issuer, t0() + secs(86_401)), Err(TokenClaimsError::Expired));
-        assert_eq!(check_token_claims(&claims, "https://idp.example/dex/", t0()), Err(TokenClaimsError::WrongIssuer));
+        assert_eq!(
+            check_token_claims(&claims, issuer, t0() + secs(86_400)),
+            Ok(())
+        );
+        assert_eq!(
+            check_token_claims(&claims, issuer, t0() + secs(86_401)),
+            Err(TokenClaimsError::Expired)
+        );
+        assert_eq!(
+            check_token_claims(&claims, "https://idp.example/dex/", t0()),
+            Err(TokenClaimsError::WrongIssuer)
+        );
         let future = json!({"iss": issuer, "exp": 4_000_000_000_i64, "nbf": 3_000_000_000_i64});
-        assert_eq!(check_token_claims(&future, issuer, t0()), Err(TokenClaimsError::NotYetValid));
-        assert_eq!(check_token_claims(&json!({"iss": issuer}), issuer, t0()), Err(TokenClaimsError::Malformed));
+        assert_eq!(
+            check_token_claims(&future, issuer, t0()),
+            Err(TokenClaimsError::NotYetValid)
+        );
+        assert_eq!(
+            check_token_claims(&json!({"iss": issuer}), issuer, t0()),
+            Err(TokenClaimsError::Malformed)
+        );
         let err = TokenClaimsError::Expired.to_oauth();
         assert_eq!((err.status, err.code), (403, ErrorCode::AccessDenied));
     }

@@ -100,7 +100,11 @@ impl<'a> Minter<'a> {
         for scope in subject.scopes {
             if let Some(peer) = cross_client_peer(scope) {
                 if !peer_trusts(self.clients, subject.client_id, peer) {
-                    tracing::error!(peer, client = subject.client_id, "peer does not trust client");
+                    tracing::error!(
+                        peer,
+                        client = subject.client_id,
+                        "peer does not trust client"
+                    );
                     return Err(OAuthError::server_error());
                 }
                 aud.push(peer);
@@ -112,7 +116,10 @@ impl<'a> Minter<'a> {
 
         let mut m = Map::new();
         m.insert("iss".into(), json!(self.issuer));
-        m.insert("sub".into(), json!(encode_subject(&c.user_id, subject.connector_id)));
+        m.insert(
+            "sub".into(),
+            json!(encode_subject(&c.user_id, subject.connector_id)),
+        );
         if let [single] = aud.as_slice() {
             m.insert("aud".into(), json!(single));
         } else {
@@ -252,7 +259,10 @@ mod tests {
     fn at_hash_follows_the_algorithm() {
         // OIDC Core example: at_hash of "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" (RS256).
         assert_eq!(
-            token_hash(SigningAlgorithm::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            token_hash(
+                SigningAlgorithm::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
         assert_eq!(token_hash(SigningAlgorithm::ES256, "x").len(), 22);
@@ -267,24 +277,47 @@ mod tests {
         let minter = Minter::new(&settings, &signer);
         let claims = user_claims();
         let sc = scopes(&["openid", "email", "profile", "groups", "federated:id"]);
-        let (m, expiry) = minter.claims(&subject(&claims, &sc), t0(), Some("at"), Some("code")).unwrap();
+        let (m, expiry) = minter
+            .claims(&subject(&claims, &sc), t0(), Some("at"), Some("code"))
+            .unwrap();
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
-                "iss", "sub", "aud", "exp", "iat", "nonce", "at_hash", "c_hash", "email",
-                "email_verified", "groups", "name", "preferred_username", "federated_claims"
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "nonce",
+                "at_hash",
+                "c_hash",
+                "email",
+                "email_verified",
+                "groups",
+                "name",
+                "preferred_username",
+                "federated_claims"
             ]
         );
         assert_eq!(m["aud"], json!("web"));
         assert_eq!(m["sub"], json!("Cg0wLTM4NS0yODA4OS0wEgRtb2Nr"));
         assert_eq!(m["iss"], json!("https://idp.example/dex"));
-        assert_eq!(m["exp"].as_i64().unwrap() - m["iat"].as_i64().unwrap(), 86_400);
+        assert_eq!(
+            m["exp"].as_i64().unwrap() - m["iat"].as_i64().unwrap(),
+            86_400
+        );
         assert_eq!(expiry, t0() + Duration::from_secs(86_400));
         assert_eq!(m["name"], json!("Kilgore Trout"));
         assert_eq!(m["preferred_username"], json!("kilgore"));
-        assert_eq!(m["federated_claims"], json!({"connector_id": "mock", "user_id": "0-385-28089-0"}));
-        assert_eq!(m["c_hash"], json!(token_hash(SigningAlgorithm::RS256, "code")));
+        assert_eq!(
+            m["federated_claims"],
+            json!({"connector_id": "mock", "user_id": "0-385-28089-0"})
+        );
+        assert_eq!(
+            m["c_hash"],
+            json!(token_hash(SigningAlgorithm::RS256, "code"))
+        );
     }
 
     #[test]
@@ -294,7 +327,9 @@ mod tests {
         let minter = Minter::new(&settings, &signer);
         let claims = user_claims();
         let sc = scopes(&["openid"]);
-        let (m, _) = minter.claims(&subject(&claims, &sc), t0(), None, None).unwrap();
+        let (m, _) = minter
+            .claims(&subject(&claims, &sc), t0(), None, None)
+            .unwrap();
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
         assert_eq!(keys, ["iss", "sub", "aud", "exp", "iat", "nonce"]);
     }
@@ -326,12 +361,16 @@ mod tests {
         let minter = Minter::new(&settings, &signer);
         let claims = user_claims();
         let sc = scopes(&["openid", "audience:server:client_id:peer"]);
-        let (m, _) = minter.claims(&subject(&claims, &sc), t0(), None, None).unwrap();
+        let (m, _) = minter
+            .claims(&subject(&claims, &sc), t0(), None, None)
+            .unwrap();
         assert_eq!(m["aud"], json!(["peer", "web"]));
         assert_eq!(m["azp"], json!("web"));
         // Requesting only itself keeps a single string audience and no azp.
         let sc = scopes(&["openid", "audience:server:client_id:web"]);
-        let (m, _) = minter.claims(&subject(&claims, &sc), t0(), None, None).unwrap();
+        let (m, _) = minter
+            .claims(&subject(&claims, &sc), t0(), None, None)
+            .unwrap();
         assert_eq!(m["aud"], json!("web"));
         assert!(!m.contains_key("azp"));
     }
@@ -344,7 +383,9 @@ mod tests {
         let minter = Minter::new(&settings, &signer);
         let claims = user_claims();
         let sc = scopes(&["openid", "audience:server:client_id:public-cli"]);
-        let err = minter.id_token(&subject(&claims, &sc), t0(), None, None).unwrap_err();
+        let err = minter
+            .id_token(&subject(&claims, &sc), t0(), None, None)
+            .unwrap_err();
         assert_eq!((err.status, err.code.as_str()), (500, "server_error"));
     }
 
@@ -365,7 +406,10 @@ mod tests {
 
     #[test]
     fn token_response_serializes_like_dex() {
-        let access = SignedToken { token: "a".into(), expiry: t0() + Duration::from_secs(60) };
+        let access = SignedToken {
+            token: "a".into(),
+            expiry: t0() + Duration::from_secs(60),
+        };
         let resp = TokenResponse::new(&access, None, None, t0());
         assert_eq!(
             serde_json::to_string(&resp).unwrap(),
