@@ -5,6 +5,7 @@ pub mod connector;
 pub mod health;
 pub mod http;
 pub mod keys;
+pub mod oidc;
 pub mod random;
 pub mod server;
 pub mod shutdown;

@@ -1,0 +1,1543 @@
+//! The authorization endpoint's rules: request validation in Dex's order, the
+//! auth request lifecycle (create → login finalized → approval → response), and
+//! the redirect URLs sent back to the client (dex-protocol.md §5).
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::error::{AuthorizeError, ErrorCode, RedirectError};
+use super::ids::{new_hmac_key, new_id};
+use super::scopes::{self, check_scopes, go_quote};
+use super::token::upsert_offline_session;
+use super::tokens::{Minter, TokenSigner, TokenSubject};
+use super::{MAX_PARAM_LEN, MAX_STATE_LEN};
+use crate::config::settings::{AUTH_CODE_LIFETIME, Client, Settings};
+use crate::storage::{AuthCode, AuthRequest, Claims, Pkce, Storage, StorageError};
+
+/// The out-of-band redirect URI: the code is shown on a page instead.
+pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
+/// The device flow's internal redirect target (relative to the issuer path).
+pub const DEVICE_CALLBACK_PATH: &str = "/device/callback";
+
+/// The `/auth` parameters Dex reads (dex-protocol.md §5.1); everything else is
+/// ignored. Missing parameters are empty strings, as Go's `Form.Get`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizeParams {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub response_type: String,
+    pub scope: String,
+    pub state: String,
+    pub nonce: String,
+    pub connector_id: String,
+    pub code_challenge: String,
+    pub code_challenge_method: String,
+    pub approval_prompt: String,
+    pub request: String,
+}
+
+impl AuthorizeParams {
+    /// Builds the parameters from decoded name/value pairs; the first value of a
+    /// name wins (Go's `Form.Get`). For a POST, pass the body pairs before the
+    /// query pairs, as Go's `ParseForm` orders them.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut params = Self::default();
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (key, value) in pairs {
+            let slot = match key.as_ref() {
+                "client_id" => ("client_id", &mut params.client_id),
+                "redirect_uri" => ("redirect_uri", &mut params.redirect_uri),
+                "response_type" => ("response_type", &mut params.response_type),
+                "scope" => ("scope", &mut params.scope),
+                "state" => ("state", &mut params.state),
+                "nonce" => ("nonce", &mut params.nonce),
+                "connector_id" => ("connector_id", &mut params.connector_id),
+                "code_challenge" => ("code_challenge", &mut params.code_challenge),
+                "code_challenge_method" => {
+                    ("code_challenge_method", &mut params.code_challenge_method)
+                }
+                "approval_prompt" => ("approval_prompt", &mut params.approval_prompt),
+                "request" => ("request", &mut params.request),
+                _ => continue,
+            };
+            if !seen.contains(&slot.0) {
+                seen.push(slot.0);
+                *slot.1 = value.as_ref().to_owned();
+            }
+        }
+        params
+    }
+}
+
+/// An authorization request that passed validation, ready to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedAuthorization {
+    pub client_id: String,
+    /// For a public client, `/device/callback` has been rewritten to
+    /// `<issuer path>/device/callback`.
+    pub redirect_uri: String,
+    pub response_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub state: String,
+    pub nonce: String,
+    /// The `connector_id` parameter (empty when not given).
+    pub connector_id: String,
+    pub pkce: Pkce,
+    pub force_approval_prompt: bool,
+}
+
+impl ValidatedAuthorization {
+    /// The grant the request implies, for filtering connectors by their
+    /// `grantTypes`: `urn:ietf:params:oauth:grant-type:device_code` for the device
+    /// callback, `implicit` when tokens come from `/auth`, else `authorization_code`.
+    pub fn implied_grant_type(&self) -> &'static str {
+        if self.redirect_uri.ends_with(DEVICE_CALLBACK_PATH) {
+            "urn:ietf:params:oauth:grant-type:device_code"
+        } else if self
+            .response_types
+            .iter()
+            .any(|t| t == "token" || t == "id_token")
+        {
+            "implicit"
+        } else {
+            "authorization_code"
+        }
+    }
+}
+
+/// Validates an authorization request for `/auth/{connector}` in Dex's order
+/// (dex-protocol.md §5.3). `connector_ids` are the known connectors.
+///
+/// Displayed errors (no redirect): oversized `client_id`/`redirect_uri`/`state`
+/// (400, oxidex's limit), unknown client (404 "Invalid client_id."), redirect URI
+/// not valid for the client (400 "Unregistered redirect_uri."). Everything after
+/// that is redirected to the client.
+pub fn validate_authorize_request<S: AsRef<str>>(
+    params: &AuthorizeParams,
+    settings: &Settings,
+    connector_ids: &[S],
+) -> Result<ValidatedAuthorization, AuthorizeError> {
+    // Beyond Dex: size limits. These three are checked before anything else
+    // because they can be neither trusted nor echoed back.
+    for (name, value, max) in [
+        ("client_id", &params.client_id, MAX_PARAM_LEN),
+        ("redirect_uri", &params.redirect_uri, MAX_PARAM_LEN),
+        ("state", &params.state, MAX_STATE_LEN),
+    ] {
+        if value.len() > max {
+            return Err(AuthorizeError::page(
+                400,
+                format!("Invalid request: parameter \"{name}\" is too long."),
+            ));
+        }
+    }
+
+    let client = settings
+        .clients
+        .iter()
+        .find(|c| c.id == params.client_id)
+        .ok_or_else(|| AuthorizeError::page(404, "Invalid client_id."))?;
+
+    if !valid_redirect_uri(client, &params.redirect_uri) {
+        return Err(AuthorizeError::page(400, "Unregistered redirect_uri."));
+    }
+    let mut redirect_uri = params.redirect_uri.clone();
+    if client.public && redirect_uri == DEVICE_CALLBACK_PATH {
+        redirect_uri = format!("{}{DEVICE_CALLBACK_PATH}", settings.issuer.path_prefix);
+    }
+
+    let redirect = |error: ErrorCode, description: String| {
+        AuthorizeError::Redirect(RedirectError {
+            redirect_uri: redirect_uri.clone(),
+            error,
+            description,
+            state: params.state.clone(),
+        })
+    };
+
+    for (name, value) in [
+        ("response_type", &params.response_type),
+        ("scope", &params.scope),
+        ("nonce", &params.nonce),
+        ("connector_id", &params.connector_id),
+        ("code_challenge", &params.code_challenge),
+        ("code_challenge_method", &params.code_challenge_method),
+        ("approval_prompt", &params.approval_prompt),
+    ] {
+        if value.len() > MAX_PARAM_LEN {
+            return Err(redirect(
+                ErrorCode::InvalidRequest,
+                format!("Parameter \"{name}\" is too long (at most {MAX_PARAM_LEN} bytes)."),
+            ));
+        }
+    }
+
+    if !params.connector_id.is_empty() {
+        if !connector_ids
+            .iter()
+            .any(|c| c.as_ref() == params.connector_id)
+        {
+            return Err(redirect(
+                ErrorCode::InvalidRequest,
+                "Invalid ConnectorID".into(),
+            ));
+        }
+        if !connector_allowed(client, &params.connector_id) {
+            return Err(redirect(
+                ErrorCode::InvalidRequest,
+                "Connector not allowed for this client".into(),
+            ));
+        }
+    }
+
+    if !params.request.is_empty() {
+        return Err(redirect(
+            ErrorCode::RequestNotSupported,
+            "Server does not support request parameter.".into(),
+        ));
+    }
+
+    let method = if params.code_challenge_method.is_empty() {
+        "plain"
+    } else {
+        params.code_challenge_method.as_str()
+    };
+    if !params.code_challenge.is_empty()
+        && !settings.oauth2.pkce_methods.iter().any(|m| m == method)
+    {
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            format!("Unsupported PKCE challenge method ({}).", go_quote(method)),
+        ));
+    }
+    // `oauth2.pkce.enforce`, and beyond Dex the per-client `requirePKCE`.
+    if (settings.oauth2.pkce_enforce || client.require_pkce) && params.code_challenge.is_empty() {
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            "PKCE is required. The code_challenge parameter must be provided.".into(),
+        ));
+    }
+
+    let scopes = scopes::parse_scopes(&params.scope);
+    if let Err(violation) = check_scopes(&scopes, &client.id, &settings.clients, true) {
+        return Err(redirect(ErrorCode::InvalidScope, violation.description()));
+    }
+
+    let response_types = scopes::parse_scopes(&params.response_type);
+    let (mut code, mut id_token, mut token) = (false, false, false);
+    for rt in &response_types {
+        match rt.as_str() {
+            "code" => code = true,
+            "id_token" => id_token = true,
+            "token" => token = true,
+            _ => {
+                return Err(redirect(
+                    ErrorCode::InvalidRequest,
+                    format!("Invalid response type {}", go_quote(rt)),
+                ));
+            }
+        }
+        if !settings.oauth2.response_types.iter().any(|t| t == rt) {
+            return Err(redirect(
+                ErrorCode::UnsupportedResponseType,
+                format!("Unsupported response type {}", go_quote(rt)),
+            ));
+        }
+    }
+    if response_types.is_empty() {
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            "No response_type provided".into(),
+        ));
+    }
+    if token && !code && !id_token {
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            "Response type 'token' must be provided with type 'id_token' and/or 'code'".into(),
+        ));
+    }
+    if !code && params.nonce.is_empty() {
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            "Response type 'token' requires a 'nonce' value.".into(),
+        ));
+    }
+    if token && redirect_uri == OOB_REDIRECT_URI {
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            format!("Cannot use response type 'token' with redirect_uri '{OOB_REDIRECT_URI}'."),
+        ));
+    }
+
+    Ok(ValidatedAuthorization {
+        client_id: client.id.clone(),
+        redirect_uri,
+        response_types,
+        scopes,
+        state: params.state.clone(),
+        nonce: params.nonce.clone(),
+        connector_id: params.connector_id.clone(),
+        pkce: Pkce {
+            code_challenge: params.code_challenge.clone(),
+            code_challenge_method: method.to_owned(),
+        },
+        force_approval_prompt: params.approval_prompt == "force",
+    })
+}
+
+/// Whether the client may use the connector (`allowedConnectors`; empty = all).
+pub fn connector_allowed(client: &Client, connector_id: &str) -> bool {
+    client.allowed_connectors.is_empty()
+        || client.allowed_connectors.iter().any(|c| c == connector_id)
+}
+
+/// Dex's redirect URI rule: exact match against the registered URIs; a public
+/// client with *no* registered URIs also gets the OOB URI, `/device/callback` and
+/// any `http://` URL on `localhost` or a loopback IP (any port and path).
+pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
+    if client.redirect_uris.iter().any(|u| u == redirect_uri) {
+        return true;
+    }
+    if !client.public || !client.redirect_uris.is_empty() {
+        return false;
+    }
+    redirect_uri == OOB_REDIRECT_URI
+        || redirect_uri == DEVICE_CALLBACK_PATH
+        || is_loopback_http(redirect_uri)
+}
+
+fn is_loopback_http(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("http") {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host_port == "localhost" || is_loopback_ip(host_port) {
+        return true;
+    }
+    split_host_port(host_port).is_some_and(|(host, port)| {
+        port.bytes().all(|b| b.is_ascii_digit()) && (host == "localhost" || is_loopback_ip(host))
+    })
+}
+
+fn is_loopback_ip(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn split_host_port(host_port: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = host_port.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        if after.is_empty() {
+            return Some((host, ""));
+        }
+        return Some((host, after.strip_prefix(':')?));
+    }
+    let (host, port) = host_port.rsplit_once(':')?;
+    (!host.contains(':')).then_some((host, port))
+}
+
+/// Stores the auth request for a validated request at `/auth/{connector_id}`:
+/// 25-char id, expiry `now + expiry.authRequests`, a fresh HMAC key.
+///
+/// Displayed errors: connector not allowed for the client (403), `connector_id`
+/// parameter naming another connector than the path (400 "Bad connector ID"),
+/// storage failure (500).
+pub fn create_auth_request(
+    storage: &dyn Storage,
+    settings: &Settings,
+    request: &ValidatedAuthorization,
+    connector_id: &str,
+    now: SystemTime,
+) -> Result<AuthRequest, AuthorizeError> {
+    let client = settings
+        .clients
+        .iter()
+        .find(|c| c.id == request.client_id)
+        .ok_or_else(|| AuthorizeError::page(404, "Invalid client_id."))?;
+    if !connector_allowed(client, connector_id) {
+        return Err(AuthorizeError::page(
+            403,
+            "Connector not allowed for this client.",
+        ));
+    }
+    if !request.connector_id.is_empty() && request.connector_id != connector_id {
+        return Err(AuthorizeError::page(400, "Bad connector ID"));
+    }
+    let expiry = now
+        .checked_add(settings.expiry.auth_requests)
+        .ok_or_else(|| AuthorizeError::page(500, "Internal server error."))?;
+    let auth_request = AuthRequest {
+        id: new_id(),
+        client_id: request.client_id.clone(),
+        response_types: request.response_types.clone(),
+        scopes: request.scopes.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        nonce: request.nonce.clone(),
+        state: request.state.clone(),
+        force_approval_prompt: request.force_approval_prompt,
+        logged_in: false,
+        claims: Claims::default(),
+        connector_id: connector_id.to_owned(),
+        connector_data: None,
+        expiry,
+        pkce: request.pkce.clone(),
+        hmac_key: new_hmac_key(),
+        auth_time: None,
+    };
+    storage.create_auth_request(&auth_request).map_err(|err| {
+        tracing::error!(%err, "failed to store auth request");
+        AuthorizeError::page(500, "Database error.")
+    })?;
+    Ok(auth_request)
+}
+
+/// The `hmac` query parameter of the approval URL:
+/// `base64url(HMAC-SHA256(auth request key, auth request id))`, no padding.
+pub fn approval_hmac(auth_request: &AuthRequest) -> String {
+    approval_tag(auth_request)
+        .map(|tag| URL_SAFE_NO_PAD.encode(tag))
+        .unwrap_or_default()
+}
+
+/// The approval screen's URL for a logged-in auth request:
+/// `<issuer>/approval?req=<id>&hmac=<approval_hmac>` (Dex v2.45).
+pub fn approval_url(settings: &Settings, auth_request: &AuthRequest) -> String {
+    let query = encode_pairs(&[
+        ("req".to_owned(), auth_request.id.clone()),
+        ("hmac".to_owned(), approval_hmac(auth_request)),
+    ]);
+    format!("{}?{query}", settings.issuer.endpoint("/approval"))
+}
+
+/// Checks a presented approval `hmac` in constant time.
+pub fn verify_approval_hmac(auth_request: &AuthRequest, presented: &str) -> bool {
+    let (Ok(presented), Some(expected)) = (
+        URL_SAFE_NO_PAD.decode(presented),
+        approval_tag(auth_request),
+    ) else {
+        return false;
+    };
+    bool::from(expected.ct_eq(&presented))
+}
+
+fn approval_tag(auth_request: &AuthRequest) -> Option<Vec<u8>> {
+    // HMAC takes keys of any length; `ok()?` only keeps this total.
+    let mut mac = Hmac::<Sha256>::new_from_slice(&auth_request.hmac_key).ok()?;
+    mac.update(auth_request.id.as_bytes());
+    Some(mac.finalize().into_bytes().to_vec())
+}
+
+/// Loads an auth request for the approval screen (dex-protocol.md §5.5): `hmac`
+/// missing ⇒ 401 "Unauthorized request"; unknown `req` ⇒ 400 "User session
+/// error."; not logged in ⇒ 500 "Login process not yet finalized."; bad HMAC ⇒ 401.
+pub fn load_for_approval(
+    storage: &dyn Storage,
+    auth_request_id: &str,
+    hmac: &str,
+) -> Result<AuthRequest, AuthorizeError> {
+    if hmac.is_empty() {
+        return Err(AuthorizeError::page(401, "Unauthorized request"));
+    }
+    let auth_request = get_auth_request(storage, auth_request_id)?;
+    if !auth_request.logged_in {
+        return Err(AuthorizeError::page(
+            500,
+            "Login process not yet finalized.",
+        ));
+    }
+    if !verify_approval_hmac(&auth_request, hmac) {
+        return Err(AuthorizeError::page(401, "Unauthorized request"));
+    }
+    Ok(auth_request)
+}
+
+fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, AuthorizeError> {
+    if id.is_empty() {
+        return Err(AuthorizeError::page(400, "User session error."));
+    }
+    storage.get_auth_request(id).map_err(|err| match err {
+        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+        err => {
+            tracing::error!(%err, "failed to load auth request");
+            AuthorizeError::page(500, "Database error.")
+        }
+    })
+}
+
+/// Records a successful connector login on the auth request (`logged_in`, claims,
+/// connector data, `auth_time = now`). When `offline_access` was requested and the
+/// connector can refresh, the user's offline session is created or its connector
+/// data updated, as Dex's `finalizeLogin`.
+pub fn finalize_login(
+    storage: &dyn Storage,
+    auth_request_id: &str,
+    claims: Claims,
+    connector_data: Option<Vec<u8>>,
+    connector_supports_refresh: bool,
+    now: SystemTime,
+) -> Result<AuthRequest, AuthorizeError> {
+    let updated = storage
+        .update_auth_request(auth_request_id, &mut |mut request| {
+            if now > request.expiry {
+                return Err(StorageError::Rejected("auth request expired".into()));
+            }
+            request.logged_in = true;
+            request.claims = claims.clone();
+            request.connector_data = connector_data.clone();
+            request.auth_time = Some(now);
+            Ok(request)
+        })
+        .map_err(|err| match err {
+            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+            StorageError::Rejected(_) => AuthorizeError::page(400, "User session has expired."),
+            err => {
+                tracing::error!(%err, "failed to finalize login");
+                AuthorizeError::page(500, "Database error.")
+            }
+        })?;
+
+    if connector_supports_refresh && scopes::has_scope(&updated.scopes, scopes::OFFLINE_ACCESS) {
+        upsert_offline_session(
+            storage,
+            &updated.claims.user_id,
+            &updated.connector_id,
+            &mut |s| {
+                if let Some(data) = connector_data.as_ref().filter(|d| !d.is_empty()) {
+                    s.connector_data = Some(data.clone());
+                }
+            },
+        )
+        .map_err(|err| {
+            tracing::error!(%err, "failed to update offline session");
+            AuthorizeError::page(500, "Database error.")
+        })?;
+    }
+    Ok(updated)
+}
+
+/// Whether the approval screen must be shown: the request forces it
+/// (`approval_prompt=force`, honoured even with `skipApprovalScreen`, as Dex since
+/// v2.39) or the screen is not skipped.
+pub fn needs_approval(auth_request: &AuthRequest, settings: &Settings) -> bool {
+    auth_request.force_approval_prompt || !settings.oauth2.skip_approval_screen
+}
+
+/// What to send the browser once the authorization response is issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeResponse {
+    /// 303 See Other to this URL.
+    Redirect(String),
+    /// Render the out-of-band page showing this code (redirect URI was
+    /// `urn:ietf:wg:oauth:2.0:oob`).
+    Oob { code: String },
+}
+
+/// Issues the authorization response for a logged-in (and approved) auth request
+/// (dex-protocol.md §5.7). The auth request is deleted first, so a double submit
+/// finds it gone (400 "User session error."); expired ⇒ 400 "User session has
+/// expired.". `code` stores an auth code (30 min); `token` / `id_token` mint
+/// tokens into the fragment.
+pub fn issue_response(
+    storage: &dyn Storage,
+    settings: &Settings,
+    signer: &dyn TokenSigner,
+    auth_request_id: &str,
+    now: SystemTime,
+) -> Result<AuthorizeResponse, AuthorizeError> {
+    let request = get_auth_request(storage, auth_request_id)?;
+    if !request.logged_in {
+        return Err(AuthorizeError::page(
+            500,
+            "Login process not yet finalized.",
+        ));
+    }
+    if now > request.expiry {
+        return Err(AuthorizeError::page(400, "User session has expired."));
+    }
+    storage
+        .delete_auth_request(&request.id)
+        .map_err(|err| match err {
+            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+            err => {
+                tracing::error!(%err, "failed to delete auth request");
+                AuthorizeError::page(500, "Internal server error.")
+            }
+        })?;
+    let internal = || AuthorizeError::page(500, "Internal server error.");
+    let wants = |t: &str| request.response_types.iter().any(|r| r == t);
+
+    let mut code = None;
+    if wants("code") {
+        let auth_code = AuthCode {
+            id: new_id(),
+            client_id: request.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            nonce: request.nonce.clone(),
+            scopes: request.scopes.clone(),
+            connector_id: request.connector_id.clone(),
+            connector_data: request.connector_data.clone(),
+            claims: request.claims.clone(),
+            expiry: now.checked_add(AUTH_CODE_LIFETIME).ok_or_else(internal)?,
+            pkce: request.pkce.clone(),
+            auth_time: request.auth_time,
+        };
+        storage.create_auth_code(&auth_code).map_err(|err| {
+            tracing::error!(%err, "failed to store auth code");
+            internal()
+        })?;
+        if request.redirect_uri == OOB_REDIRECT_URI {
+            return Ok(AuthorizeResponse::Oob { code: auth_code.id });
+        }
+        code = Some(auth_code.id);
+    }
+
+    let minter = Minter::new(settings, signer);
+    let subject = TokenSubject {
+        client_id: &request.client_id,
+        claims: &request.claims,
+        scopes: &request.scopes,
+        connector_id: &request.connector_id,
+        nonce: &request.nonce,
+        auth_time: request.auth_time,
+    };
+    let access_token = if wants("token") {
+        Some(minter.access_token(&subject, now).map_err(|_| internal())?)
+    } else {
+        None
+    };
+    let id_token = if wants("id_token") {
+        let at = access_token.as_ref().map(|t| t.token.as_str());
+        Some(
+            minter
+                .id_token(&subject, now, at, code.as_deref())
+                .map_err(|_| internal())?,
+        )
+    } else {
+        None
+    };
+
+    if access_token.is_none() && id_token.is_none() {
+        let params = vec![
+            ("code".to_owned(), code.unwrap_or_default()),
+            ("state".to_owned(), request.state.clone()),
+        ];
+        return Ok(AuthorizeResponse::Redirect(add_query_params(
+            &request.redirect_uri,
+            params,
+            true,
+        )));
+    }
+
+    let mut fragment: Vec<(String, String)> = Vec::new();
+    if let Some(access) = &access_token {
+        fragment.push(("access_token".into(), access.token.clone()));
+        fragment.push(("token_type".into(), "bearer".into()));
+        // Pure implicit only: hybrid responses carry no expires_in.
+        if code.is_none() {
+            let expiry = id_token.as_ref().map_or(access.expiry, |t| t.expiry);
+            let secs = expiry.duration_since(now).map_or(0, |d| d.as_secs());
+            fragment.push(("expires_in".into(), secs.to_string()));
+        }
+    }
+    fragment.push(("state".into(), request.state.clone()));
+    if let Some(id) = &id_token {
+        fragment.push(("id_token".into(), id.token.clone()));
+    }
+    if let Some(code) = code {
+        fragment.push(("code".into(), code));
+    }
+    Ok(AuthorizeResponse::Redirect(with_fragment(
+        &request.redirect_uri,
+        fragment,
+    )))
+}
+
+/// The user pressed "Cancel" on the approval screen: the auth request is deleted
+/// and the browser goes back to the client with `access_denied`.
+///
+/// Beyond Dex: Dex renders a 500 page "Approval rejected."; RFC 6749 §4.1.2.1 says
+/// to redirect `access_denied`. With the OOB redirect URI there is nowhere to
+/// redirect, so a 403 page is shown instead.
+pub fn reject_approval(
+    storage: &dyn Storage,
+    auth_request_id: &str,
+) -> Result<String, AuthorizeError> {
+    let request = get_auth_request(storage, auth_request_id)?;
+    storage
+        .delete_auth_request(&request.id)
+        .map_err(|err| match err {
+            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+            err => {
+                tracing::error!(%err, "failed to delete auth request");
+                AuthorizeError::page(500, "Internal server error.")
+            }
+        })?;
+    if request.redirect_uri == OOB_REDIRECT_URI {
+        return Err(AuthorizeError::page(403, "Approval rejected."));
+    }
+    Ok(RedirectError {
+        redirect_uri: request.redirect_uri,
+        error: ErrorCode::AccessDenied,
+        description: "The user denied the request.".to_owned(),
+        state: request.state,
+    }
+    .location())
+}
+
+/// Splits `uri` into (before query, query, fragment) without parsing it, so
+/// relative URIs such as `/dex/device/callback` work too.
+fn split_uri(uri: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (rest, fragment) = match uri.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (uri, None),
+    };
+    match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query), fragment),
+        None => (rest, None, fragment),
+    }
+}
+
+/// Adds parameters to the query of `uri`, keeping its existing ones; `replace`
+/// drops existing values of the added names first (Go's `Values.Set` vs `Add`).
+/// The query is re-encoded sorted by name, as Go's `url.Values.Encode`.
+pub(crate) fn add_query_params(uri: &str, added: Vec<(String, String)>, replace: bool) -> String {
+    let (base, query, fragment) = split_uri(uri);
+    let mut pairs: Vec<(String, String)> = query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if replace {
+        pairs.retain(|(k, _)| !added.iter().any(|(name, _)| name == k));
+    }
+    pairs.extend(added);
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = format!("{base}?{}", encode_pairs(&pairs));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// `uri` with its fragment replaced by the form-encoded `params` (sorted by name).
+fn with_fragment(uri: &str, mut params: Vec<(String, String)>) -> String {
+    let (base, query, _) = split_uri(uri);
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = base.to_owned();
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out.push('#');
+    out.push_str(&encode_pairs(&params));
+    out
+}
+
+fn encode_pairs(pairs: &[(String, String)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        serializer.append_pair(k, v);
+    }
+    serializer.finish()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningAlgorithm;
+    use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
+    use crate::oidc::tokens::token_hash;
+    use crate::storage::memory::MemoryStorage;
+
+    const CONNECTORS: [&str; 2] = ["mock", "ldap"];
+
+    fn params(extra: &[(&str, &str)]) -> AuthorizeParams {
+        let mut pairs = vec![
+            ("client_id", "web"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("response_type", "code"),
+            ("scope", "openid email"),
+            ("state", "xyz"),
+        ];
+        for (k, v) in extra {
+            pairs.retain(|(key, _)| key != k);
+            pairs.push((k, v));
+        }
+        AuthorizeParams::from_pairs(pairs)
+    }
+
+    fn validate(p: &AuthorizeParams) -> Result<ValidatedAuthorization, AuthorizeError> {
+        validate_authorize_request(p, &settings(), &CONNECTORS)
+    }
+
+    fn implicit_settings() -> Settings {
+        let mut s = settings();
+        s.oauth2.response_types = vec!["code".into(), "id_token".into(), "token".into()];
+        s
+    }
+
+    /// Asserts a redirected error and returns its description.
+    fn redirected(
+        result: Result<ValidatedAuthorization, AuthorizeError>,
+        code: ErrorCode,
+    ) -> String {
+        match result {
+            Err(AuthorizeError::Redirect(err)) => {
+                assert_eq!(err.error, code, "{err:?}");
+                assert_eq!(err.state, "xyz");
+                err.description
+            }
+            other => panic!("expected redirect {code}, got {other:?}"),
+        }
+    }
+
+    fn page(result: Result<impl std::fmt::Debug, AuthorizeError>) -> (u16, String) {
+        match result {
+            Err(AuthorizeError::Page { status, message }) => (status, message),
+            other => panic!("expected page, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn from_pairs_takes_first_value_and_ignores_unknown() {
+        let p = AuthorizeParams::from_pairs([("state", "a"), ("state", "b"), ("login_hint", "x")]);
+        assert_eq!(p.state, "a");
+        assert_eq!(p.client_id, "");
+    }
+
+    #[test]
+    fn valid_request_is_accepted_with_plain_default() {
+        let v = validate(&params(&[("code_challenge", "abc"), ("nonce", "n")])).unwrap();
+        assert_eq!(v.client_id, "web");
+        assert_eq!(v.scopes, ["openid", "email"]);
+        assert_eq!(v.response_types, ["code"]);
+        assert_eq!(v.pkce.code_challenge_method, "plain");
+        assert!(!v.force_approval_prompt);
+        assert_eq!(v.implied_grant_type(), "authorization_code");
+    }
+
+    #[test]
+    fn unknown_client_is_displayed_404() {
+        assert_eq!(
+            page(validate(&params(&[("client_id", "ghost")]))),
+            (404, "Invalid client_id.".into())
+        );
+    }
+
+    #[test]
+    fn redirect_mismatch_is_displayed_400() {
+        for uri in [
+            "https://app.example/cb/",
+            "https://app.example/c",
+            "https://evil.example/cb",
+            "",
+        ] {
+            let (status, message) = page(validate(&params(&[("redirect_uri", uri)])));
+            assert_eq!(
+                (status, message.as_str()),
+                (400, "Unregistered redirect_uri."),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn redirect_uri_rules_match_dex() {
+        let s = settings();
+        let client = |id: &str| s.clients.iter().find(|c| c.id == id).unwrap();
+        let (web, cli, spa) = (client("web"), client("public-cli"), client("public-spa"));
+        assert!(valid_redirect_uri(web, "https://app.example/cb"));
+        assert!(!valid_redirect_uri(web, "https://app.example/cb?x=1"));
+        assert!(!valid_redirect_uri(web, "http://localhost:8080/cb"));
+        assert!(!valid_redirect_uri(web, OOB_REDIRECT_URI));
+        for ok in [
+            OOB_REDIRECT_URI,
+            "/device/callback",
+            "http://localhost",
+            "http://localhost/",
+            "http://localhost:8080/cb?x=1",
+            "http://127.0.0.1:5555/callback",
+            "http://127.0.0.1",
+            "http://[::1]:8000/",
+            "http://[::1]/",
+        ] {
+            assert!(valid_redirect_uri(cli, ok), "{ok}");
+        }
+        for bad in [
+            "https://localhost/cb",
+            "http://localhost.localhost:8080/",
+            "http://foo.com/bar",
+            "http://localhost:abc/",
+            "http://127.0.0.1.evil.example/",
+            "localhost:8080",
+        ] {
+            assert!(!valid_redirect_uri(cli, bad), "{bad}");
+        }
+        assert!(valid_redirect_uri(spa, "https://spa.example/cb"));
+        assert!(!valid_redirect_uri(spa, "http://localhost:8080/"));
+        assert!(!valid_redirect_uri(spa, OOB_REDIRECT_URI));
+    }
+
+    #[test]
+    fn device_callback_is_rewritten_under_issuer_path_for_public_clients() {
+        let v = validate(&params(&[
+            ("client_id", "public-cli"),
+            ("redirect_uri", "/device/callback"),
+        ]))
+        .unwrap();
+        assert_eq!(v.redirect_uri, "/dex/device/callback");
+        assert_eq!(
+            v.implied_grant_type(),
+            "urn:ietf:params:oauth:grant-type:device_code"
+        );
+    }
+
+    #[test]
+    fn oversized_state_is_displayed_and_other_params_redirected() {
+        let huge_state = "s".repeat(MAX_STATE_LEN + 1);
+        let (status, message) = page(validate(&params(&[("state", &huge_state)])));
+        assert_eq!(status, 400);
+        assert!(message.contains("state"), "{message}");
+        // A state just under the limit is fine.
+        assert!(validate(&params(&[("state", &"s".repeat(MAX_STATE_LEN))])).is_ok());
+        let huge = "n".repeat(MAX_PARAM_LEN + 1);
+        let desc = redirected(
+            validate(&params(&[("nonce", &huge)])),
+            ErrorCode::InvalidRequest,
+        );
+        assert!(desc.contains("\"nonce\" is too long"), "{desc}");
+        let desc = redirected(
+            validate(&params(&[("scope", &huge)])),
+            ErrorCode::InvalidRequest,
+        );
+        assert!(desc.contains("\"scope\""), "{desc}");
+        let (status, _) = page(validate(&params(&[("redirect_uri", &huge)])));
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn connector_id_must_exist_and_be_allowed() {
+        assert!(validate(&params(&[("connector_id", "mock")])).is_ok());
+        let desc = redirected(
+            validate(&params(&[("connector_id", "nope")])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(desc, "Invalid ConnectorID");
+        let p = params(&[
+            ("client_id", "limited"),
+            ("redirect_uri", "https://limited.example/cb"),
+            ("connector_id", "mock"),
+        ]);
+        let desc = redirected(validate(&p), ErrorCode::InvalidRequest);
+        assert_eq!(desc, "Connector not allowed for this client");
+    }
+
+    #[test]
+    fn request_parameter_is_not_supported() {
+        let desc = redirected(
+            validate(&params(&[("request", "eyJ...")])),
+            ErrorCode::RequestNotSupported,
+        );
+        assert_eq!(desc, "Server does not support request parameter.");
+    }
+
+    #[test]
+    fn pkce_methods_are_checked_against_config() {
+        assert!(
+            validate(&params(&[
+                ("code_challenge", "c"),
+                ("code_challenge_method", "S256")
+            ]))
+            .is_ok()
+        );
+        assert!(
+            validate(&params(&[
+                ("code_challenge", "c"),
+                ("code_challenge_method", "plain")
+            ]))
+            .is_ok()
+        );
+        let desc = redirected(
+            validate(&params(&[
+                ("code_challenge", "c"),
+                ("code_challenge_method", "S512"),
+            ])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(desc, r#"Unsupported PKCE challenge method ("S512")."#);
+        // A method without a challenge is not checked (Dex).
+        assert!(validate(&params(&[("code_challenge_method", "bogus")])).is_ok());
+        let mut only_s256 = settings();
+        only_s256.oauth2.pkce_methods = vec!["S256".into()];
+        let err = validate_authorize_request(
+            &params(&[("code_challenge", "c")]),
+            &only_s256,
+            &CONNECTORS,
+        );
+        assert_eq!(
+            redirected(err, ErrorCode::InvalidRequest),
+            r#"Unsupported PKCE challenge method ("plain")."#
+        );
+    }
+
+    #[test]
+    fn pkce_enforcement_global_and_per_client() {
+        let mut enforce = settings();
+        enforce.oauth2.pkce_enforce = true;
+        let err = validate_authorize_request(&params(&[]), &enforce, &CONNECTORS);
+        assert_eq!(
+            redirected(err, ErrorCode::InvalidRequest),
+            "PKCE is required. The code_challenge parameter must be provided."
+        );
+        assert!(
+            validate_authorize_request(&params(&[("code_challenge", "c")]), &enforce, &CONNECTORS)
+                .is_ok()
+        );
+        let p = params(&[
+            ("client_id", "pkce-app"),
+            ("redirect_uri", "https://pkce.example/cb"),
+        ]);
+        redirected(validate(&p), ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn scope_errors_are_invalid_scope_redirects() {
+        let desc = redirected(
+            validate(&params(&[("scope", "email profile")])),
+            ErrorCode::InvalidScope,
+        );
+        assert_eq!(desc, r#"Missing required scope(s) ["openid"]."#);
+        let desc = redirected(
+            validate(&params(&[("scope", "openid bogus")])),
+            ErrorCode::InvalidScope,
+        );
+        assert_eq!(desc, r#"Unrecognized scope(s) ["bogus"]"#);
+        let desc = redirected(
+            validate(&params(&[(
+                "scope",
+                "openid audience:server:client_id:other",
+            )])),
+            ErrorCode::InvalidScope,
+        );
+        assert_eq!(
+            desc,
+            r#"Client can't request scope(s) ["audience:server:client_id:other"]"#
+        );
+    }
+
+    #[test]
+    fn scopes_are_checked_before_response_types() {
+        let p = params(&[("scope", "email"), ("response_type", "bogus")]);
+        redirected(validate(&p), ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn response_type_rules() {
+        let desc = redirected(
+            validate(&params(&[("response_type", "token id_token")])),
+            ErrorCode::UnsupportedResponseType,
+        );
+        assert_eq!(desc, r#"Unsupported response type "token""#);
+        let desc = redirected(
+            validate(&params(&[("response_type", "code bogus")])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(desc, r#"Invalid response type "bogus""#);
+        let desc = redirected(
+            validate(&params(&[("response_type", "")])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(desc, "No response_type provided");
+
+        let s = implicit_settings();
+        let v = |p: &AuthorizeParams| validate_authorize_request(p, &s, &CONNECTORS);
+        let desc = redirected(
+            v(&params(&[("response_type", "token"), ("nonce", "n")])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(
+            desc,
+            "Response type 'token' must be provided with type 'id_token' and/or 'code'"
+        );
+        let desc = redirected(
+            v(&params(&[("response_type", "id_token")])),
+            ErrorCode::InvalidRequest,
+        );
+        assert_eq!(desc, "Response type 'token' requires a 'nonce' value.");
+        let ok = v(&params(&[
+            ("response_type", "id_token token"),
+            ("nonce", "n"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.implied_grant_type(), "implicit");
+        // Hybrid with code needs no nonce.
+        assert!(v(&params(&[("response_type", "code id_token")])).is_ok());
+    }
+
+    #[test]
+    fn combined_response_type_in_config_is_not_enough() {
+        // Dex checks each component, so listing only "code id_token" rejects it.
+        let mut s = settings();
+        s.oauth2.response_types = vec!["code".into(), "code id_token".into()];
+        let err = validate_authorize_request(
+            &params(&[("response_type", "code id_token")]),
+            &s,
+            &CONNECTORS,
+        );
+        redirected(err, ErrorCode::UnsupportedResponseType);
+    }
+
+    #[test]
+    fn token_with_oob_redirect_is_rejected() {
+        let s = implicit_settings();
+        let p = params(&[
+            ("client_id", "public-cli"),
+            ("redirect_uri", OOB_REDIRECT_URI),
+            ("response_type", "code token"),
+        ]);
+        let err = validate_authorize_request(&p, &s, &CONNECTORS);
+        assert_eq!(
+            redirected(err, ErrorCode::InvalidRequest),
+            "Cannot use response type 'token' with redirect_uri 'urn:ietf:wg:oauth:2.0:oob'."
+        );
+    }
+
+    #[test]
+    fn redirected_errors_use_the_query_even_for_implicit() {
+        let s = implicit_settings();
+        let p = params(&[("response_type", "id_token token")]);
+        match validate_authorize_request(&p, &s, &CONNECTORS) {
+            Err(AuthorizeError::Redirect(err)) => {
+                let location = err.location();
+                assert!(
+                    location.starts_with("https://app.example/cb?error=invalid_request&"),
+                    "{location}"
+                );
+                assert!(location.ends_with("&state=xyz"), "{location}");
+                assert!(!location.contains('#'));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn approval_prompt_force_is_recorded() {
+        assert!(
+            validate(&params(&[("approval_prompt", "force")]))
+                .unwrap()
+                .force_approval_prompt
+        );
+        assert!(
+            !validate(&params(&[("approval_prompt", "auto")]))
+                .unwrap()
+                .force_approval_prompt
+        );
+    }
+
+    fn stored_request(
+        storage: &MemoryStorage,
+        extra: &[(&str, &str)],
+        s: &Settings,
+    ) -> AuthRequest {
+        let v = validate_authorize_request(&params(extra), s, &CONNECTORS).unwrap();
+        create_auth_request(storage, s, &v, "mock", t0()).unwrap()
+    }
+
+    #[test]
+    fn create_auth_request_stores_id_expiry_and_key() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        assert_eq!(req.id.len(), 25);
+        assert_eq!(req.hmac_key.len(), 51);
+        assert_eq!(req.expiry, t0() + s.expiry.auth_requests);
+        assert!(!req.logged_in);
+        assert_eq!(storage.get_auth_request(&req.id).unwrap(), req);
+    }
+
+    #[test]
+    fn create_auth_request_checks_path_connector() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let v = validate(&params(&[("connector_id", "ldap")])).unwrap();
+        let (status, message) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
+        assert_eq!((status, message.as_str()), (400, "Bad connector ID"));
+        let v = validate(&params(&[
+            ("client_id", "limited"),
+            ("redirect_uri", "https://limited.example/cb"),
+        ]))
+        .unwrap();
+        let (status, _) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
+        assert_eq!(status, 403);
+        assert!(create_auth_request(&storage, &s, &v, "ldap", t0()).is_ok());
+    }
+
+    #[test]
+    fn approval_url_carries_req_and_hmac() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        let url = approval_url(&s, &req);
+        let expected = format!(
+            "https://idp.example/dex/approval?req={}&hmac={}",
+            req.id,
+            approval_hmac(&req)
+        );
+        assert_eq!(url, expected);
+    }
+
+    #[test]
+    fn approval_hmac_verifies_only_for_its_request() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let a = stored_request(&storage, &[], &s);
+        let b = stored_request(&storage, &[], &s);
+        let mac = approval_hmac(&a);
+        assert_eq!(mac.len(), 43);
+        assert!(verify_approval_hmac(&a, &mac));
+        assert!(!verify_approval_hmac(&b, &mac));
+        assert!(!verify_approval_hmac(&a, &format!("{mac}A")));
+        assert!(!verify_approval_hmac(&a, "not base64 !"));
+    }
+
+    #[test]
+    fn load_for_approval_follows_dex_statuses() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        let mac = approval_hmac(&req);
+        assert_eq!(page(load_for_approval(&storage, &req.id, "")).0, 401);
+        assert_eq!(page(load_for_approval(&storage, "", &mac)).0, 400);
+        assert_eq!(page(load_for_approval(&storage, "unknown", &mac)).0, 400);
+        assert_eq!(
+            page(load_for_approval(&storage, &req.id, &mac)),
+            (500, "Login process not yet finalized.".into())
+        );
+        finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
+        assert_eq!(page(load_for_approval(&storage, &req.id, "AAAA")).0, 401);
+        assert!(
+            load_for_approval(&storage, &req.id, &mac)
+                .unwrap()
+                .logged_in
+        );
+    }
+
+    #[test]
+    fn finalize_login_records_identity_and_offline_session() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
+        let now = t0() + secs(5);
+        let done = finalize_login(
+            &storage,
+            &req.id,
+            user_claims(),
+            Some(b"up".to_vec()),
+            true,
+            now,
+        )
+        .unwrap();
+        assert!(done.logged_in);
+        assert_eq!(done.auth_time, Some(now));
+        assert_eq!(done.claims, user_claims());
+        let session = storage
+            .get_offline_session("0-385-28089-0", "mock")
+            .unwrap();
+        assert_eq!(session.connector_data, Some(b"up".to_vec()));
+        assert!(session.refresh.is_empty());
+
+        // Without refresh support no offline session is made.
+        let storage = MemoryStorage::new();
+        let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
+        finalize_login(&storage, &req.id, user_claims(), None, false, now).unwrap();
+        assert_eq!(
+            storage.get_offline_session("0-385-28089-0", "mock"),
+            Err(StorageError::NotFound)
+        );
+    }
+
+    #[test]
+    fn finalize_login_on_expired_or_unknown_request_fails() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        let late = req.expiry + secs(1);
+        assert_eq!(
+            page(finalize_login(
+                &storage,
+                &req.id,
+                user_claims(),
+                None,
+                false,
+                late
+            )),
+            (400, "User session has expired.".into())
+        );
+        assert_eq!(
+            page(finalize_login(
+                &storage,
+                "nope",
+                user_claims(),
+                None,
+                false,
+                t0()
+            ))
+            .0,
+            400
+        );
+    }
+
+    fn logged_in(storage: &MemoryStorage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
+        let req = stored_request(storage, extra, s);
+        finalize_login(storage, &req.id, user_claims(), None, false, t0()).unwrap()
+    }
+
+    fn redirect_url(r: Result<AuthorizeResponse, AuthorizeError>) -> String {
+        match r {
+            Ok(AuthorizeResponse::Redirect(url)) => url,
+            other => panic!("expected redirect, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn code_flow_response_redirects_with_code_and_state() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let signer = TestSigner::default();
+        let req = logged_in(
+            &storage,
+            &[("redirect_uri", "https://app.example/cb2?keep=1")],
+            &s,
+        );
+        let url = redirect_url(issue_response(
+            &storage,
+            &s,
+            &signer,
+            &req.id,
+            t0() + secs(1),
+        ));
+        let (base, query) = url.split_once('?').unwrap();
+        assert_eq!(base, "https://app.example/cb2");
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["code", "keep", "state"]);
+        let code = &pairs[0].1;
+        assert_eq!(code.len(), 25);
+        let stored = storage.get_auth_code(code).unwrap();
+        assert_eq!(stored.expiry, t0() + secs(1) + AUTH_CODE_LIFETIME);
+        assert_eq!(stored.auth_time, Some(t0()));
+        assert_eq!(stored.redirect_uri, "https://app.example/cb2?keep=1");
+    }
+
+    #[test]
+    fn empty_state_is_still_sent() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = logged_in(&storage, &[("state", "")], &s);
+        let url = redirect_url(issue_response(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req.id,
+            t0(),
+        ));
+        assert!(url.ends_with("&state="), "{url}");
+    }
+
+    #[test]
+    fn double_submit_is_rejected() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[], &s);
+        redirect_url(issue_response(&storage, &s, &signer, &req.id, t0()));
+        assert_eq!(
+            page(issue_response(&storage, &s, &signer, &req.id, t0())),
+            (400, "User session error.".into())
+        );
+    }
+
+    #[test]
+    fn expired_or_unfinished_auth_request_is_not_issued() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[], &s);
+        assert_eq!(
+            page(issue_response(
+                &storage,
+                &s,
+                &signer,
+                &req.id,
+                req.expiry + secs(1)
+            )),
+            (400, "User session has expired.".into())
+        );
+        let fresh = stored_request(&storage, &[], &s);
+        assert_eq!(
+            page(issue_response(&storage, &s, &signer, &fresh.id, t0())).0,
+            500
+        );
+    }
+
+    fn fragment(url: &str) -> Vec<(String, String)> {
+        let (_, frag) = url.split_once('#').unwrap();
+        form_urlencoded::parse(frag.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn implicit_response_puts_tokens_in_fragment() {
+        let storage = MemoryStorage::new();
+        let s = implicit_settings();
+        let signer = TestSigner::default();
+        let req = logged_in(
+            &storage,
+            &[("response_type", "id_token token"), ("nonce", "n1")],
+            &s,
+        );
+        let url = redirect_url(issue_response(&storage, &s, &signer, &req.id, t0()));
+        assert!(url.starts_with("https://app.example/cb#"), "{url}");
+        let f = fragment(&url);
+        let keys: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "access_token",
+                "expires_in",
+                "id_token",
+                "state",
+                "token_type"
+            ]
+        );
+        let get = |k: &str| f.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        assert_eq!(get("token_type"), "bearer");
+        assert_eq!(get("expires_in"), "86400");
+        let id = jwt_payload(&get("id_token"));
+        assert_eq!(id["nonce"], "n1");
+        assert_eq!(
+            id["at_hash"],
+            token_hash(SigningAlgorithm::RS256, &get("access_token")).as_str()
+        );
+        assert!(id.get("c_hash").is_none());
+        assert_eq!(id["auth_time"], json_secs(t0()));
+    }
+
+    fn json_secs(t: SystemTime) -> serde_json::Value {
+        serde_json::json!(crate::oidc::tokens::unix_seconds(t))
+    }
+
+    #[test]
+    fn hybrid_response_has_code_and_c_hash_without_expires_in() {
+        let storage = MemoryStorage::new();
+        let s = implicit_settings();
+        let signer = TestSigner::default();
+        let req = logged_in(&storage, &[("response_type", "code id_token token")], &s);
+        let f = fragment(&redirect_url(issue_response(
+            &storage,
+            &s,
+            &signer,
+            &req.id,
+            t0(),
+        )));
+        let get = |k: &str| f.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert!(get("expires_in").is_none());
+        let code = get("code").unwrap();
+        let id = jwt_payload(&get("id_token").unwrap());
+        assert_eq!(
+            id["c_hash"],
+            token_hash(SigningAlgorithm::RS256, &code).as_str()
+        );
+        assert!(storage.get_auth_code(&code).is_ok());
+    }
+
+    #[test]
+    fn oob_redirect_shows_the_code() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = logged_in(
+            &storage,
+            &[
+                ("client_id", "public-cli"),
+                ("redirect_uri", OOB_REDIRECT_URI),
+            ],
+            &s,
+        );
+        match issue_response(&storage, &s, &TestSigner::default(), &req.id, t0()).unwrap() {
+            AuthorizeResponse::Oob { code } => assert!(storage.get_auth_code(&code).is_ok()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn signing_failure_is_a_500_page() {
+        let storage = MemoryStorage::new();
+        let s = implicit_settings();
+        let signer = TestSigner {
+            fail: true,
+            ..TestSigner::default()
+        };
+        let req = logged_in(
+            &storage,
+            &[("response_type", "id_token"), ("nonce", "n")],
+            &s,
+        );
+        assert_eq!(
+            page(issue_response(&storage, &s, &signer, &req.id, t0())).0,
+            500
+        );
+    }
+
+    #[test]
+    fn rejected_approval_redirects_access_denied() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = logged_in(&storage, &[], &s);
+        let url = reject_approval(&storage, &req.id).unwrap();
+        assert!(
+            url.starts_with("https://app.example/cb?error=access_denied&"),
+            "{url}"
+        );
+        assert!(url.ends_with("&state=xyz"), "{url}");
+        assert_eq!(
+            storage.get_auth_request(&req.id),
+            Err(StorageError::NotFound)
+        );
+        assert_eq!(page(reject_approval(&storage, &req.id)).0, 400);
+    }
+
+    #[test]
+    fn approval_needed_unless_skipped_and_not_forced() {
+        let storage = MemoryStorage::new();
+        let mut s = settings();
+        let plain = logged_in(&storage, &[], &s);
+        let forced = logged_in(&storage, &[("approval_prompt", "force")], &s);
+        assert!(needs_approval(&plain, &s));
+        s.oauth2.skip_approval_screen = true;
+        assert!(!needs_approval(&plain, &s));
+        assert!(needs_approval(&forced, &s));
+    }
+}

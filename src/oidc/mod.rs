@@ -1,0 +1,52 @@
+//! The OAuth2 / OpenID Connect domain: authorization-request validation, the
+//! token grants, token minting, client authentication and Dex's wire encodings.
+//!
+//! Nothing here knows about HTTP types or reads the clock: callers pass plain
+//! strings/structs and `now`, and render the results (redirect URLs, JSON bodies,
+//! error pages). Storage is the synchronous [`crate::storage::Storage`] trait, so
+//! async callers run these functions on the blocking pool.
+//!
+//! Behaviour follows Dex (shared/reference/dex-protocol.md §5–8, §12–13, §15);
+//! where oxidex deliberately differs, the item's documentation says "Beyond Dex".
+
+pub mod authorize;
+pub mod client_auth;
+pub mod error;
+pub mod ids;
+pub mod scopes;
+pub mod subject;
+pub mod token;
+pub mod tokens;
+
+#[cfg(test)]
+pub(crate) mod test_support;
+
+pub use error::{AuthorizeError, ErrorCode, OAuthError, RedirectError};
+pub use tokens::{TokenResponse, TokenSigner};
+
+/// Longest accepted value of any protocol parameter, in bytes (except `state`).
+///
+/// Dex has no limit. oxidex refuses oversized values with `invalid_request` so a
+/// hostile request cannot make it store, sign or echo megabytes: 2 KiB is far above
+/// any legitimate client id, redirect URI, scope list, nonce, code or token.
+pub const MAX_PARAM_LEN: usize = 2048;
+
+/// Longest accepted `state`, in bytes. Larger than [`MAX_PARAM_LEN`] because some
+/// relying parties pack a return URL or an encrypted blob into it.
+pub const MAX_STATE_LEN: usize = 8192;
+
+/// Checks one protocol parameter against [`MAX_PARAM_LEN`] (or [`MAX_STATE_LEN`]
+/// for `state`); the error names the parameter.
+pub fn check_param_len(name: &str, value: &str) -> Result<(), OAuthError> {
+    let max = if name == "state" {
+        MAX_STATE_LEN
+    } else {
+        MAX_PARAM_LEN
+    };
+    if value.len() > max {
+        return Err(OAuthError::invalid_request(format!(
+            "Parameter \"{name}\" is too long (at most {max} bytes)."
+        )));
+    }
+    Ok(())
+}
