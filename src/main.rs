@@ -92,6 +92,19 @@ fn check_config(args: CheckArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    // Open the connectors and templates too (no network): their own settings are
+    // checked here, not at the first login.
+    if let Err(error) = oxidex::connector::build_connectors(&loaded.settings) {
+        eprintln!("invalid config {}:\n{error}", args.config.display());
+        return ExitCode::from(2);
+    }
+    if let Err(error) = oxidex::web::Templates::load(&loaded.settings.frontend) {
+        eprintln!(
+            "invalid config {}:\nfrontend: {error}",
+            args.config.display()
+        );
+        return ExitCode::from(2);
+    }
     match serde_json::to_string_pretty(&config::redacted_json(&loaded.settings)) {
         Ok(text) => {
             println!("{text}");

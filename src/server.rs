@@ -21,6 +21,10 @@ pub enum ServerError {
     Keys(String),
     #[error("cannot build the discovery document: {0}")]
     Discovery(#[from] serde_json::Error),
+    #[error("{0}")]
+    Connector(#[from] crate::connector::ConnectorError),
+    #[error("failed to load web templates: {0}")]
+    Templates(#[from] crate::web::WebError),
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
 }
@@ -52,6 +56,8 @@ pub async fn start_services(
     let keys = KeyManager::start(storage.clone(), policy, clock())
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
+    let connectors = Arc::new(crate::connector::build_connectors(&settings)?);
+    let templates = Arc::new(crate::web::Templates::load(&settings.frontend)?);
     let discovery = Arc::new(http::discovery::DiscoveryCache::new(&settings)?);
     let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));
     health.check(clock()).await;
@@ -73,6 +79,9 @@ pub async fn start_services(
         keys,
         discovery,
         health,
+        connectors,
+        templates,
+        refresh_locks: Arc::default(),
         clock,
     };
     Ok(Services { state, tasks })

@@ -1,10 +1,15 @@
 //! The HTTP surface: one module per endpoint area, each with its `routes()`,
 //! merged by [`app`] under the issuer's path.
 
+pub mod authorize;
 pub mod discovery;
+pub mod error;
 pub mod health;
 pub mod keys;
 mod middleware;
+pub mod params;
+pub mod token;
+pub mod userinfo;
 
 use std::sync::Arc;
 
@@ -13,9 +18,11 @@ use axum::http::StatusCode;
 
 use crate::Clock;
 use crate::config::Settings;
+use crate::connector::Connectors;
 use crate::health::HealthChecker;
 use crate::keys::KeyManager;
 use crate::storage::SharedStorage;
+use crate::web::Templates;
 
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -25,6 +32,9 @@ pub struct AppState {
     pub keys: Arc<KeyManager>,
     pub discovery: Arc<discovery::DiscoveryCache>,
     pub health: Arc<HealthChecker>,
+    pub connectors: Arc<Connectors>,
+    pub templates: Arc<Templates>,
+    pub refresh_locks: Arc<token::RefreshLocks>,
     pub clock: Clock,
 }
 
@@ -38,6 +48,9 @@ pub fn app(state: AppState) -> Router {
         .merge(discovery::routes())
         .merge(keys::routes())
         .merge(health::routes())
+        .merge(authorize::routes())
+        .merge(token::routes())
+        .merge(userinfo::routes())
         .with_state(state);
     let routes = if prefix.is_empty() {
         routes

@@ -292,3 +292,13 @@ pub fn check_expiry(claims: &Claims, now: SystemTime) -> Result<(), VerifyError>
         Ok(())
     }
 }
+
+impl crate::oidc::tokens::TokenSigner for KeySet {
+    fn algorithm(&self) -> SigningAlgorithm {
+        KeySet::algorithm(self)
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> Result<String, String> {
+        self.sign_jwt(claims).map_err(|e| e.to_string())
+    }
+}

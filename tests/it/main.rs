@@ -6,8 +6,10 @@
 #![cfg(not(feature = "sandboxed-tests"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
 mod cli;
 mod discovery;
 mod keys;
+mod login;
 mod ops;
 mod support;

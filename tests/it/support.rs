@@ -74,12 +74,31 @@ impl TestServer {
         Self::start_with(settings, server::system_clock(), Some(dir)).await
     }
 
+    /// Binds first, so the config can name the real port in its issuer:
+    /// `make_config("http://127.0.0.1:<port>/dex")`.
+    pub async fn start_at_issuer(make_config: impl FnOnce(&str) -> Value) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}/dex", listener.local_addr().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_from(&make_config(&issuer), dir.path());
+        Self::start_on(listener, settings, server::system_clock(), Some(dir)).await
+    }
+
     pub async fn start_with(
         settings: config::Settings,
         clock: Clock,
         dir: Option<tempfile::TempDir>,
     ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, settings, clock, dir).await
+    }
+
+    pub async fn start_on(
+        listener: TcpListener,
+        settings: config::Settings,
+        clock: Clock,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let (trigger, stop) = shutdown::channel();
         let services = server::start_services(settings, clock, stop.clone())
@@ -101,6 +120,14 @@ impl TestServer {
             task: Some(task),
             _dir: dir,
         }
+    }
+
+    pub fn issuer(&self) -> String {
+        self.state.settings.issuer.url.clone()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// `http://127.0.0.1:<port>` + path (the path includes any issuer prefix).

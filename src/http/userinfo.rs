@@ -1,0 +1,42 @@
+//! `/userinfo`: returns the verified bearer token's claims, as Dex does.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+
+use super::AppState;
+use super::error::oauth_error_response;
+use crate::oidc::token::{bearer_token, check_token_claims, missing_bearer_error};
+use crate::oidc::{ErrorCode, OAuthError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/userinfo", any(userinfo))
+}
+
+async fn userinfo(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = bearer_token(authorization) else {
+        let mut response = oauth_error_response(&missing_bearer_error());
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    let invalid = || OAuthError::new(ErrorCode::AccessDenied, 403, "Invalid bearer token.");
+    let claims = match state.keys.keyset().verify_jwt(token) {
+        Ok(claims) => serde_json::Value::Object(claims),
+        Err(error) => {
+            tracing::debug!(%error, "userinfo token rejected");
+            return oauth_error_response(&invalid());
+        }
+    };
+    if let Err(error) = check_token_claims(&claims, &state.settings.issuer.url, (state.clock)()) {
+        tracing::debug!(%error, "userinfo token rejected");
+        return oauth_error_response(&error.to_oauth());
+    }
+    (StatusCode::OK, Json(claims)).into_response()
+}
