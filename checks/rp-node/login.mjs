@@ -193,10 +193,12 @@ const isRedirect = (status) => [301, 302, 303, 307, 308].includes(status);
 
 /**
  * Plays the user: follows redirects from the authorization URL, chooses the connector on the
- * picker, fills the password form, grants access, and stops at the first redirect to the
- * client's redirect URI. Returns that URL; reports one step per page.
+ * picker, fills the password form, grants access (or, with `deny`, cancels), and stops at the
+ * first redirect to the client's redirect URI. Returns that URL; reports one step per page
+ * unless `quiet`.
  */
-async function loginThroughPages(browser, authorizationUrl, opts) {
+async function loginThroughPages(browser, authorizationUrl, opts, { deny = false, quiet = false } = {}) {
+  const report = quiet ? () => {} : pass;
   const redirectUri = new URL(opts.redirectUri);
   const atClient = (url) => url.origin === redirectUri.origin && url.pathname === redirectUri.pathname;
   let response = await browser.get(authorizationUrl);
@@ -209,7 +211,7 @@ async function loginThroughPages(browser, authorizationUrl, opts) {
       url = new URL(location, url);
       if (atClient(url)) return url;
       if (/\/callback(\/[^/]+)?$/.test(url.pathname)) {
-        pass('connector callback', `${response.status} → ${url.pathname}`);
+        report('connector callback', `${response.status} → ${url.pathname}`);
       }
       response = await browser.get(url);
       continue;
@@ -218,7 +220,8 @@ async function loginThroughPages(browser, authorizationUrl, opts) {
     assert(response.status === 200, `${response.status} at ${url.pathname}${url.search}: ${pageText(html)}`);
     const pageForms = forms(html, url);
     const passwordForm = pageForms.find((f) => f.inputs.some((i) => i.name === 'password'));
-    const approveForm = pageForms.find((f) => f.hidden.some(([n, v]) => n === 'approval' && v === 'approve'));
+    const decision = deny ? 'rejected' : 'approve';
+    const approveForm = pageForms.find((f) => f.hidden.some(([n, v]) => n === 'approval' && v === decision));
     if (passwordForm) {
       assert(!seen.includes('password'), `password form shown again: ${pageText(html)}`);
       seen.push('password');
@@ -228,7 +231,7 @@ async function loginThroughPages(browser, authorizationUrl, opts) {
       const fields = [...passwordForm.hidden, ['login', opts.login], ['password', opts.password]];
       response = await browser.post(passwordForm.action, fields);
       assert(isRedirect(response.status), `password POST answered ${response.status}: ${pageText(await response.text())}`);
-      pass('password form', `${passwordForm.action.pathname} login=${opts.login} → ${response.status}`);
+      report('password form', `${passwordForm.action.pathname} login=${opts.login} → ${response.status}`);
       url = passwordForm.action;
       continue;
     }
@@ -238,7 +241,7 @@ async function loginThroughPages(browser, authorizationUrl, opts) {
       assert(approveForm.hidden.some(([n]) => n === 'csrf_token'), 'approval form has no csrf_token');
       response = await browser.post(approveForm.action, approveForm.hidden);
       assert(isRedirect(response.status), `approval POST answered ${response.status}`);
-      pass('approval page', `${approveForm.action.pathname} approval=approve → ${response.status}`);
+      report('approval page', `${approveForm.action.pathname} approval=${decision} → ${response.status}`);
       url = approveForm.action;
       continue;
     }
@@ -247,7 +250,7 @@ async function loginThroughPages(browser, authorizationUrl, opts) {
       assert(!seen.includes('picker'), 'connector picker shown again');
       seen.push('picker');
       const offered = links(html, url).filter((l) => /\/auth\/[^/]+$/.test(l.url.pathname)).length;
-      pass('connector picker', `${offered} connectors, chose "${choice.text}" (${choice.url.pathname})`);
+      report('connector picker', `${offered} connectors, chose "${choice.text}" (${choice.url.pathname})`);
       url = choice.url;
       response = await browser.get(url);
       continue;
@@ -296,6 +299,23 @@ async function expectOAuthError(promise, ...codes) {
   throw new Error(`accepted; expected ${codes.join(' or ')}`);
 }
 
+/** An authorization request with PKCE S256, state and nonce. */
+async function authorizationRequest(config, opts) {
+  const codeVerifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const nonce = client.randomNonce();
+  const parameters = {
+    redirect_uri: opts.redirectUri,
+    scope: 'openid email profile groups offline_access',
+    code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+    code_challenge_method: 'S256',
+    state,
+    nonce,
+  };
+  if (opts.select === 'param') parameters.connector_id = opts.connector;
+  return { codeVerifier, state, nonce, authorizationUrl: client.buildAuthorizationUrl(config, parameters) };
+}
+
 function libraryVersion(name) {
   try {
     const file = new URL(`./node_modules/${name}/package.json`, import.meta.url);
@@ -331,20 +351,7 @@ async function main() {
   });
   if (!discovered) return;
 
-  // Authorization request with PKCE S256, state and nonce.
-  const codeVerifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const nonce = client.randomNonce();
-  const parameters = {
-    redirect_uri: opts.redirectUri,
-    scope: 'openid email profile groups offline_access',
-    code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
-    code_challenge_method: 'S256',
-    state,
-    nonce,
-  };
-  if (opts.select === 'param') parameters.connector_id = opts.connector;
-  const authorizationUrl = client.buildAuthorizationUrl(config, parameters);
+  const { codeVerifier, state, nonce, authorizationUrl } = await authorizationRequest(config, opts);
   pass('authorization url', `${authorizationUrl.pathname} S256 state nonce${opts.select === 'param' ? ` connector_id=${opts.connector}` : ''}`);
 
   let callbackUrl;
@@ -438,6 +445,26 @@ async function main() {
     assert(didRefresh, 'no refreshed token');
     // The token no longer exists: Dex answers an unknown refresh token with invalid_request.
     return expectOAuthError(client.refreshTokenGrant(config, refreshed.refresh_token), 'invalid_request', 'invalid_grant');
+  });
+
+  // The user cancels on the approval page: the library reads the error redirect (state checked).
+  await check('cancel on approval → access_denied', async () => {
+    const denied = await authorizationRequest(config, opts);
+    const back = await loginThroughPages(new Browser(), denied.authorizationUrl, opts, { deny: true, quiet: true });
+    try {
+      await client.authorizationCodeGrant(config, back, {
+        pkceCodeVerifier: denied.codeVerifier,
+        expectedState: denied.state,
+        expectedNonce: denied.nonce,
+      });
+    } catch (err) {
+      if (err instanceof client.AuthorizationResponseError) {
+        assert(err.error === 'access_denied', `error=${err.error}`);
+        return `error=${err.error} state matched`;
+      }
+      throw err;
+    }
+    throw new Error('a code came back after Cancel');
   });
 }
 

@@ -6,6 +6,7 @@
 #   1. password DB (admin@example.com), connector chosen on the picker page, client_secret_basic
 #   2. mockCallback connector chosen on the picker page, client_secret_post
 #   3. mockCallback connector chosen with the connector_id authorization parameter
+#   4. password DB again with a client whose id and secret need form-encoding in HTTP Basic
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
@@ -40,13 +41,22 @@ port=$(node -e '
   s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
 issuer="http://127.0.0.1:${port}/dex"
 
-REPO="$repo" WORK="$work" PORT="$port" ISSUER="$issuer" node -e '
+special_id='rp-node:special client'
+special_secret="s3cret with space+plus/slash:colon%25-_.!~*'()"
+SPECIAL_ID="$special_id" SPECIAL_SECRET="$special_secret" REPO="$repo" WORK="$work" PORT="$port" ISSUER="$issuer" node -e '
   const fs = require("node:fs");
   const config = JSON.parse(fs.readFileSync(`${process.env.REPO}/examples/config-dev.json`, "utf8"));
   config.issuer = process.env.ISSUER;
   config.web = { ...config.web, http: `127.0.0.1:${process.env.PORT}` };
   config.storage = { type: "sqlite3", config: { file: `${process.env.WORK}/oxidex.db` } };
   delete config.telemetry;
+  // A client whose id and secret need form-encoding inside HTTP Basic (RFC 6749 §2.3.1).
+  config.staticClients.push({
+    id: process.env.SPECIAL_ID,
+    name: "RP with an awkward secret",
+    secret: process.env.SPECIAL_SECRET,
+    redirectURIs: ["http://127.0.0.1:5555/callback"],
+  });
   fs.writeFileSync(`${process.env.WORK}/config.json`, JSON.stringify(config, null, 2));'
 
 "$oxidex" serve "$work/config.json" >"$work/oxidex.log" 2>&1 &
@@ -70,8 +80,8 @@ if ! PID="$pid" ISSUER="$issuer" node -e '
 fi
 echo "rp-node: oxidex $("$oxidex" version 2>/dev/null | head -n1) healthy at $issuer (pid $pid)"
 
-common=(--issuer "$issuer" --client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0
-  --redirect-uri http://127.0.0.1:5555/callback)
+common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback)
+example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
 runs=0
 failures=0
 login() { # title, flags...
@@ -85,15 +95,18 @@ login() { # title, flags...
   fi
 }
 
-login "password DB via the connector picker, client_secret_basic" \
+login "password DB via the connector picker, client_secret_basic" "${example[@]}" \
   --connector local --select picker --login admin@example.com --password password \
   --expect-group admins --auth basic
-login "mockCallback via the connector picker, client_secret_post" \
+login "mockCallback via the connector picker, client_secret_post" "${example[@]}" \
   --connector mock --select picker --expect-email kilgore@kilgore.trout --expect-group authors \
   --auth post
-login "mockCallback via connector_id, client_secret_basic" \
+login "mockCallback via connector_id, client_secret_basic" "${example[@]}" \
   --connector mock --select param --expect-email kilgore@kilgore.trout --expect-group authors \
   --auth basic
+login "password DB, client id and secret that need form-encoding in HTTP Basic" \
+  --client-id "$special_id" --client-secret "$special_secret" \
+  --connector local --select picker --login admin@example.com --password password --auth basic
 
 echo
 if [ "$failures" -ne 0 ]; then
