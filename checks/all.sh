@@ -34,6 +34,10 @@ bash checks/nix-offline.sh; record "nix offline checks" $?
 
 step "Nix rendering contract (nixos-module/render.nix → oxidex check-config)"
 cargo build --locked --bin oxidex && bash checks/render-contract.sh "$root/target/debug/oxidex"; record "render contract" $?
+
+step "relying parties against a running oxidex (npm openid-client, PyPI Authlib)"
+bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node (openid-client)" $?
+bash checks/rp-python/run.sh "$root/target/debug/oxidex"; record "rp-python (Authlib)" $?
 set -e
 
 echo
