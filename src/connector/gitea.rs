@@ -1,0 +1,743 @@
+//! The `gitea` connector: log in through a Forgejo or Gitea instance with OAuth2,
+//! as Dex's connector of the same name does (shared/reference/dex-gitea-connector.md).
+//!
+//! Flow: the browser goes to `<baseURL>/login/oauth/authorize`; the callback's code
+//! is exchanged at `/login/oauth/access_token` (client credentials in the form
+//! body, which Forgejo reads first); the user comes from `GET /api/v1/user` and the
+//! groups from `GET /api/v1/user/teams` (`org` and `org:team`).
+//!
+//! Refresh: the stored upstream access token is reused until 10 s before it
+//! expires, then the upstream refresh token is spent. Forgejo ≥ 9 rotates refresh
+//! tokens and accepts each once, so the new one is returned in the identity's
+//! `connector_data` and the caller must store it (the offline session). Concurrent
+//! refreshes that present the same upstream token share one upstream call
+//! ([`SingleFlight`]).
+//!
+//! Differences from Dex, on purpose:
+//! * config is validated when the connector opens (Dex fails only at login);
+//! * a trailing `/` on `baseURL` is ignored;
+//! * teams are read 50 per page (Forgejo's maximum) and paging stops at
+//!   `X-Total-Count`, instead of 20 per page until an empty page;
+//! * groups are not loaded for `loadAllGroups` when the client did not ask for the
+//!   `groups` scope (they would be dropped from the tokens anyway);
+//! * a refresh that cannot succeed upstream is [`ConnectorError::Refresh`]
+//!   (clients get 400 `invalid_grant`, not Dex's 500, dexidp/dex#3971);
+//! * extensions: `scopes`, `rootCA`, `insecureSkipVerify`.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::upstream::{
+    self, ConfigReader, Problems, SingleFlight, TlsOptions, check_base_url, check_redirect_uri,
+    oauth_error_text, parse_oauth_error, quote_body, unix_seconds,
+};
+use super::{CallbackConnector, ConnectorError, Identity, Scopes};
+use crate::Clock;
+
+pub const KIND: &str = "gitea";
+pub const DEFAULT_BASE_URL: &str = "https://gitea.com";
+/// Forgejo's and Gitea's `[api] MAX_RESPONSE_ITEMS` default; larger limits are clamped.
+pub const TEAMS_PAGE_SIZE: usize = 50;
+/// A stop for an upstream that never ends its team list (10 000 teams).
+const MAX_TEAM_PAGES: u32 = 200;
+/// An access token this close to its expiry is refreshed first (as golang.org/x/oauth2).
+const EXPIRY_SKEW: Duration = Duration::from_secs(10);
+
+const KEYS: &[&str] = &[
+    "baseURL",
+    "clientID",
+    "clientSecret",
+    "redirectURI",
+    "orgs",
+    "loadAllGroups",
+    "useLoginAsID",
+    "scopes",
+    "rootCA",
+    "insecureSkipVerify",
+];
+const ORG_KEYS: &[&str] = &["name", "teams"];
+
+/// An `orgs` entry: login requires membership in one of the listed orgs; `teams`
+/// only selects which `org:team` groups are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub name: String,
+    pub teams: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct GiteaConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+    pub orgs: Vec<Org>,
+    pub load_all_groups: bool,
+    pub use_login_as_id: bool,
+    /// Sent as `scope` on the authorize request; empty sends none (Dex). Forgejo
+    /// then grants full API access; with granular scopes include `read:user`.
+    pub scopes: Vec<String>,
+    pub tls: TlsOptions,
+}
+
+impl std::fmt::Debug for GiteaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GiteaConfig")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("orgs", &self.orgs)
+            .field("load_all_groups", &self.load_all_groups)
+            .field("use_login_as_id", &self.use_login_as_id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GiteaConfig {
+    /// Reads and validates `connectors[i].config` (`path` is that prefix).
+    /// `callback` is `<issuer>/callback`, which `redirectURI` must equal.
+    /// Reads the `rootCA` file; makes no network call. Returns every problem, each
+    /// naming its key path; unknown keys are returned as warnings.
+    pub fn parse(
+        path: &str,
+        value: &Value,
+        callback: &str,
+    ) -> Result<(Self, Vec<String>), Vec<String>> {
+        let reader = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
+        let mut p = Problems::default();
+
+        let base = p.take(reader.string("baseURL"));
+        let base_url = if base.is_empty() {
+            DEFAULT_BASE_URL.to_owned()
+        } else {
+            p.take(check_base_url(&reader.key_path("baseURL"), &base))
+        };
+        let client_id = p.take(reader.string("clientID"));
+        if client_id.is_empty() {
+            p.push(format!(
+                "{}: required (the OAuth2 application's client ID)",
+                reader.key_path("clientID")
+            ));
+        }
+        let client_secret = p.take(reader.string("clientSecret"));
+        if client_secret.is_empty() {
+            p.push(format!(
+                "{}: required (or clientSecretFile, or a $VAR reference)",
+                reader.key_path("clientSecret")
+            ));
+        }
+        let redirect_uri = p.take(reader.string("redirectURI"));
+        p.take(check_redirect_uri(
+            &reader.key_path("redirectURI"),
+            &redirect_uri,
+            callback,
+        ));
+
+        let mut orgs = Vec::new();
+        for org in p.take(reader.objects("orgs", ORG_KEYS)) {
+            let name = p.take(org.string("name"));
+            if name.is_empty() {
+                p.push(format!("{}: required", org.key_path("name")));
+            }
+            let teams = p.take(org.strings("teams"));
+            orgs.push(Org { name, teams });
+        }
+        let load_all_groups = p.take(reader.bool("loadAllGroups"));
+        let use_login_as_id = p.take(reader.bool("useLoginAsID"));
+        let scopes = p.take(reader.strings("scopes"));
+        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
+            p.push(format!(
+                "{}: {bad:?} is not a scope (one scope per list entry)",
+                reader.key_path("scopes")
+            ));
+        }
+        let mut tls = TlsOptions {
+            root_cas: Vec::new(),
+            insecure_skip_verify: p.take(reader.bool("insecureSkipVerify")),
+        };
+        let root_ca = p.take(reader.string("rootCA"));
+        if !root_ca.is_empty() {
+            if let Some(pem) = p.take(
+                upstream::read_root_ca(&reader.key_path("rootCA"), &root_ca).map(Some),
+            ) {
+                tls.root_cas.push(pem);
+            }
+        }
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok((
+            GiteaConfig {
+                base_url,
+                client_id,
+                client_secret,
+                redirect_uri,
+                orgs,
+                load_all_groups,
+                use_login_as_id,
+                scopes,
+                tls,
+            },
+            reader.unknown,
+        ))
+    }
+}
+
+/// What the connector keeps for refresh (the identity's `connector_data`), JSON.
+#[derive(Clone, Serialize, Deserialize)]
+struct UpstreamToken {
+    #[serde(rename = "accessToken")]
+    access_token: String,
+    #[serde(rename = "refreshToken", default)]
+    refresh_token: String,
+    /// Unix seconds; 0 when the upstream gave no lifetime.
+    #[serde(rename = "expiresAt", default)]
+    expires_at: u64,
+}
+
+impl UpstreamToken {
+    fn usable_at(&self, now: SystemTime) -> bool {
+        self.expires_at == 0 || unix_seconds(now + EXPIRY_SKEW) < self.expires_at
+    }
+}
+
+/// A token endpoint failure.
+enum TokenError {
+    /// An OAuth2 error answer (`invalid_grant`, `unauthorized_client`, …).
+    Rejected(String),
+    /// Network, timeout, 5xx or an unreadable answer.
+    Failed(String),
+}
+
+/// A `/api/v1` failure.
+struct ApiError {
+    status: Option<u16>,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: String,
+    #[serde(default)]
+    expires_in: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GiteaUser {
+    id: i64,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    full_name: String,
+    #[serde(default)]
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct Team {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    organization: Option<TeamOrg>,
+}
+
+#[derive(Deserialize)]
+struct TeamOrg {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub struct GiteaConnector {
+    id: String,
+    config: GiteaConfig,
+    http: reqwest::Client,
+    clock: Clock,
+    refreshes: SingleFlight<UpstreamToken>,
+}
+
+impl std::fmt::Debug for GiteaConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GiteaConnector")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GiteaConnector {
+    pub fn new(id: &str, config: GiteaConfig, clock: Clock) -> Result<Self, ConnectorError> {
+        let http = upstream::http_client(&config.tls).map_err(|message| ConnectorError::Config {
+            id: id.to_owned(),
+            kind: KIND.to_owned(),
+            message,
+        })?;
+        Ok(GiteaConnector {
+            id: id.to_owned(),
+            config,
+            http,
+            clock,
+            refreshes: SingleFlight::default(),
+        })
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.config.base_url)
+    }
+
+    /// Groups are needed to enforce `orgs`, or when all are wanted and asked for.
+    fn groups_needed(&self, scopes: &Scopes) -> bool {
+        !self.config.orgs.is_empty() || (self.config.load_all_groups && scopes.groups)
+    }
+
+    async fn token_request(
+        &self,
+        grant: &[(&str, &str)],
+        now: SystemTime,
+    ) -> Result<UpstreamToken, TokenError> {
+        let url = self.endpoint("/login/oauth/access_token");
+        let mut form: Vec<(&str, &str)> = grant.to_vec();
+        // client_secret_post: Forgejo reads body credentials first and does not
+        // URL-decode Basic credentials.
+        form.push(("client_id", &self.config.client_id));
+        form.push(("client_secret", &self.config.client_secret));
+        let response = self
+            .http
+            .post(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::Failed(format!("POST {url}: {}", transport_error(e))))?;
+        let status = response.status();
+        let form_encoded = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| TokenError::Failed(format!("POST {url}: {}", transport_error(e))))?;
+        if !status.is_success() {
+            return Err(match parse_oauth_error(&body) {
+                Some((error, description)) if status.is_client_error() => {
+                    TokenError::Rejected(oauth_error_text(&error, &description))
+                }
+                _ => TokenError::Failed(format!("POST {url}: {status}: {}", quote_body(&body))),
+            });
+        }
+        let parsed: TokenResponse = if form_encoded {
+            let pairs: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(&body).into_owned().collect();
+            if let Some(error) = pairs.get("error") {
+                let description = pairs.get("error_description").cloned().unwrap_or_default();
+                return Err(TokenError::Rejected(oauth_error_text(error, &description)));
+            }
+            TokenResponse {
+                access_token: pairs.get("access_token").cloned().unwrap_or_default(),
+                refresh_token: pairs.get("refresh_token").cloned().unwrap_or_default(),
+                expires_in: pairs.get("expires_in").map(|s| Value::String(s.clone())),
+            }
+        } else {
+            if let Some((error, description)) = parse_oauth_error(&body) {
+                return Err(TokenError::Rejected(oauth_error_text(&error, &description)));
+            }
+            serde_json::from_slice(&body).map_err(|e| {
+                TokenError::Failed(format!("POST {url}: unreadable token response: {e}"))
+            })?
+        };
+        if parsed.access_token.is_empty() {
+            return Err(TokenError::Failed(format!(
+                "POST {url}: the token response has no access_token"
+            )));
+        }
+        let expires_in = match &parsed.expires_in {
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(Value::String(s)) => s.parse().unwrap_or(0),
+            _ => 0,
+        };
+        Ok(UpstreamToken {
+            access_token: parsed.access_token,
+            refresh_token: parsed.refresh_token,
+            expires_at: if expires_in == 0 {
+                0
+            } else {
+                unix_seconds(now).saturating_add(expires_in)
+            },
+        })
+    }
+
+    /// `GET /api/v1/...` with the user's token, decoded as `T`, plus `X-Total-Count`.
+    async fn api_get<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+        access_token: &str,
+    ) -> Result<(T, Option<u64>), ApiError> {
+        let url = self.endpoint(path_and_query);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(access_token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| ApiError {
+                status: None,
+                message: format!("GET {url}: {}", transport_error(e)),
+            })?;
+        let status = response.status();
+        let total = response
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = response.bytes().await.map_err(|e| ApiError {
+            status: None,
+            message: format!("GET {url}: {}", transport_error(e)),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| quote_body(&body));
+            return Err(ApiError {
+                status: Some(status.as_u16()),
+                message: format!("GET {url}: {status}: {message}"),
+            });
+        }
+        let value = serde_json::from_slice(&body).map_err(|e| ApiError {
+            status: None,
+            message: format!("GET {url}: unreadable answer: {e}"),
+        })?;
+        Ok((value, total))
+    }
+
+    /// Every `org` and `org:team` of the user, first-seen order, no duplicates.
+    async fn user_groups(&self, access_token: &str) -> Result<Vec<String>, ApiError> {
+        let mut groups: Vec<String> = Vec::new();
+        let mut seen_teams = 0u64;
+        for page in 1..=MAX_TEAM_PAGES {
+            let (teams, total): (Vec<Team>, Option<u64>) = self
+                .api_get(
+                    &format!("/api/v1/user/teams?page={page}&limit={TEAMS_PAGE_SIZE}"),
+                    access_token,
+                )
+                .await?;
+            if teams.is_empty() {
+                return Ok(groups);
+            }
+            seen_teams += teams.len() as u64;
+            for team in &teams {
+                let Some(org) = team
+                    .organization
+                    .as_ref()
+                    .map(|o| if o.username.is_empty() { &o.name } else { &o.username })
+                    .filter(|o| !o.is_empty())
+                else {
+                    continue;
+                };
+                for group in [org.clone(), format!("{org}:{}", team.name)] {
+                    if !groups.contains(&group) {
+                        groups.push(group);
+                    }
+                }
+            }
+            // Without X-Total-Count, go on until an empty page (the server may
+            // clamp the page size below what was asked).
+            if total.is_some_and(|total| seen_teams >= total) {
+                return Ok(groups);
+            }
+        }
+        Err(ApiError {
+            status: None,
+            message: format!(
+                "GET {}: more than {MAX_TEAM_PAGES} pages of teams",
+                self.endpoint("/api/v1/user/teams")
+            ),
+        })
+    }
+
+    /// Applies `orgs`: `None` when the user is in none of them.
+    fn filter_groups(&self, groups: Vec<String>) -> Option<Vec<String>> {
+        if self.config.orgs.is_empty() {
+            return Some(groups);
+        }
+        let allowed = |g: &String| {
+            self.config.orgs.iter().any(|org| {
+                *g == org.name
+                    || org
+                        .teams
+                        .iter()
+                        .any(|team| g.strip_prefix(&org.name).and_then(|r| r.strip_prefix(':')) == Some(team))
+            })
+        };
+        let kept: Vec<String> = groups.into_iter().filter(allowed).collect();
+        (!kept.is_empty()).then_some(kept)
+    }
+
+    /// Reads the user (and groups when needed) into `identity`'s profile fields.
+    /// `Ok(Err(login))` means the user is in none of the required orgs.
+    async fn load_user(
+        &self,
+        scopes: &Scopes,
+        access_token: &str,
+    ) -> Result<Result<(GiteaUser, Option<Vec<String>>), String>, ApiError> {
+        let (user, _): (GiteaUser, _) = self.api_get("/api/v1/user", access_token).await?;
+        if !self.groups_needed(scopes) {
+            return Ok(Ok((user, None)));
+        }
+        let groups = self.user_groups(access_token).await?;
+        match self.filter_groups(groups) {
+            Some(groups) => Ok(Ok((user, Some(groups)))),
+            None => Ok(Err(user.login)),
+        }
+    }
+
+    fn encode(&self, token: &UpstreamToken) -> Result<Vec<u8>, ConnectorError> {
+        serde_json::to_vec(token)
+            .map_err(|e| ConnectorError::Internal(format!("gitea: cannot encode connector data: {e}")))
+    }
+
+    /// Spends the upstream refresh token (once per token, see [`SingleFlight`]).
+    async fn refresh_upstream(
+        &self,
+        token: &UpstreamToken,
+        now: SystemTime,
+    ) -> Result<UpstreamToken, ConnectorError> {
+        if token.refresh_token.is_empty() {
+            return Err(ConnectorError::Refresh(
+                "gitea: the upstream access token expired and the upstream gave no refresh token; the user must log in again".into(),
+            ));
+        }
+        let refresh_token = token.refresh_token.clone();
+        self.refreshes
+            .run(&refresh_token, now, || async {
+                let grant = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.as_str()),
+                ];
+                match self.token_request(&grant, now).await {
+                    Ok(mut fresh) => {
+                        // An upstream that does not rotate may leave the field out.
+                        if fresh.refresh_token.is_empty() {
+                            fresh.refresh_token = refresh_token.clone();
+                        }
+                        Ok(fresh)
+                    }
+                    Err(TokenError::Rejected(reason)) => Err(ConnectorError::Refresh(format!(
+                        "gitea: {} refused the upstream refresh token ({reason}); the user must log in again",
+                        self.config.base_url
+                    ))),
+                    Err(TokenError::Failed(reason)) => Err(ConnectorError::Upstream(format!(
+                        "gitea: upstream refresh failed: {reason}"
+                    ))),
+                }
+            })
+            .await
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("timed out after {}s", upstream::UPSTREAM_TIMEOUT.as_secs())
+    } else {
+        // Without the URL: reqwest's Display repeats it.
+        let e = e.without_url();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+}
+
+fn lookup<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
+    query
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl CallbackConnector for GiteaConnector {
+    fn login_url(
+        &self,
+        _scopes: &Scopes,
+        callback_url: &str,
+        state: &str,
+    ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
+        if callback_url != self.config.redirect_uri {
+            return Err(ConnectorError::Config {
+                id: self.id.clone(),
+                kind: KIND.to_owned(),
+                message: format!(
+                    "expected callback URL {callback_url:?} did not match the URL in the config {:?}",
+                    self.config.redirect_uri
+                ),
+            });
+        }
+        let mut url = url::Url::parse(&self.endpoint("/login/oauth/authorize"))
+            .map_err(|e| ConnectorError::Internal(format!("gitea: authorize URL: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", &self.config.redirect_uri)
+                .append_pair("response_type", "code");
+            if !self.config.scopes.is_empty() {
+                q.append_pair("scope", &self.config.scopes.join(" "));
+            }
+            q.append_pair("state", state);
+        }
+        Ok((url.into(), None))
+    }
+
+    async fn handle_callback(
+        &self,
+        scopes: &Scopes,
+        _connector_data: Option<&[u8]>,
+        query: &[(String, String)],
+    ) -> Result<Identity, ConnectorError> {
+        let error = lookup(query, "error");
+        if !error.is_empty() {
+            return Err(ConnectorError::Upstream(format!(
+                "gitea: {} answered the login with an error: {}",
+                self.config.base_url,
+                oauth_error_text(error, lookup(query, "error_description"))
+            )));
+        }
+        let code = lookup(query, "code");
+        if code.is_empty() {
+            return Err(ConnectorError::Upstream(
+                "gitea: the callback carries neither a code nor an error".into(),
+            ));
+        }
+        let now = (self.clock)();
+        let grant = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.config.redirect_uri.as_str()),
+        ];
+        let token = self.token_request(&grant, now).await.map_err(|e| match e {
+            TokenError::Rejected(reason) => {
+                ConnectorError::Upstream(format!("gitea: failed to get token: {reason}"))
+            }
+            TokenError::Failed(reason) => {
+                ConnectorError::Upstream(format!("gitea: failed to get token: {reason}"))
+            }
+        })?;
+        let (user, groups) = match self.load_user(scopes, &token.access_token).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(login)) => return Err(ConnectorError::NotInRequiredGroups { user: login }),
+            Err(e) => return Err(ConnectorError::Upstream(format!("gitea: {}", e.message))),
+        };
+        let user_id = if self.config.use_login_as_id {
+            user.login.clone()
+        } else {
+            user.id.to_string()
+        };
+        Ok(Identity {
+            user_id,
+            username: display_name(&user),
+            preferred_username: user.login,
+            email: user.email,
+            email_verified: true,
+            groups: groups.unwrap_or_default(),
+            connector_data: if scopes.offline_access {
+                Some(self.encode(&token)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn supports_refresh(&self) -> bool {
+        true
+    }
+
+    async fn refresh(
+        &self,
+        scopes: &Scopes,
+        mut identity: Identity,
+    ) -> Result<Identity, ConnectorError> {
+        let data = identity
+            .connector_data
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| {
+                ConnectorError::Refresh(
+                    "gitea: no upstream token is stored for this session; the user must log in again".into(),
+                )
+            })?;
+        let mut token: UpstreamToken = serde_json::from_slice(data).map_err(|e| {
+            ConnectorError::Refresh(format!("gitea: the stored upstream token is unreadable: {e}"))
+        })?;
+        let now = (self.clock)();
+        let mut refreshed = false;
+        if !token.usable_at(now) {
+            token = self.refresh_upstream(&token, now).await?;
+            refreshed = true;
+        }
+        let mut loaded = self.load_user(scopes, &token.access_token).await;
+        // A revoked grant kills access tokens early; the refresh token says why.
+        if let Err(ApiError {
+            status: Some(401), ..
+        }) = &loaded
+            && !refreshed
+        {
+            token = self.refresh_upstream(&token, now).await?;
+            loaded = self.load_user(scopes, &token.access_token).await;
+        }
+        let (user, groups) = match loaded {
+            Ok(Ok(found)) => found,
+            Ok(Err(login)) => {
+                return Err(ConnectorError::Refresh(format!(
+                    "gitea: user {login:?} is no longer a member of any required org or team"
+                )));
+            }
+            Err(e) if matches!(e.status, Some(401 | 403)) => {
+                return Err(ConnectorError::Refresh(format!(
+                    "gitea: the upstream refused the user's token: {}",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(ConnectorError::Upstream(format!("gitea: {}", e.message))),
+        };
+        if !self.config.use_login_as_id && user.id.to_string() != identity.user_id {
+            return Err(ConnectorError::Refresh(format!(
+                "gitea: the upstream token now belongs to user id {} instead of {}",
+                user.id, identity.user_id
+            )));
+        }
+        identity.username = display_name(&user);
+        identity.preferred_username = user.login;
+        identity.email = user.email;
+        if let Some(groups) = groups {
+            identity.groups = groups;
+        }
+        identity.connector_data = Some(self.encode(&token)?);
+        Ok(identity)
+    }
+}
+
+/// Dex: the full name, else the email; oxidex adds the login as a last resort.
+fn display_name(user: &GiteaUser) -> String {
+    [&user.full_name, &user.email, &user.login]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_default()
+}
