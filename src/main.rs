@@ -92,6 +92,15 @@ fn check_config(args: CheckArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    // Connector configs (clientID, redirectURI, rootCA files…), checked offline.
+    let problems = oxidex::connector::validate_connectors(&loaded.settings);
+    if !problems.is_empty() {
+        eprintln!("invalid config {}:", args.config.display());
+        for problem in problems {
+            eprintln!("  {problem}");
+        }
+        return ExitCode::from(2);
+    }
     match serde_json::to_string_pretty(&config::redacted_json(&loaded.settings)) {
         Ok(text) => {
             println!("{text}");

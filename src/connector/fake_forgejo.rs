@@ -382,7 +382,11 @@ impl FakeForgejo {
         let Some(user_id) = inner.users.iter().find(|u| u.login == login).map(|u| u.id) else {
             return 0;
         };
-        inner.grants.values().filter(|g| g.user_id == user_id).count()
+        inner
+            .grants
+            .values()
+            .filter(|g| g.user_id == user_id)
+            .count()
     }
 }
 
@@ -468,7 +472,10 @@ fn authorize(
         return AuthorizeOutcome::Redirect("/user/login".into());
     };
     if response_type != "code" {
-        return error_redirect("unsupported_response_type", "Only code response type is supported.");
+        return error_redirect(
+            "unsupported_response_type",
+            "Only code response type is supported.",
+        );
     }
     let challenge = get("code_challenge");
     let method = get("code_challenge_method");
@@ -535,11 +542,9 @@ async fn authorize_handler(
     let mut inner = shared.lock();
     let signed_in = inner.signed_in.clone();
     match authorize(&mut inner, &query, signed_in.as_deref()) {
-        AuthorizeOutcome::Redirect(location) => (
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, location)],
-        )
-            .into_response(),
+        AuthorizeOutcome::Redirect(location) => {
+            (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+        }
         AuthorizeOutcome::Page(status, message) => (
             status,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -579,11 +584,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((id.to_owned(), secret.to_owned()))
 }
 
-async fn token_handler(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -601,17 +602,17 @@ async fn token_handler(
     };
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let (mut client_id, mut secret) = (get("client_id"), get("client_secret"));
-    if client_id.is_empty() || secret.is_empty() {
-        if let Some((basic_id, basic_secret)) = basic_credentials(&headers) {
-            if !client_id.is_empty() && client_id != basic_id {
-                return oauth_error(
-                    "invalid_request",
-                    "client_id in request body inconsistent with Authorization header",
-                );
-            }
-            client_id = basic_id;
-            secret = basic_secret;
+    if (client_id.is_empty() || secret.is_empty())
+        && let Some((basic_id, basic_secret)) = basic_credentials(&headers)
+    {
+        if !client_id.is_empty() && client_id != basic_id {
+            return oauth_error(
+                "invalid_request",
+                "client_id in request body inconsistent with Authorization header",
+            );
         }
+        client_id = basic_id;
+        secret = basic_secret;
     }
     let now = SystemTime::now();
     let mut inner = shared.lock();
@@ -641,7 +642,9 @@ async fn token_handler(
             if let Some((challenge, method)) = &code.challenge {
                 let verifier = get("code_verifier");
                 let ok = match method.as_str() {
-                    "S256" => URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == *challenge,
+                    "S256" => {
+                        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == *challenge
+                    }
                     _ => verifier == *challenge,
                 };
                 if !ok {
@@ -810,9 +813,14 @@ fn api_error(shared: &Shared, status: StatusCode, message: &str) -> Response {
 }
 
 /// The user behind an API token, or Forgejo's error answer.
+#[allow(clippy::result_large_err)]
 fn api_user(shared: &Shared, inner: &Inner, headers: &HeaderMap) -> Result<FakeUser, Response> {
     let Some(token) = bearer(headers) else {
-        return Err(api_error(shared, StatusCode::UNAUTHORIZED, "token is required"));
+        return Err(api_error(
+            shared,
+            StatusCode::UNAUTHORIZED,
+            "token is required",
+        ));
     };
     let invalid = || {
         api_error(
@@ -901,7 +909,12 @@ async fn teams_handler(
         Ok(user) => user,
         Err(response) => return response,
     };
-    let number = |k: &str| query.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let number = |k: &str| {
+        query
+            .get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
     let page = number("page").max(1) as usize;
     let limit = match number("limit") {
         l if l <= 0 => DEFAULT_PAGE_SIZE,

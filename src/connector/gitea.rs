@@ -161,12 +161,11 @@ impl GiteaConfig {
             insecure_skip_verify: p.take(reader.bool("insecureSkipVerify")),
         };
         let root_ca = p.take(reader.string("rootCA"));
-        if !root_ca.is_empty() {
-            if let Some(pem) = p.take(
-                upstream::read_root_ca(&reader.key_path("rootCA"), &root_ca).map(Some),
-            ) {
-                tls.root_cas.push(pem);
-            }
+        if !root_ca.is_empty()
+            && let Some(pem) =
+                p.take(upstream::read_root_ca(&reader.key_path("rootCA"), &root_ca).map(Some))
+        {
+            tls.root_cas.push(pem);
         }
 
         if !p.0.is_empty() {
@@ -276,11 +275,12 @@ impl std::fmt::Debug for GiteaConnector {
 
 impl GiteaConnector {
     pub fn new(id: &str, config: GiteaConfig, clock: Clock) -> Result<Self, ConnectorError> {
-        let http = upstream::http_client(&config.tls).map_err(|message| ConnectorError::Config {
-            id: id.to_owned(),
-            kind: KIND.to_owned(),
-            message,
-        })?;
+        let http =
+            upstream::http_client(&config.tls).map_err(|message| ConnectorError::Config {
+                id: id.to_owned(),
+                kind: KIND.to_owned(),
+                message,
+            })?;
         Ok(GiteaConnector {
             id: id.to_owned(),
             config,
@@ -441,7 +441,13 @@ impl GiteaConnector {
                 let Some(org) = team
                     .organization
                     .as_ref()
-                    .map(|o| if o.username.is_empty() { &o.name } else { &o.username })
+                    .map(|o| {
+                        if o.username.is_empty() {
+                            &o.name
+                        } else {
+                            &o.username
+                        }
+                    })
                     .filter(|o| !o.is_empty())
                 else {
                     continue;
@@ -475,10 +481,9 @@ impl GiteaConnector {
         let allowed = |g: &String| {
             self.config.orgs.iter().any(|org| {
                 *g == org.name
-                    || org
-                        .teams
-                        .iter()
-                        .any(|team| g.strip_prefix(&org.name).and_then(|r| r.strip_prefix(':')) == Some(team))
+                    || org.teams.iter().any(|team| {
+                        g.strip_prefix(&org.name).and_then(|r| r.strip_prefix(':')) == Some(team)
+                    })
             })
         };
         let kept: Vec<String> = groups.into_iter().filter(allowed).collect();
@@ -504,8 +509,9 @@ impl GiteaConnector {
     }
 
     fn encode(&self, token: &UpstreamToken) -> Result<Vec<u8>, ConnectorError> {
-        serde_json::to_vec(token)
-            .map_err(|e| ConnectorError::Internal(format!("gitea: cannot encode connector data: {e}")))
+        serde_json::to_vec(token).map_err(|e| {
+            ConnectorError::Internal(format!("gitea: cannot encode connector data: {e}"))
+        })
     }
 
     /// Spends the upstream refresh token (once per token, see [`SingleFlight`]).
@@ -683,7 +689,9 @@ impl CallbackConnector for GiteaConnector {
                 )
             })?;
         let mut token: UpstreamToken = serde_json::from_slice(data).map_err(|e| {
-            ConnectorError::Refresh(format!("gitea: the stored upstream token is unreadable: {e}"))
+            ConnectorError::Refresh(format!(
+                "gitea: the stored upstream token is unreadable: {e}"
+            ))
         })?;
         let now = (self.clock)();
         let mut refreshed = false;
@@ -797,7 +805,10 @@ mod config_tests {
         ] {
             assert!(all.contains(key), "{key} missing in:\n{all}");
         }
-        assert!(all.contains(CALLBACK), "the message says what redirectURI must be: {all}");
+        assert!(
+            all.contains(CALLBACK),
+            "the message says what redirectURI must be: {all}"
+        );
     }
 }
 
@@ -807,7 +818,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::connector::fake_forgejo::{FakeApp, FakeForgejo, FakeOptions, FakeUser, callback_query};
+    use crate::connector::fake_forgejo::{
+        FakeApp, FakeForgejo, FakeOptions, FakeUser, callback_query,
+    };
     use serde_json::json;
 
     const CALLBACK: &str = "https://idp.example/dex/callback";
@@ -836,7 +849,11 @@ mod tests {
                 .team("infra", "ops")
                 .team("web", "devs"),
         );
-        fake.add_user(FakeUser::new(43, "bob").email("bob@example.test").team("web", "devs"));
+        fake.add_user(
+            FakeUser::new(43, "bob")
+                .email("bob@example.test")
+                .team("web", "devs"),
+        );
         let mut config = json!({
             "baseURL": format!("{}/", fake.url()),
             "clientID": app.client_id,
@@ -891,11 +908,19 @@ mod tests {
     #[tokio::test]
     async fn login_url_has_dex_parameters_and_checks_the_callback() {
         let s = setup(json!({"scopes": ["read:user", "read:organization"]})).await;
-        let (url, _) = s.conn.login_url(&Scopes::default(), CALLBACK, "st").unwrap();
+        let (url, _) = s
+            .conn
+            .login_url(&Scopes::default(), CALLBACK, "st")
+            .unwrap();
         let parsed = url::Url::parse(&url).unwrap();
-        assert_eq!(parsed.path(), "/login/oauth/authorize", "baseURL's trailing slash is dropped");
+        assert_eq!(
+            parsed.path(),
+            "/login/oauth/authorize",
+            "baseURL's trailing slash is dropped"
+        );
         let q: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
-        let expect = |k: &str, v: &str| assert!(q.contains(&(k.into(), v.into())), "{k}={v} in {q:?}");
+        let expect =
+            |k: &str, v: &str| assert!(q.contains(&(k.into(), v.into())), "{k}={v} in {q:?}");
         expect("client_id", &s.app.client_id);
         expect("redirect_uri", CALLBACK);
         expect("response_type", "code");
@@ -903,7 +928,11 @@ mod tests {
         expect("state", "st");
         let e = s
             .conn
-            .login_url(&Scopes::default(), "https://idp.example/dex/callback/forgejo", "st")
+            .login_url(
+                &Scopes::default(),
+                "https://idp.example/dex/callback/forgejo",
+                "st",
+            )
             .unwrap_err();
         assert!(matches!(e, ConnectorError::Config { .. }), "{e}");
         assert!(e.to_string().contains("did not match"), "{e}");
@@ -918,13 +947,22 @@ mod tests {
         assert_eq!(id.preferred_username, "alice");
         assert_eq!(id.email, "alice@example.test");
         assert!(id.email_verified);
-        assert!(id.groups.is_empty(), "no orgs and no loadAllGroups: no groups");
-        assert!(id.connector_data.is_none(), "no offline_access: nothing stored");
+        assert!(
+            id.groups.is_empty(),
+            "no orgs and no loadAllGroups: no groups"
+        );
+        assert!(
+            id.connector_data.is_none(),
+            "no offline_access: nothing stored"
+        );
         assert!(!s.fake.requests().iter().any(|r| r.contains("/teams")));
 
         // No full name: the email is the display name (Dex's only test).
         let id = login(&s, "bob", &scopes(true, false)).await.unwrap();
-        assert_eq!((id.user_id.as_str(), id.username.as_str()), ("43", "bob@example.test"));
+        assert_eq!(
+            (id.user_id.as_str(), id.username.as_str()),
+            ("43", "bob@example.test")
+        );
         let data = stored(&id);
         assert!(data["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
         assert!(data["refreshToken"].as_str().is_some_and(|t| !t.is_empty()));
@@ -942,7 +980,10 @@ mod tests {
     async fn load_all_groups_gives_org_and_org_team_once_each() {
         let s = setup(json!({"loadAllGroups": true})).await;
         let id = login(&s, "alice", &scopes(false, true)).await.unwrap();
-        assert_eq!(id.groups, ["infra", "infra:Owners", "infra:ops", "web", "web:devs"]);
+        assert_eq!(
+            id.groups,
+            ["infra", "infra:Owners", "infra:ops", "web", "web:devs"]
+        );
     }
 
     #[tokio::test]
@@ -971,7 +1012,10 @@ mod tests {
             "stops after 120 of 120 without an extra empty page"
         );
         assert_eq!(id.groups.len(), 3 + 120);
-        assert_eq!(&id.groups[..4], ["org0", "org0:team0", "org1", "org1:team1"]);
+        assert_eq!(
+            &id.groups[..4],
+            ["org0", "org0:team0", "org1", "org1:team1"]
+        );
         assert!(id.groups.contains(&"org2:team119".to_owned()));
     }
 
@@ -983,7 +1027,8 @@ mod tests {
         assert_eq!(id.groups, ["infra", "infra:ops"]);
 
         // Dex's loophole, kept: any team of a listed org lets the user in.
-        s.fake.add_user(FakeUser::new(44, "dave").team("infra", "interns"));
+        s.fake
+            .add_user(FakeUser::new(44, "dave").team("infra", "interns"));
         let id = login(&s, "dave", &Scopes::default()).await.unwrap();
         assert_eq!(id.groups, ["infra"]);
 
@@ -999,17 +1044,32 @@ mod tests {
         let s = setup(json!({})).await;
         let query = vec![
             ("error".to_owned(), "access_denied".to_owned()),
-            ("error_description".to_owned(), "the user said no".to_owned()),
+            (
+                "error_description".to_owned(),
+                "the user said no".to_owned(),
+            ),
             ("state".to_owned(), "req-1".to_owned()),
         ];
-        let e = s.conn.handle_callback(&Scopes::default(), None, &query).await.unwrap_err();
+        let e = s
+            .conn
+            .handle_callback(&Scopes::default(), None, &query)
+            .await
+            .unwrap_err();
         assert!(matches!(e, ConnectorError::Upstream(_)));
-        assert!(e.to_string().contains("access_denied: the user said no"), "{e}");
+        assert!(
+            e.to_string().contains("access_denied: the user said no"),
+            "{e}"
+        );
 
         let query = vec![("code".to_owned(), "gta_forged".to_owned())];
-        let e = s.conn.handle_callback(&Scopes::default(), None, &query).await.unwrap_err();
+        let e = s
+            .conn
+            .handle_callback(&Scopes::default(), None, &query)
+            .await
+            .unwrap_err();
         assert!(
-            e.to_string().contains("failed to get token: unauthorized_client: client is not authorized"),
+            e.to_string()
+                .contains("failed to get token: unauthorized_client: client is not authorized"),
             "{e}"
         );
 
@@ -1025,7 +1085,10 @@ mod tests {
         .unwrap();
         let (url, _) = wrong.login_url(&Scopes::default(), CALLBACK, "r").unwrap();
         let query = callback_query(&s.fake.approve(&url, "alice").unwrap());
-        let e = wrong.handle_callback(&Scopes::default(), None, &query).await.unwrap_err();
+        let e = wrong
+            .handle_callback(&Scopes::default(), None, &query)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("invalid client secret"), "{e}");
     }
 
@@ -1033,7 +1096,10 @@ mod tests {
     async fn granular_scopes_without_read_user_are_refused_by_forgejo() {
         let s = setup(json!({"scopes": ["read:organization"]})).await;
         let e = login(&s, "alice", &Scopes::default()).await.unwrap_err();
-        assert!(e.to_string().contains("403") && e.to_string().contains("read:user"), "{e}");
+        assert!(
+            e.to_string().contains("403") && e.to_string().contains("read:user"),
+            "{e}"
+        );
         let s = setup(json!({"scopes": ["read:user"], "loadAllGroups": true})).await;
         let id = login(&s, "alice", &scopes(false, true)).await.unwrap();
         assert_eq!(id.groups.len(), 5);
@@ -1043,10 +1109,22 @@ mod tests {
     async fn refresh_reuses_a_live_access_token_and_rereads_the_profile() {
         let s = setup(json!({"loadAllGroups": true})).await;
         let first = login(&s, "alice", &scopes(true, true)).await.unwrap();
-        s.fake.add_user(FakeUser::new(42, "alice").full_name("Alice L.").team("web", "devs"));
+        s.fake.add_user(
+            FakeUser::new(42, "alice")
+                .full_name("Alice L.")
+                .team("web", "devs"),
+        );
         s.fake.clear_requests();
-        let again = s.conn.refresh(&scopes(true, true), first.clone()).await.unwrap();
-        assert_eq!(token_posts(&s.fake), 0, "access token still valid: no upstream refresh");
+        let again = s
+            .conn
+            .refresh(&scopes(true, true), first.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            token_posts(&s.fake),
+            0,
+            "access token still valid: no upstream refresh"
+        );
         assert_eq!(again.connector_data, first.connector_data);
         assert_eq!(again.username, "Alice L.");
         assert_eq!(again.groups, ["web", "web:devs"]);
@@ -1065,10 +1143,24 @@ mod tests {
         let s = setup_with(short_lived(), json!({})).await;
         let first = login(&s, "alice", &scopes(true, false)).await.unwrap();
         // 5 s lifetime is inside the 10 s margin: every refresh goes upstream.
-        let second = s.conn.refresh(&scopes(true, false), first.clone()).await.unwrap();
-        assert_ne!(stored(&second)["refreshToken"], stored(&first)["refreshToken"]);
-        let third = s.conn.refresh(&scopes(true, false), second.clone()).await.unwrap();
-        assert_ne!(stored(&third)["refreshToken"], stored(&second)["refreshToken"]);
+        let second = s
+            .conn
+            .refresh(&scopes(true, false), first.clone())
+            .await
+            .unwrap();
+        assert_ne!(
+            stored(&second)["refreshToken"],
+            stored(&first)["refreshToken"]
+        );
+        let third = s
+            .conn
+            .refresh(&scopes(true, false), second.clone())
+            .await
+            .unwrap();
+        assert_ne!(
+            stored(&third)["refreshToken"],
+            stored(&second)["refreshToken"]
+        );
         assert_eq!(token_posts(&s.fake), 1 + 2);
 
         // The fake itself refuses the spent token, as Forgejo ≥ 9.
@@ -1076,7 +1168,10 @@ mod tests {
             .post(format!("{}/login/oauth/access_token", s.fake.url()))
             .form(&[
                 ("grant_type", "refresh_token"),
-                ("refresh_token", stored(&first)["refreshToken"].as_str().unwrap()),
+                (
+                    "refresh_token",
+                    stored(&first)["refreshToken"].as_str().unwrap(),
+                ),
                 ("client_id", &s.app.client_id),
                 ("client_secret", &s.app.client_secret),
             ])
@@ -1085,11 +1180,18 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), 400);
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({"error": "unauthorized_client", "error_description": "token was already used"}));
+        assert_eq!(
+            body,
+            json!({"error": "unauthorized_client", "error_description": "token was already used"})
+        );
 
         // Once the remembered result has aged out, a stale copy fails upstream.
         *s.now.lock().unwrap() += upstream::REFRESH_RESULT_TTL + Duration::from_secs(1);
-        let e = s.conn.refresh(&scopes(true, false), first).await.unwrap_err();
+        let e = s
+            .conn
+            .refresh(&scopes(true, false), first)
+            .await
+            .unwrap_err();
         assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
         assert!(e.to_string().contains("token was already used"), "{e}");
     }
@@ -1106,7 +1208,11 @@ mod tests {
             s.conn.refresh(&sc, first.clone()),
         );
         let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
-        assert_eq!(token_posts(&s.fake), 1, "one upstream refresh for one upstream token");
+        assert_eq!(
+            token_posts(&s.fake),
+            1,
+            "one upstream refresh for one upstream token"
+        );
         assert_eq!(a.connector_data, b.connector_data);
         assert_eq!(b.connector_data, c.connector_data);
         // The rotated token they all carry is the live one.
@@ -1119,7 +1225,11 @@ mod tests {
         let s = setup(json!({})).await;
         let first = login(&s, "alice", &scopes(true, false)).await.unwrap();
         s.fake.delete_app(&s.app.client_id);
-        let e = s.conn.refresh(&scopes(true, false), first).await.unwrap_err();
+        let e = s
+            .conn
+            .refresh(&scopes(true, false), first)
+            .await
+            .unwrap_err();
         assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
         assert!(e.to_string().contains("invalid_client"), "{e}");
 
@@ -1127,8 +1237,16 @@ mod tests {
         let s = setup_with(short_lived(), json!({})).await;
         let first = login(&s, "alice", &scopes(true, false)).await.unwrap();
         s.fake.revoke_grant("alice", &s.app.client_id);
-        let e = s.conn.refresh(&scopes(true, false), first).await.unwrap_err();
-        assert!(e.to_string().contains("invalid_grant: grant does not exist"), "{e}");
+        let e = s
+            .conn
+            .refresh(&scopes(true, false), first)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("invalid_grant: grant does not exist"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -1139,8 +1257,13 @@ mod tests {
         assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
 
         let offline = login(&s, "alice", &scopes(true, false)).await.unwrap();
-        s.fake.add_user(FakeUser::new(42, "alice").team("web", "devs"));
-        let e = s.conn.refresh(&Scopes::default(), offline).await.unwrap_err();
+        s.fake
+            .add_user(FakeUser::new(42, "alice").team("web", "devs"));
+        let e = s
+            .conn
+            .refresh(&Scopes::default(), offline)
+            .await
+            .unwrap_err();
         assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
         assert!(e.to_string().contains("no longer a member"), "{e}");
     }

@@ -519,7 +519,88 @@ mod tests {
         let e = build(&[conf("github", "gh", serde_json::Value::Null)], None).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, ConnectorError::UnsupportedType { .. }));
-        assert!(msg.contains("\"gh\"") && msg.contains("\"github\""), "{msg}");
+        assert!(
+            msg.contains("\"gh\"") && msg.contains("\"github\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn gitea_and_oidc_open_without_network_and_bad_configs_name_keys() {
+        let gitea = serde_json::json!({"baseURL": "https://git.example", "clientID": "id",
+            "clientSecret": "s", "redirectURI": CALLBACK});
+        let oidc = serde_json::json!({"issuer": "https://up.example", "clientID": "id",
+            "redirectURI": CALLBACK});
+        let built = build(
+            &[conf("gitea", "forgejo", gitea), conf("oidc", "up", oidc)],
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            built.get("forgejo").unwrap().connector,
+            Connector::Callback(_)
+        ));
+        assert!(built.get("up").unwrap().connector.supports_refresh());
+
+        let e = build(
+            &[
+                conf("mockCallback", "m", serde_json::Value::Null),
+                conf(
+                    "gitea",
+                    "forgejo",
+                    serde_json::json!({"redirectURI": CALLBACK}),
+                ),
+            ],
+            None,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConnectorError::Config { .. }));
+        assert!(
+            msg.contains("\"forgejo\"") && msg.contains("connectors[1].config.clientID: required"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("connectors[1].config.clientSecret: required"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn validate_connectors_reports_every_problem_offline() {
+        let mut settings = crate::config::load_str(
+            r#"{"issuer": "https://idp.example/dex", "storage": {"type": "memory"}, "web": {"http": "127.0.0.1:5556"},
+                "enablePasswordDB": true}"#,
+            std::path::Path::new("config.json"),
+            &crate::config::LoadOptions::default(),
+        )
+        .unwrap()
+        .settings;
+        settings.connectors = vec![
+            conf(
+                "gitea",
+                "forgejo",
+                serde_json::json!({"clientID": "id",
+                "redirectURI": "https://elsewhere/callback"}),
+            ),
+            conf(
+                "oidc",
+                "up",
+                serde_json::json!({"issuer": "https://up.example", "clientID": "id",
+                "redirectURI": settings.issuer.endpoint("/callback")}),
+            ),
+            conf("mockPassword", "pw", serde_json::json!({})),
+        ];
+        let problems = validate_connectors(&settings);
+        let all = problems.join("\n");
+        assert!(
+            all.contains("connectors[0].config.clientSecret: required"),
+            "{all}"
+        );
+        assert!(all.contains("connectors[0].config.redirectURI:"), "{all}");
+        assert!(all.contains("(connector \"forgejo\")"), "{all}");
+        assert!(all.contains("\"pw\""), "{all}");
+        assert!(!all.contains("\"up\""), "the oidc connector is fine: {all}");
     }
 
     #[test]

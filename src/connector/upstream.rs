@@ -139,7 +139,9 @@ impl ConfigReader {
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| ConfigReader::new(&format!("{}[{i}]", self.key_path(key)), item, known))
+                .map(|(i, item)| {
+                    ConfigReader::new(&format!("{}[{i}]", self.key_path(key)), item, known)
+                })
                 .collect(),
             Some(other) => Err(format!(
                 "{}: expected a list, found {}",
@@ -229,7 +231,9 @@ pub fn check_base_url(path: &str, value: &str) -> Result<String, String> {
         return Err(format!("{path}: {value:?} must be an http(s) URL"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{path}: {value:?} must not have a query or fragment"));
+        return Err(format!(
+            "{path}: {value:?} must not have a query or fragment"
+        ));
     }
     Ok(value.trim_end_matches('/').to_owned())
 }
@@ -249,7 +253,9 @@ pub fn read_root_ca(path: &str, entry: &str) -> Result<Vec<u8>, String> {
         Err(file_err) => {
             if entry.contains("-----BEGIN") {
                 entry.as_bytes().to_vec()
-            } else if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(entry.trim()) {
+            } else if let Ok(decoded) =
+                base64::engine::general_purpose::STANDARD.decode(entry.trim())
+            {
                 decoded
             } else {
                 return Err(format!("{path}: cannot read {entry:?}: {file_err}"));
@@ -340,6 +346,8 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
 pub const REFRESH_RESULT_TTL: Duration = Duration::from_secs(120);
 
 type Slot<T> = Arc<tokio::sync::OnceCell<T>>;
+/// Digest of an upstream refresh token → (first seen, its refresh).
+type Slots<T> = HashMap<[u8; 32], (SystemTime, Slot<T>)>;
 
 /// One upstream refresh per upstream refresh token.
 ///
@@ -353,7 +361,7 @@ type Slot<T> = Arc<tokio::sync::OnceCell<T>>;
 ///
 /// Keys are SHA-256 digests of the upstream token, never the token itself.
 pub struct SingleFlight<T> {
-    slots: Mutex<HashMap<[u8; 32], (SystemTime, Slot<T>)>>,
+    slots: Mutex<Slots<T>>,
 }
 
 impl<T> Default for SingleFlight<T> {
@@ -365,7 +373,12 @@ impl<T> Default for SingleFlight<T> {
 }
 
 impl<T: Clone> SingleFlight<T> {
-    pub async fn run<F, Fut>(&self, token: &str, now: SystemTime, refresh: F) -> Result<T, ConnectorError>
+    pub async fn run<F, Fut>(
+        &self,
+        token: &str,
+        now: SystemTime,
+        refresh: F,
+    ) -> Result<T, ConnectorError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, ConnectorError>>,
@@ -378,7 +391,10 @@ impl<T: Clone> SingleFlight<T> {
                 .map_err(|_| ConnectorError::Internal("refresh cache lock poisoned".into()))?;
             slots.retain(|_, (created, slot)| {
                 // Keep entries in flight (not yet set) however old they are.
-                slot.get().is_none() || created.checked_add(REFRESH_RESULT_TTL).is_some_and(|end| end > now)
+                slot.get().is_none()
+                    || created
+                        .checked_add(REFRESH_RESULT_TTL)
+                        .is_some_and(|end| end > now)
             });
             slots
                 .entry(key)
@@ -390,7 +406,7 @@ impl<T: Clone> SingleFlight<T> {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.slots.lock().map(|s| s.len()).unwrap_or(0)
     }
 }
@@ -442,10 +458,18 @@ mod tests {
     fn redirect_uri_and_base_url_checks() {
         let cb = "https://idp.example/dex/callback";
         assert!(check_redirect_uri("p", cb, cb).is_ok());
-        let e = check_redirect_uri("p.redirectURI", "https://idp.example/dex/callback/gitea", cb)
-            .unwrap_err();
+        let e = check_redirect_uri(
+            "p.redirectURI",
+            "https://idp.example/dex/callback/gitea",
+            cb,
+        )
+        .unwrap_err();
         assert!(e.starts_with("p.redirectURI: ") && e.contains(cb), "{e}");
-        assert!(check_redirect_uri("p", "", cb).unwrap_err().contains("required"));
+        assert!(
+            check_redirect_uri("p", "", cb)
+                .unwrap_err()
+                .contains("required")
+        );
         assert_eq!(
             check_base_url("p", "https://git.example.com/").unwrap(),
             "https://git.example.com"
@@ -458,8 +482,13 @@ mod tests {
     #[test]
     fn oauth_errors_parse_from_json_and_form() {
         assert_eq!(
-            parse_oauth_error(br#"{"error":"unauthorized_client","error_description":"token was already used"}"#),
-            Some(("unauthorized_client".into(), "token was already used".into()))
+            parse_oauth_error(
+                br#"{"error":"unauthorized_client","error_description":"token was already used"}"#
+            ),
+            Some((
+                "unauthorized_client".into(),
+                "token was already used".into()
+            ))
         );
         assert_eq!(
             parse_oauth_error(b"error=invalid_grant&error_description=gone"),
@@ -494,9 +523,21 @@ mod tests {
         let (a, b) = tokio::join!(flight.run("rt", t0, work), flight.run("rt", t0, work));
         assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
         // Within the TTL the stored result is returned without calling again.
-        assert_eq!(flight.run("rt", t0 + Duration::from_secs(60), work).await.unwrap(), 1);
+        assert_eq!(
+            flight
+                .run("rt", t0 + Duration::from_secs(60), work)
+                .await
+                .unwrap(),
+            1
+        );
         // After the TTL the entry is gone; another token is its own flight.
-        assert_eq!(flight.run("rt", t0 + REFRESH_RESULT_TTL * 2, work).await.unwrap(), 2);
+        assert_eq!(
+            flight
+                .run("rt", t0 + REFRESH_RESULT_TTL * 2, work)
+                .await
+                .unwrap(),
+            2
+        );
         assert_eq!(flight.len(), 1);
 
         let failing = || async { Err::<u32, _>(ConnectorError::Refresh("no".into())) };
