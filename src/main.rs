@@ -92,8 +92,16 @@ fn check_config(args: CheckArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    // Open the connectors and templates too (no network): their own settings are
-    // checked here, not at the first login.
+    // Connector configs (clientID, redirectURI, rootCA files…) and templates,
+    // checked offline: their problems show here, not at the first login.
+    let problems = oxidex::connector::validate_connectors(&loaded.settings);
+    if !problems.is_empty() {
+        eprintln!("invalid config {}:", args.config.display());
+        for problem in problems {
+            eprintln!("  {problem}");
+        }
+        return ExitCode::from(2);
+    }
     if let Err(error) = oxidex::connector::build_connectors(&loaded.settings) {
         eprintln!("invalid config {}:\n{error}", args.config.display());
         return ExitCode::from(2);

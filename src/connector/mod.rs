@@ -12,11 +12,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::Clock;
 use crate::config::settings::{ConnectorSettings, Password, Settings};
 use crate::storage::entities::Claims;
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake_forgejo;
+pub mod gitea;
 pub mod local;
 pub mod mock;
+pub mod oidc;
+pub mod upstream;
 
 /// The connector id, name and type Dex gives the built-in password DB.
 pub const LOCAL_CONNECTOR_ID: &str = "local";
@@ -29,9 +35,7 @@ const DEX_TYPES_NOT_IMPLEMENTED: &[&str] = &[
     "ldap",
     "github",
     "gitlab",
-    "gitea",
     "google",
-    "oidc",
     "oauth",
     "saml",
     "samlExperimental",
@@ -142,6 +146,14 @@ pub enum ConnectorError {
 /// `<issuer>/callback` with our `state` (the auth request id).
 #[async_trait]
 pub trait CallbackConnector: Send + Sync {
+    /// Called by the HTTP layer before [`CallbackConnector::login_url`] on every
+    /// login: connectors that need network setup first (the `oidc` connector's
+    /// discovery, cached after the first success) do it here. The default does
+    /// nothing. An error is a 500 "Login error" like a `login_url` error.
+    async fn prepare(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Where to send the browser, and connector data to keep on the auth request (e.g. a
     /// PKCE verifier or nonce) until the callback.
     fn login_url(
@@ -284,29 +296,77 @@ impl Connectors {
 }
 
 /// Open every configured connector, then the local password DB when enabled.
-/// An unknown or unimplemented type is an error naming the connector id and type.
+/// An unknown or unimplemented type is an error naming the connector id and type;
+/// a bad connector config is [`ConnectorError::Config`] naming every bad key
+/// (`connectors[i].config.<key>`). Makes no network call (the `oidc` connector
+/// discovers its provider on first use; see [`CallbackConnector::prepare`]).
 pub fn build_connectors(settings: &Settings) -> Result<Connectors, ConnectorError> {
+    build_connectors_with_clock(settings, system_clock())
+}
+
+/// [`build_connectors`] with the clock connectors use for upstream token expiry
+/// and ID-token checks (tests inject theirs).
+pub fn build_connectors_with_clock(
+    settings: &Settings,
+    clock: Clock,
+) -> Result<Connectors, ConnectorError> {
     build(
         &settings.connectors,
         settings
             .enable_password_db
             .then_some(settings.passwords.as_slice()),
+        &callback_url(settings),
+        &clock,
     )
+}
+
+/// Every connector config problem, without opening anything or touching the
+/// network (reads `rootCA` files): for `oxidex check-config`. Each message names
+/// the key path and the connector id.
+pub fn validate_connectors(settings: &Settings) -> Vec<String> {
+    let callback = callback_url(settings);
+    let mut problems = Vec::new();
+    for (index, conf) in settings.connectors.iter().enumerate() {
+        let path = upstream::config_path(index);
+        let found = match conf.kind.as_str() {
+            gitea::KIND => gitea::GiteaConfig::parse(&path, &conf.config, &callback).err(),
+            oidc::KIND => oidc::OidcConfig::parse(&path, &conf.config, &callback).err(),
+            "mockPassword" => mock::MockPassword::from_config(&conf.id, &conf.config)
+                .err()
+                .map(|e| vec![e.to_string()]),
+            _ => None,
+        };
+        for problem in found.unwrap_or_default() {
+            problems.push(format!("{problem} (connector {:?})", conf.id));
+        }
+    }
+    problems
+}
+
+/// `<issuer>/callback`, the only `redirectURI` upstream connectors may use.
+pub fn callback_url(settings: &Settings) -> String {
+    settings.issuer.endpoint("/callback")
+}
+
+fn system_clock() -> Clock {
+    Arc::new(std::time::SystemTime::now)
 }
 
 /// `password_db`: the static passwords when the password DB is enabled.
 fn build(
     connectors: &[ConnectorSettings],
     password_db: Option<&[Password]>,
+    callback: &str,
+    clock: &Clock,
 ) -> Result<Connectors, ConnectorError> {
     let mut entries = Vec::with_capacity(connectors.len() + 1);
-    for conf in connectors {
+    for (index, conf) in connectors.iter().enumerate() {
         entries.push(ConnectorEntry {
             id: conf.id.clone(),
             name: conf.name.clone(),
             kind: conf.kind.clone(),
             grant_types: conf.grant_types.clone(),
-            connector: open(conf)?,
+            connector: open(conf, index, callback, clock)?,
         });
     }
     if let Some(passwords) = password_db {
@@ -321,12 +381,50 @@ fn build(
     Connectors::new(entries)
 }
 
-fn open(conf: &ConnectorSettings) -> Result<Connector, ConnectorError> {
+fn open(
+    conf: &ConnectorSettings,
+    index: usize,
+    callback: &str,
+    clock: &Clock,
+) -> Result<Connector, ConnectorError> {
+    let config_error = |problems: Vec<String>| ConnectorError::Config {
+        id: conf.id.clone(),
+        kind: conf.kind.clone(),
+        message: problems.join("; "),
+    };
+    let warn_unknown = |unknown: Vec<String>| {
+        for key in unknown {
+            tracing::warn!(connector = %conf.id, "unknown connector config key {key} ignored");
+        }
+    };
+    let path = upstream::config_path(index);
     match conf.kind.as_str() {
         "mockCallback" => Ok(Connector::Callback(Arc::new(mock::MockCallback::new()))),
         "mockPassword" => Ok(Connector::Password(Arc::new(
             mock::MockPassword::from_config(&conf.id, &conf.config)?,
         ))),
+        gitea::KIND => {
+            let (config, unknown) =
+                gitea::GiteaConfig::parse(&path, &conf.config, callback).map_err(config_error)?;
+            warn_unknown(unknown);
+            Ok(Connector::Callback(Arc::new(gitea::GiteaConnector::new(
+                &conf.id,
+                config,
+                Arc::clone(clock),
+            )?)))
+        }
+        oidc::KIND => {
+            let (config, unknown) =
+                oidc::OidcConfig::parse(&path, &conf.config, callback).map_err(config_error)?;
+            warn_unknown(unknown);
+            let connector = Arc::new(oidc::OidcConnector::new(
+                &conf.id,
+                config,
+                Arc::clone(clock),
+            )?);
+            connector.warm_up();
+            Ok(Connector::Callback(connector))
+        }
         kind if DEX_TYPES_NOT_IMPLEMENTED.contains(&kind) => Err(ConnectorError::UnsupportedType {
             id: conf.id.clone(),
             kind: kind.to_owned(),
@@ -342,6 +440,15 @@ fn open(conf: &ConnectorSettings) -> Result<Connector, ConnectorError> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    const CALLBACK: &str = "https://idp.example/dex/callback";
+
+    fn build(
+        connectors: &[ConnectorSettings],
+        password_db: Option<&[Password]>,
+    ) -> Result<Connectors, ConnectorError> {
+        super::build(connectors, password_db, CALLBACK, &system_clock())
+    }
 
     fn conf(kind: &str, id: &str, config: serde_json::Value) -> ConnectorSettings {
         ConnectorSettings {
@@ -409,13 +516,91 @@ mod tests {
             "{msg}"
         );
 
-        let e = build(&[conf("gitea", "forgejo", serde_json::Value::Null)], None).unwrap_err();
+        let e = build(&[conf("github", "gh", serde_json::Value::Null)], None).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, ConnectorError::UnsupportedType { .. }));
         assert!(
-            msg.contains("\"forgejo\"") && msg.contains("\"gitea\""),
+            msg.contains("\"gh\"") && msg.contains("\"github\""),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn gitea_and_oidc_open_without_network_and_bad_configs_name_keys() {
+        let gitea = serde_json::json!({"baseURL": "https://git.example", "clientID": "id",
+            "clientSecret": "s", "redirectURI": CALLBACK});
+        let oidc = serde_json::json!({"issuer": "https://up.example", "clientID": "id",
+            "redirectURI": CALLBACK});
+        let built = build(
+            &[conf("gitea", "forgejo", gitea), conf("oidc", "up", oidc)],
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            built.get("forgejo").unwrap().connector,
+            Connector::Callback(_)
+        ));
+        assert!(built.get("up").unwrap().connector.supports_refresh());
+
+        let e = build(
+            &[
+                conf("mockCallback", "m", serde_json::Value::Null),
+                conf(
+                    "gitea",
+                    "forgejo",
+                    serde_json::json!({"redirectURI": CALLBACK}),
+                ),
+            ],
+            None,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConnectorError::Config { .. }));
+        assert!(
+            msg.contains("\"forgejo\"") && msg.contains("connectors[1].config.clientID: required"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("connectors[1].config.clientSecret: required"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn validate_connectors_reports_every_problem_offline() {
+        let mut settings = crate::config::load_str(
+            r#"{"issuer": "https://idp.example/dex", "storage": {"type": "memory"}, "web": {"http": "127.0.0.1:5556"},
+                "enablePasswordDB": true}"#,
+            std::path::Path::new("config.json"),
+            &crate::config::LoadOptions::default(),
+        )
+        .unwrap()
+        .settings;
+        settings.connectors = vec![
+            conf(
+                "gitea",
+                "forgejo",
+                serde_json::json!({"clientID": "id",
+                "redirectURI": "https://elsewhere/callback"}),
+            ),
+            conf(
+                "oidc",
+                "up",
+                serde_json::json!({"issuer": "https://up.example", "clientID": "id",
+                "redirectURI": settings.issuer.endpoint("/callback")}),
+            ),
+            conf("mockPassword", "pw", serde_json::json!({})),
+        ];
+        let problems = validate_connectors(&settings);
+        let all = problems.join("\n");
+        assert!(
+            all.contains("connectors[0].config.clientSecret: required"),
+            "{all}"
+        );
+        assert!(all.contains("connectors[0].config.redirectURI:"), "{all}");
+        assert!(all.contains("(connector \"forgejo\")"), "{all}");
+        assert!(all.contains("\"pw\""), "{all}");
+        assert!(!all.contains("\"up\""), "the oidc connector is fine: {all}");
     }
 
     #[test]

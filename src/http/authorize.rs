@@ -174,6 +174,10 @@ async fn connector_login_inner(
         Connector::Callback(connector) => {
             let scopes = Scopes::from_requested(&auth_request.scopes);
             let callback_url = state.settings.issuer.endpoint("/callback");
+            connector
+                .prepare()
+                .await
+                .map_err(|error| connector_failure(entry, &error))?;
             let (url, connector_data) = connector
                 .login_url(&scopes, &callback_url, &auth_request.id)
                 .map_err(|error| connector_failure(entry, &error))?;

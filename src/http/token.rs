@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use super::AppState;
 use super::error::{no_store, oauth_error_response};
 use super::params::Params;
-use crate::connector::{Connector, Identity, Scopes};
+use crate::connector::{Connector, ConnectorError, Identity, Scopes};
 use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::token::{self as grants, CodeExchange, GrantContext, PasswordLogin, RefreshPlan};
 use crate::oidc::{OAuthError, TokenResponse};
@@ -165,9 +165,16 @@ async fn refresh_token(
     let scopes = Scopes::from_requested(&plan.scopes);
     let refreshed = match entry.connector.refresh(&scopes, identity).await {
         Ok(identity) => identity,
+        // The upstream said no for good: the client must send the user to log in.
+        Err(error @ ConnectorError::Refresh(_)) => {
+            tracing::info!(connector = %entry.id, %error, "upstream refused the refresh");
+            return Err(OAuthError::upstream_refresh_failed());
+        }
+        // Anything else (network, timeout, upstream 5xx) may pass: nothing was
+        // rotated, so the client can retry with the same refresh token.
         Err(error) => {
             tracing::warn!(connector = %entry.id, %error, "upstream refresh failed");
-            return Err(OAuthError::upstream_refresh_failed());
+            return Err(OAuthError::server_error());
         }
     };
     let claims = refreshed.claims();

@@ -635,7 +635,11 @@ pub fn commit_refresh(
                 if let Some(reference) = session.refresh.get_mut(&stored.id) {
                     reference.last_used = now;
                 }
-                if let Some(data) = &new_data {
+                // Only replace the upstream credentials this refresh started from:
+                // a slower concurrent refresh must not put back a spent token.
+                let unchanged = session.connector_data.is_none()
+                    || session.connector_data == plan.connector_data;
+                if let Some(data) = new_data.as_ref().filter(|_| unchanged) {
                     session.connector_data = Some(data.clone());
                 }
                 Ok(session)

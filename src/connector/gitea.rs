@@ -1,0 +1,1270 @@
+//! The `gitea` connector: log in through a Forgejo or Gitea instance with OAuth2,
+//! as Dex's connector of the same name does (shared/reference/dex-gitea-connector.md).
+//!
+//! Flow: the browser goes to `<baseURL>/login/oauth/authorize`; the callback's code
+//! is exchanged at `/login/oauth/access_token` (client credentials in the form
+//! body, which Forgejo reads first); the user comes from `GET /api/v1/user` and the
+//! groups from `GET /api/v1/user/teams` (`org` and `org:team`).
+//!
+//! Refresh: the stored upstream access token is reused until 10 s before it
+//! expires, then the upstream refresh token is spent. Forgejo ≥ 9 rotates refresh
+//! tokens and accepts each once, so the new one is returned in the identity's
+//! `connector_data` and the caller must store it (the offline session). Concurrent
+//! refreshes that present the same upstream token share one upstream call
+//! ([`SingleFlight`]).
+//!
+//! Differences from Dex, on purpose:
+//! * config is validated when the connector opens (Dex fails only at login);
+//! * a trailing `/` on `baseURL` is ignored;
+//! * teams are read 50 per page (Forgejo's maximum) and paging stops at
+//!   `X-Total-Count`, instead of 20 per page until an empty page;
+//! * groups are not loaded for `loadAllGroups` when the client did not ask for the
+//!   `groups` scope (they would be dropped from the tokens anyway);
+//! * a refresh that cannot succeed upstream is [`ConnectorError::Refresh`]
+//!   (clients get 400 `invalid_grant`, not Dex's 500, dexidp/dex#3971);
+//! * extensions: `scopes`, `rootCA`, `insecureSkipVerify`.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::upstream::{
+    self, ConfigReader, Problems, SingleFlight, TlsOptions, check_base_url, check_redirect_uri,
+    oauth_error_text, parse_oauth_error, quote_body, unix_seconds,
+};
+use super::{CallbackConnector, ConnectorError, Identity, Scopes};
+use crate::Clock;
+
+pub const KIND: &str = "gitea";
+pub const DEFAULT_BASE_URL: &str = "https://gitea.com";
+/// Forgejo's and Gitea's `[api] MAX_RESPONSE_ITEMS` default; larger limits are clamped.
+pub const TEAMS_PAGE_SIZE: usize = 50;
+/// A stop for an upstream that never ends its team list (10 000 teams).
+const MAX_TEAM_PAGES: u32 = 200;
+/// An access token this close to its expiry is refreshed first (as golang.org/x/oauth2).
+const EXPIRY_SKEW: Duration = Duration::from_secs(10);
+
+const KEYS: &[&str] = &[
+    "baseURL",
+    "clientID",
+    "clientSecret",
+    "redirectURI",
+    "orgs",
+    "loadAllGroups",
+    "useLoginAsID",
+    "scopes",
+    "rootCA",
+    "insecureSkipVerify",
+];
+const ORG_KEYS: &[&str] = &["name", "teams"];
+
+/// An `orgs` entry: login requires membership in one of the listed orgs; `teams`
+/// only selects which `org:team` groups are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub name: String,
+    pub teams: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct GiteaConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+    pub orgs: Vec<Org>,
+    pub load_all_groups: bool,
+    pub use_login_as_id: bool,
+    /// Sent as `scope` on the authorize request; empty sends none (Dex). Forgejo
+    /// then grants full API access; with granular scopes include `read:user`.
+    pub scopes: Vec<String>,
+    pub tls: TlsOptions,
+}
+
+impl std::fmt::Debug for GiteaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GiteaConfig")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("orgs", &self.orgs)
+            .field("load_all_groups", &self.load_all_groups)
+            .field("use_login_as_id", &self.use_login_as_id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GiteaConfig {
+    /// Reads and validates `connectors[i].config` (`path` is that prefix).
+    /// `callback` is `<issuer>/callback`, which `redirectURI` must equal.
+    /// Reads the `rootCA` file; makes no network call. Returns every problem, each
+    /// naming its key path; unknown keys are returned as warnings.
+    pub fn parse(
+        path: &str,
+        value: &Value,
+        callback: &str,
+    ) -> Result<(Self, Vec<String>), Vec<String>> {
+        let reader = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
+        let mut p = Problems::default();
+
+        let base = p.take(reader.string("baseURL"));
+        let base_url = if base.is_empty() {
+            DEFAULT_BASE_URL.to_owned()
+        } else {
+            p.take(check_base_url(&reader.key_path("baseURL"), &base))
+        };
+        let client_id = p.take(reader.string("clientID"));
+        if client_id.is_empty() {
+            p.push(format!(
+                "{}: required (the OAuth2 application's client ID)",
+                reader.key_path("clientID")
+            ));
+        }
+        let client_secret = p.take(reader.string("clientSecret"));
+        if client_secret.is_empty() {
+            p.push(format!(
+                "{}: required (or clientSecretFile, or a $VAR reference)",
+                reader.key_path("clientSecret")
+            ));
+        }
+        let redirect_uri = p.take(reader.string("redirectURI"));
+        p.take(check_redirect_uri(
+            &reader.key_path("redirectURI"),
+            &redirect_uri,
+            callback,
+        ));
+
+        let mut orgs = Vec::new();
+        for org in p.take(reader.objects("orgs", ORG_KEYS)) {
+            let name = p.take(org.string("name"));
+            if name.is_empty() {
+                p.push(format!("{}: required", org.key_path("name")));
+            }
+            let teams = p.take(org.strings("teams"));
+            orgs.push(Org { name, teams });
+        }
+        let load_all_groups = p.take(reader.bool("loadAllGroups"));
+        let use_login_as_id = p.take(reader.bool("useLoginAsID"));
+        let scopes = p.take(reader.strings("scopes"));
+        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
+            p.push(format!(
+                "{}: {bad:?} is not a scope (one scope per list entry)",
+                reader.key_path("scopes")
+            ));
+        }
+        let mut tls = TlsOptions {
+            root_cas: Vec::new(),
+            insecure_skip_verify: p.take(reader.bool("insecureSkipVerify")),
+        };
+        let root_ca = p.take(reader.string("rootCA"));
+        if !root_ca.is_empty()
+            && let Some(pem) =
+                p.take(upstream::read_root_ca(&reader.key_path("rootCA"), &root_ca).map(Some))
+        {
+            tls.root_cas.push(pem);
+        }
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok((
+            GiteaConfig {
+                base_url,
+                client_id,
+                client_secret,
+                redirect_uri,
+                orgs,
+                load_all_groups,
+                use_login_as_id,
+                scopes,
+                tls,
+            },
+            reader.unknown,
+        ))
+    }
+}
+
+/// What the connector keeps for refresh (the identity's `connector_data`), JSON.
+#[derive(Clone, Serialize, Deserialize)]
+struct UpstreamToken {
+    #[serde(rename = "accessToken")]
+    access_token: String,
+    #[serde(rename = "refreshToken", default)]
+    refresh_token: String,
+    /// Unix seconds; 0 when the upstream gave no lifetime.
+    #[serde(rename = "expiresAt", default)]
+    expires_at: u64,
+}
+
+impl UpstreamToken {
+    fn usable_at(&self, now: SystemTime) -> bool {
+        self.expires_at == 0 || unix_seconds(now + EXPIRY_SKEW) < self.expires_at
+    }
+}
+
+/// A token endpoint failure.
+enum TokenError {
+    /// An OAuth2 error answer (`invalid_grant`, `unauthorized_client`, …).
+    Rejected(String),
+    /// Network, timeout, 5xx or an unreadable answer.
+    Failed(String),
+}
+
+/// A `/api/v1` failure.
+struct ApiError {
+    status: Option<u16>,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: String,
+    #[serde(default)]
+    expires_in: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GiteaUser {
+    id: i64,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    full_name: String,
+    #[serde(default)]
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct Team {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    organization: Option<TeamOrg>,
+}
+
+#[derive(Deserialize)]
+struct TeamOrg {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub struct GiteaConnector {
+    id: String,
+    config: GiteaConfig,
+    http: reqwest::Client,
+    clock: Clock,
+    refreshes: SingleFlight<UpstreamToken>,
+}
+
+impl std::fmt::Debug for GiteaConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GiteaConnector")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GiteaConnector {
+    pub fn new(id: &str, config: GiteaConfig, clock: Clock) -> Result<Self, ConnectorError> {
+        let http =
+            upstream::http_client(&config.tls).map_err(|message| ConnectorError::Config {
+                id: id.to_owned(),
+                kind: KIND.to_owned(),
+                message,
+            })?;
+        Ok(GiteaConnector {
+            id: id.to_owned(),
+            config,
+            http,
+            clock,
+            refreshes: SingleFlight::default(),
+        })
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.config.base_url)
+    }
+
+    /// Groups are needed to enforce `orgs`, or when all are wanted and asked for.
+    fn groups_needed(&self, scopes: &Scopes) -> bool {
+        !self.config.orgs.is_empty() || (self.config.load_all_groups && scopes.groups)
+    }
+
+    async fn token_request(
+        &self,
+        grant: &[(&str, &str)],
+        now: SystemTime,
+    ) -> Result<UpstreamToken, TokenError> {
+        let url = self.endpoint("/login/oauth/access_token");
+        let mut form: Vec<(&str, &str)> = grant.to_vec();
+        // client_secret_post: Forgejo reads body credentials first and does not
+        // URL-decode Basic credentials.
+        form.push(("client_id", &self.config.client_id));
+        form.push(("client_secret", &self.config.client_secret));
+        let response = self
+            .http
+            .post(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::Failed(format!("POST {url}: {}", transport_error(e))))?;
+        let status = response.status();
+        let form_encoded = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| TokenError::Failed(format!("POST {url}: {}", transport_error(e))))?;
+        if !status.is_success() {
+            return Err(match parse_oauth_error(&body) {
+                Some((error, description)) if status.is_client_error() => {
+                    TokenError::Rejected(oauth_error_text(&error, &description))
+                }
+                _ => TokenError::Failed(format!("POST {url}: {status}: {}", quote_body(&body))),
+            });
+        }
+        let parsed: TokenResponse = if form_encoded {
+            let pairs: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(&body).into_owned().collect();
+            if let Some(error) = pairs.get("error") {
+                let description = pairs.get("error_description").cloned().unwrap_or_default();
+                return Err(TokenError::Rejected(oauth_error_text(error, &description)));
+            }
+            TokenResponse {
+                access_token: pairs.get("access_token").cloned().unwrap_or_default(),
+                refresh_token: pairs.get("refresh_token").cloned().unwrap_or_default(),
+                expires_in: pairs.get("expires_in").map(|s| Value::String(s.clone())),
+            }
+        } else {
+            if let Some((error, description)) = parse_oauth_error(&body) {
+                return Err(TokenError::Rejected(oauth_error_text(&error, &description)));
+            }
+            serde_json::from_slice(&body).map_err(|e| {
+                TokenError::Failed(format!("POST {url}: unreadable token response: {e}"))
+            })?
+        };
+        if parsed.access_token.is_empty() {
+            return Err(TokenError::Failed(format!(
+                "POST {url}: the token response has no access_token"
+            )));
+        }
+        let expires_in = match &parsed.expires_in {
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(Value::String(s)) => s.parse().unwrap_or(0),
+            _ => 0,
+        };
+        Ok(UpstreamToken {
+            access_token: parsed.access_token,
+            refresh_token: parsed.refresh_token,
+            expires_at: if expires_in == 0 {
+                0
+            } else {
+                unix_seconds(now).saturating_add(expires_in)
+            },
+        })
+    }
+
+    /// `GET /api/v1/...` with the user's token, decoded as `T`, plus `X-Total-Count`.
+    async fn api_get<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+        access_token: &str,
+    ) -> Result<(T, Option<u64>), ApiError> {
+        let url = self.endpoint(path_and_query);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(access_token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| ApiError {
+                status: None,
+                message: format!("GET {url}: {}", transport_error(e)),
+            })?;
+        let status = response.status();
+        let total = response
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = response.bytes().await.map_err(|e| ApiError {
+            status: None,
+            message: format!("GET {url}: {}", transport_error(e)),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| quote_body(&body));
+            return Err(ApiError {
+                status: Some(status.as_u16()),
+                message: format!("GET {url}: {status}: {message}"),
+            });
+        }
+        let value = serde_json::from_slice(&body).map_err(|e| ApiError {
+            status: None,
+            message: format!("GET {url}: unreadable answer: {e}"),
+        })?;
+        Ok((value, total))
+    }
+
+    /// Every `org` and `org:team` of the user, first-seen order, no duplicates.
+    async fn user_groups(&self, access_token: &str) -> Result<Vec<String>, ApiError> {
+        let mut groups: Vec<String> = Vec::new();
+        let mut seen_teams = 0u64;
+        for page in 1..=MAX_TEAM_PAGES {
+            let (teams, total): (Vec<Team>, Option<u64>) = self
+                .api_get(
+                    &format!("/api/v1/user/teams?page={page}&limit={TEAMS_PAGE_SIZE}"),
+                    access_token,
+                )
+                .await?;
+            if teams.is_empty() {
+                return Ok(groups);
+            }
+            seen_teams += teams.len() as u64;
+            for team in &teams {
+                let Some(org) = team
+                    .organization
+                    .as_ref()
+                    .map(|o| {
+                        if o.username.is_empty() {
+                            &o.name
+                        } else {
+                            &o.username
+                        }
+                    })
+                    .filter(|o| !o.is_empty())
+                else {
+                    continue;
+                };
+                for group in [org.clone(), format!("{org}:{}", team.name)] {
+                    if !groups.contains(&group) {
+                        groups.push(group);
+                    }
+                }
+            }
+            // Without X-Total-Count, go on until an empty page (the server may
+            // clamp the page size below what was asked).
+            if total.is_some_and(|total| seen_teams >= total) {
+                return Ok(groups);
+            }
+        }
+        Err(ApiError {
+            status: None,
+            message: format!(
+                "GET {}: more than {MAX_TEAM_PAGES} pages of teams",
+                self.endpoint("/api/v1/user/teams")
+            ),
+        })
+    }
+
+    /// Applies `orgs`: `None` when the user is in none of them.
+    fn filter_groups(&self, groups: Vec<String>) -> Option<Vec<String>> {
+        if self.config.orgs.is_empty() {
+            return Some(groups);
+        }
+        let allowed = |g: &String| {
+            self.config.orgs.iter().any(|org| {
+                *g == org.name
+                    || org.teams.iter().any(|team| {
+                        g.strip_prefix(&org.name).and_then(|r| r.strip_prefix(':')) == Some(team)
+                    })
+            })
+        };
+        let kept: Vec<String> = groups.into_iter().filter(allowed).collect();
+        (!kept.is_empty()).then_some(kept)
+    }
+
+    /// Reads the user (and groups when needed) into `identity`'s profile fields.
+    /// `Ok(Err(login))` means the user is in none of the required orgs.
+    async fn load_user(
+        &self,
+        scopes: &Scopes,
+        access_token: &str,
+    ) -> Result<Result<(GiteaUser, Option<Vec<String>>), String>, ApiError> {
+        let (user, _): (GiteaUser, _) = self.api_get("/api/v1/user", access_token).await?;
+        if !self.groups_needed(scopes) {
+            return Ok(Ok((user, None)));
+        }
+        let groups = self.user_groups(access_token).await?;
+        match self.filter_groups(groups) {
+            Some(groups) => Ok(Ok((user, Some(groups)))),
+            None => Ok(Err(user.login)),
+        }
+    }
+
+    fn encode(&self, token: &UpstreamToken) -> Result<Vec<u8>, ConnectorError> {
+        serde_json::to_vec(token).map_err(|e| {
+            ConnectorError::Internal(format!("gitea: cannot encode connector data: {e}"))
+        })
+    }
+
+    /// Spends the upstream refresh token (once per token, see [`SingleFlight`]).
+    async fn refresh_upstream(
+        &self,
+        token: &UpstreamToken,
+        now: SystemTime,
+    ) -> Result<UpstreamToken, ConnectorError> {
+        if token.refresh_token.is_empty() {
+            return Err(ConnectorError::Refresh(
+                "gitea: the upstream access token expired and the upstream gave no refresh token; the user must log in again".into(),
+            ));
+        }
+        let refresh_token = token.refresh_token.clone();
+        self.refreshes
+            .run(&refresh_token, now, || async {
+                let grant = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.as_str()),
+                ];
+                match self.token_request(&grant, now).await {
+                    Ok(mut fresh) => {
+                        // An upstream that does not rotate may leave the field out.
+                        if fresh.refresh_token.is_empty() {
+                            fresh.refresh_token = refresh_token.clone();
+                        }
+                        Ok(fresh)
+                    }
+                    Err(TokenError::Rejected(reason)) => Err(ConnectorError::Refresh(format!(
+                        "gitea: {} refused the upstream refresh token ({reason}); the user must log in again",
+                        self.config.base_url
+                    ))),
+                    Err(TokenError::Failed(reason)) => Err(ConnectorError::Upstream(format!(
+                        "gitea: upstream refresh failed: {reason}"
+                    ))),
+                }
+            })
+            .await
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("timed out after {}s", upstream::UPSTREAM_TIMEOUT.as_secs())
+    } else {
+        // Without the URL: reqwest's Display repeats it.
+        let e = e.without_url();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+}
+
+fn lookup<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
+    query
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl CallbackConnector for GiteaConnector {
+    fn login_url(
+        &self,
+        _scopes: &Scopes,
+        callback_url: &str,
+        state: &str,
+    ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
+        if callback_url != self.config.redirect_uri {
+            return Err(ConnectorError::Config {
+                id: self.id.clone(),
+                kind: KIND.to_owned(),
+                message: format!(
+                    "expected callback URL {callback_url:?} did not match the URL in the config {:?}",
+                    self.config.redirect_uri
+                ),
+            });
+        }
+        let mut url = url::Url::parse(&self.endpoint("/login/oauth/authorize"))
+            .map_err(|e| ConnectorError::Internal(format!("gitea: authorize URL: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", &self.config.redirect_uri)
+                .append_pair("response_type", "code");
+            if !self.config.scopes.is_empty() {
+                q.append_pair("scope", &self.config.scopes.join(" "));
+            }
+            q.append_pair("state", state);
+        }
+        Ok((url.into(), None))
+    }
+
+    async fn handle_callback(
+        &self,
+        scopes: &Scopes,
+        _connector_data: Option<&[u8]>,
+        query: &[(String, String)],
+    ) -> Result<Identity, ConnectorError> {
+        let error = lookup(query, "error");
+        if !error.is_empty() {
+            return Err(ConnectorError::Upstream(format!(
+                "gitea: {} answered the login with an error: {}",
+                self.config.base_url,
+                oauth_error_text(error, lookup(query, "error_description"))
+            )));
+        }
+        let code = lookup(query, "code");
+        if code.is_empty() {
+            return Err(ConnectorError::Upstream(
+                "gitea: the callback carries neither a code nor an error".into(),
+            ));
+        }
+        let now = (self.clock)();
+        let grant = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.config.redirect_uri.as_str()),
+        ];
+        let token = self.token_request(&grant, now).await.map_err(|e| match e {
+            TokenError::Rejected(reason) => {
+                ConnectorError::Upstream(format!("gitea: failed to get token: {reason}"))
+            }
+            TokenError::Failed(reason) => {
+                ConnectorError::Upstream(format!("gitea: failed to get token: {reason}"))
+            }
+        })?;
+        let (user, groups) = match self.load_user(scopes, &token.access_token).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(login)) => return Err(ConnectorError::NotInRequiredGroups { user: login }),
+            Err(e) => return Err(ConnectorError::Upstream(format!("gitea: {}", e.message))),
+        };
+        let user_id = if self.config.use_login_as_id {
+            user.login.clone()
+        } else {
+            user.id.to_string()
+        };
+        Ok(Identity {
+            user_id,
+            username: display_name(&user),
+            preferred_username: user.login,
+            email: user.email,
+            email_verified: true,
+            groups: groups.unwrap_or_default(),
+            connector_data: if scopes.offline_access {
+                Some(self.encode(&token)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn supports_refresh(&self) -> bool {
+        true
+    }
+
+    async fn refresh(
+        &self,
+        scopes: &Scopes,
+        mut identity: Identity,
+    ) -> Result<Identity, ConnectorError> {
+        let data = identity
+            .connector_data
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| {
+                ConnectorError::Refresh(
+                    "gitea: no upstream token is stored for this session; the user must log in again".into(),
+                )
+            })?;
+        let mut token: UpstreamToken = serde_json::from_slice(data).map_err(|e| {
+            ConnectorError::Refresh(format!(
+                "gitea: the stored upstream token is unreadable: {e}"
+            ))
+        })?;
+        let now = (self.clock)();
+        let mut refreshed = false;
+        if !token.usable_at(now) {
+            token = self.refresh_upstream(&token, now).await?;
+            refreshed = true;
+        }
+        let mut loaded = self.load_user(scopes, &token.access_token).await;
+        // A revoked grant kills access tokens early; the refresh token says why.
+        if let Err(ApiError {
+            status: Some(401), ..
+        }) = &loaded
+            && !refreshed
+        {
+            token = self.refresh_upstream(&token, now).await?;
+            loaded = self.load_user(scopes, &token.access_token).await;
+        }
+        let (user, groups) = match loaded {
+            Ok(Ok(found)) => found,
+            Ok(Err(login)) => {
+                return Err(ConnectorError::Refresh(format!(
+                    "gitea: user {login:?} is no longer a member of any required org or team"
+                )));
+            }
+            Err(e) if matches!(e.status, Some(401 | 403)) => {
+                return Err(ConnectorError::Refresh(format!(
+                    "gitea: the upstream refused the user's token: {}",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(ConnectorError::Upstream(format!("gitea: {}", e.message))),
+        };
+        if !self.config.use_login_as_id && user.id.to_string() != identity.user_id {
+            return Err(ConnectorError::Refresh(format!(
+                "gitea: the upstream token now belongs to user id {} instead of {}",
+                user.id, identity.user_id
+            )));
+        }
+        identity.username = display_name(&user);
+        identity.preferred_username = user.login;
+        identity.email = user.email;
+        if let Some(groups) = groups {
+            identity.groups = groups;
+        }
+        identity.connector_data = Some(self.encode(&token)?);
+        Ok(identity)
+    }
+}
+
+/// Dex: the full name, else the email; oxidex adds the login as a last resort.
+fn display_name(user: &GiteaUser) -> String {
+    [&user.full_name, &user.email, &user.login]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod config_tests {
+    use super::*;
+    use serde_json::json;
+
+    const CALLBACK: &str = "https://idp.example/dex/callback";
+    const PATH: &str = "connectors[1].config";
+
+    #[test]
+    fn config_defaults_and_case_insensitive_keys() {
+        let (c, unknown) = GiteaConfig::parse(
+            PATH,
+            &json!({"ClientId": "id", "clientSecret": "s", "redirectURI": CALLBACK,
+                    "orgs": [{"Name": "infra", "teams": ["ops"]}], "loadallgroups": true,
+                    "bogus": 1}),
+            CALLBACK,
+        )
+        .unwrap();
+        assert_eq!(c.base_url, DEFAULT_BASE_URL);
+        assert_eq!(c.client_id, "id");
+        assert!(c.load_all_groups && !c.use_login_as_id && c.scopes.is_empty());
+        assert_eq!(
+            c.orgs,
+            [Org {
+                name: "infra".into(),
+                teams: vec!["ops".into()]
+            }]
+        );
+        assert_eq!(unknown, ["connectors[1].config.bogus"]);
+        assert!(!format!("{c:?}").contains("\"s\""), "Debug shows no secret");
+    }
+
+    #[test]
+    fn config_errors_name_every_bad_key() {
+        let errors = GiteaConfig::parse(
+            PATH,
+            &json!({"baseURL": "git.example.com", "redirectURI": "https://idp.example/dex/callback/gitea",
+                    "orgs": [{"teams": ["x"]}], "scopes": ["read:user read:organization"],
+                    "rootCA": "/nonexistent.pem"}),
+            CALLBACK,
+        )
+        .unwrap_err();
+        let all = errors.join("\n");
+        for key in [
+            "connectors[1].config.baseURL:",
+            "connectors[1].config.clientID: required",
+            "connectors[1].config.clientSecret: required",
+            "connectors[1].config.redirectURI:",
+            "connectors[1].config.orgs[0].name: required",
+            "connectors[1].config.scopes:",
+            "connectors[1].config.rootCA:",
+        ] {
+            assert!(all.contains(key), "{key} missing in:\n{all}");
+        }
+        assert!(
+            all.contains(CALLBACK),
+            "the message says what redirectURI must be: {all}"
+        );
+    }
+}
+
+#[cfg(all(test, not(feature = "sandboxed-tests")))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::connector::fake_forgejo::{
+        FakeApp, FakeForgejo, FakeOptions, FakeUser, callback_query,
+    };
+    use serde_json::json;
+
+    const CALLBACK: &str = "https://idp.example/dex/callback";
+
+    /// A clock the test moves by hand.
+    fn manual_clock() -> (Clock, Arc<Mutex<SystemTime>>) {
+        let now = Arc::new(Mutex::new(SystemTime::now()));
+        let handle = Arc::clone(&now);
+        (Arc::new(move || *handle.lock().unwrap()), now)
+    }
+
+    struct Setup {
+        fake: FakeForgejo,
+        app: FakeApp,
+        conn: GiteaConnector,
+        now: Arc<Mutex<SystemTime>>,
+    }
+
+    async fn setup_with(options: FakeOptions, extra: Value) -> Setup {
+        let fake = FakeForgejo::start_with(options).await.unwrap();
+        let app = fake.add_app(CALLBACK);
+        fake.add_user(
+            FakeUser::new(42, "alice")
+                .full_name("Alice Liddell")
+                .team("infra", "Owners")
+                .team("infra", "ops")
+                .team("web", "devs"),
+        );
+        fake.add_user(
+            FakeUser::new(43, "bob")
+                .email("bob@example.test")
+                .team("web", "devs"),
+        );
+        let mut config = json!({
+            "baseURL": format!("{}/", fake.url()),
+            "clientID": app.client_id,
+            "clientSecret": app.client_secret,
+            "redirectURI": CALLBACK,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let (parsed, _) = GiteaConfig::parse("c", &config, CALLBACK).unwrap();
+        let (clock, now) = manual_clock();
+        let conn = GiteaConnector::new("forgejo", parsed, clock).unwrap();
+        Setup {
+            fake,
+            app,
+            conn,
+            now,
+        }
+    }
+
+    async fn setup(extra: Value) -> Setup {
+        setup_with(FakeOptions::default(), extra).await
+    }
+
+    fn scopes(offline: bool, groups: bool) -> Scopes {
+        Scopes {
+            offline_access: offline,
+            groups,
+        }
+    }
+
+    async fn login(s: &Setup, user: &str, scopes: &Scopes) -> Result<Identity, ConnectorError> {
+        let (url, data) = s.conn.login_url(scopes, CALLBACK, "req-1").unwrap();
+        assert!(data.is_none());
+        let location = s.fake.approve(&url, user).unwrap();
+        let query = callback_query(&location);
+        assert!(query.contains(&("state".into(), "req-1".into())));
+        s.conn.handle_callback(scopes, None, &query).await
+    }
+
+    fn token_posts(fake: &FakeForgejo) -> usize {
+        fake.requests()
+            .iter()
+            .filter(|r| r.starts_with("POST /login/oauth/access_token"))
+            .count()
+    }
+
+    fn stored(identity: &Identity) -> Value {
+        serde_json::from_slice(identity.connector_data.as_deref().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn login_url_has_dex_parameters_and_checks_the_callback() {
+        let s = setup(json!({"scopes": ["read:user", "read:organization"]})).await;
+        let (url, _) = s
+            .conn
+            .login_url(&Scopes::default(), CALLBACK, "st")
+            .unwrap();
+        let parsed = url::Url::parse(&url).unwrap();
+        assert_eq!(
+            parsed.path(),
+            "/login/oauth/authorize",
+            "baseURL's trailing slash is dropped"
+        );
+        let q: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        let expect =
+            |k: &str, v: &str| assert!(q.contains(&(k.into(), v.into())), "{k}={v} in {q:?}");
+        expect("client_id", &s.app.client_id);
+        expect("redirect_uri", CALLBACK);
+        expect("response_type", "code");
+        expect("scope", "read:user read:organization");
+        expect("state", "st");
+        let e = s
+            .conn
+            .login_url(
+                &Scopes::default(),
+                "https://idp.example/dex/callback/forgejo",
+                "st",
+            )
+            .unwrap_err();
+        assert!(matches!(e, ConnectorError::Config { .. }), "{e}");
+        assert!(e.to_string().contains("did not match"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn callback_maps_the_identity_like_dex() {
+        let s = setup(json!({})).await;
+        let id = login(&s, "alice", &scopes(false, true)).await.unwrap();
+        assert_eq!(id.user_id, "42");
+        assert_eq!(id.username, "Alice Liddell");
+        assert_eq!(id.preferred_username, "alice");
+        assert_eq!(id.email, "alice@example.test");
+        assert!(id.email_verified);
+        assert!(
+            id.groups.is_empty(),
+            "no orgs and no loadAllGroups: no groups"
+        );
+        assert!(
+            id.connector_data.is_none(),
+            "no offline_access: nothing stored"
+        );
+        assert!(!s.fake.requests().iter().any(|r| r.contains("/teams")));
+
+        // No full name: the email is the display name (Dex's only test).
+        let id = login(&s, "bob", &scopes(true, false)).await.unwrap();
+        assert_eq!(
+            (id.user_id.as_str(), id.username.as_str()),
+            ("43", "bob@example.test")
+        );
+        let data = stored(&id);
+        assert!(data["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(data["refreshToken"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(data["expiresAt"].as_u64().unwrap() > upstream::unix_seconds(SystemTime::now()));
+    }
+
+    #[tokio::test]
+    async fn use_login_as_id_takes_the_login() {
+        let s = setup(json!({"useLoginAsID": true})).await;
+        let id = login(&s, "alice", &Scopes::default()).await.unwrap();
+        assert_eq!(id.user_id, "alice");
+    }
+
+    #[tokio::test]
+    async fn load_all_groups_gives_org_and_org_team_once_each() {
+        let s = setup(json!({"loadAllGroups": true})).await;
+        let id = login(&s, "alice", &scopes(false, true)).await.unwrap();
+        assert_eq!(
+            id.groups,
+            ["infra", "infra:Owners", "infra:ops", "web", "web:devs"]
+        );
+    }
+
+    #[tokio::test]
+    async fn teams_are_paged_fifty_at_a_time_until_x_total_count() {
+        let s = setup(json!({"loadAllGroups": true})).await;
+        let mut user = FakeUser::new(50, "carol");
+        for i in 0..120 {
+            user = user.team(&format!("org{}", i % 3), &format!("team{i}"));
+        }
+        s.fake.add_user(user);
+        s.fake.clear_requests();
+        let id = login(&s, "carol", &scopes(false, true)).await.unwrap();
+        let pages: Vec<String> = s
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.contains("/api/v1/user/teams"))
+            .collect();
+        assert_eq!(
+            pages,
+            [
+                "GET /api/v1/user/teams?page=1&limit=50",
+                "GET /api/v1/user/teams?page=2&limit=50",
+                "GET /api/v1/user/teams?page=3&limit=50",
+            ],
+            "stops after 120 of 120 without an extra empty page"
+        );
+        assert_eq!(id.groups.len(), 3 + 120);
+        assert_eq!(
+            &id.groups[..4],
+            ["org0", "org0:team0", "org1", "org1:team1"]
+        );
+        assert!(id.groups.contains(&"org2:team119".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn orgs_filter_keeps_listed_groups_and_refuses_non_members() {
+        let s = setup(json!({"orgs": [{"name": "infra", "teams": ["ops"]}]})).await;
+        // Groups are loaded for the filter even without the groups scope.
+        let id = login(&s, "alice", &Scopes::default()).await.unwrap();
+        assert_eq!(id.groups, ["infra", "infra:ops"]);
+
+        // Dex's loophole, kept: any team of a listed org lets the user in.
+        s.fake
+            .add_user(FakeUser::new(44, "dave").team("infra", "interns"));
+        let id = login(&s, "dave", &Scopes::default()).await.unwrap();
+        assert_eq!(id.groups, ["infra"]);
+
+        let e = login(&s, "bob", &Scopes::default()).await.unwrap_err();
+        assert!(
+            matches!(&e, ConnectorError::NotInRequiredGroups { user } if user == "bob"),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn upstream_errors_on_callback_are_clear() {
+        let s = setup(json!({})).await;
+        let query = vec![
+            ("error".to_owned(), "access_denied".to_owned()),
+            (
+                "error_description".to_owned(),
+                "the user said no".to_owned(),
+            ),
+            ("state".to_owned(), "req-1".to_owned()),
+        ];
+        let e = s
+            .conn
+            .handle_callback(&Scopes::default(), None, &query)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectorError::Upstream(_)));
+        assert!(
+            e.to_string().contains("access_denied: the user said no"),
+            "{e}"
+        );
+
+        let query = vec![("code".to_owned(), "gta_forged".to_owned())];
+        let e = s
+            .conn
+            .handle_callback(&Scopes::default(), None, &query)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("failed to get token: unauthorized_client: client is not authorized"),
+            "{e}"
+        );
+
+        // A wrong client secret: Forgejo's unauthorized_client, not invalid_client.
+        let wrong = GiteaConnector::new(
+            "forgejo",
+            GiteaConfig {
+                client_secret: "gto_wrong".into(),
+                ..s.conn.config.clone()
+            },
+            Arc::new(SystemTime::now),
+        )
+        .unwrap();
+        let (url, _) = wrong.login_url(&Scopes::default(), CALLBACK, "r").unwrap();
+        let query = callback_query(&s.fake.approve(&url, "alice").unwrap());
+        let e = wrong
+            .handle_callback(&Scopes::default(), None, &query)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("invalid client secret"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn granular_scopes_without_read_user_are_refused_by_forgejo() {
+        let s = setup(json!({"scopes": ["read:organization"]})).await;
+        let e = login(&s, "alice", &Scopes::default()).await.unwrap_err();
+        assert!(
+            e.to_string().contains("403") && e.to_string().contains("read:user"),
+            "{e}"
+        );
+        let s = setup(json!({"scopes": ["read:user"], "loadAllGroups": true})).await;
+        let id = login(&s, "alice", &scopes(false, true)).await.unwrap();
+        assert_eq!(id.groups.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn refresh_reuses_a_live_access_token_and_rereads_the_profile() {
+        let s = setup(json!({"loadAllGroups": true})).await;
+        let first = login(&s, "alice", &scopes(true, true)).await.unwrap();
+        s.fake.add_user(
+            FakeUser::new(42, "alice")
+                .full_name("Alice L.")
+                .team("web", "devs"),
+        );
+        s.fake.clear_requests();
+        let again = s
+            .conn
+            .refresh(&scopes(true, true), first.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            token_posts(&s.fake),
+            0,
+            "access token still valid: no upstream refresh"
+        );
+        assert_eq!(again.connector_data, first.connector_data);
+        assert_eq!(again.username, "Alice L.");
+        assert_eq!(again.groups, ["web", "web:devs"]);
+        assert_eq!(again.user_id, "42");
+    }
+
+    fn short_lived() -> FakeOptions {
+        FakeOptions {
+            access_token_lifetime: Duration::from_secs(5),
+            ..FakeOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_the_upstream_token_and_the_old_one_is_refused() {
+        let s = setup_with(short_lived(), json!({})).await;
+        let first = login(&s, "alice", &scopes(true, false)).await.unwrap();
+        // 5 s lifetime is inside the 10 s margin: every refresh goes upstream.
+        let second = s
+            .conn
+            .refresh(&scopes(true, false), first.clone())
+            .await
+            .unwrap();
+        assert_ne!(
+            stored(&second)["refreshToken"],
+            stored(&first)["refreshToken"]
+        );
+        let third = s
+            .conn
+            .refresh(&scopes(true, false), second.clone())
+            .await
+            .unwrap();
+        assert_ne!(
+            stored(&third)["refreshToken"],
+            stored(&second)["refreshToken"]
+        );
+        assert_eq!(token_posts(&s.fake), 1 + 2);
+
+        // The fake itself refuses the spent token, as Forgejo ≥ 9.
+        let response = reqwest::Client::new()
+            .post(format!("{}/login/oauth/access_token", s.fake.url()))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                (
+                    "refresh_token",
+                    stored(&first)["refreshToken"].as_str().unwrap(),
+                ),
+                ("client_id", &s.app.client_id),
+                ("client_secret", &s.app.client_secret),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"error": "unauthorized_client", "error_description": "token was already used"})
+        );
+
+        // Once the remembered result has aged out, a stale copy fails upstream.
+        *s.now.lock().unwrap() += upstream::REFRESH_RESULT_TTL + Duration::from_secs(1);
+        let e = s
+            .conn
+            .refresh(&scopes(true, false), first)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
+        assert!(e.to_string().contains("token was already used"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_refreshes_share_one_upstream_refresh() {
+        let s = setup_with(short_lived(), json!({})).await;
+        let first = login(&s, "alice", &scopes(true, false)).await.unwrap();
+        s.fake.clear_requests();
+        let sc = scopes(true, false);
+        let (a, b, c) = tokio::join!(
+            s.conn.refresh(&sc, first.clone()),
+            s.conn.refresh(&sc, first.clone()),
+            s.conn.refresh(&sc, first.clone()),
+        );
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        assert_eq!(
+            token_posts(&s.fake),
+            1,
+            "one upstream refresh for one upstream token"
+        );
+        assert_eq!(a.connector_data, b.connector_data);
+        assert_eq!(b.connector_data, c.connector_data);
+        // The rotated token they all carry is the live one.
+        s.conn.refresh(&scopes(true, false), a).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refresh_after_the_app_is_deleted_is_a_refresh_error() {
+        // Live access token: the revoked grant answers 401, the refresh says why.
+        let s = setup(json!({})).await;
+        let first = login(&s, "alice", &scopes(true, false)).await.unwrap();
+        s.fake.delete_app(&s.app.client_id);
+        let e = s
+            .conn
+            .refresh(&scopes(true, false), first)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
+        assert!(e.to_string().contains("invalid_client"), "{e}");
+
+        // Expired access token: straight to the refused refresh.
+        let s = setup_with(short_lived(), json!({})).await;
+        let first = login(&s, "alice", &scopes(true, false)).await.unwrap();
+        s.fake.revoke_grant("alice", &s.app.client_id);
+        let e = s
+            .conn
+            .refresh(&scopes(true, false), first)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("invalid_grant: grant does not exist"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_without_stored_token_or_membership_fails() {
+        let s = setup(json!({"orgs": [{"name": "infra"}]})).await;
+        let plain = login(&s, "alice", &scopes(false, false)).await.unwrap();
+        let e = s.conn.refresh(&Scopes::default(), plain).await.unwrap_err();
+        assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
+
+        let offline = login(&s, "alice", &scopes(true, false)).await.unwrap();
+        s.fake
+            .add_user(FakeUser::new(42, "alice").team("web", "devs"));
+        let e = s
+            .conn
+            .refresh(&Scopes::default(), offline)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
+        assert!(e.to_string().contains("no longer a member"), "{e}");
+    }
+}

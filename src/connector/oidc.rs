@@ -1,0 +1,1234 @@
+//! The generic `oidc` connector: log in through any OpenID Connect provider, with
+//! Dex's config keys and claim rules (`connector/oidc/oidc.go`), on the
+//! `openidconnect` crate.
+//!
+//! * Discovery happens on first use and is cached; a failure is not cached, so a
+//!   provider that starts after oxidex is picked up later. [`CallbackConnector::prepare`]
+//!   performs it; [`OidcConnector::login_url`] needs it done (it is synchronous).
+//!   When opened inside a tokio runtime the connector starts discovery in the
+//!   background right away.
+//! * Every login uses PKCE (S256) and a nonce; both travel in the auth request's
+//!   connector data from `login_url` to the callback.
+//! * ID tokens are checked by `openidconnect` (signature against the provider's
+//!   JWKS, `iss`, `aud`, `exp`, nonce). On a signature failure the provider is
+//!   discovered again once (the upstream may have rotated its keys).
+//! * The claims are read from the verified token's payload as a JSON object, then
+//!   (with `getUserInfo`) overlaid with the userinfo answer, as Dex does.
+//! * Refresh spends the upstream refresh token (once per token, shared by
+//!   concurrent callers), verifies a returned ID token (no nonce), re-reads
+//!   userinfo when configured, and returns the possibly rotated refresh token in
+//!   `connector_data`. Without a new ID token or userinfo the previous claims are
+//!   kept (Dex fails with "missing sub claim").
+
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata, CoreTokenResponse,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse as _,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::upstream::{
+    self, ConfigReader, Problems, SingleFlight, TlsOptions, check_base_url, check_redirect_uri,
+    oauth_error_text, quote_body,
+};
+use super::{CallbackConnector, ConnectorError, Identity, Scopes};
+use crate::Clock;
+
+pub const KIND: &str = "oidc";
+
+const KEYS: &[&str] = &[
+    "issuer",
+    "clientID",
+    "clientSecret",
+    "redirectURI",
+    "scopes",
+    "getUserInfo",
+    "insecureSkipEmailVerified",
+    "insecureEnableGroups",
+    "allowedGroups",
+    "userIDKey",
+    "userNameKey",
+    "overrideClaimMapping",
+    "claimMapping",
+    "promptType",
+    "acrValues",
+    "basicAuthUnsupported",
+    "pkceChallenge",
+    "rootCAs",
+    "insecureSkipVerify",
+    // Dex keys oxidex refuses rather than silently ignoring.
+    "hostedDomains",
+    "issuerAlias",
+    "providerDiscoveryOverrides",
+    "claimModifications",
+];
+const CLAIM_MAPPING_KEYS: &[&str] = &["preferred_username", "email", "groups"];
+
+type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+#[derive(Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+    /// Without `openid` (always sent). Default `profile`, `email`.
+    pub scopes: Vec<String>,
+    pub get_user_info: bool,
+    pub insecure_skip_email_verified: bool,
+    pub insecure_enable_groups: bool,
+    pub allowed_groups: Vec<String>,
+    pub user_id_key: String,
+    pub user_name_key: String,
+    pub override_claim_mapping: bool,
+    pub preferred_username_key: String,
+    pub email_key: String,
+    pub groups_key: String,
+    /// `prompt` sent with offline access; `None` sends none. Default `consent`.
+    pub prompt_type: Option<String>,
+    pub acr_values: Vec<String>,
+    pub basic_auth_unsupported: bool,
+    pub tls: TlsOptions,
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcConfig {
+    /// Reads and validates `connectors[i].config` without network access; see
+    /// [`super::gitea::GiteaConfig::parse`].
+    pub fn parse(
+        path: &str,
+        value: &Value,
+        callback: &str,
+    ) -> Result<(Self, Vec<String>), Vec<String>> {
+        let r = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
+        let mut p = Problems::default();
+
+        let issuer = p.take(r.string("issuer"));
+        if issuer.is_empty() {
+            p.push(format!("{}: required", r.key_path("issuer")));
+        } else {
+            p.take(check_base_url(&r.key_path("issuer"), &issuer));
+        }
+        let client_id = p.take(r.string("clientID"));
+        if client_id.is_empty() {
+            p.push(format!("{}: required", r.key_path("clientID")));
+        }
+        let client_secret = p.take(r.string("clientSecret"));
+        let redirect_uri = p.take(r.string("redirectURI"));
+        p.take(check_redirect_uri(
+            &r.key_path("redirectURI"),
+            &redirect_uri,
+            callback,
+        ));
+        let mut scopes = p.take(r.strings("scopes"));
+        if scopes.is_empty() {
+            scopes = vec!["profile".to_owned(), "email".to_owned()];
+        }
+        scopes.retain(|s| s != "openid");
+        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
+            p.push(format!(
+                "{}: {bad:?} is not a scope (one scope per list entry)",
+                r.key_path("scopes")
+            ));
+        }
+        let mapping = p.take(r.object("claimMapping", CLAIM_MAPPING_KEYS).map(Some));
+        let (preferred_username_key, email_key, groups_key) = match &mapping {
+            Some(m) => (
+                p.take(m.string("preferred_username")),
+                p.take(m.string("email")),
+                p.take(m.string("groups")),
+            ),
+            None => Default::default(),
+        };
+        let prompt_type = if r.has("promptType") {
+            Some(p.take(r.string("promptType"))).filter(|s| !s.is_empty())
+        } else {
+            Some("consent".to_owned())
+        };
+        let pkce = p.take(r.string("pkceChallenge"));
+        if !pkce.is_empty() && pkce != "S256" {
+            p.push(format!(
+                "{}: {pkce:?} is not supported; oxidex always uses S256",
+                r.key_path("pkceChallenge")
+            ));
+        }
+        for key in [
+            "hostedDomains",
+            "issuerAlias",
+            "providerDiscoveryOverrides",
+            "claimModifications",
+        ] {
+            let set = match r.raw(key) {
+                None => false,
+                Some(Value::String(s)) => !s.is_empty(),
+                Some(Value::Array(a)) => !a.is_empty(),
+                Some(Value::Object(o)) => !o.is_empty(),
+                Some(_) => true,
+            };
+            if set {
+                p.push(format!(
+                    "{}: not supported by oxidex's oidc connector",
+                    r.key_path(key)
+                ));
+            }
+        }
+        let mut tls = TlsOptions {
+            root_cas: Vec::new(),
+            insecure_skip_verify: p.take(r.bool("insecureSkipVerify")),
+        };
+        for (i, entry) in p.take(r.strings("rootCAs")).iter().enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let key = format!("{}[{i}]", r.key_path("rootCAs"));
+            if let Some(pem) = p.take(upstream::read_root_ca(&key, entry).map(Some)) {
+                tls.root_cas.push(pem);
+            }
+        }
+        let config = OidcConfig {
+            issuer,
+            client_id,
+            client_secret,
+            redirect_uri,
+            scopes,
+            get_user_info: p.take(r.bool("getUserInfo")),
+            insecure_skip_email_verified: p.take(r.bool("insecureSkipEmailVerified")),
+            insecure_enable_groups: p.take(r.bool("insecureEnableGroups")),
+            allowed_groups: p.take(r.strings("allowedGroups")),
+            user_id_key: p.take(r.string("userIDKey")),
+            user_name_key: p.take(r.string("userNameKey")),
+            override_claim_mapping: p.take(r.bool("overrideClaimMapping")),
+            preferred_username_key,
+            email_key,
+            groups_key,
+            prompt_type,
+            acr_values: p.take(r.strings("acrValues")),
+            basic_auth_unsupported: p.take(r.bool("basicAuthUnsupported")),
+            tls,
+        };
+        let mut unknown = r.unknown;
+        if let Some(m) = mapping {
+            unknown.extend(m.unknown);
+        }
+        if p.0.is_empty() {
+            Ok((config, unknown))
+        } else {
+            Err(p.0)
+        }
+    }
+}
+
+/// Connector data between `login_url` and the callback.
+#[derive(Serialize, Deserialize)]
+struct PendingLogin {
+    #[serde(rename = "pkceVerifier")]
+    pkce_verifier: String,
+    nonce: String,
+}
+
+/// Connector data kept for refresh.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(rename = "refreshToken")]
+    refresh_token: String,
+}
+
+/// What one upstream refresh produced (shared by concurrent callers).
+#[derive(Clone)]
+struct Refreshed {
+    access_token: String,
+    refresh_token: Option<String>,
+    /// The verified ID token's claims, when the answer had one.
+    id_claims: Option<Map<String, Value>>,
+}
+
+struct Discovered {
+    client: OidcClient,
+    userinfo_url: Option<String>,
+    offline_access_supported: bool,
+}
+
+pub struct OidcConnector {
+    id: String,
+    config: OidcConfig,
+    http: reqwest::Client,
+    clock: Clock,
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    /// Serialises discovery so a burst of logins fetches the document once.
+    discovering: tokio::sync::Mutex<()>,
+    refreshes: SingleFlight<Refreshed>,
+}
+
+impl std::fmt::Debug for OidcConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConnector")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcConnector {
+    pub fn new(id: &str, config: OidcConfig, clock: Clock) -> Result<Self, ConnectorError> {
+        let http =
+            upstream::http_client(&config.tls).map_err(|message| ConnectorError::Config {
+                id: id.to_owned(),
+                kind: KIND.to_owned(),
+                message,
+            })?;
+        Ok(OidcConnector {
+            id: id.to_owned(),
+            config,
+            http,
+            clock,
+            discovered: RwLock::new(None),
+            discovering: tokio::sync::Mutex::new(()),
+            refreshes: SingleFlight::default(),
+        })
+    }
+
+    /// Starts discovery in the background when a tokio runtime is running.
+    pub fn warm_up(self: &Arc<Self>) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let this = Arc::clone(self);
+            handle.spawn(async move {
+                if let Err(err) = this.discover(false).await {
+                    tracing::warn!(connector = %this.id, %err, "OIDC discovery failed; retrying at the next login");
+                }
+            });
+        }
+    }
+
+    fn cached(&self) -> Option<Arc<Discovered>> {
+        self.discovered.read().ok().and_then(|d| d.clone())
+    }
+
+    /// The discovered provider; `force` fetches again (new signing keys).
+    async fn discover(&self, force: bool) -> Result<Arc<Discovered>, ConnectorError> {
+        let before = self.cached();
+        if let Some(d) = &before
+            && !force
+        {
+            return Ok(Arc::clone(d));
+        }
+        let _guard = self.discovering.lock().await;
+        // Someone else may have finished while we waited.
+        if let Some(now) = self.cached()
+            && (!force || !before.as_ref().is_some_and(|b| Arc::ptr_eq(b, &now)))
+        {
+            return Ok(now);
+        }
+        let fail = |message: String| {
+            ConnectorError::Upstream(format!(
+                "oidc: discovery of {:?} failed: {message}",
+                self.config.issuer
+            ))
+        };
+        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| fail(e.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| fail(error_chain(&e)))?;
+        let userinfo_url = metadata.userinfo_endpoint().map(|u| u.url().to_string());
+        let offline_access_supported = metadata
+            .scopes_supported()
+            .is_some_and(|s| s.iter().any(|s| s.as_str() == "offline_access"));
+        let redirect =
+            RedirectUrl::new(self.config.redirect_uri.clone()).map_err(|e| fail(e.to_string()))?;
+        let secret = (!self.config.client_secret.is_empty())
+            .then(|| ClientSecret::new(self.config.client_secret.clone()));
+        let mut client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            secret,
+        )
+        .set_redirect_uri(redirect);
+        if self.config.basic_auth_unsupported {
+            client = client.set_auth_type(AuthType::RequestBody);
+        }
+        let discovered = Arc::new(Discovered {
+            client,
+            userinfo_url,
+            offline_access_supported,
+        });
+        if let Ok(mut slot) = self.discovered.write() {
+            *slot = Some(Arc::clone(&discovered));
+        }
+        Ok(discovered)
+    }
+
+    /// Verifies `id_token` (nonce when given) and returns its claims as JSON.
+    /// A signature failure triggers one re-discovery (new upstream keys).
+    async fn verify_id_token(
+        &self,
+        disc: &Arc<Discovered>,
+        id_token: &CoreIdToken,
+        nonce: Option<&Nonce>,
+    ) -> Result<Map<String, Value>, String> {
+        let check = |d: &Discovered| -> Result<(), openidconnect::ClaimsVerificationError> {
+            let clock = Arc::clone(&self.clock);
+            let verifier = d
+                .client
+                .id_token_verifier()
+                .set_time_fn(move || chrono::DateTime::<chrono::Utc>::from(clock()));
+            match nonce {
+                Some(n) => id_token.claims(&verifier, n).map(|_| ()),
+                None => id_token
+                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                    .map(|_| ()),
+            }
+        };
+        match check(disc) {
+            Ok(()) => {}
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(_)) => {
+                let fresh = self.discover(true).await.map_err(|e| e.to_string())?;
+                check(&fresh).map_err(|e| format!("failed to verify ID token: {e}"))?;
+            }
+            Err(e) => return Err(format!("failed to verify ID token: {e}")),
+        }
+        jwt_payload(&id_token.to_string())
+    }
+
+    /// `GET userinfo` with the access token; its `sub` must be `expected_sub`
+    /// when given.
+    async fn user_info(
+        &self,
+        disc: &Discovered,
+        access_token: &str,
+        expected_sub: Option<&str>,
+    ) -> Result<Map<String, Value>, String> {
+        let url = disc
+            .userinfo_url
+            .as_deref()
+            .ok_or("getUserInfo is set but the provider has no userinfo_endpoint")?;
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(access_token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
+        if !status.is_success() {
+            return Err(format!("GET {url}: {status}: {}", quote_body(&body)));
+        }
+        let claims = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(format!("GET {url}: the answer is not a JSON object")),
+        };
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(expected) = expected_sub
+            && sub != expected
+        {
+            return Err(format!(
+                "userinfo is for subject {sub:?}, the ID token for {expected:?}"
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Dex's claim rules (`createIdentity`).
+    fn identity_from_claims(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> Result<Result<Identity, Vec<String>>, String> {
+        let c = &self.config;
+        let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_owned);
+        let subject = text("sub").ok_or("missing \"sub\" claim")?;
+        let name_key = if c.user_name_key.is_empty() {
+            "name"
+        } else {
+            c.user_name_key.as_str()
+        };
+        let name = text(name_key).ok_or_else(|| format!("missing {name_key:?} claim"))?;
+
+        let mut preferred_username = text("preferred_username");
+        if (preferred_username.is_none() || c.override_claim_mapping)
+            && !c.preferred_username_key.is_empty()
+        {
+            preferred_username = text(&c.preferred_username_key);
+        }
+
+        let has_email_scope = c.scopes.iter().any(|s| s == "email");
+        let mut email_key = "email";
+        let mut email = text(email_key);
+        if (email.is_none() || c.override_claim_mapping) && !c.email_key.is_empty() {
+            email_key = &c.email_key;
+            email = text(email_key);
+        }
+        if email.is_none() && has_email_scope {
+            return Err(format!("missing email claim, not found {email_key:?} key"));
+        }
+
+        let email_verified = match claims.get("email_verified") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+            _ if c.insecure_skip_email_verified => true,
+            _ if has_email_scope => return Err("missing \"email_verified\" claim".into()),
+            _ => false,
+        };
+
+        let mut groups = Vec::new();
+        if c.insecure_enable_groups {
+            let mut groups_key = "groups";
+            let mut value = claims.get(groups_key);
+            if (value.is_none() || c.override_claim_mapping) && !c.groups_key.is_empty() {
+                groups_key = &c.groups_key;
+                value = claims.get(groups_key);
+            }
+            match value {
+                None | Some(Value::Null) => {}
+                Some(Value::String(g)) => groups.push(g.clone()),
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        match item {
+                            Value::String(g) => groups.push(g.clone()),
+                            Value::Object(o) => {
+                                if let Some(g) = o.get("name").and_then(Value::as_str) {
+                                    groups.push(g.to_owned());
+                                }
+                            }
+                            _ => return Err(format!("malformed {groups_key:?} claim")),
+                        }
+                    }
+                }
+                Some(_) => return Err(format!("malformed {groups_key:?} claim")),
+            }
+            if !c.allowed_groups.is_empty() {
+                groups.retain(|g| c.allowed_groups.contains(g));
+                if groups.is_empty() {
+                    return Ok(Err(Vec::new()));
+                }
+            }
+        }
+
+        let user_id = if c.user_id_key.is_empty() {
+            subject
+        } else {
+            text(&c.user_id_key).ok_or_else(|| format!("not found {:?} claim", c.user_id_key))?
+        };
+        Ok(Ok(Identity {
+            user_id,
+            username: name,
+            preferred_username: preferred_username.unwrap_or_default(),
+            email: email.unwrap_or_default(),
+            email_verified,
+            groups,
+            connector_data: None,
+        }))
+    }
+
+    fn stored_data(&self, refresh_token: Option<&str>) -> Result<Option<Vec<u8>>, ConnectorError> {
+        match refresh_token.filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(t) => serde_json::to_vec(&Stored {
+                refresh_token: t.to_owned(),
+            })
+            .map(Some)
+            .map_err(|e| {
+                ConnectorError::Internal(format!("oidc: cannot encode connector data: {e}"))
+            }),
+        }
+    }
+
+    async fn refresh_upstream(
+        &self,
+        disc: &Arc<Discovered>,
+        refresh_token: &str,
+        now: SystemTime,
+    ) -> Result<Refreshed, ConnectorError> {
+        self.refreshes
+            .run(refresh_token, now, || async {
+                let rt = RefreshToken::new(refresh_token.to_owned());
+                let request = disc.client.exchange_refresh_token(&rt).map_err(|e| {
+                    ConnectorError::Upstream(format!("oidc: the provider has no token endpoint: {e}"))
+                })?;
+                let response: CoreTokenResponse =
+                    request.request_async(&self.http).await.map_err(|e| match e {
+                        RequestTokenError::ServerResponse(err) => ConnectorError::Refresh(format!(
+                            "oidc: {} refused the upstream refresh token ({}); the user must log in again",
+                            self.config.issuer,
+                            oauth_error_text(
+                                err.error().as_ref(),
+                                err.error_description().map(String::as_str).unwrap_or("")
+                            )
+                        )),
+                        other => ConnectorError::Upstream(format!(
+                            "oidc: upstream refresh failed: {}",
+                            error_chain(&other)
+                        )),
+                    })?;
+                let id_claims = match response.id_token() {
+                    None => None,
+                    Some(token) => Some(
+                        self.verify_id_token(disc, token, None)
+                            .await
+                            .map_err(|e| ConnectorError::Refresh(format!("oidc: {e}")))?,
+                    ),
+                };
+                Ok(Refreshed {
+                    access_token: response.access_token().secret().clone(),
+                    refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+                    id_claims,
+                })
+            })
+            .await
+    }
+}
+
+/// The JSON payload of a compact JWS (already verified by the caller).
+fn jwt_payload(token: &str) -> Result<Map<String, Value>, String> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or("the ID token is not a compact JWS")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| format!("the ID token payload is not base64url: {e}"))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err("the ID token payload is not a JSON object".into()),
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn lookup<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
+    query
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl CallbackConnector for OidcConnector {
+    async fn prepare(&self) -> Result<(), ConnectorError> {
+        self.discover(false).await.map(|_| ())
+    }
+
+    fn login_url(
+        &self,
+        scopes: &Scopes,
+        callback_url: &str,
+        state: &str,
+    ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
+        if callback_url != self.config.redirect_uri {
+            return Err(ConnectorError::Config {
+                id: self.id.clone(),
+                kind: KIND.to_owned(),
+                message: format!(
+                    "expected callback URL {callback_url:?} did not match the URL in the config {:?}",
+                    self.config.redirect_uri
+                ),
+            });
+        }
+        let disc = self.cached().ok_or_else(|| {
+            ConnectorError::Upstream(format!(
+                "oidc: the provider {:?} has not been discovered yet (call prepare() first)",
+                self.config.issuer
+            ))
+        })?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let nonce = Nonce::new_random();
+        let state = state.to_owned();
+        let nonce_for_url = nonce.clone();
+        let mut request = disc.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || nonce_for_url,
+        );
+        let mut wanted = self.config.scopes.clone();
+        if scopes.offline_access
+            && disc.offline_access_supported
+            && !wanted.iter().any(|s| s == "offline_access")
+        {
+            wanted.push("offline_access".to_owned());
+        }
+        for scope in wanted {
+            request = request.add_scope(Scope::new(scope));
+        }
+        if !self.config.acr_values.is_empty() {
+            request = request.add_extra_param("acr_values", self.config.acr_values.join(" "));
+        }
+        if scopes.offline_access {
+            request = request.add_extra_param("access_type", "offline");
+            if let Some(prompt) = &self.config.prompt_type {
+                request = request.add_extra_param("prompt", prompt.clone());
+            }
+        }
+        let (url, _, _) = request.set_pkce_challenge(challenge).url();
+        let data = serde_json::to_vec(&PendingLogin {
+            pkce_verifier: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+        })
+        .map_err(|e| ConnectorError::Internal(format!("oidc: cannot encode login state: {e}")))?;
+        Ok((url.into(), Some(data)))
+    }
+
+    async fn handle_callback(
+        &self,
+        scopes: &Scopes,
+        connector_data: Option<&[u8]>,
+        query: &[(String, String)],
+    ) -> Result<Identity, ConnectorError> {
+        let upstream = |message: String| ConnectorError::Upstream(format!("oidc: {message}"));
+        let error = lookup(query, "error");
+        if !error.is_empty() {
+            return Err(upstream(format!(
+                "{} answered the login with an error: {}",
+                self.config.issuer,
+                oauth_error_text(error, lookup(query, "error_description"))
+            )));
+        }
+        let code = lookup(query, "code");
+        if code.is_empty() {
+            return Err(upstream(
+                "the callback carries neither a code nor an error".into(),
+            ));
+        }
+        let pending: PendingLogin = connector_data
+            .and_then(|d| serde_json::from_slice(d).ok())
+            .ok_or_else(|| upstream("the login state (PKCE verifier, nonce) is missing".into()))?;
+        let disc = self.discover(false).await?;
+        let request = disc
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| upstream(format!("the provider has no token endpoint: {e}")))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier));
+        let response: CoreTokenResponse =
+            request
+                .request_async(&self.http)
+                .await
+                .map_err(|e| match e {
+                    RequestTokenError::ServerResponse(err) => upstream(format!(
+                        "failed to get token: {}",
+                        oauth_error_text(
+                            err.error().as_ref(),
+                            err.error_description().map(String::as_str).unwrap_or("")
+                        )
+                    )),
+                    other => upstream(format!("failed to get token: {}", error_chain(&other))),
+                })?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| upstream("no id_token in token response".into()))?;
+        let nonce = Nonce::new(pending.nonce);
+        let mut claims = self
+            .verify_id_token(&disc, id_token, Some(&nonce))
+            .await
+            .map_err(upstream)?;
+        if self.config.get_user_info {
+            let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+            let info = self
+                .user_info(&disc, response.access_token().secret(), sub.as_deref())
+                .await
+                .map_err(|e| upstream(format!("error loading userinfo: {e}")))?;
+            claims.extend(info);
+        }
+        let mut identity = match self.identity_from_claims(&claims).map_err(upstream)? {
+            Ok(identity) => identity,
+            Err(_) => {
+                return Err(ConnectorError::NotInRequiredGroups {
+                    user: claims
+                        .get("sub")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                });
+            }
+        };
+        if scopes.offline_access {
+            identity.connector_data =
+                self.stored_data(response.refresh_token().map(|t| t.secret().as_str()))?;
+        }
+        Ok(identity)
+    }
+
+    fn supports_refresh(&self) -> bool {
+        true
+    }
+
+    async fn refresh(
+        &self,
+        _scopes: &Scopes,
+        identity: Identity,
+    ) -> Result<Identity, ConnectorError> {
+        let refresh = |message: String| ConnectorError::Refresh(format!("oidc: {message}"));
+        let stored: Stored = identity
+            .connector_data
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .and_then(|d| serde_json::from_slice(d).ok())
+            .filter(|s: &Stored| !s.refresh_token.is_empty())
+            .ok_or_else(|| {
+                refresh("no upstream refresh token is stored for this session; the user must log in again".into())
+            })?;
+        let disc = self.discover(false).await?;
+        let now = (self.clock)();
+        let fresh = self
+            .refresh_upstream(&disc, &stored.refresh_token, now)
+            .await?;
+        let mut claims = fresh.id_claims.clone();
+        if self.config.get_user_info {
+            let sub = claims
+                .as_ref()
+                .and_then(|c| c.get("sub").and_then(Value::as_str).map(str::to_owned));
+            let info = self
+                .user_info(&disc, &fresh.access_token, sub.as_deref())
+                .await
+                .map_err(|e| refresh(format!("error loading userinfo: {e}")))?;
+            claims.get_or_insert_with(Map::new).extend(info);
+        }
+        let mut updated = identity.clone();
+        if let Some(claims) = claims {
+            let found = match self.identity_from_claims(&claims).map_err(refresh)? {
+                Ok(found) => found,
+                Err(_) => {
+                    return Err(refresh(format!(
+                        "user {:?} is no longer in any of the allowed groups",
+                        identity.user_id
+                    )));
+                }
+            };
+            if found.user_id != identity.user_id {
+                return Err(refresh(format!(
+                    "the upstream now identifies user {:?} instead of {:?}",
+                    found.user_id, identity.user_id
+                )));
+            }
+            updated.username = found.username;
+            updated.preferred_username = found.preferred_username;
+            updated.email = found.email;
+            updated.email_verified = found.email_verified;
+            if self.config.insecure_enable_groups {
+                updated.groups = found.groups;
+            }
+        }
+        let rotated = fresh
+            .refresh_token
+            .as_deref()
+            .unwrap_or(&stored.refresh_token);
+        updated.connector_data = self.stored_data(Some(rotated))?;
+        Ok(updated)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod config_tests {
+    use super::*;
+    use serde_json::json;
+
+    const CALLBACK: &str = "https://idp.example/callback";
+
+    #[test]
+    fn config_defaults_like_dex() {
+        let (c, unknown) = OidcConfig::parse(
+            "connectors[0].config",
+            &json!({"issuer": "https://up.example", "clientID": "id", "redirectURI": CALLBACK,
+                    "claimMapping": {"Preferred_Username": "login", "x": 1}}),
+            CALLBACK,
+        )
+        .unwrap();
+        assert_eq!(c.scopes, ["profile", "email"]);
+        assert_eq!(c.prompt_type.as_deref(), Some("consent"));
+        assert_eq!(c.preferred_username_key, "login");
+        assert_eq!(unknown, ["connectors[0].config.claimMapping.x"]);
+        let (c, _) = OidcConfig::parse(
+            "p",
+            &json!({"issuer": "https://up.example", "clientID": "id", "redirectURI": CALLBACK,
+                    "scopes": ["openid", "groups"], "promptType": ""}),
+            CALLBACK,
+        )
+        .unwrap();
+        assert_eq!(
+            c.scopes,
+            ["groups"],
+            "openid is always sent, not listed twice"
+        );
+        assert_eq!(c.prompt_type, None);
+    }
+
+    #[test]
+    fn config_errors_name_keys() {
+        let errors = OidcConfig::parse(
+            "connectors[3].config",
+            &json!({"redirectURI": "https://elsewhere/callback", "pkceChallenge": "plain",
+                    "hostedDomains": ["example.com"], "getUserInfo": "yes"}),
+            CALLBACK,
+        )
+        .unwrap_err()
+        .join("\n");
+        for key in [
+            "connectors[3].config.issuer: required",
+            "connectors[3].config.clientID: required",
+            "connectors[3].config.redirectURI:",
+            "connectors[3].config.pkceChallenge:",
+            "connectors[3].config.hostedDomains: not supported",
+            "connectors[3].config.getUserInfo:",
+        ] {
+            assert!(errors.contains(key), "{key} missing in:\n{errors}");
+        }
+    }
+}
+
+#[cfg(all(test, not(feature = "sandboxed-tests")))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::connector::fake_forgejo::{FakeForgejo, FakeOptions, FakeUser, callback_query};
+    use serde_json::json;
+
+    const CALLBACK: &str = "https://idp.example/callback";
+
+    struct Setup {
+        fake: FakeForgejo,
+        conn: OidcConnector,
+        now: Arc<Mutex<SystemTime>>,
+    }
+
+    async fn setup_with(options: FakeOptions, extra: Value) -> Setup {
+        let fake = FakeForgejo::start_with(options).await.unwrap();
+        let app = fake.add_app(CALLBACK);
+        fake.add_user(
+            FakeUser::new(42, "alice")
+                .full_name("Alice Liddell")
+                .team("infra", "Owners")
+                .team("web", "Devs"),
+        );
+        let mut inactive = FakeUser::new(43, "bob");
+        inactive.active = false;
+        fake.add_user(inactive);
+        let mut config = json!({
+            "issuer": fake.issuer(),
+            "clientID": app.client_id,
+            "clientSecret": app.client_secret,
+            "redirectURI": CALLBACK,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let (parsed, _) = OidcConfig::parse("c", &config, CALLBACK).unwrap();
+        let now = Arc::new(Mutex::new(SystemTime::now()));
+        let handle = Arc::clone(&now);
+        let clock: Clock = Arc::new(move || *handle.lock().unwrap());
+        let conn = OidcConnector::new("up", parsed, clock).unwrap();
+        Setup { fake, conn, now }
+    }
+
+    async fn setup(extra: Value) -> Setup {
+        setup_with(FakeOptions::default(), extra).await
+    }
+
+    fn offline() -> Scopes {
+        Scopes {
+            offline_access: true,
+            groups: true,
+        }
+    }
+
+    /// Login URL → fake authorize → callback query, with the login's connector data.
+    async fn start_login(
+        s: &Setup,
+        user: &str,
+        scopes: &Scopes,
+    ) -> (String, Vec<u8>, Vec<(String, String)>) {
+        s.conn.prepare().await.unwrap();
+        let (url, data) = s.conn.login_url(scopes, CALLBACK, "req-9").unwrap();
+        let location = s.fake.approve(&url, user).unwrap();
+        (url, data.unwrap(), callback_query(&location))
+    }
+
+    async fn login(s: &Setup, user: &str, scopes: &Scopes) -> Result<Identity, ConnectorError> {
+        let (_, data, query) = start_login(s, user, scopes).await;
+        s.conn.handle_callback(scopes, Some(&data), &query).await
+    }
+
+    #[tokio::test]
+    async fn login_url_needs_discovery_first() {
+        let s = setup(json!({})).await;
+        let e = s
+            .conn
+            .login_url(&Scopes::default(), CALLBACK, "r")
+            .unwrap_err();
+        assert!(e.to_string().contains("prepare()"), "{e}");
+        s.conn.prepare().await.unwrap();
+        assert!(s.conn.login_url(&Scopes::default(), CALLBACK, "r").is_ok());
+    }
+
+    #[tokio::test]
+    async fn unreachable_issuer_is_a_clear_upstream_error() {
+        let (parsed, _) = OidcConfig::parse(
+            "c",
+            &json!({"issuer": "http://127.0.0.1:9", "clientID": "x", "redirectURI": CALLBACK}),
+            CALLBACK,
+        )
+        .unwrap();
+        let conn = OidcConnector::new("up", parsed, Arc::new(SystemTime::now)).unwrap();
+        let e = conn.prepare().await.unwrap_err();
+        assert!(matches!(e, ConnectorError::Upstream(_)));
+        assert!(
+            e.to_string()
+                .contains("discovery of \"http://127.0.0.1:9\" failed"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn login_uses_pkce_and_nonce_and_maps_claims() {
+        let s = setup(json!({})).await;
+        let (url, data, query) = start_login(&s, "alice", &offline()).await;
+        let q: HashMap<String, String> = url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert!(!q["code_challenge"].is_empty() && !q["nonce"].is_empty());
+        assert_eq!(q["scope"], "openid profile email");
+        assert_eq!(q["state"], "req-9");
+        assert_eq!(
+            q["prompt"], "consent",
+            "offline access asks for consent as Dex"
+        );
+        let pending: Value = serde_json::from_slice(&data).unwrap();
+        assert_eq!(pending["nonce"], q["nonce"].as_str());
+
+        let id = s
+            .conn
+            .handle_callback(&offline(), Some(&data), &query)
+            .await
+            .unwrap();
+        assert_eq!(id.user_id, "42");
+        assert_eq!(id.username, "Alice Liddell");
+        assert_eq!(id.preferred_username, "alice");
+        assert_eq!(id.email, "alice@example.test");
+        assert!(id.email_verified);
+        assert!(id.groups.is_empty(), "groups need insecureEnableGroups");
+        let stored: Value = serde_json::from_slice(id.connector_data.as_deref().unwrap()).unwrap();
+        assert!(
+            stored["refreshToken"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_pkce_verifier_or_nonce_fails_the_login() {
+        let s = setup(json!({})).await;
+        let (_, data, query) = start_login(&s, "alice", &Scopes::default()).await;
+        let mut pending: Value = serde_json::from_slice(&data).unwrap();
+        pending["pkceVerifier"] = json!("x".repeat(43));
+        let tampered = serde_json::to_vec(&pending).unwrap();
+        let e = s
+            .conn
+            .handle_callback(&Scopes::default(), Some(&tampered), &query)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("failed PKCE code challenge"), "{e}");
+
+        let (_, data, query) = start_login(&s, "alice", &Scopes::default()).await;
+        let mut pending: Value = serde_json::from_slice(&data).unwrap();
+        pending["nonce"] = json!("another-nonce");
+        let tampered = serde_json::to_vec(&pending).unwrap();
+        let e = s
+            .conn
+            .handle_callback(&Scopes::default(), Some(&tampered), &query)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectorError::Upstream(_)));
+        assert!(e.to_string().to_lowercase().contains("nonce"), "{e}");
+
+        let e = s
+            .conn
+            .handle_callback(&Scopes::default(), None, &query)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("login state"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn groups_claim_and_userinfo() {
+        let s = setup(
+            json!({"scopes": ["profile", "email", "groups"], "insecureEnableGroups": true,
+                              "getUserInfo": true}),
+        )
+        .await;
+        s.fake.clear_requests();
+        let id = login(&s, "alice", &Scopes::default()).await.unwrap();
+        assert_eq!(id.groups, ["infra", "web", "infra:owners", "web:devs"]);
+        assert!(
+            s.fake
+                .requests()
+                .iter()
+                .any(|r| r == "GET /login/oauth/userinfo")
+        );
+
+        let s = setup(
+            json!({"scopes": ["profile", "email", "groups"], "insecureEnableGroups": true,
+                              "allowedGroups": ["web:devs"]}),
+        )
+        .await;
+        let id = login(&s, "alice", &Scopes::default()).await.unwrap();
+        assert_eq!(id.groups, ["web:devs"]);
+        let s = setup(
+            json!({"scopes": ["profile", "email", "groups"], "insecureEnableGroups": true,
+                              "allowedGroups": ["ops"]}),
+        )
+        .await;
+        let e = login(&s, "alice", &Scopes::default()).await.unwrap_err();
+        assert!(
+            matches!(e, ConnectorError::NotInRequiredGroups { .. }),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_email_verified_follows_dex() {
+        // Forgejo omits email_verified for inactive users.
+        let s = setup(json!({})).await;
+        let e = login(&s, "bob", &Scopes::default()).await.unwrap_err();
+        assert!(
+            e.to_string().contains("missing \"email_verified\" claim"),
+            "{e}"
+        );
+        let s = setup(json!({"insecureSkipEmailVerified": true})).await;
+        let id = login(&s, "bob", &Scopes::default()).await.unwrap();
+        assert!(id.email_verified);
+        assert_eq!(id.username, "bob", "Forgejo's name falls back to the login");
+    }
+
+    #[tokio::test]
+    async fn user_id_and_name_keys() {
+        let s = setup(json!({"userIDKey": "preferred_username", "userNameKey": "email"})).await;
+        let id = login(&s, "alice", &Scopes::default()).await.unwrap();
+        assert_eq!(
+            (id.user_id.as_str(), id.username.as_str()),
+            ("alice", "alice@example.test")
+        );
+    }
+
+    #[tokio::test]
+    async fn old_forgejo_issuer_with_trailing_slash() {
+        let options = FakeOptions {
+            issuer_trailing_slash: true,
+            ..FakeOptions::default()
+        };
+        let s = setup_with(options, json!({})).await;
+        assert!(s.fake.issuer().ends_with('/'));
+        assert_eq!(
+            login(&s, "alice", &Scopes::default())
+                .await
+                .unwrap()
+                .user_id,
+            "42"
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_and_concurrent_callers_share_it() {
+        let s =
+            setup(json!({"scopes": ["profile", "email", "groups"], "insecureEnableGroups": true}))
+                .await;
+        let first = login(&s, "alice", &offline()).await.unwrap();
+        s.fake.add_user(
+            FakeUser::new(42, "alice")
+                .full_name("Alice L.")
+                .team("web", "Devs"),
+        );
+        s.fake.clear_requests();
+        let sc = offline();
+        let (a, b) = tokio::join!(
+            s.conn.refresh(&sc, first.clone()),
+            s.conn.refresh(&sc, first.clone())
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let posts = s
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("POST /login/oauth/access_token"))
+            .count();
+        assert_eq!(posts, 1);
+        assert_eq!(a.connector_data, b.connector_data);
+        assert_ne!(
+            a.connector_data, first.connector_data,
+            "the rotated token is handed back"
+        );
+        assert_eq!(a.username, "Alice L.");
+        assert_eq!(a.groups, ["web", "web:devs"]);
+        assert_eq!(a.user_id, "42");
+
+        let again = s.conn.refresh(&sc, a.clone()).await.unwrap();
+        assert_ne!(again.connector_data, a.connector_data);
+
+        *s.now.lock().unwrap() += upstream::REFRESH_RESULT_TTL + Duration::from_secs(1);
+        let e = s.conn.refresh(&sc, first).await.unwrap_err();
+        assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
+        assert!(e.to_string().contains("token was already used"), "{e}");
+
+        let e = s
+            .conn
+            .refresh(
+                &sc,
+                Identity {
+                    connector_data: None,
+                    ..again
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
+    }
+}
