@@ -6,11 +6,13 @@
       background (pid in STATE/forge.pid, log in STATE/forge.log), waits for /api/healthz, then
       through the API creates the users `alice` (in the org) and `bob` (outside it), the org
       `oxorg` with the team `Devs` holding alice, and a confidential OAuth2 application with the
-      given redirect URIs. Writes STATE/client_id, STATE/client_secret (0600), STATE/app_id and
-      STATE/forge.json (URLs, user names, passwords of the test users, the app id; no secret).
+      given redirect URIs, one per oxidex connector (`gitea`, `oidc`). Writes
+      STATE/<which>_client_id, STATE/<which>_client_secret (0600) and STATE/forge.json (URL, user
+      names, passwords of the test users, app ids and file paths; no client secret).
       Prints the path of forge.json; never prints the client secret.
   forge.py stop --dir STATE        stop the process started by `start`
-  forge.py delete-app --dir STATE  delete the OAuth2 application (for the "app deleted" scenario)
+  forge.py delete-app --dir STATE [--which gitea|oidc]
+      delete an OAuth2 application (for the "app deleted" scenario)
 
 Every password here is a throw-away test credential of a forge that lives in a temp dir.
 """
@@ -21,6 +23,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ import urllib.request
 ADMIN = "forgeadmin"
 ORG = "oxorg"
 TEAM = "Devs"  # mixed case on purpose: REST keeps it, the OIDC groups claim lower-cases it
+APPS = ("gitea", "oidc")  # one OAuth2 application per oxidex connector
 USERS = {
     "alice": {"email": "alice@example.test", "full_name": "Alice Liddell"},
     "bob": {"email": "bob@example.test", "full_name": ""},
@@ -50,7 +54,7 @@ def write_private(path, text):
         handle.write(text)
 
 
-def app_ini(state, port, static_root):
+def app_ini(state, port, static_root, access_token_ttl):
     data = os.path.join(state, "data")
     root_url = f"http://127.0.0.1:{port}/"
     # Random secrets up front: an empty one would be generated and written back into app.ini.
@@ -89,6 +93,8 @@ ENABLED = true
 JWT_SECRET = {jwt_secret}
 ; Forgejo >= 9 defaults to true, Gitea to false: make both rotate refresh tokens.
 INVALIDATE_REFRESH_TOKENS = true
+; Short-lived access tokens make a Dex-style connector refresh upstream on every refresh.
+ACCESS_TOKEN_EXPIRATION_TIME = {access_token_ttl}
 
 [repository]
 ROOT = {state}/repos
@@ -173,12 +179,19 @@ def wait_ready(url, proc, timeout=120):
     raise ForgeError(f"{url}api/healthz not ready after {timeout}s")
 
 
+def port_taken(port):
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def start(args):
+    if port_taken(args.port):
+        raise ForgeError(f"127.0.0.1:{args.port} is already in use (an old forge still running?)")
     state = os.path.abspath(args.dir)
     os.makedirs(os.path.join(state, "data"), exist_ok=True)
     ini = os.path.join(state, "app.ini")
     with open(ini, "w", encoding="utf-8") as handle:
-        handle.write(app_ini(state, args.port, os.path.abspath(args.static_root)))
+        handle.write(app_ini(state, args.port, os.path.abspath(args.static_root), args.access_token_ttl))
     url = f"http://127.0.0.1:{args.port}/"
 
     # `admin user create` only opens the database: the schema has to exist first.
@@ -209,13 +222,24 @@ def start(args):
         "name": TEAM, "permission": "read", "units": ["repo.code"], "description": "alice's team",
     })
     api.call("PUT", f"/api/v1/teams/{team['id']}/members/alice")
-    app = api.call("POST", "/api/v1/user/applications/oauth2", {
-        "name": "oxidex", "redirect_uris": args.redirect_uri, "confidential_client": True,
-    })
-    if not app.get("confidential_client") or not app.get("client_secret"):
-        raise ForgeError(f"the OAuth2 application came back without confidential_client/secret: {sorted(app)}")
-    write_private(os.path.join(state, "client_id"), app["client_id"])
-    write_private(os.path.join(state, "client_secret"), app["client_secret"])
+    # One application per connector: the forge freezes a grant's scope at the first consent of
+    # each (user, application), so a scope-less `gitea` login would leave the `oidc` connector
+    # without an id_token if both shared an application.
+    apps = {}
+    for which in APPS:
+        app = api.call("POST", "/api/v1/user/applications/oauth2", {
+            "name": f"oxidex-{which}", "redirect_uris": args.redirect_uri, "confidential_client": True,
+        })
+        if not app.get("confidential_client") or not app.get("client_secret"):
+            raise ForgeError(f"the OAuth2 application came back without confidential_client/secret: {sorted(app)}")
+        write_private(os.path.join(state, f"{which}_client_id"), app["client_id"])
+        write_private(os.path.join(state, f"{which}_client_secret"), app["client_secret"])
+        apps[which] = {
+            "id": app["id"],
+            "client_id": app["client_id"],
+            "client_id_file": os.path.join(state, f"{which}_client_id"),
+            "client_secret_file": os.path.join(state, f"{which}_client_secret"),
+        }
     info = {
         "url": url,
         "pid": proc.pid,
@@ -225,13 +249,12 @@ def start(args):
         "org": ORG,
         "team": TEAM,
         "team_id": team["id"],
-        "app_id": app["id"],
-        "client_id_file": os.path.join(state, "client_id"),
-        "client_secret_file": os.path.join(state, "client_secret"),
+        "apps": apps,
+        "access_token_ttl": args.access_token_ttl,
         "redirect_uris": args.redirect_uri,
     }
     write_private(os.path.join(state, "forge.json"), json.dumps(info, indent=2))
-    log(f"ready: {info['version']} at {url}, app {app['client_id']}")
+    log(f"ready: {info['version']} at {url}, apps {', '.join(a['client_id'] for a in apps.values())}")
     print(os.path.join(state, "forge.json"))
 
 
@@ -264,8 +287,9 @@ def delete_app(args):
     with open(os.path.join(args.dir, "forge.json"), encoding="utf-8") as handle:
         info = json.load(handle)
     api = Api(info["url"], info["admin"]["username"], info["admin"]["password"])
-    api.call("DELETE", f"/api/v1/user/applications/oauth2/{info['app_id']}")
-    log(f"deleted OAuth2 application {info['app_id']}")
+    app = info["apps"][args.which]
+    api.call("DELETE", f"/api/v1/user/applications/oauth2/{app['id']}")
+    log(f"deleted OAuth2 application {app['client_id']} ({args.which})")
 
 
 def main(argv=None):
@@ -277,8 +301,11 @@ def main(argv=None):
     s.add_argument("--dir", required=True)
     s.add_argument("--port", type=int, default=3000)
     s.add_argument("--redirect-uri", action="append", required=True)
-    for name in ("stop", "delete-app"):
-        sub.add_parser(name).add_argument("--dir", required=True)
+    s.add_argument("--access-token-ttl", type=int, default=3600, help="[oauth2] ACCESS_TOKEN_EXPIRATION_TIME, seconds")
+    sub.add_parser("stop").add_argument("--dir", required=True)
+    d = sub.add_parser("delete-app")
+    d.add_argument("--dir", required=True)
+    d.add_argument("--which", choices=APPS, default="gitea")
     args = parser.parse_args(argv)
     try:
         {"start": start, "stop": stop, "delete-app": delete_app}[args.cmd](args)
