@@ -304,7 +304,11 @@ def drive(browser, start, username, password, stop, connector=None):
         # oxidex's connector chooser: links to <issuer>/auth/<connector>.
         choices = [link for link in page.links if "/auth/" in link]
         if connector is not None:
-            choices = [link for link in choices if f"/auth/{connector}" in link]
+            # Exact path match: `/auth/forgejo` must not pick `/auth/forgejo-oidc`.
+            choices = [
+                link for link in choices
+                if urllib.parse.urlsplit(link).path.rstrip("/").endswith(f"/auth/{connector}")
+            ]
         if len(choices) == 1 or (choices and connector is not None):
             target = urllib.parse.urljoin(resp.url, choices[0])
             log(f"choosing connector {target}")
