@@ -77,11 +77,20 @@ json_get() { # file python-expression-over-d
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+# --- prerequisites: go and gcc (build), git (the forge needs it), curl, python3 ---------------
+missing=()
+for tool in git curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+command -v gcc >/dev/null || missing+=(gcc)
+if (( ${#missing[@]} )) && [[ $(id -u) == 0 ]]; then
+  note "installing ${missing[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null 2>&1
+fi
+for tool in go gcc git curl python3; do command -v "$tool" >/dev/null || abort "$tool is not on PATH"; done
+
 # --- the forge --------------------------------------------------------------------------------
 build_out=$(bash "$here/build.sh" 2>"$work/build.log") || { cat "$work/build.log" >&2; abort "building the forge failed"; }
 eval "$build_out"
 note "forge $UPSTREAM_VERSION: $UPSTREAM_BIN"
-command -v git >/dev/null || abort "git is not on PATH (the forge needs it)"
 python3 "$here/forge.py" start --bin "$UPSTREAM_BIN" --static-root "$UPSTREAM_STATIC_ROOT" \
   --dir "$work/forge" --port "$forge_port" --access-token-ttl "$ttl" \
   --redirect-uri "$issuer/callback" >/dev/null 2>"$work/forge-start.log" \
