@@ -79,12 +79,22 @@ class PageParser(html.parser.HTMLParser):
         self.forms = []
         self.links = []
         self.title = ""
+        self.errors = []  # texts of flash/alert error boxes, e.g. Forgejo's "Username or password is incorrect."
         self._in_title = False
+        self._skip = 0  # inside <script>/<style>: not text a person reads
+        self._error_tag = None  # (tag, nesting depth) of the error box being read
         self._form = None
         self._text = []
 
     def handle_starttag(self, tag, attrs):
         a = {k: (v if v is not None else "") for k, v in attrs}
+        if tag in ("script", "style"):
+            self._skip += 1
+        if self._error_tag is not None and tag == self._error_tag[0]:
+            self._error_tag = (tag, self._error_tag[1] + 1)
+        elif self._error_tag is None and tag in ("div", "p", "span", "li") and is_error_box(a.get("class", "")):
+            self._error_tag = (tag, 1)
+            self.errors.append("")
         if tag == "form":
             self._form = Form(a.get("action", ""), a.get("method", "get"))
             self.forms.append(self._form)
@@ -114,6 +124,11 @@ class PageParser(html.parser.HTMLParser):
             self._form.fields.append((name, value))
 
     def handle_endtag(self, tag):
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+        if self._error_tag is not None and tag == self._error_tag[0]:
+            depth = self._error_tag[1] - 1
+            self._error_tag = (tag, depth) if depth else None
         if tag == "form":
             self._form = None
         elif tag == "title":
@@ -122,11 +137,25 @@ class PageParser(html.parser.HTMLParser):
     def handle_data(self, data):
         if self._in_title:
             self.title += data
+        elif self._skip:
+            return
         elif data.strip():
             self._text.append(data.strip())
+            if self._error_tag is not None:
+                self.errors[-1] = (self.errors[-1] + " " + data.strip()).strip()
 
-    def text(self, limit=300):
-        return " ".join(self._text)[:limit]
+    def text(self, limit=600):
+        """What the page says: its error boxes when it has any, else its visible text."""
+        errors = [e for e in self.errors if e]
+        return (" | ".join(errors) if errors else " ".join(self._text))[:limit]
+
+
+def is_error_box(css_class):
+    # Forgejo/Gitea: "ui negative message flash-error"; Dex-style themes: "dex-error-box"/"error".
+    classes = css_class.split()
+    return "flash-error" in classes or "dex-error-box" in classes or "error" in classes or (
+        "negative" in classes and "message" in classes and "tw-hidden" not in classes
+    )
 
 
 def parse_page(body):
@@ -275,7 +304,11 @@ def drive(browser, start, username, password, stop, connector=None):
         # oxidex's connector chooser: links to <issuer>/auth/<connector>.
         choices = [link for link in page.links if "/auth/" in link]
         if connector is not None:
-            choices = [link for link in choices if f"/auth/{connector}" in link]
+            # Exact path match: `/auth/forgejo` must not pick `/auth/forgejo-oidc`.
+            choices = [
+                link for link in choices
+                if urllib.parse.urlsplit(link).path.rstrip("/").endswith(f"/auth/{connector}")
+            ]
         if len(choices) == 1 or (choices and connector is not None):
             target = urllib.parse.urljoin(resp.url, choices[0])
             log(f"choosing connector {target}")
@@ -577,8 +610,9 @@ def build_parser():
 
     def common(p, credentials=True):
         p.add_argument("--cafile", help="CA bundle for https URLs")
-        p.add_argument("--expect-failure", metavar="TEXT",
-                       help="succeed only if the flow fails with an error containing TEXT")
+        p.add_argument("--expect-failure", metavar="TEXT", action="append",
+                       help="succeed only if the flow fails with an error containing TEXT "
+                            "(repeatable: the error must contain every TEXT)")
         p.add_argument("--expect-role")
         p.add_argument("--expect-email")
         p.add_argument("--expect-login")
@@ -628,14 +662,14 @@ def main(argv=None):
         result = runner(args, browser)
         check_expectations(args, result)
     except FlowError as err:
-        if args.expect_failure is not None and args.expect_failure in str(err):
+        if args.expect_failure and all(text in str(err) for text in args.expect_failure):
             print(json.dumps({"failed_as_expected": str(err)}, indent=2))
             return 0
         log(f"error: {err}")
         for line in browser.trail[-15:]:
             log(f"  {line}")
         return 1
-    if args.expect_failure is not None:
+    if args.expect_failure:
         log(f"error: the flow succeeded, but a failure containing {args.expect_failure!r} was expected")
         print(json.dumps(result, indent=2))
         return 1
