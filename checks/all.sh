@@ -38,6 +38,9 @@ cargo build --locked --bin oxidex && bash checks/render-contract.sh "$root/targe
 step "relying parties against a running oxidex (npm openid-client, PyPI Authlib)"
 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node (openid-client)" $?
 bash checks/rp-python/run.sh "$root/target/debug/oxidex"; record "rp-python (Authlib)" $?
+
+step "real forge end to end (Gitea built from the Go module proxy, gitea and oidc connectors)"
+bash checks/forgejo/e2e.sh "$root/target/debug/oxidex"; record "forge end to end" $?
 set -e
 
 echo
