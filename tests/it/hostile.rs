@@ -34,6 +34,7 @@ const PLUS_ID: &str = "plus-app";
 const PLUS_SECRET: &str = "abc+def";
 const PLUS_REDIRECT: &str = "http://127.0.0.1:5559/callback";
 const FORM: &str = "application/x-www-form-urlencoded";
+const LOCAL_ONLY_ID: &str = "local-only";
 
 fn hostile_config(issuer: &str) -> Value {
     json!({
@@ -53,7 +54,9 @@ fn hostile_config(issuer: &str) -> Value {
             {"id": PKCE_ID, "name": "PKCE App", "secret": "pkce-secret",
              "redirectURIs": [PKCE_REDIRECT], "requirePKCE": true},
             {"id": PLUS_ID, "name": "Plus", "secret": PLUS_SECRET,
-             "redirectURIs": [PLUS_REDIRECT]}
+             "redirectURIs": [PLUS_REDIRECT]},
+            {"id": LOCAL_ONLY_ID, "name": "Local only", "secret": "local-only-secret",
+             "redirectURIs": [REDIRECT_URI], "allowedConnectors": ["local"]}
         ],
         "connectors": [{"type": "mockCallback", "id": "mock", "name": "Mock"}],
         "enablePasswordDB": true,
@@ -1841,5 +1844,98 @@ async fn picker_escapes_hostile_parameters() {
         h.browser.follow(&h.url("/auth?client_id=ghost")).await,
         Followed::Page { .. }
     ));
+    h.done().await;
+}
+
+#[tokio::test]
+async fn password_form_drops_foreign_back_links() {
+    let h = start().await;
+    let (form_url, _) = h.password_form().await;
+    let state = query_param(&form_url, "state").unwrap();
+    for back in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+    ] {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("state", &state)
+            .append_pair("back", back)
+            .finish();
+        let r = h.get(&format!("/auth/local/login?{query}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(!r.body.contains("evil.example"), "{back}: {}", r.body);
+    }
+    h.done().await;
+}
+
+#[tokio::test]
+async fn connector_not_allowed_for_the_implied_grant_is_400_page() {
+    let h = start_with(|c| c["connectors"][0]["grantTypes"] = json!(["implicit"])).await;
+    let r = h.auth("mock", &Auth::new()).await;
+    assert_page(&r, 400, "does not support this grant type");
+    h.done().await;
+}
+
+#[tokio::test]
+async fn picker_offers_only_allowed_connectors_and_refuses_others() {
+    let h = start().await;
+    let request = Auth::new().set("client_id", LOCAL_ONLY_ID);
+    // The only allowed connector is chosen without a picker.
+    let r = h.get(&format!("/auth?{}", request.query())).await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert!(
+        r.location().unwrap().contains("/auth/local?"),
+        "{:?}",
+        r.location()
+    );
+    let r = h
+        .get(&format!(
+            "/auth?{}",
+            request.clone().set("connector_id", "mock").query()
+        ))
+        .await;
+    assert_page(&r, 400, "Connector ID does not match a valid Connector");
+    let r = h.auth("mock", &request).await;
+    assert_page(&r, 403, "Connector not allowed for this client.");
+    let r = h.auth("mock", &request.set("connector_id", "mock")).await;
+    let d = assert_redirected(&r, REDIRECT_URI, "invalid_request");
+    assert_eq!(d, "Connector not allowed for this client");
+    h.done().await;
+}
+
+#[tokio::test]
+async fn token_and_refresh_responses_are_not_cacheable() {
+    let h = start().await;
+    let code = h
+        .code(&Auth::new().set("scope", "openid offline_access"))
+        .await;
+    let first = h.exchange(&code).await;
+    let refreshed = h
+        .refresh(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            &refresh_of(&first.json()),
+            Some(" openid  "),
+        )
+        .await;
+    for r in [&first, &refreshed] {
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.headers["cache-control"], "no-store");
+        assert_eq!(r.headers["pragma"], "no-cache");
+        assert!(
+            r.headers[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        let body = r.json();
+        assert_eq!(body["token_type"], "bearer");
+        assert_eq!(body["expires_in"], 24 * 60 * 60);
+        assert!(body["id_token"].is_string() && body.get("scope").is_none());
+    }
+    // Errors are not cacheable either.
+    let error = h.exchange(&code).await;
+    assert_oauth(&error, 400, "invalid_grant");
+    assert_eq!(error.headers["cache-control"], "no-store");
     h.done().await;
 }
