@@ -1939,3 +1939,16 @@ async fn token_and_refresh_responses_are_not_cacheable() {
     assert_eq!(error.headers["cache-control"], "no-store");
     h.done().await;
 }
+
+#[tokio::test]
+async fn picker_lists_connectors_sorted_by_name_ignoring_case() {
+    // The password DB is "Email"; a case-sensitive sort would put it before
+    // "alpha".
+    let h = start_with(|c| c["connectors"][0]["name"] = json!("alpha")).await;
+    let r = h.get(&format!("/auth?{}", Auth::new().query())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let email = r.body.find("Log in with Email").unwrap();
+    let alpha = r.body.find("Log in with alpha").unwrap();
+    assert!(alpha < email, "{}", r.body);
+    h.done().await;
+}
