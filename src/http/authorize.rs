@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -74,6 +75,7 @@ async fn choose_connector(State(state): State<AppState>, params: Params) -> Resp
 }
 
 fn choose_connector_inner(state: &AppState, params: &Params) -> PageResult {
+    readable(params)?;
     let client_id = params.get("client_id");
     let client = state.settings.clients.iter().find(|c| c.id == client_id);
     // Connectors this client may use (all when the client is unknown: the
@@ -130,10 +132,13 @@ fn choose_connector_inner(state: &AppState, params: &Params) -> PageResult {
 
 async fn connector_login(
     State(state): State<AppState>,
-    Path(connector_id): Path<String>,
+    connector_id: Result<Path<String>, PathRejection>,
     params: Params,
 ) -> Response {
-    let result = connector_login_inner(&state, &connector_id, &params).await;
+    let result = match connector_id {
+        Ok(Path(connector_id)) => connector_login_inner(&state, &connector_id, &params).await,
+        Err(_) => Err(unknown_resource()),
+    };
     respond(&state, result)
 }
 
@@ -142,6 +147,7 @@ async fn connector_login_inner(
     connector_id: &str,
     params: &Params,
 ) -> PageResult {
+    readable(params)?;
     let request = AuthorizeParams::from_pairs(params.pairs.iter().map(|(k, v)| (k, v)));
     let ids: Vec<&str> = state.connectors.iter().map(|e| e.id.as_str()).collect();
     let validated = flow::validate_authorize_request(&request, &state.settings, &ids)?;
@@ -225,14 +231,18 @@ async fn connector_login_inner(
 
 async fn password_login(
     State(state): State<AppState>,
-    Path(connector_id): Path<String>,
+    connector_id: Result<Path<String>, PathRejection>,
     params: Params,
 ) -> Response {
-    let result = password_login_inner(&state, &connector_id, &params).await;
+    let result = match connector_id {
+        Ok(Path(connector_id)) => password_login_inner(&state, &connector_id, &params).await,
+        Err(_) => Err(unknown_resource()),
+    };
     respond(&state, result)
 }
 
 async fn password_login_inner(state: &AppState, connector_id: &str, params: &Params) -> PageResult {
+    readable(params)?;
     let Some(entry) = state.connectors.get(connector_id) else {
         return Err(HttpError::bad_request("Requested resource does not exist."));
     };
@@ -321,10 +331,13 @@ async fn callback(State(state): State<AppState>, params: Params) -> Response {
 
 async fn callback_for_connector(
     State(state): State<AppState>,
-    Path(connector_id): Path<String>,
+    connector_id: Result<Path<String>, PathRejection>,
     params: Params,
 ) -> Response {
-    let result = callback_inner(&state, Some(&connector_id), &params).await;
+    let result = match connector_id {
+        Ok(Path(connector_id)) => callback_inner(&state, Some(&connector_id), &params).await,
+        Err(_) => Err(unknown_resource()),
+    };
     respond(&state, result)
 }
 
@@ -333,6 +346,7 @@ async fn callback_inner(
     path_connector: Option<&str>,
     params: &Params,
 ) -> PageResult {
+    readable(params)?;
     if params.method != Method::GET {
         return Err(HttpError::bad_request("Method not supported"));
     }
@@ -440,6 +454,7 @@ async fn approval(State(state): State<AppState>, params: Params) -> Response {
 }
 
 async fn approval_inner(state: &AppState, params: &Params) -> PageResult {
+    readable(params)?;
     let req = params.get("req").to_owned();
     let hmac = params.get("hmac").to_owned();
     let auth_request = blocking(state, move |s| {
@@ -494,6 +509,24 @@ async fn approval_inner(state: &AppState, params: &Params) -> PageResult {
 }
 
 // ---------------------------------------------------------------------------
+
+/// Parameters that could not be decoded get a page, not axum's plain text.
+fn readable(params: &Params) -> Result<(), HttpError> {
+    match params.malformed {
+        Some(why) => {
+            tracing::debug!(why, "unreadable request parameters");
+            Err(HttpError::bad_request(
+                "Invalid request: its parameters could not be read.",
+            ))
+        }
+        None => Ok(()),
+    }
+}
+
+/// A connector path segment that is not even UTF-8 names nothing we have.
+fn unknown_resource() -> HttpError {
+    HttpError::bad_request("Requested resource does not exist.")
+}
 
 async fn load_auth_request(state: &AppState, id: &str) -> Result<AuthRequest, HttpError> {
     if id.is_empty() {

@@ -1,31 +1,42 @@
 //! Request parameters from the query string and a form body, read the way Go's
 //! `ParseForm` does (body values first, then query), with our own rejections.
 
-use axum::body::Bytes;
+use std::convert::Infallible;
+
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, header};
 
 /// Largest request body we read: forms here are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Decoded name/value pairs: the form body's first (for POST), then the query's.
+///
+/// Extraction never fails: when the query or the body cannot be decoded,
+/// [`Params::malformed`] says why and each endpoint answers in its own kind
+/// (a JSON OAuth error or an HTML page), as Dex does after `ParseForm` fails.
 pub struct Params {
     pub method: Method,
     pub headers: HeaderMap,
     pub pairs: Vec<(String, String)>,
     /// Pairs of the query string only (for building links that keep the request).
     pub query_pairs: Vec<(String, String)>,
+    /// Pairs of the form body only: the token endpoint reads nothing else
+    /// (RFC 6749 §2.3.1 forbids credentials in the URI; Dex's `PostFormValue`).
+    pub body_pairs: Vec<(String, String)>,
+    /// Why the parameters could not be read (bad `%` escape, not UTF-8, body too
+    /// large); `None` when they were.
+    pub malformed: Option<&'static str>,
 }
 
 impl Params {
     /// The first value of `name`, or `""` (Go's `Form.Get`).
     pub fn get(&self, name: &str) -> &str {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+        first(&self.pairs, name)
+    }
+
+    /// The first value of `name` in the form body, or `""` (Go's `PostFormValue`).
+    pub fn form_get(&self, name: &str) -> &str {
+        first(&self.body_pairs, name)
     }
 
     pub fn header(&self, name: header::HeaderName) -> Option<&str> {
@@ -33,29 +44,72 @@ impl Params {
     }
 }
 
-pub struct ParamsRejection(&'static str);
-
-impl IntoResponse for ParamsRejection {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": "invalid_request", "error_description": self.0});
-        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-    }
+fn first<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
 }
 
-fn decode(raw: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw).into_owned().collect()
+/// `application/x-www-form-urlencoded` decoding that, like Go's `ParseQuery`,
+/// refuses a malformed `%` escape instead of passing it through; values must
+/// also be UTF-8 (nothing here can use other bytes, and lossy decoding would
+/// alter a `state` echoed back to the client).
+fn decode(raw: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
+    raw.split(|&b| b == b'&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            let (key, value) = match piece.iter().position(|&b| b == b'=') {
+                Some(at) => (&piece[..at], &piece[at + 1..]),
+                None => (piece, &[][..]),
+            };
+            Ok((unescape(key)?, unescape(value)?))
+        })
+        .collect()
+}
+
+fn unescape(raw: &[u8]) -> Result<String, &'static str> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hex = |at: usize| raw.get(at).and_then(|&c| (c as char).to_digit(16));
+                let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+                    return Err("invalid percent-encoding");
+                };
+                // Two hex digits: at most 0xff.
+                out.push(u8::try_from(hi << 4 | lo).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| "parameters are not UTF-8")
 }
 
 impl<S: Send + Sync> FromRequest<S> for Params {
-    type Rejection = ParamsRejection;
+    type Rejection = Infallible;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
-        let query_pairs = parts
-            .uri
-            .query()
-            .map(|q| decode(q.as_bytes()))
-            .unwrap_or_default();
+        let mut malformed = None;
+        let query_pairs = match parts.uri.query().map(|q| decode(q.as_bytes())) {
+            Some(Ok(pairs)) => pairs,
+            Some(Err(why)) => {
+                malformed = Some(why);
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         let is_form = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -68,20 +122,53 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                     .eq_ignore_ascii_case("application/x-www-form-urlencoded")
             })
             .unwrap_or(false);
-        let mut pairs = Vec::new();
+        let mut body_pairs = Vec::new();
         let reads_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
         if reads_body && is_form {
-            let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-                .await
-                .map_err(|_| ParamsRejection("Request body too large or unreadable."))?;
-            pairs = decode(&bytes);
+            match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+                Ok(bytes) => match decode(&bytes) {
+                    Ok(pairs) => body_pairs = pairs,
+                    Err(why) => malformed = malformed.or(Some(why)),
+                },
+                Err(_) => {
+                    malformed = malformed.or(Some("request body too large or unreadable"));
+                }
+            }
         }
+        let mut pairs = body_pairs.clone();
         pairs.extend(query_pairs.iter().cloned());
         Ok(Self {
             method: parts.method,
             headers: parts.headers,
             pairs,
             query_pairs,
+            body_pairs,
+            malformed,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_like_go_parse_query() {
+        let pairs = decode(b"a=1&b=x+y%2Bz&&c&d=%C3%A9").unwrap();
+        let expected = [("a", "1"), ("b", "x y+z"), ("c", ""), ("d", "é")];
+        assert_eq!(pairs.len(), expected.len());
+        for ((k, v), (ek, ev)) in pairs.iter().zip(expected) {
+            assert_eq!((k.as_str(), v.as_str()), (ek, ev));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_escapes_and_non_utf8() {
+        assert_eq!(decode(b"a=%zz"), Err("invalid percent-encoding"));
+        assert_eq!(decode(b"a=%4"), Err("invalid percent-encoding"));
+        assert_eq!(decode(b"%=1"), Err("invalid percent-encoding"));
+        assert_eq!(decode(b"a=%ff"), Err("parameters are not UTF-8"));
+        assert_eq!(decode(b"a=\xff"), Err("parameters are not UTF-8"));
     }
 }

@@ -59,13 +59,18 @@ async fn grant(state: &AppState, params: &Params) -> Result<TokenResponse, OAuth
     if params.method != Method::POST {
         return Err(OAuthError::invalid_request("method not allowed"));
     }
-    let grant_type = params.get("grant_type");
+    if let Some(why) = params.malformed {
+        return Err(OAuthError::invalid_request(format!(
+            "Could not read the request: {why}."
+        )));
+    }
+    let grant_type = params.form_get("grant_type");
     grants::check_grant_type(&state.settings, grant_type)?;
     let client = authenticate_client(
         &state.settings.clients,
         params.header(header::AUTHORIZATION),
-        params.get("client_id"),
-        params.get("client_secret"),
+        params.form_get("client_id"),
+        params.form_get("client_secret"),
     )?
     .clone();
     match grant_type {
@@ -108,9 +113,9 @@ async fn authorization_code(
     params: &Params,
     client: crate::config::Client,
 ) -> Result<TokenResponse, OAuthError> {
-    let code = params.get("code").to_owned();
-    let redirect_uri = params.get("redirect_uri").to_owned();
-    let code_verifier = params.get("code_verifier").to_owned();
+    let code = params.form_get("code").to_owned();
+    let redirect_uri = params.form_get("redirect_uri").to_owned();
+    let code_verifier = params.form_get("code_verifier").to_owned();
     let connectors = state.connectors.clone();
     with_context(state, move |ctx| {
         // Whether a refresh token can be issued depends on the code's connector.
@@ -140,8 +145,8 @@ async fn refresh_token(
     params: &Params,
     client: crate::config::Client,
 ) -> Result<TokenResponse, OAuthError> {
-    let presented = params.get("refresh_token").to_owned();
-    let scope = params.get("scope").to_owned();
+    let presented = params.form_get("refresh_token").to_owned();
+    let scope = params.form_get("scope").to_owned();
     let plan = begin_refresh(state, &client, &presented, &scope).await?;
     if !plan.needs_upstream() {
         return commit_refresh(state, plan, None).await;
@@ -212,7 +217,7 @@ async fn password(
     params: &Params,
     client: crate::config::Client,
 ) -> Result<TokenResponse, OAuthError> {
-    let scopes = grants::password_scopes(&state.settings, &client, params.get("scope"))?;
+    let scopes = grants::password_scopes(&state.settings, &client, params.form_get("scope"))?;
     let connector_id = state
         .settings
         .oauth2
@@ -231,8 +236,8 @@ async fn password(
     let identity = match connector
         .login(
             &Scopes::from_requested(&scopes),
-            params.get("username"),
-            params.get("password"),
+            params.form_get("username"),
+            params.form_get("password"),
         )
         .await
     {
@@ -243,7 +248,7 @@ async fn password(
             return Err(OAuthError::password_login_failed());
         }
     };
-    let nonce = params.get("nonce").to_owned();
+    let nonce = params.form_get("nonce").to_owned();
     let supports_refresh = connector.supports_refresh();
     with_context(state, move |ctx| {
         let login = PasswordLogin {

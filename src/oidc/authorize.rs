@@ -318,6 +318,12 @@ pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
 }
 
 fn is_loopback_http(uri: &str) -> bool {
+    // Beyond Dex (which re-escapes such URIs): spaces, control characters and
+    // non-ASCII cannot go into a `Location` header unescaped, so they are refused
+    // here instead of failing when the response is sent.
+    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
     let Some((scheme, rest)) = uri.split_once("://") else {
         return false;
     };
@@ -445,7 +451,12 @@ fn approval_tag(auth_request: &AuthRequest) -> Option<Vec<u8>> {
 
 /// Loads an auth request for the approval screen (dex-protocol.md §5.5): `hmac`
 /// missing ⇒ 401 "Unauthorized request"; unknown `req` ⇒ 400 "User session
-/// error."; not logged in ⇒ 500 "Login process not yet finalized."; bad HMAC ⇒ 401.
+/// error."; bad HMAC ⇒ 401; not logged in ⇒ 500 "Login process not yet finalized.".
+///
+/// Beyond Dex: the HMAC is checked before the login state. Dex checks it after,
+/// so anyone holding the id of a login in progress (it is the `state` of the
+/// password form's URL) could make it answer 500; here that is a 401, and the
+/// 500 needs a MAC only the server hands out after the login.
 pub fn load_for_approval(
     storage: &dyn Storage,
     auth_request_id: &str,
@@ -455,14 +466,14 @@ pub fn load_for_approval(
         return Err(AuthorizeError::page(401, "Unauthorized request"));
     }
     let auth_request = get_auth_request(storage, auth_request_id)?;
+    if !verify_approval_hmac(&auth_request, hmac) {
+        return Err(AuthorizeError::page(401, "Unauthorized request"));
+    }
     if !auth_request.logged_in {
         return Err(AuthorizeError::page(
             500,
             "Login process not yet finalized.",
         ));
-    }
-    if !verify_approval_hmac(&auth_request, hmac) {
-        return Err(AuthorizeError::page(401, "Unauthorized request"));
     }
     Ok(auth_request)
 }
@@ -890,6 +901,10 @@ mod tests {
             "http://localhost:abc/",
             "http://127.0.0.1.evil.example/",
             "localhost:8080",
+            // Not sendable in a Location header as they are.
+            "http://localhost:8080/a\nb",
+            "http://localhost:8080/caf\u{e9}",
+            "http://localhost:8080/a b",
         ] {
             assert!(!valid_redirect_uri(cli, bad), "{bad}");
         }
@@ -1229,6 +1244,8 @@ mod tests {
         assert_eq!(page(load_for_approval(&storage, &req.id, "")).0, 401);
         assert_eq!(page(load_for_approval(&storage, "", &mac)).0, 400);
         assert_eq!(page(load_for_approval(&storage, "unknown", &mac)).0, 400);
+        // A login in progress with a forged MAC is refused before its state shows.
+        assert_eq!(page(load_for_approval(&storage, &req.id, "AAAA")).0, 401);
         assert_eq!(
             page(load_for_approval(&storage, &req.id, &mac)),
             (500, "Login process not yet finalized.".into())

@@ -9,6 +9,7 @@
 mod browser;
 mod cli;
 mod discovery;
+mod hostile;
 mod keys;
 mod login;
 mod ops;
