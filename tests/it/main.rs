@@ -9,6 +9,7 @@
 mod browser;
 mod cli;
 mod discovery;
+mod forgejo;
 mod hostile;
 mod keys;
 mod login;
