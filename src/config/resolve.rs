@@ -27,6 +27,7 @@ pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
     "implicit",
     "password",
     "refresh_token",
+    DEVICE_CODE,
 ];
 
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";

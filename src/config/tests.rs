@@ -1086,7 +1086,11 @@ fn defaults_match_dex() {
     assert_eq!(s.oauth2.pkce_methods, ["S256", "plain"]);
     assert_eq!(
         s.oauth2.grant_types,
-        ["authorization_code", "refresh_token"]
+        [
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ]
     );
     assert_eq!(s.frontend.theme, "light");
     assert_eq!(s.frontend.issuer_display_name, "oxidex");
@@ -1116,7 +1120,8 @@ fn grant_types_are_intersected_and_sorted() {
             "authorization_code",
             "implicit",
             "password",
-            "refresh_token"
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
         ]
     );
     assert_eq!(s.oauth2.response_types, ["code", "id_token", "token"]);
@@ -1126,7 +1131,7 @@ fn grant_types_are_intersected_and_sorted() {
         "/oauth2/grantTypes",
         json!([
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
             "bogus",
             "authorization_code"
         ]),
