@@ -391,6 +391,23 @@ fn rejects_relative_redirect_uri() {
 }
 
 #[test]
+fn accepts_the_device_callback_path_as_a_redirect_uri() {
+    // Dex HEAD makes confidential clients register `<issuer path>/device/callback`.
+    let mut config = base();
+    set(
+        &mut config,
+        "/staticClients/0/redirectURIs",
+        json!([
+            "https://ok.example/cb",
+            "/dex/device/callback",
+            "/device/callback"
+        ]),
+    );
+    let s = loads(&config).settings;
+    assert_eq!(s.clients[0].redirect_uris.len(), 3);
+}
+
+#[test]
 fn rejects_duplicate_client_ids() {
     rejects(
         |c| {

@@ -8,7 +8,9 @@
 
 mod browser;
 mod cli;
+mod device;
 mod discovery;
+mod introspect;
 mod keys;
 mod login;
 mod ops;
