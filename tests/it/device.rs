@@ -3,10 +3,14 @@
 //! polling gets the tokens, once. Time is a `ManualClock`, so `slow_down` and
 //! expiry are exact.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{CoreClient, CoreDeviceAuthorizationResponse, CoreProviderMetadata};
+use openidconnect::{
+    ClientId, DeviceAuthorizationUrl, IssuerUrl, Nonce, OAuth2TokenResponse, Scope, TokenResponse,
+};
 use reqwest::header;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -338,5 +342,69 @@ async fn device_code_requires_a_known_authenticated_client_and_a_form_token() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
+    server.stop().await;
+}
+
+/// A real RFC 8628 client (the openidconnect crate) against oxidex: device
+/// authorization, polling (its sleeps move the server's clock), ID token
+/// verification against `/keys`.
+#[tokio::test]
+async fn openidconnect_device_client_gets_verified_tokens() {
+    // Real time: the client checks the ID token against its own clock.
+    let clock = ManualClock::at(SystemTime::now());
+    let server = start_with_clock(&clock, device_config).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(server.issuer()).unwrap(), &http)
+            .await
+            .unwrap();
+    let client =
+        CoreClient::from_provider_metadata(metadata, ClientId::new(PUBLIC_CLIENT.to_owned()), None)
+            .set_device_authorization_url(
+                DeviceAuthorizationUrl::new(format!("{}/device/code", server.issuer())).unwrap(),
+            );
+    let details: CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scope(Scope::new("email".to_owned()))
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert_eq!(details.interval(), Duration::from_secs(5));
+
+    let browser = Browser::new(&server.base());
+    let complete = details
+        .verification_uri_complete()
+        .unwrap()
+        .secret()
+        .clone();
+    let entered = enter_user_code(&browser, &complete, None).await;
+    assert_eq!(entered.status(), 302);
+    let auth_url = browser.absolute(&location(&entered));
+    let back = browser_login(&server, &auth_url, "admin@example.com", "password").await;
+    assert_eq!(browser.get(&back).await.status(), 200);
+
+    let server_clock = clock.clone();
+    let tokens = client
+        .exchange_device_access_token(&details)
+        .unwrap()
+        .request_async(
+            &http,
+            move |interval| {
+                server_clock.advance(interval);
+                std::future::ready(())
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let id_token = tokens.id_token().expect("an ID token");
+    let claims = id_token
+        .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+        .expect("ID token verifies (signature via /keys, iss, aud, exp)");
+    assert_eq!(claims.email().unwrap().as_str(), "admin@example.com");
+    assert!(!tokens.access_token().secret().is_empty());
     server.stop().await;
 }
