@@ -82,6 +82,7 @@ pub async fn start_services(
         connectors,
         templates,
         refresh_locks: Arc::default(),
+        form_key: Arc::new(rand::random()),
         clock,
     };
     Ok(Services { state, tasks })

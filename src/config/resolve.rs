@@ -27,6 +27,7 @@ pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
     "implicit",
     "password",
     "refresh_token",
+    DEVICE_CODE,
 ];
 
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -1000,6 +1001,11 @@ impl Resolver<'_> {
             };
             for (j, uri) in c.redirect_uris.iter().enumerate() {
                 let path = format!("{p}.redirectURIs[{j}]");
+                // The device flow's internal target (`/device/callback`, or under
+                // the issuer path as Dex HEAD sends it) is a path on oxidex itself.
+                if uri.starts_with('/') && uri.ends_with("/device/callback") {
+                    continue;
+                }
                 match url::Url::parse(uri) {
                     Err(_) => self.error(path, format!("{uri:?} is not an absolute URL")),
                     Ok(url) if url.fragment().is_some() => {

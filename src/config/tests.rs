@@ -391,6 +391,23 @@ fn rejects_relative_redirect_uri() {
 }
 
 #[test]
+fn accepts_the_device_callback_path_as_a_redirect_uri() {
+    // Dex HEAD makes confidential clients register `<issuer path>/device/callback`.
+    let mut config = base();
+    set(
+        &mut config,
+        "/staticClients/0/redirectURIs",
+        json!([
+            "https://ok.example/cb",
+            "/dex/device/callback",
+            "/device/callback"
+        ]),
+    );
+    let s = loads(&config).settings;
+    assert_eq!(s.clients[0].redirect_uris.len(), 3);
+}
+
+#[test]
 fn rejects_duplicate_client_ids() {
     rejects(
         |c| {
@@ -1086,7 +1103,11 @@ fn defaults_match_dex() {
     assert_eq!(s.oauth2.pkce_methods, ["S256", "plain"]);
     assert_eq!(
         s.oauth2.grant_types,
-        ["authorization_code", "refresh_token"]
+        [
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ]
     );
     assert_eq!(s.frontend.theme, "light");
     assert_eq!(s.frontend.issuer_display_name, "oxidex");
@@ -1116,7 +1137,8 @@ fn grant_types_are_intersected_and_sorted() {
             "authorization_code",
             "implicit",
             "password",
-            "refresh_token"
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
         ]
     );
     assert_eq!(s.oauth2.response_types, ["code", "id_token", "token"]);
@@ -1126,7 +1148,7 @@ fn grant_types_are_intersected_and_sorted() {
         "/oauth2/grantTypes",
         json!([
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
             "bogus",
             "authorization_code"
         ]),

@@ -2,9 +2,11 @@
 //! merged by [`app`] under the issuer's path.
 
 pub mod authorize;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod introspect;
 pub mod keys;
 mod middleware;
 pub mod params;
@@ -35,6 +37,9 @@ pub struct AppState {
     pub connectors: Arc<Connectors>,
     pub templates: Arc<Templates>,
     pub refresh_locks: Arc<token::RefreshLocks>,
+    /// Random per-process key for CSRF tokens of forms not tied to an auth
+    /// request (the device user-code form).
+    pub form_key: Arc<[u8; 32]>,
     pub clock: Clock,
 }
 
@@ -51,6 +56,8 @@ pub fn app(state: AppState) -> Router {
         .merge(authorize::routes())
         .merge(token::routes())
         .merge(userinfo::routes())
+        .merge(device::routes())
+        .merge(introspect::routes())
         .with_state(state);
     let routes = if prefix.is_empty() {
         routes

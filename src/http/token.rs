@@ -1,4 +1,5 @@
-//! `/token`: authorization_code, refresh_token and password grants.
+//! `/token`: authorization_code, refresh_token and password grants (the
+//! device_code grant is handed to [`super::device::device_token`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,12 @@ impl RefreshLocks {
 }
 
 async fn token(State(state): State<AppState>, params: Params) -> Response {
+    // The device grant needs no client authentication and answers stored JSON.
+    if params.method == Method::POST
+        && params.get("grant_type") == crate::oidc::device::DEVICE_CODE_GRANT
+    {
+        return super::device::device_token(&state, &params).await;
+    }
     match grant(&state, &params).await {
         Ok(tokens) => {
             let mut response = (StatusCode::OK, Json(tokens)).into_response();

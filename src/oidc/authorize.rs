@@ -149,7 +149,14 @@ pub fn validate_authorize_request<S: AsRef<str>>(
         .find(|c| c.id == params.client_id)
         .ok_or_else(|| AuthorizeError::page(404, "Invalid client_id."))?;
 
-    if !valid_redirect_uri(client, &params.redirect_uri) {
+    // Beyond Dex HEAD: a public client without registered URIs also gets the
+    // issuer's own device callback (`<issuer path>/device/callback`), which is what
+    // the device flow sends; Dex only allows the bare path (dexidp/dex#3798).
+    let issuer_device_callback = format!("{}{DEVICE_CALLBACK_PATH}", settings.issuer.path_prefix);
+    let implicit_device_callback = client.public
+        && client.redirect_uris.is_empty()
+        && params.redirect_uri == issuer_device_callback;
+    if !valid_redirect_uri(client, &params.redirect_uri) && !implicit_device_callback {
         return Err(AuthorizeError::page(400, "Unregistered redirect_uri."));
     }
     let mut redirect_uri = params.redirect_uri.clone();

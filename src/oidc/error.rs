@@ -16,6 +16,10 @@ pub enum ErrorCode {
     RequestNotSupported,
     AccessDenied,
     ServerError,
+    /// Device flow polling (RFC 8628 §3.5).
+    AuthorizationPending,
+    SlowDown,
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -31,6 +35,9 @@ impl ErrorCode {
             Self::RequestNotSupported => "request_not_supported",
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
         }
     }
 }

@@ -11,8 +11,10 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod device;
 pub mod error;
 pub mod ids;
+pub mod introspect;
 pub mod scopes;
 pub mod subject;
 pub mod token;

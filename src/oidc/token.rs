@@ -350,19 +350,27 @@ fn after(now: SystemTime, base: SystemTime, interval: Option<Duration>) -> bool 
     }
 }
 
-fn reuse_allowed(policy: &RefreshTokenPolicy, last_used: SystemTime, now: SystemTime) -> bool {
+pub(crate) fn reuse_allowed(
+    policy: &RefreshTokenPolicy,
+    last_used: SystemTime,
+    now: SystemTime,
+) -> bool {
     !policy.reuse_interval.is_zero()
         && last_used
             .checked_add(policy.reuse_interval)
             .is_none_or(|limit| now <= limit)
 }
 
-fn refresh_expired(policy: &RefreshTokenPolicy, token: &RefreshToken, now: SystemTime) -> bool {
+pub(crate) fn refresh_expired(
+    policy: &RefreshTokenPolicy,
+    token: &RefreshToken,
+    now: SystemTime,
+) -> bool {
     after(now, token.created_at, policy.absolute_lifetime)
         || after(now, token.last_used, policy.valid_if_not_used_for)
 }
 
-fn secret_matches(presented: &str, stored: &str) -> bool {
+pub(crate) fn secret_matches(presented: &str, stored: &str) -> bool {
     !presented.is_empty()
         && !stored.is_empty()
         && bool::from(presented.as_bytes().ct_eq(stored.as_bytes()))

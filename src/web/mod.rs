@@ -1,5 +1,5 @@
-//! HTML pages of the browser flow: connector picker, password form, approval, error and
-//! out-of-band code pages.
+//! HTML pages of the browser flow: connector picker, password form, approval, error,
+//! out-of-band code and device-flow (code entry, success) pages.
 //!
 //! Templates are minijinja (Jinja syntax), built into the binary. When `frontend.dir` is
 //! set, `<dir>/templates/<name>.html` replaces the built-in of that name (the others stay
@@ -32,6 +32,8 @@ const PASSWORD: &str = "password.html";
 const APPROVAL: &str = "approval.html";
 const ERROR: &str = "error.html";
 const OOB: &str = "oob.html";
+const DEVICE: &str = "device.html";
+const DEVICE_SUCCESS: &str = "device_success.html";
 
 /// Built-in templates; `base.html` is the layout the others extend.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -41,6 +43,11 @@ const BUILT_IN: &[(&str, &str)] = &[
     (APPROVAL, include_str!("templates/approval.html")),
     (ERROR, include_str!("templates/error.html")),
     (OOB, include_str!("templates/oob.html")),
+    (DEVICE, include_str!("templates/device.html")),
+    (
+        DEVICE_SUCCESS,
+        include_str!("templates/device_success.html"),
+    ),
 ];
 
 const MAIN_CSS: &str = include_str!("static/main.css");
@@ -121,6 +128,24 @@ pub struct ErrorPage {
 #[derive(Debug, Clone, Serialize)]
 pub struct OobPage {
     pub code: String,
+}
+
+/// `device.html`: the user-code form, posting `user_code` and the CSRF field to
+/// `post_url`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DevicePage {
+    pub post_url: String,
+    /// Pre-filled code (`?user_code=`, or the last attempt's).
+    pub user_code: String,
+    /// The last attempt named an unknown or expired code.
+    pub invalid: bool,
+    pub csrf_token: String,
+}
+
+/// `device_success.html`: shown once the device has its tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceSuccessPage {
+    pub client_name: String,
 }
 
 /// Human descriptions of requested scopes for the approval page, as Dex: sorted, and
@@ -238,6 +263,14 @@ impl Templates {
         self.render(OOB, ser(page))
     }
 
+    pub fn device(&self, page: &DevicePage) -> String {
+        self.render(DEVICE, ser(page))
+    }
+
+    pub fn device_success(&self, page: &DeviceSuccessPage) -> String {
+        self.render(DEVICE_SUCCESS, ser(page))
+    }
+
     fn render(&self, name: &str, page: Value) -> String {
         let ctx = context! { ..page, ..self.globals.clone() };
         match render_in(&self.env, name, &ctx) {
@@ -256,7 +289,7 @@ impl Templates {
     /// render (unknown parent template, bad filter…) is caught at start-up.
     fn test_render(&self, origins: &HashMap<&'static str, PathBuf>) -> Result<(), WebError> {
         let sample = "sample";
-        let pages: [(&str, Value); 5] = [
+        let pages: [(&str, Value); 7] = [
             (
                 LOGIN,
                 ser(LoginPage {
@@ -300,6 +333,21 @@ impl Templates {
                 OOB,
                 ser(OobPage {
                     code: sample.into(),
+                }),
+            ),
+            (
+                DEVICE,
+                ser(DevicePage {
+                    post_url: sample.into(),
+                    user_code: sample.into(),
+                    invalid: true,
+                    csrf_token: sample.into(),
+                }),
+            ),
+            (
+                DEVICE_SUCCESS,
+                ser(DeviceSuccessPage {
+                    client_name: sample.into(),
                 }),
             ),
         ];

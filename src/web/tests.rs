@@ -182,6 +182,43 @@ fn error_and_oob_pages() {
 }
 
 #[test]
+fn device_pages_have_the_form_csrf_prefill_and_error() {
+    let t = builtin();
+    let page = DevicePage {
+        post_url: "/dex/device/auth/verify_code".into(),
+        user_code: "BCDF-GHJK".into(),
+        invalid: false,
+        csrf_token: "tok-789".into(),
+    };
+    let html = t.device(&page);
+    assert!(html.contains(r#"method="post""#), "{html}");
+    assert!(
+        html.contains("device&#x2f;auth&#x2f;verify_code")
+            || html.contains("device/auth/verify_code"),
+        "{html}"
+    );
+    assert!(html.contains(r#"name="user_code""#), "{html}");
+    assert!(html.contains(r#"value="BCDF-GHJK""#), "{html}");
+    assert!(
+        html.contains(r#"name="csrf_token" value="tok-789""#),
+        "{html}"
+    );
+    assert!(!html.contains("Invalid or expired code"), "{html}");
+    let html = t.device(&DevicePage {
+        invalid: true,
+        user_code: "<b>x</b>".into(),
+        ..page
+    });
+    assert!(html.contains("Invalid or expired code"), "{html}");
+    assert!(!html.contains("<b>x</b>"), "escaped: {html}");
+    let html = t.device_success(&DeviceSuccessPage {
+        client_name: "Kube CLI".into(),
+    });
+    assert!(html.contains("Kube CLI"), "{html}");
+    assert!(html.contains("Device connected"), "{html}");
+}
+
+#[test]
 fn user_controlled_strings_are_escaped() {
     let t = builtin();
     let evil = r#"<script>alert("x")</script>"#;

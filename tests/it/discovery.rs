@@ -109,6 +109,10 @@ async fn discovery_reflects_grants_response_types_and_algorithm() {
         .collect();
     assert!(grants.contains(&"implicit"), "{grants:?}");
     assert!(grants.contains(&"password"), "{grants:?}");
+    assert!(
+        grants.contains(&"urn:ietf:params:oauth:grant-type:device_code"),
+        "Dex's default grant list includes the device flow: {grants:?}"
+    );
     let mut sorted = grants.clone();
     sorted.sort();
     assert_eq!(grants, sorted, "grant types are sorted like Dex's");

@@ -8,9 +8,11 @@
 
 mod browser;
 mod cli;
+mod device;
 mod discovery;
 mod forgejo;
 mod hostile;
+mod introspect;
 mod keys;
 mod login;
 mod ops;

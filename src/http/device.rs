@@ -1,0 +1,327 @@
+//! The device flow over HTTP (RFC 8628; dex-protocol.md §11): `/device/code`,
+//! the user-code page `/device`, its form target `/device/auth/verify_code`, the
+//! internal redirect target `/device/callback`, and the `device_code` grant that
+//! `/token` hands over to [`device_token`].
+//!
+//! The user-code form is CSRF-protected: `GET /device` puts a random nonce in a
+//! `SameSite=Lax`, `HttpOnly` cookie scoped to the device pages and the form
+//! carries `CsrfToken(server key, nonce)`, where the server key is
+//! [`AppState::form_key`] (random per process). A cross-site POST carries neither
+//! the cookie nor a matching token, so another site cannot push a user code into
+//! a victim's browser (which, once the user is signed in, could authorize the
+//! attacker's device). A restart between showing and submitting the form only
+//! means entering the code again.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+
+use super::AppState;
+use super::authorize::blocking;
+use super::error::{HttpError, found, html, no_store, oauth_error_response};
+use super::params::Params;
+use crate::oidc::OAuthError;
+use crate::oidc::client_auth::authenticate_client;
+use crate::oidc::device::{
+    self, DeviceAuthorizationRequest, DeviceCallback, UserCodeError, normalize_user_code,
+};
+use crate::oidc::token::{GrantContext, check_grant_type};
+use crate::web::{CSRF_FIELD, CsrfToken, DevicePage, DeviceSuccessPage};
+
+/// The cookie holding the CSRF nonce of the user-code form.
+pub const CSRF_COOKIE: &str = "oxidex_device_csrf";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/device/code", any(device_code))
+        .route("/device", any(device_page))
+        .route("/device/auth/verify_code", any(verify_code))
+        .route("/device/callback", any(device_callback))
+}
+
+fn respond(state: &AppState, result: Result<Response, HttpError>) -> Response {
+    result.unwrap_or_else(|error| error.into_response_with(&state.templates))
+}
+
+fn json_no_store(body: String) -> Response {
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    no_store(&mut response);
+    response
+}
+
+// ---------------------------------------------------------------------------
+// POST /device/code
+// ---------------------------------------------------------------------------
+
+async fn device_code(State(state): State<AppState>, params: Params) -> Response {
+    match device_code_inner(&state, &params).await {
+        Ok(body) => json_no_store(body),
+        Err(error) => oauth_error_response(&error),
+    }
+}
+
+async fn device_code_inner(state: &AppState, params: &Params) -> Result<String, OAuthError> {
+    if params.method != Method::POST {
+        return Err(OAuthError::invalid_request(
+            "Invalid device code request type",
+        ));
+    }
+    check_grant_type(&state.settings, device::DEVICE_CODE_GRANT)?;
+    let client = authenticate_client(
+        &state.settings.clients,
+        params.header(header::AUTHORIZATION),
+        params.get("client_id"),
+        params.get("client_secret"),
+    )?
+    .clone();
+    let scope = params.get("scope").to_owned();
+    let challenge = params.get("code_challenge").to_owned();
+    let method = params.get("code_challenge_method").to_owned();
+    let settings = state.settings.clone();
+    let storage = state.storage.clone();
+    let now = (state.clock)();
+    let started = tokio::task::spawn_blocking(move || {
+        let request = DeviceAuthorizationRequest {
+            scope: &scope,
+            code_challenge: &challenge,
+            code_challenge_method: &method,
+        };
+        device::start_device_authorization(storage.as_ref(), &settings, &client, &request, now)
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "device code task failed");
+        OAuthError::server_error()
+    })??;
+    serde_json::to_string(&started).map_err(|error| {
+        tracing::error!(%error, "cannot serialize device authorization");
+        OAuthError::server_error()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// GET /device and POST /device/auth/verify_code
+// ---------------------------------------------------------------------------
+
+fn verify_code_path(state: &AppState) -> String {
+    format!(
+        "{}/device/auth/verify_code",
+        state.settings.issuer.path_prefix
+    )
+}
+
+fn csrf_id(nonce: &str) -> String {
+    format!("device-form:{nonce}")
+}
+
+/// The nonce from our cookie, if the request has a well-formed one.
+fn cookie_nonce(params: &Params) -> Option<String> {
+    params
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == CSRF_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+fn set_cookie(state: &AppState, response: &mut Response, nonce: &str) {
+    let path = format!("{}/device", state.settings.issuer.path_prefix);
+    let secure = if state.settings.issuer.url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{CSRF_COOKIE}={nonce}; Path={path}; HttpOnly; SameSite=Lax{secure}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+fn render_form(
+    state: &AppState,
+    status: StatusCode,
+    nonce: &str,
+    user_code: &str,
+    invalid: bool,
+) -> Response {
+    let page = DevicePage {
+        post_url: verify_code_path(state),
+        user_code: user_code.to_owned(),
+        invalid,
+        csrf_token: CsrfToken::new(state.form_key.as_slice(), &csrf_id(nonce))
+            .as_str()
+            .to_owned(),
+    };
+    let mut response = html(status, state.templates.device(&page));
+    set_cookie(state, &mut response, nonce);
+    response
+}
+
+async fn device_page(State(state): State<AppState>, params: Params) -> Response {
+    if params.method != Method::GET {
+        return respond(
+            &state,
+            Err(HttpError::bad_request("Requested resource does not exist.")),
+        );
+    }
+    let nonce = cookie_nonce(&params).unwrap_or_else(|| crate::random::token(32));
+    let prefill: String = params.get("user_code").chars().take(64).collect();
+    let invalid = params.get("invalid").eq_ignore_ascii_case("true");
+    render_form(&state, StatusCode::OK, &nonce, &prefill, invalid)
+}
+
+async fn verify_code(State(state): State<AppState>, params: Params) -> Response {
+    let result = verify_code_inner(&state, &params).await;
+    respond(&state, result)
+}
+
+async fn verify_code_inner(state: &AppState, params: &Params) -> Result<Response, HttpError> {
+    if params.method != Method::POST {
+        return Err(HttpError::bad_request("Requested resource does not exist."));
+    }
+    let nonce = cookie_nonce(params);
+    let csrf_ok = nonce.as_deref().is_some_and(|nonce| {
+        CsrfToken::verify(
+            state.form_key.as_slice(),
+            &csrf_id(nonce),
+            params.get(CSRF_FIELD),
+        )
+    });
+    let Some(nonce) = nonce.filter(|_| csrf_ok) else {
+        return Err(HttpError::page(
+            403,
+            "Invalid or missing form token. Please open the device page again.",
+        ));
+    };
+    let typed = params.get("user_code");
+    if typed.is_empty() {
+        return Err(HttpError::bad_request("No user code received"));
+    }
+    let typed_shown: String = typed.chars().take(64).collect();
+    let user_code = typed.to_owned();
+    let settings = state.settings.clone();
+    let now = (state.clock)();
+    let checked = blocking(state, move |s| {
+        Ok(device::verify_user_code(s, &settings, &user_code, now))
+    })
+    .await?;
+    match checked {
+        Ok(location) => Ok(found(&location)),
+        Err(UserCodeError::Invalid) => Ok(render_form(
+            state,
+            StatusCode::BAD_REQUEST,
+            &nonce,
+            &normalize_user_code(&typed_shown),
+            true,
+        )),
+        Err(UserCodeError::Internal) => Err(HttpError::page(500, "Database error.")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GET /device/callback
+// ---------------------------------------------------------------------------
+
+async fn device_callback(State(state): State<AppState>, params: Params) -> Response {
+    let result = device_callback_inner(&state, &params).await;
+    respond(&state, result)
+}
+
+async fn device_callback_inner(state: &AppState, params: &Params) -> Result<Response, HttpError> {
+    if params.method != Method::GET {
+        return Err(HttpError::bad_request("Method not supported"));
+    }
+    if !params.get("error").is_empty() {
+        // The upstream text is never echoed back.
+        tracing::info!(
+            error = params.get("error"),
+            "device login ended with an error"
+        );
+        return Err(HttpError::bad_request(
+            "Authorization failed. Please try again.",
+        ));
+    }
+    let user_code = params.get("state").to_owned();
+    let code = params.get("code").to_owned();
+    let connectors = state.connectors.clone();
+    let storage = state.storage.clone();
+    let settings = state.settings.clone();
+    let keyset = state.keys.keyset();
+    let now = (state.clock)();
+    let client_name = tokio::task::spawn_blocking(move || {
+        let connector_supports_refresh = storage
+            .get_auth_code(&code)
+            .ok()
+            .and_then(|stored| {
+                connectors
+                    .get(&stored.connector_id)
+                    .map(|e| e.connector.supports_refresh())
+            })
+            .unwrap_or(false);
+        let ctx = GrantContext {
+            storage: storage.as_ref(),
+            settings: settings.as_ref(),
+            signer: keyset.as_ref(),
+            now,
+        };
+        device::complete_device_login(
+            &ctx,
+            &DeviceCallback {
+                user_code: &user_code,
+                code: &code,
+                connector_supports_refresh,
+            },
+        )
+        .map_err(HttpError::from)
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "device callback task failed");
+        HttpError::internal()
+    })??;
+    Ok(html(
+        StatusCode::OK,
+        state
+            .templates
+            .device_success(&DeviceSuccessPage { client_name }),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// /token with grant_type=urn:ietf:params:oauth:grant-type:device_code
+// ---------------------------------------------------------------------------
+
+/// The `device_code` grant: no client authentication (as Dex), the stored token
+/// response once complete. Called by `/token` for POSTs of this grant type.
+pub async fn device_token(state: &AppState, params: &Params) -> Response {
+    if let Err(error) = check_grant_type(&state.settings, device::DEVICE_CODE_GRANT) {
+        return oauth_error_response(&error);
+    }
+    let device_code = params.get("device_code").to_owned();
+    let verifier = params.get("code_verifier").to_owned();
+    let storage = state.storage.clone();
+    let now = (state.clock)();
+    let polled = tokio::task::spawn_blocking(move || {
+        device::poll_device_token(storage.as_ref(), &device_code, &verifier, now)
+    })
+    .await;
+    match polled {
+        Ok(Ok(body)) => json_no_store(body),
+        Ok(Err(error)) => oauth_error_response(&error),
+        Err(error) => {
+            tracing::error!(%error, "device token task failed");
+            oauth_error_response(&OAuthError::server_error())
+        }
+    }
+}
