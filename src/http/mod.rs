@@ -2,6 +2,7 @@
 //! merged by [`app`] under the issuer's path.
 
 pub mod authorize;
+mod cors;
 pub mod device;
 pub mod discovery;
 pub mod error;
@@ -49,15 +50,22 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let prefix = state.settings.issuer.path_prefix.clone();
     let extra_headers = state.settings.web.headers.clone();
-    let routes = Router::new()
+    // The endpoints a browser app calls directly get CORS when configured.
+    let public = Router::new()
         .merge(discovery::routes())
         .merge(keys::routes())
-        .merge(health::routes())
-        .merge(authorize::routes())
         .merge(token::routes())
         .merge(userinfo::routes())
+        .merge(introspect::routes());
+    let public = match cors::layer(&state.settings.web) {
+        Some(cors) => public.layer(cors),
+        None => public,
+    };
+    let routes = Router::new()
+        .merge(public)
+        .merge(health::routes())
+        .merge(authorize::routes())
         .merge(device::routes())
-        .merge(introspect::routes())
         .with_state(state);
     let routes = if prefix.is_empty() {
         routes

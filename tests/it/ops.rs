@@ -101,3 +101,59 @@ async fn telemetry_serves_metrics_and_probes() {
     telemetry.abort();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn cors_only_for_configured_origins_and_public_endpoints() {
+    let mut config = base_config("http://127.0.0.1:5556");
+    config["web"]["allowedOrigins"] = json!(["https://app.example.org"]);
+    let server = TestServer::start(config).await;
+
+    let allowed = server
+        .http
+        .get(server.url("/keys"))
+        .header("origin", "https://app.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.org"
+    );
+
+    let preflight = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url("/token"))
+        .header("origin", "https://app.example.org")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert!(
+        preflight.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+
+    let other = server
+        .http
+        .get(server.url("/keys"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // Pages are never cross-origin readable.
+    let page = server
+        .http
+        .get(server.url("/healthz"))
+        .header("origin", "https://app.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
