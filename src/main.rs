@@ -162,8 +162,9 @@ fn serve(args: ServeArgs, started: Instant) -> ExitCode {
 
 async fn serve_async(loaded: Loaded, started: Instant) -> Result<(), String> {
     let settings = loaded.settings;
+    // Validation refuses web.https, so a valid config always has web.http.
     let Some(http_addr) = settings.web.http.clone() else {
-        return Err("web.https is not served by oxidex yet: set web.http and terminate TLS in front of oxidex".to_owned());
+        return Err("web.http: no address to listen on".to_owned());
     };
     let listener = TcpListener::bind(&http_addr)
         .await

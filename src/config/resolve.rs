@@ -382,6 +382,11 @@ impl Resolver<'_> {
             if web.tls_key.is_empty() {
                 self.error("web.tlsKey", "no private key specified for HTTPS");
             }
+            self.error(
+                "web.https",
+                "oxidex does not serve HTTPS itself yet: set web.http and terminate TLS in a \
+                 reverse proxy or ingress in front of it",
+            );
         }
         let mut versions_ok = true;
         for (key, version) in [

@@ -225,6 +225,13 @@ fn rejects_web_without_listener_or_tls_files() {
         "web.tlsKey",
         "no private key specified for HTTPS",
     );
+    let complete = json!({"http": "127.0.0.1:5556", "https": "0.0.0.0:5554",
+        "tlsCert": "/etc/oxidex/tls.crt", "tlsKey": "/etc/oxidex/tls.key"});
+    rejects(
+        |c| set(c, "/web", complete),
+        "web.https",
+        "terminate TLS in a reverse proxy",
+    );
 }
 
 #[test]
