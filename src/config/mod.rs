@@ -21,7 +21,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use env::Env;
-pub use resolve::SUPPORTED_GRANT_TYPES;
+pub use resolve::{DEX_CONNECTOR_TYPES, SUPPORTED_GRANT_TYPES};
 pub use settings::*;
 
 /// Command-line values that replace the file's (when non-empty), as Dex's

@@ -56,7 +56,7 @@ const RESPONSE_TYPES: &[&str] = &[
     "code id_token token",
 ];
 
-const DEX_CONNECTOR_TYPES: &[&str] = &[
+pub const DEX_CONNECTOR_TYPES: &[&str] = &[
     "ldap",
     "github",
     "gitlab",

@@ -29,25 +29,6 @@ pub const LOCAL_CONNECTOR_ID: &str = "local";
 pub const LOCAL_CONNECTOR_NAME: &str = "Email";
 pub const LOCAL_CONNECTOR_KIND: &str = "local";
 
-/// Connector types Dex knows but oxidex does not implement (yet). Naming them
-/// separately lets the error say "not supported" rather than "unknown".
-const DEX_TYPES_NOT_IMPLEMENTED: &[&str] = &[
-    "ldap",
-    "github",
-    "gitlab",
-    "google",
-    "oauth",
-    "saml",
-    "samlExperimental",
-    "authproxy",
-    "linkedin",
-    "microsoft",
-    "bitbucket-cloud",
-    "openshift",
-    "atlassian-crowd",
-    "keystone",
-];
-
 /// Who the user is, as a connector reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
@@ -425,10 +406,13 @@ fn open(
             connector.warm_up();
             Ok(Connector::Callback(connector))
         }
-        kind if DEX_TYPES_NOT_IMPLEMENTED.contains(&kind) => Err(ConnectorError::UnsupportedType {
-            id: conf.id.clone(),
-            kind: kind.to_owned(),
-        }),
+        // Dex knows it, oxidex not (yet): say "not supported" rather than "unknown".
+        kind if crate::config::DEX_CONNECTOR_TYPES.contains(&kind) => {
+            Err(ConnectorError::UnsupportedType {
+                id: conf.id.clone(),
+                kind: kind.to_owned(),
+            })
+        }
         kind => Err(ConnectorError::UnknownType {
             id: conf.id.clone(),
             kind: kind.to_owned(),

@@ -260,15 +260,8 @@ async fn device_callback_inner(state: &AppState, params: &Params) -> Result<Resp
     let keyset = state.keys.keyset();
     let now = (state.clock)();
     let client_name = tokio::task::spawn_blocking(move || {
-        let connector_supports_refresh = storage
-            .get_auth_code(&code)
-            .ok()
-            .and_then(|stored| {
-                connectors
-                    .get(&stored.connector_id)
-                    .map(|e| e.connector.supports_refresh())
-            })
-            .unwrap_or(false);
+        let connector_supports_refresh =
+            super::token::code_connector_refreshes(storage.as_ref(), &connectors, &code);
         let ctx = GrantContext {
             storage: storage.as_ref(),
             settings: settings.as_ref(),

@@ -125,17 +125,7 @@ async fn authorization_code(
     let code_verifier = params.form_get("code_verifier").to_owned();
     let connectors = state.connectors.clone();
     with_context(state, move |ctx| {
-        // Whether a refresh token can be issued depends on the code's connector.
-        let connector_supports_refresh = ctx
-            .storage
-            .get_auth_code(&code)
-            .ok()
-            .and_then(|stored| {
-                connectors
-                    .get(&stored.connector_id)
-                    .map(|e| e.connector.supports_refresh())
-            })
-            .unwrap_or(false);
+        let connector_supports_refresh = code_connector_refreshes(ctx.storage, &connectors, &code);
         let request = CodeExchange {
             code: &code,
             redirect_uri: &redirect_uri,
@@ -269,4 +259,19 @@ async fn password(
         grants::password_grant(ctx, &client, login)
     })
     .await
+}
+
+/// Whether the connector that logged in the user behind `code` can refresh
+/// identities: a refresh token is only issued then. False for unknown codes (the
+/// exchange itself rejects them).
+pub(super) fn code_connector_refreshes(
+    storage: &dyn crate::storage::Storage,
+    connectors: &crate::connector::Connectors,
+    code: &str,
+) -> bool {
+    storage
+        .get_auth_code(code)
+        .ok()
+        .and_then(|stored| connectors.get(&stored.connector_id))
+        .is_some_and(|entry| entry.connector.supports_refresh())
 }
