@@ -24,9 +24,29 @@ use crate::keys::KeyManager;
 use crate::storage::SharedStorage;
 use crate::web::Templates;
 
-/// Everything a request handler may need. Cheap to clone.
+/// Everything a request handler may need, behind one reference count: axum clones
+/// the state for every request, and with one `Arc` per field that was nine atomic
+/// increments and decrements per request (`drop_in_place<AppState>` was ~4% of the
+/// CPU profile of `GET /keys` under load). Fields read through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl AppState {
+    pub fn new(context: AppContext) -> Self {
+        Self(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct AppContext {
     pub settings: Arc<Settings>,
     pub storage: SharedStorage,
     pub keys: Arc<KeyManager>,
