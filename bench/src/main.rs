@@ -97,6 +97,7 @@ async fn run() -> Result<(), Error> {
     let work = std::env::temp_dir().join(format!("oxidex-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut report = Report::new(args.secs);
+    report.context = context(&args);
 
     progress("signature ceilings");
     report.ceilings = Some(tokio::task::spawn_blocking(move || ceiling::measure(window)).await??);
@@ -152,6 +153,80 @@ async fn run() -> Result<(), Error> {
     }
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// Where and with what the figures were taken, as the lines above the table.
+fn context(args: &Args) -> Vec<String> {
+    let first_line = |program: &Path, arg: &str| -> String {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            })
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| "?".into())
+    };
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("?".into(), |(_, v)| v.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let host = read("/proc/sys/kernel/hostname").trim().to_owned();
+    let date = first_line(Path::new("date"), "-u");
+    let mut lines = vec![
+        format!(
+            "Run {date} on `{host}`: {cores} × {cpu}, load average at start {}.",
+            read("/proc/loadavg")
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        format!(
+            "oxidex {} ({}), commit {}; hello = `examples/hello.rs`; load generators: {} for GETs, the Rust loop in `bench/src/load.rs` for POSTs and flows.",
+            first_line(&args.oxidex, "version"),
+            args.oxidex.display(),
+            std::env::var("BENCH_COMMIT").unwrap_or_else(|_| "?".into()),
+            first_line(Path::new("wrk"), "-v")
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ];
+    if args.node_peer.is_some() {
+        lines.push(format!(
+            "oidc-provider 9.13.3 on node {} (`bench/peers/oidc-provider/`).",
+            first_line(Path::new("node"), "--version")
+        ));
+    }
+    if let Some(dex) = &args.dex {
+        lines.push(format!(
+            "Dex: {} (`bench/peers/build-dex.sh`).",
+            first_line(dex, "version")
+        ));
+    }
+    lines.push(
+        "Every provider: SQLite storage (oidc-provider: in memory), one static client, the mock connector \
+         (oidc-provider: devInteractions, any password), approval screen skipped (`skipApprovalScreen: true`; \
+         oidc-provider grants consent in `loadExistingGrant`), PKCE S256, scopes `openid email profile offline_access`."
+            .into(),
+    );
+    lines
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), Error> {
