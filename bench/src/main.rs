@@ -130,6 +130,7 @@ async fn run() -> Result<(), Error> {
     progress("oxidex (ES256)");
     let es = oxidex(&args, &work, "ES256", two_sig_es).await;
     report.oxidex.token_es256 = es.token;
+    report.oxidex_es256_flows = es.flows;
     report.oxidex.errors.extend(
         es.errors
             .into_iter()
@@ -317,7 +318,7 @@ async fn oxidex_inner(
         "/dex/keys",
         token_estimate,
         full,
-        full,
+        true,
         full,
         result,
     )

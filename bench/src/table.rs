@@ -49,6 +49,8 @@ pub struct Report {
     pub hello_loop: Option<Measured>,
     pub hello_rss: f64,
     pub oxidex: SystemResult,
+    /// Login flows (concurrency 1 and 32) of oxidex with an ES256 signer.
+    pub oxidex_es256_flows: [Option<Measured>; 2],
     pub node: Option<SystemResult>,
     pub dex: Option<SystemResult>,
 }
@@ -124,6 +126,7 @@ impl Report {
             hello_loop: None,
             hello_rss: f64::NAN,
             oxidex: SystemResult::default(),
+            oxidex_es256_flows: [None, None],
             node: None,
             dex: None,
         }
@@ -247,6 +250,16 @@ impl Report {
                     check(vs_node >= 10.0),
                     check(vs_dex >= 3.0)
                 ),
+            ]);
+        }
+        for (slot, concurrency) in [(0usize, 1), (1, 32)] {
+            row([
+                &format!("login flows/s, concurrency {concurrency}, oxidex with an ES256 signer"),
+                &measured_cell(&self.oxidex_es256_flows[slot]),
+                "",
+                "",
+                "",
+                "(shows what RS256 costs)",
             ]);
         }
         let hops = |s: &SystemResult| s.hops.map_or("—".into(), |h| h.to_string());
