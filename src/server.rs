@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::health::HealthChecker;
-use crate::http::{self, AppState};
+use crate::http::{self, AppContext, AppState};
 use crate::keys::{KeyManager, KeyPolicy};
 use crate::shutdown::Shutdown;
 use crate::{Clock, storage};
@@ -73,7 +73,7 @@ pub async fn start_services(
         health.clone().spawn(clock.clone(), shutdown.clone().wait()),
     ];
 
-    let state = AppState {
+    let state = AppState::new(AppContext {
         settings: Arc::new(settings),
         storage,
         keys,
@@ -84,7 +84,7 @@ pub async fn start_services(
         refresh_locks: Arc::default(),
         form_key: Arc::new(rand::random()),
         clock,
-    };
+    });
     Ok(Services { state, tasks })
 }
 

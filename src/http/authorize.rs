@@ -554,7 +554,7 @@ where
     F: FnOnce(&dyn storage::Storage) -> Result<T, HttpError> + Send + 'static,
 {
     let storage = Arc::clone(&state.storage);
-    tokio::task::spawn_blocking(move || call(storage.as_ref()))
+    super::run_blocking(move || call(storage.as_ref()))
         .await
         .map_err(|error| {
             tracing::error!(%error, "blocking task failed");

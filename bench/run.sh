@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds oxidex (release), the hello example and the benchmark, prepares the peers, runs the
+# benchmark and writes its table to bench/results/<date>-<host>.md (and prints it).
+#
+#   bench/run.sh                 5 s per measurement (SECS=2 for a quick look)
+#   SKIP_DEX=1 SKIP_NODE=1 bench/run.sh     oxidex, hello and the ceilings only
+#
+# Needs: cargo, wrk (installed with apt-get when missing and run as root), node + npm for
+# oidc-provider, go for Dex (built once into ${OXIDEX_CACHE:-$HOME/.cache/oxidex}/dex-<version>/).
+# Load tests run on 127.0.0.1 only; every measurement is bounded in time and count.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+secs=${SECS:-5}
+target=${CARGO_TARGET_DIR:-$repo/target}
+bench_target=${CARGO_TARGET_DIR:-$repo/bench/target}
+
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello
+CARGO_TARGET_DIR=$bench_target cargo build --release --manifest-path "$repo/bench/Cargo.toml"
+
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y wrk >/dev/null
+  else
+    echo "run.sh: wrk is missing (Debian: apt-get install wrk)" >&2
+    exit 1
+  fi
+fi
+
+peers=()
+if [ -z "${SKIP_NODE:-}" ] && command -v node >/dev/null && command -v npm >/dev/null; then
+  (cd "$repo/bench/peers/oidc-provider" && npm ci --no-audit --no-fund --silent)
+  peers+=(--oidc-provider "$repo/bench/peers/oidc-provider")
+else
+  echo "run.sh: without oidc-provider (SKIP_NODE set, or no node/npm)" >&2
+fi
+if [ -z "${SKIP_DEX:-}" ] && command -v go >/dev/null; then
+  dex=$("$repo/bench/peers/build-dex.sh" | tail -n1)
+  peers+=(--dex "$dex")
+else
+  echo "run.sh: without Dex (SKIP_DEX set, or no go)" >&2
+fi
+
+mkdir -p "$repo/bench/results"
+out="$repo/bench/results/$(date -u +%F)-$(hostname -s).md"
+BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) \
+  "$bench_target/release/oxidex-bench" \
+  --oxidex "$target/release/oxidex" --hello "$target/release/examples/hello" \
+  "${peers[@]}" --secs "$secs" --out "$out"

@@ -1,0 +1,548 @@
+//! oxidex-bench: measures a release build of oxidex against the machine's ceilings and its
+//! peers, in one run, and prints one Markdown table. It builds nothing: see `bench/run.sh`.
+//!
+//!   oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH]
+//!                [--secs 5] [--out FILE]
+//!
+//! GETs are driven by wrk (-t2 -c64, keep-alive); POSTs and login flows by the Rust loop
+//! in `load.rs` (tokio + hyper, one keep-alive connection per worker). Every loop stops at
+//! its time window or its operation budget, whichever comes first.
+
+mod ceiling;
+mod http;
+mod load;
+mod procs;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use load::{CodeQueue, FlowState, LoadResult, RefreshChain, Target, closed_loop, flow_states};
+use procs::{Server, free_addr, wrk};
+use serde_json::json;
+
+use crate::http::Error;
+use crate::table::{Measured, Report, SystemResult};
+
+struct Args {
+    oxidex: PathBuf,
+    hello: PathBuf,
+    node_peer: Option<PathBuf>,
+    dex: Option<PathBuf>,
+    secs: f64,
+    out: Option<PathBuf>,
+}
+
+fn args() -> Result<Args, Error> {
+    let mut args = Args {
+        oxidex: PathBuf::new(),
+        hello: PathBuf::new(),
+        node_peer: None,
+        dex: None,
+        secs: 5.0,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--oxidex" => args.oxidex = value()?.into(),
+            "--hello" => args.hello = value()?.into(),
+            "--oidc-provider" => args.node_peer = Some(value()?.into()),
+            "--dex" => args.dex = Some(value()?.into()),
+            "--secs" => args.secs = value()?.parse()?,
+            "--out" => args.out = Some(value()?.into()),
+            "-h" | "--help" => {
+                println!(
+                    "usage: oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other} (see --help)").into()),
+        }
+    }
+    if args.oxidex.as_os_str().is_empty() || args.hello.as_os_str().is_empty() {
+        return Err("--oxidex and --hello are required (see --help)".into());
+    }
+    Ok(args)
+}
+
+fn main() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oxidex-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run()) {
+        eprintln!("oxidex-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("[bench] {message}");
+}
+
+async fn run() -> Result<(), Error> {
+    let args = args()?;
+    let window = Duration::from_secs_f64(args.secs);
+    let work = std::env::temp_dir().join(format!("oxidex-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let mut report = Report::new(args.secs);
+    report.context = context(&args);
+
+    progress("signature ceilings");
+    report.ceilings = Some(tokio::task::spawn_blocking(move || ceiling::measure(window)).await??);
+
+    progress("hello");
+    {
+        let addr = free_addr()?;
+        let mut cmd = Command::new(&args.hello);
+        cmd.arg(addr.to_string());
+        let hello = Server::start("hello", cmd, addr, "/", &work.join("hello.log")).await?;
+        report.hello_wrk = Some(wrk(&format!("http://{addr}/"), args.secs).await?);
+        let states = (0..64).map(|_| "/".to_owned()).collect();
+        let r = closed_loop(addr, states, window, u64::MAX, load::get_path).await;
+        report.hello_loop = Some(Measured::from(&r));
+        report.hello_rss = hello.rss_mb();
+        hello.stop();
+    }
+
+    let two_sig = report
+        .ceilings
+        .as_ref()
+        .map_or(1000.0, |c| c.rs256[1] / 2.0);
+    let two_sig_es = report
+        .ceilings
+        .as_ref()
+        .map_or(10_000.0, |c| c.es256[1] / 2.0);
+
+    progress("oxidex (RS256)");
+    report.oxidex = oxidex(&args, &work, "RS256", two_sig).await;
+    progress("oxidex (ES256)");
+    let es = oxidex(&args, &work, "ES256", two_sig_es).await;
+    report.oxidex.token_es256 = es.token;
+    report.oxidex_es256_flows = es.flows;
+    report.oxidex.errors.extend(
+        es.errors
+            .into_iter()
+            .map(|e| format!("ES256 instance: {e}")),
+    );
+
+    if let Some(dir) = &args.node_peer {
+        progress("oidc-provider");
+        report.node = Some(node_peer(dir, &work, &args, two_sig).await);
+    }
+    if let Some(dex) = &args.dex {
+        progress("Dex");
+        report.dex = Some(dex_peer(dex, &work, &args, two_sig).await);
+    }
+
+    let markdown = report.render();
+    println!("{markdown}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &markdown)?;
+        progress(&format!("wrote {}", out.display()));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Where and with what the figures were taken, as the lines above the table.
+fn context(args: &Args) -> Vec<String> {
+    let first_line = |program: &Path, arg: &str| -> String {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            })
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| "?".into())
+    };
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("?".into(), |(_, v)| v.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let host = read("/proc/sys/kernel/hostname").trim().to_owned();
+    let date = first_line(Path::new("date"), "-u");
+    let mut lines = vec![
+        format!(
+            "Run {date} on `{host}`: {cores} × {cpu}, load average at start {}.",
+            read("/proc/loadavg")
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        format!(
+            "oxidex {} ({}), commit {}; hello = `examples/hello.rs`; load generators: {} for GETs, the Rust loop in `bench/src/load.rs` for POSTs and flows.",
+            first_line(&args.oxidex, "version"),
+            args.oxidex.display(),
+            std::env::var("BENCH_COMMIT").unwrap_or_else(|_| "?".into()),
+            first_line(Path::new("wrk"), "-v")
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ];
+    if args.node_peer.is_some() {
+        lines.push(format!(
+            "oidc-provider 9.13.3 on node {} (`bench/peers/oidc-provider/`).",
+            first_line(Path::new("node"), "--version")
+        ));
+    }
+    if let Some(dex) = &args.dex {
+        lines.push(format!(
+            "Dex: {} (`bench/peers/build-dex.sh`).",
+            first_line(dex, "version")
+        ));
+    }
+    lines.push(
+        "Every provider: SQLite storage (oidc-provider: in memory), one static client, the mock connector \
+         (oidc-provider: devInteractions, any password), approval screen skipped (`skipApprovalScreen: true`; \
+         oidc-provider grants consent in `loadExistingGrant`), PKCE S256, scopes `openid email profile offline_access`."
+            .into(),
+    );
+    lines
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), Error> {
+    std::fs::write(path, serde_json::to_vec_pretty(value)?)?;
+    Ok(())
+}
+
+/// Dex keeps one refresh token per user and client (a new login revokes the previous one),
+/// and the mock connector always logs in the same user: the refresh measurement runs one
+/// chain per client, `refresh-0` … `refresh-63`.
+const REFRESH_CLIENTS: usize = 64;
+
+fn static_clients() -> serde_json::Value {
+    let mut clients = vec![json!({
+        "id": "example-app",
+        "name": "Example App",
+        "secret": "ZXhhbXBsZS1hcHAtc2VjcmV0",
+        "redirectURIs": ["http://127.0.0.1:5555/callback"]
+    })];
+    for i in 0..REFRESH_CLIENTS {
+        clients.push(json!({
+            "id": format!("refresh-{i}"),
+            "name": format!("Refresh {i}"),
+            "secret": "ZXhhbXBsZS1hcHAtc2VjcmV0",
+            "redirectURIs": ["http://127.0.0.1:5555/callback"]
+        }));
+    }
+    serde_json::Value::Array(clients)
+}
+
+fn oxidex_config(addr: std::net::SocketAddr, dir: &Path, algorithm: &str) -> serde_json::Value {
+    json!({
+        "issuer": format!("http://{addr}/dex"),
+        "storage": {"type": "sqlite3", "config": {"file": dir.join("oxidex.db")}},
+        "web": {"http": addr.to_string()},
+        "logger": {"level": "info", "format": "text"},
+        "oauth2": {"skipApprovalScreen": true},
+        "signer": {"type": "local", "config": {"algorithm": algorithm, "keysRotationPeriod": "6h"}},
+        "staticClients": static_clients(),
+        "connectors": [{"type": "mockCallback", "id": "mock", "name": "Mock"}]
+    })
+}
+
+async fn oxidex(args: &Args, work: &Path, algorithm: &str, token_estimate: f64) -> SystemResult {
+    let mut result = SystemResult {
+        binary_mb: file_mb(&args.oxidex),
+        ..SystemResult::default()
+    };
+    if let Err(e) = oxidex_inner(args, work, algorithm, token_estimate, &mut result).await {
+        result.errors.push(e.to_string());
+    }
+    result
+}
+
+async fn oxidex_inner(
+    args: &Args,
+    work: &Path,
+    algorithm: &str,
+    token_estimate: f64,
+    result: &mut SystemResult,
+) -> Result<(), Error> {
+    let dir = work.join(format!("oxidex-{algorithm}"));
+    std::fs::create_dir_all(&dir)?;
+    let addr = free_addr()?;
+    let config = dir.join("config.json");
+    write_json(&config, &oxidex_config(addr, &dir, algorithm))?;
+    let start = || {
+        let mut cmd = Command::new(&args.oxidex);
+        cmd.arg("serve").arg(&config);
+        cmd
+    };
+    let log = dir.join("oxidex.log");
+    let first = Server::start("oxidex", start(), addr, "/dex/healthz", &log).await?;
+    result.ready_first_ms = Some(first.ready.as_secs_f64() * 1e3);
+    first.stop();
+    let server = Server::start("oxidex", start(), addr, "/dex/healthz", &log).await?;
+    result.ready_restart_ms = Some(server.ready.as_secs_f64() * 1e3);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    result.rss_idle_mb = Some(server.rss_mb());
+
+    let target = Arc::new(Target::new(addr, "/dex", "/auth", "/token"));
+    let full = algorithm == "RS256";
+    measure_provider(
+        args,
+        &server,
+        &target,
+        "/dex/.well-known/openid-configuration",
+        "/dex/keys",
+        token_estimate,
+        full,
+        true,
+        full,
+        result,
+    )
+    .await?;
+    result.rss_after_mb = Some(server.rss_mb());
+    Ok(())
+}
+
+/// The measurements shared by every provider: check flow, GETs, code exchange, refresh,
+/// full flows. `gets`, `flows` and `refresh` switch parts off (the ES256 instance only does
+/// /token; oidc-provider issues refresh tokens only after a consent prompt, which the
+/// comparable flow skips).
+#[allow(clippy::too_many_arguments)]
+async fn measure_provider(
+    args: &Args,
+    server: &Server,
+    target: &Arc<Target>,
+    discovery: &str,
+    keys: &str,
+    token_estimate: f64,
+    gets: bool,
+    flows: bool,
+    refresh: bool,
+    result: &mut SystemResult,
+) -> Result<(), Error> {
+    let window = Duration::from_secs_f64(args.secs);
+    let addr = server.addr;
+    // One complete login first: it proves the flow works and counts its requests.
+    let check = closed_loop(
+        addr,
+        flow_states(target, 1),
+        Duration::from_secs(10),
+        1,
+        load::full_flow,
+    )
+    .await;
+    match check.outputs.first() {
+        Some(hops) => result.hops = Some(*hops),
+        None => {
+            return Err(format!(
+                "{}: a login flow failed: {}",
+                server.name,
+                check.first_error.unwrap_or_default()
+            )
+            .into());
+        }
+    }
+    if gets {
+        progress(&format!("  {}: GET discovery, keys", server.name));
+        result.discovery = Some(wrk(&format!("http://{addr}{discovery}"), args.secs).await?);
+        result.keys = Some(wrk(&format!("http://{addr}{keys}"), args.secs).await?);
+    }
+
+    // Codes minted beforehand: enough for the window at 1.5× the estimated rate,
+    // minted for at most three windows.
+    let wanted = (token_estimate * args.secs * 1.5).clamp(500.0, 80_000.0) as u64;
+    progress(&format!("  {}: minting up to {wanted} codes", server.name));
+    let minted = closed_loop(
+        addr,
+        flow_states(target, 32),
+        window * 3,
+        wanted,
+        load::mint_code,
+    )
+    .await;
+    note_errors(result, "minting codes", &minted);
+    let mut queues: Vec<CodeQueue> = (0..64)
+        .map(|_| CodeQueue {
+            target: target.clone(),
+            codes: Vec::new(),
+        })
+        .collect();
+    for (i, code) in minted.outputs.into_iter().enumerate() {
+        queues[i % 64].codes.push(code);
+    }
+    progress(&format!("  {}: /token code exchange", server.name));
+    let exchanged = closed_loop(addr, queues, window, u64::MAX, load::exchange_next).await;
+    note_errors(result, "code exchange", &exchanged);
+    result.token = Some(Measured::from(&exchanged));
+
+    if flows {
+        if refresh {
+            progress(&format!("  {}: refresh_token grants", server.name));
+            let mut chains = Vec::new();
+            for i in 0..REFRESH_CLIENTS {
+                let mut client = (**target).clone();
+                client.client_id = format!("refresh-{i}");
+                let client = Arc::new(client);
+                let mut conn = crate::http::Conn::new(addr);
+                let (code, _) = load::login_to_code(&mut conn, &client, i as u64).await?;
+                let token = load::exchange_code(&mut conn, &client, &code)
+                    .await?
+                    .ok_or("no refresh token with offline_access")?;
+                chains.push(RefreshChain {
+                    target: client,
+                    token,
+                });
+            }
+            let refreshed = closed_loop(addr, chains, window, u64::MAX, load::refresh_next).await;
+            note_errors(result, "refresh", &refreshed);
+            result.refresh = Some(Measured::from(&refreshed));
+        }
+        for (concurrency, slot) in [(1usize, 0usize), (32, 1)] {
+            progress(&format!(
+                "  {}: login flows at concurrency {concurrency}",
+                server.name
+            ));
+            let states: Vec<FlowState> = flow_states(target, concurrency);
+            let r = closed_loop(addr, states, window, 1_000_000, load::full_flow).await;
+            note_errors(result, &format!("flows c={concurrency}"), &r);
+            result.flows[slot] = Some(Measured::from(&r));
+        }
+    }
+    Ok(())
+}
+
+fn note_errors<T>(result: &mut SystemResult, what: &str, r: &LoadResult<T>) {
+    if r.errors > 0 {
+        result.errors.push(format!(
+            "{what}: {} errors, first: {}",
+            r.errors,
+            r.first_error.clone().unwrap_or_default()
+        ));
+    }
+}
+
+fn file_mb(path: &Path) -> Option<f64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.len() as f64 / 1_048_576.0)
+}
+
+async fn node_peer(dir: &Path, work: &Path, args: &Args, token_estimate: f64) -> SystemResult {
+    let mut result = SystemResult::default();
+    let run = async {
+        let addr = free_addr()?;
+        let mut cmd = Command::new("node");
+        cmd.arg("server.mjs")
+            .current_dir(dir)
+            .env("PORT", addr.port().to_string());
+        let discovery = "/.well-known/openid-configuration";
+        let server = Server::start(
+            "oidc-provider",
+            cmd,
+            addr,
+            discovery,
+            &work.join("oidc-provider.log"),
+        )
+        .await?;
+        result.ready_first_ms = Some(server.ready.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        result.rss_idle_mb = Some(server.rss_mb());
+        let target = Arc::new(Target::new(addr, "", "/auth", "/token"));
+        // oidc-provider signs only the ID token (its access tokens are opaque): one signature.
+        measure_provider(
+            args,
+            &server,
+            &target,
+            discovery,
+            "/jwks",
+            token_estimate * 2.0,
+            true,
+            true,
+            false,
+            &mut result,
+        )
+        .await?;
+        result.rss_after_mb = Some(server.rss_mb());
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = run.await {
+        result.errors.push(e.to_string());
+    }
+    result
+}
+
+async fn dex_peer(dex: &Path, work: &Path, args: &Args, token_estimate: f64) -> SystemResult {
+    let mut result = SystemResult {
+        binary_mb: file_mb(dex),
+        ..SystemResult::default()
+    };
+    let run = async {
+        let dir = work.join("dex");
+        std::fs::create_dir_all(&dir)?;
+        let addr = free_addr()?;
+        let mut config = oxidex_config(addr, &dir, "RS256");
+        if let Some(map) = config.as_object_mut() {
+            map.remove("signer");
+            map["storage"] = json!({"type": "sqlite3", "config": {"file": dir.join("dex.db")}});
+        }
+        let path = dir.join("config.json");
+        write_json(&path, &config)?;
+        let start = || {
+            let mut cmd = Command::new(dex);
+            cmd.arg("serve").arg(&path);
+            cmd
+        };
+        let log = dir.join("dex.log");
+        let first = Server::start("Dex", start(), addr, "/dex/healthz", &log).await?;
+        result.ready_first_ms = Some(first.ready.as_secs_f64() * 1e3);
+        first.stop();
+        let server = Server::start("Dex", start(), addr, "/dex/healthz", &log).await?;
+        result.ready_restart_ms = Some(server.ready.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        result.rss_idle_mb = Some(server.rss_mb());
+        let target = Arc::new(Target::new(addr, "/dex", "/auth", "/token"));
+        measure_provider(
+            args,
+            &server,
+            &target,
+            "/dex/.well-known/openid-configuration",
+            "/dex/keys",
+            token_estimate,
+            true,
+            true,
+            true,
+            &mut result,
+        )
+        .await?;
+        result.rss_after_mb = Some(server.rss_mb());
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = run.await {
+        result.errors.push(e.to_string());
+    }
+    result
+}

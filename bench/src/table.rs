@@ -1,0 +1,376 @@
+//! The results of one run and their rendering as one Markdown table (plus notes).
+
+use crate::ceiling::Ceilings;
+use crate::load::LoadResult;
+use crate::procs::WrkResult;
+
+/// Rate and latency of one closed-loop measurement.
+#[derive(Clone, Copy)]
+pub struct Measured {
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Measured {
+    pub fn from<T>(r: &LoadResult<T>) -> Self {
+        Self {
+            rate: r.rate(),
+            p50_ms: r.pct_ms(50),
+            p99_ms: r.pct_ms(99),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SystemResult {
+    pub ready_first_ms: Option<f64>,
+    pub ready_restart_ms: Option<f64>,
+    pub rss_idle_mb: Option<f64>,
+    pub rss_after_mb: Option<f64>,
+    pub discovery: Option<WrkResult>,
+    pub keys: Option<WrkResult>,
+    pub token: Option<Measured>,
+    pub token_es256: Option<Measured>,
+    pub refresh: Option<Measured>,
+    /// Concurrency 1 and 32.
+    pub flows: [Option<Measured>; 2],
+    /// Requests per complete login, /token included.
+    pub hops: Option<u32>,
+    pub binary_mb: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+pub struct Report {
+    pub secs: f64,
+    pub context: Vec<String>,
+    pub ceilings: Option<Ceilings>,
+    pub hello_wrk: Option<WrkResult>,
+    pub hello_loop: Option<Measured>,
+    pub hello_rss: f64,
+    pub oxidex: SystemResult,
+    /// Login flows (concurrency 1 and 32) of oxidex with an ES256 signer.
+    pub oxidex_es256_flows: [Option<Measured>; 2],
+    pub node: Option<SystemResult>,
+    pub dex: Option<SystemResult>,
+}
+
+/// 12345.6 → "12,346"; 12.34 → "12.3"; 1.234 → "1.23".
+pub fn num(x: f64) -> String {
+    if !x.is_finite() {
+        return "—".into();
+    }
+    if x.abs() < 10.0 {
+        return format!("{x:.2}");
+    }
+    if x.abs() < 100.0 {
+        return format!("{x:.1}");
+    }
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 { format!("-{out}") } else { out }
+}
+
+fn check(ok: bool) -> &'static str {
+    if ok { "✔" } else { "✘" }
+}
+
+fn wrk_cell(r: &Option<WrkResult>) -> String {
+    match r {
+        Some(r) if r.bad > 0 => format!(
+            "{} (p50 {} / p99 {} ms, {} non-2xx)",
+            num(r.rps),
+            num(r.p50_ms),
+            num(r.p99_ms),
+            r.bad
+        ),
+        Some(r) => format!(
+            "{} (p50 {} / p99 {} ms)",
+            num(r.rps),
+            num(r.p50_ms),
+            num(r.p99_ms)
+        ),
+        None => "—".into(),
+    }
+}
+
+fn measured_cell(m: &Option<Measured>) -> String {
+    match m {
+        Some(m) => format!(
+            "{} (p50 {} / p99 {} ms)",
+            num(m.rate),
+            num(m.p50_ms),
+            num(m.p99_ms)
+        ),
+        None => "—".into(),
+    }
+}
+
+fn opt(x: Option<f64>, unit: &str) -> String {
+    x.map_or("—".into(), |x| format!("{}{unit}", num(x)))
+}
+
+impl Report {
+    pub fn new(secs: f64) -> Self {
+        Self {
+            secs,
+            context: Vec::new(),
+            ceilings: None,
+            hello_wrk: None,
+            hello_loop: None,
+            hello_rss: f64::NAN,
+            oxidex: SystemResult::default(),
+            oxidex_es256_flows: [None, None],
+            node: None,
+            dex: None,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let ox = &self.oxidex;
+        let none = SystemResult::default();
+        let node = self.node.as_ref().unwrap_or(&none);
+        let dex = self.dex.as_ref().unwrap_or(&none);
+        let hello = self.hello_wrk.as_ref().map_or(f64::NAN, |h| h.rps);
+        let c = self.ceilings.as_ref();
+        let rs = c.map_or([f64::NAN; 2], |c| c.rs256);
+        let es = c.map_or([f64::NAN; 2], |c| c.es256);
+        let mut rows: Vec<[String; 6]> = Vec::new();
+        let mut row = |cells: [&str; 6]| rows.push(cells.map(str::to_owned));
+
+        row([
+            "RS256 signatures/s, aws-lc-rs, 1 / 2 threads",
+            "",
+            "",
+            "",
+            &format!("{} / {}", num(rs[0]), num(rs[1])),
+            "ceiling",
+        ]);
+        row([
+            "ES256 signatures/s, aws-lc-rs, 1 / 2 threads",
+            "",
+            "",
+            "",
+            &format!("{} / {}", num(es[0]), num(es[1])),
+            "ceiling",
+        ]);
+        row([
+            "hello req/s (axum, wrk)",
+            "",
+            "",
+            "",
+            &wrk_cell(&self.hello_wrk),
+            "ceiling",
+        ]);
+        row([
+            "hello req/s (axum, Rust loop, 64 conns)",
+            "",
+            "",
+            "",
+            &self.hello_loop.map_or("—".into(), |m| num(m.rate)),
+            "load-loop calibration",
+        ]);
+        fn discovery(s: &SystemResult) -> &Option<WrkResult> {
+            &s.discovery
+        }
+        fn keys(s: &SystemResult) -> &Option<WrkResult> {
+            &s.keys
+        }
+        type Get = fn(&SystemResult) -> &Option<WrkResult>;
+        let gets: [(&str, Get); 2] = [("GET discovery req/s", discovery), ("GET keys req/s", keys)];
+        for (name, get) in gets {
+            let ratio = get(ox).as_ref().map_or(f64::NAN, |r| r.rps / hello);
+            row([
+                name,
+                &wrk_cell(get(ox)),
+                &wrk_cell(get(node)),
+                &wrk_cell(get(dex)),
+                &format!("{} × hello", num(ratio)),
+                &format!("≥ 0.8 × hello {}", check(ratio >= 0.8)),
+            ]);
+        }
+        let two_sig = rs[1] / 2.0;
+        let ratio = ox.token.map_or(f64::NAN, |m| m.rate / two_sig);
+        row([
+            "POST /token code exchange/s, RS256",
+            &measured_cell(&ox.token),
+            &measured_cell(&node.token),
+            &measured_cell(&dex.token),
+            &format!(
+                "two-signature ceiling {}; oxidex {} × it",
+                num(two_sig),
+                num(ratio)
+            ),
+            &format!("≥ 0.85 × ceiling {}", check(ratio >= 0.85)),
+        ]);
+        let two_sig_es = es[1] / 2.0;
+        let ratio_es = ox.token_es256.map_or(f64::NAN, |m| m.rate / two_sig_es);
+        row([
+            "POST /token code exchange/s, ES256",
+            &measured_cell(&ox.token_es256),
+            "",
+            "",
+            &format!(
+                "two-signature ceiling {}; oxidex {} × it",
+                num(two_sig_es),
+                num(ratio_es)
+            ),
+            "(no target)",
+        ]);
+        row([
+            "POST /token refresh_token grants/s, RS256",
+            &measured_cell(&ox.refresh),
+            &measured_cell(&node.refresh),
+            &measured_cell(&dex.refresh),
+            "",
+            "",
+        ]);
+        for (slot, concurrency) in [(0usize, 1), (1, 32)] {
+            let rate = |s: &SystemResult| s.flows[slot].map_or(f64::NAN, |m| m.rate);
+            let vs_node = rate(ox) / rate(node);
+            let vs_dex = rate(ox) / rate(dex);
+            row([
+                &format!("login flows/s, concurrency {concurrency}"),
+                &measured_cell(&ox.flows[slot]),
+                &measured_cell(&node.flows[slot]),
+                &measured_cell(&dex.flows[slot]),
+                &format!(
+                    "oxidex = {} × oidc-provider, {} × Dex",
+                    num(vs_node),
+                    num(vs_dex)
+                ),
+                &format!(
+                    "≥ 10 × oidc-provider {}, ≥ 3 × Dex {}",
+                    check(vs_node >= 10.0),
+                    check(vs_dex >= 3.0)
+                ),
+            ]);
+        }
+        for (slot, concurrency) in [(0usize, 1), (1, 32)] {
+            row([
+                &format!("login flows/s, concurrency {concurrency}, oxidex with an ES256 signer"),
+                &measured_cell(&self.oxidex_es256_flows[slot]),
+                "",
+                "",
+                "",
+                "(shows what RS256 costs)",
+            ]);
+        }
+        let hops = |s: &SystemResult| s.hops.map_or("—".into(), |h| h.to_string());
+        row([
+            "HTTP requests per login flow (/token included)",
+            &hops(ox),
+            &hops(node),
+            &hops(dex),
+            "",
+            "",
+        ]);
+        let idle = ox.rss_idle_mb.unwrap_or(f64::NAN);
+        row([
+            "RSS idle, MB",
+            &opt(ox.rss_idle_mb, ""),
+            &opt(node.rss_idle_mb, ""),
+            &opt(dex.rss_idle_mb, ""),
+            &format!("hello after its load: {}", num(self.hello_rss)),
+            &format!("≤ 15 {}", check(idle <= 15.0)),
+        ]);
+        let after = ox.rss_after_mb.unwrap_or(f64::NAN);
+        row([
+            "RSS after the load, MB",
+            &opt(ox.rss_after_mb, ""),
+            &opt(node.rss_after_mb, ""),
+            &opt(dex.rss_after_mb, ""),
+            "",
+            &format!("≤ 64 {}", check(after <= 64.0)),
+        ]);
+        let ready = |s: &SystemResult| match (s.ready_first_ms, s.ready_restart_ms) {
+            (Some(a), Some(b)) => format!("{} / {}", num(a), num(b)),
+            (Some(a), None) => num(a),
+            _ => "—".into(),
+        };
+        let first = ox.ready_first_ms.unwrap_or(f64::NAN);
+        let again = ox.ready_restart_ms.unwrap_or(f64::NAN);
+        row([
+            "exec → ready ms (empty DB / restart)",
+            &ready(ox),
+            &ready(node),
+            &ready(dex),
+            "",
+            &format!(
+                "≤ 100: {} / {}",
+                check(first <= 100.0),
+                check(again <= 100.0)
+            ),
+        ]);
+        row([
+            "binary size, MB",
+            &opt(ox.binary_mb, ""),
+            "(node + node_modules)",
+            &opt(dex.binary_mb, ""),
+            "",
+            "",
+        ]);
+
+        let mut out = String::new();
+        for line in &self.context {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(
+            "| measure | oxidex | oidc-provider | Dex | ceiling / ratio | oxidex target |\n",
+        );
+        out.push_str("|---|---|---|---|---|---|\n");
+        for r in rows {
+            out.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+        let mut errors = Vec::new();
+        for (name, s) in [("oxidex", ox), ("oidc-provider", node), ("Dex", dex)] {
+            for e in &s.errors {
+                errors.push(format!("- {name}: {e}"));
+            }
+        }
+        if !errors.is_empty() {
+            out.push_str("\nErrors during the run:\n");
+            out.push_str(&errors.join("\n"));
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "\n{} s per measurement. GETs: wrk -t2 -c64 (keep-alive). POSTs and flows: Rust loop (tokio + hyper, one keep-alive \
+             connection per worker; 64 workers for /token, 1 or 32 for flows). Latencies are per request for wrk and per operation \
+             (one /token call, one whole login) for the Rust loop.\n",
+            num(self.secs)
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(num(1234567.4), "1,234,567");
+        assert_eq!(num(999.6), "1,000");
+        assert_eq!(num(12.34), "12.3");
+        assert_eq!(num(1.234), "1.23");
+        assert_eq!(num(f64::NAN), "—");
+    }
+
+    #[test]
+    fn an_empty_report_still_renders_one_table() {
+        let text = Report::new(1.0).render();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("| measure")).count(),
+            1
+        );
+        assert!(text.contains("≥ 0.85 × ceiling ✘"));
+    }
+}
