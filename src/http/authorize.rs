@@ -21,14 +21,24 @@ use crate::web::{
     ApprovalPage, CSRF_FIELD, ConnectorLink, CsrfToken, LoginPage, OobPage, PasswordPage,
 };
 
-pub fn routes() -> Router<AppState> {
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route("/auth", any(choose_connector))
-        .route("/auth/{connector}", any(connector_login))
-        .route("/auth/{connector}/login", any(password_login))
-        .route("/callback", any(callback))
-        .route("/callback/{connector}", any(callback_for_connector))
-        .route("/approval", any(approval))
+        .route(&[prefix, "/auth"].concat(), any(choose_connector))
+        .route(
+            &[prefix, "/auth/{connector}"].concat(),
+            any(connector_login),
+        )
+        .route(
+            &[prefix, "/auth/{connector}/login"].concat(),
+            any(password_login),
+        )
+        .route(&[prefix, "/callback"].concat(), any(callback))
+        .route(
+            &[prefix, "/callback/{connector}"].concat(),
+            any(callback_for_connector),
+        )
+        .route(&[prefix, "/approval"].concat(), any(approval))
 }
 
 type PageResult = Result<Response, HttpError>;

@@ -33,12 +33,16 @@ use crate::web::{CSRF_FIELD, CsrfToken, DevicePage, DeviceSuccessPage};
 /// The cookie holding the CSRF nonce of the user-code form.
 pub const CSRF_COOKIE: &str = "oxidex_device_csrf";
 
-pub fn routes() -> Router<AppState> {
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route("/device/code", any(device_code))
-        .route("/device", any(device_page))
-        .route("/device/auth/verify_code", any(verify_code))
-        .route("/device/callback", any(device_callback))
+        .route(&[prefix, "/device/code"].concat(), any(device_code))
+        .route(&[prefix, "/device"].concat(), any(device_page))
+        .route(
+            &[prefix, "/device/auth/verify_code"].concat(),
+            any(verify_code),
+        )
+        .route(&[prefix, "/device/callback"].concat(), any(device_callback))
 }
 
 fn respond(state: &AppState, result: Result<Response, HttpError>) -> Response {

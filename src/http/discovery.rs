@@ -11,8 +11,12 @@ use super::AppState;
 use crate::config::Settings;
 use crate::keys::SigningAlgorithm;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/.well-known/openid-configuration", any(discovery))
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new().route(
+        &[prefix, "/.well-known/openid-configuration"].concat(),
+        any(discovery),
+    )
 }
 
 async fn discovery(State(state): State<AppState>) -> impl IntoResponse {

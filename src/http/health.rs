@@ -8,10 +8,11 @@ use axum::routing::any;
 
 use super::AppState;
 
-pub fn routes() -> Router<AppState> {
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route("/healthz", any(healthz))
-        .route("/robots.txt", any(robots))
+        .route(&[prefix, "/healthz"].concat(), any(healthz))
+        .route(&[prefix, "/robots.txt"].concat(), any(robots))
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {

@@ -18,8 +18,9 @@ use crate::oidc::OAuthError;
 use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::introspect::{IntrospectContext, classify, introspect};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/token/introspect", any(handle))
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new().route(&[prefix, "/token/introspect"].concat(), any(handle))
 }
 
 async fn handle(State(state): State<AppState>, params: Params) -> Response {

@@ -8,8 +8,9 @@ use axum::routing::any;
 
 use super::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/keys", any(jwks))
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new().route(&[prefix, "/keys"].concat(), any(jwks))
 }
 
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {

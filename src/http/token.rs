@@ -18,8 +18,9 @@ use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::token::{self as grants, CodeExchange, GrantContext, PasswordLogin, RefreshPlan};
 use crate::oidc::{OAuthError, TokenResponse};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/token", any(token))
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new().route(&[prefix, "/token"].concat(), any(token))
 }
 
 /// Serialises upstream refreshes per (user, connector): upstreams such as

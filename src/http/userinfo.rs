@@ -11,8 +11,9 @@ use super::error::oauth_error_response;
 use crate::oidc::token::{bearer_token, check_token_claims, missing_bearer_error};
 use crate::oidc::{ErrorCode, OAuthError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/userinfo", any(userinfo))
+/// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new().route(&[prefix, "/userinfo"].concat(), any(userinfo))
 }
 
 async fn userinfo(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {

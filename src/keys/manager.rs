@@ -181,9 +181,19 @@ fn sync(
     known: Option<&Keys>,
 ) -> Result<Option<(Keys, KeySet)>, KeyError> {
     let snapshot = storage.get_keys()?;
+    // First start: the current and the next key are both needed; generating them
+    // side by side halves the wait (RSA-2048 generation dominates start-up).
+    let mut spare = if snapshot.is_none() {
+        generate_two(policy.algorithm)?
+    } else {
+        Vec::new()
+    };
     let mut pool: Vec<StoredSigningKey> = Vec::new();
     let planned = rotate(snapshot.clone(), now, policy, &mut |algorithm| {
-        let key = generate_key(algorithm)?;
+        let key = match spare.iter().position(|k| k.algorithm == algorithm.as_str()) {
+            Some(index) => spare.swap_remove(index),
+            None => generate_key(algorithm)?,
+        };
         pool.push(key.clone());
         Ok(key)
     })?;
@@ -222,4 +232,16 @@ fn sync(
     }
     let set = KeySet::from_keys(&keys)?;
     Ok(Some((keys, set)))
+}
+
+/// Two fresh keys of `algorithm`, generated on two threads.
+fn generate_two(algorithm: super::SigningAlgorithm) -> Result<Vec<StoredSigningKey>, KeyError> {
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| generate_key(algorithm));
+        let first = generate_key(algorithm)?;
+        let second = other
+            .join()
+            .map_err(|_| KeyError::Task("key generation thread panicked".to_owned()))??;
+        Ok(vec![first, second])
+    })
 }
