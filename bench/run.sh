@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds oxidex (release), the hello example and the benchmark, prepares the peers, runs the
-# benchmark and writes its table to bench/results/<date>-<host>.md (and prints it).
+# benchmark and writes its table to bench/results/<date>-<time>-<host>.md (and prints it).
 #
 #   bench/run.sh                 5 s per measurement (SECS=2 for a quick look)
 #   SKIP_DEX=1 SKIP_NODE=1 bench/run.sh     oxidex, hello and the ceilings only
@@ -42,7 +42,7 @@ else
 fi
 
 mkdir -p "$repo/bench/results"
-out="$repo/bench/results/$(date -u +%F)-$(hostname -s).md"
+out="$repo/bench/results/$(date -u +%F-%H%M)-$(hostname -s).md"
 BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) \
   "$bench_target/release/oxidex-bench" \
   --oxidex "$target/release/oxidex" --hello "$target/release/examples/hello" \
