@@ -198,9 +198,13 @@ fn context(args: &Args) -> Vec<String> {
                 .join(" ")
         ),
         format!(
-            "oxidex {} ({}), commit {}; hello = `examples/hello.rs`; load generators: {} for GETs, the Rust loop in `bench/src/load.rs` for POSTs and flows.",
+            "{} (release build `{}`), commit {}; hello = `examples/hello.rs`; load generators: {} for GETs, the Rust loop in `bench/src/load.rs` for POSTs and flows.",
             first_line(&args.oxidex, "version"),
-            args.oxidex.display(),
+            // Only the file name: the table is committed, this machine's paths are not.
+            args.oxidex
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             std::env::var("BENCH_COMMIT").unwrap_or_else(|_| "?".into()),
             first_line(Path::new("wrk"), "-v")
                 .split_whitespace()
