@@ -1952,3 +1952,18 @@ async fn picker_lists_connectors_sorted_by_name_ignoring_case() {
     assert!(alpha < email, "{}", r.body);
     h.done().await;
 }
+
+#[tokio::test]
+async fn picker_leaves_out_connectors_whose_grant_types_exclude_the_request() {
+    // mock only allows implicit: a code-flow request sees the password DB alone,
+    // which is then chosen without a picker.
+    let h = start_with(|c| c["connectors"][0]["grantTypes"] = json!(["implicit"])).await;
+    let r = h.get(&format!("/auth?{}", Auth::new().query())).await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert!(
+        r.location().unwrap().contains("/auth/local?"),
+        "{:?}",
+        r.location()
+    );
+    h.done().await;
+}
