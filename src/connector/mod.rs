@@ -243,6 +243,8 @@ pub struct ConnectorEntry {
 pub struct Connectors {
     entries: Vec<ConnectorEntry>,
     by_id: HashMap<String, usize>,
+    /// Ids of the connectors that can refresh identities, computed once.
+    refreshing: Vec<String>,
 }
 
 impl Connectors {
@@ -256,7 +258,16 @@ impl Connectors {
                 });
             }
         }
-        Ok(Connectors { entries, by_id })
+        let refreshing = entries
+            .iter()
+            .filter(|entry| entry.connector.supports_refresh())
+            .map(|entry| entry.id.clone())
+            .collect();
+        Ok(Connectors {
+            entries,
+            by_id,
+            refreshing,
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<&ConnectorEntry> {
@@ -265,6 +276,11 @@ impl Connectors {
 
     pub fn iter(&self) -> impl Iterator<Item = &ConnectorEntry> {
         self.entries.iter()
+    }
+
+    /// Ids of the connectors whose users can get refresh tokens.
+    pub fn refreshing_ids(&self) -> &[String] {
+        &self.refreshing
     }
 
     pub fn len(&self) -> usize {

@@ -264,8 +264,6 @@ async fn device_callback_inner(state: &AppState, params: &Params) -> Result<Resp
     let keyset = state.keys.keyset();
     let now = (state.clock)();
     let client_name = tokio::task::spawn_blocking(move || {
-        let connector_supports_refresh =
-            super::token::code_connector_refreshes(storage.as_ref(), &connectors, &code);
         let ctx = GrantContext {
             storage: storage.as_ref(),
             settings: settings.as_ref(),
@@ -277,7 +275,7 @@ async fn device_callback_inner(state: &AppState, params: &Params) -> Result<Resp
             &DeviceCallback {
                 user_code: &user_code,
                 code: &code,
-                connector_supports_refresh,
+                refreshing_connectors: connectors.refreshing_ids(),
             },
         )
         .map_err(HttpError::from)

@@ -126,12 +126,11 @@ async fn authorization_code(
     let code_verifier = params.form_get("code_verifier").to_owned();
     let connectors = state.connectors.clone();
     with_context(state, move |ctx| {
-        let connector_supports_refresh = code_connector_refreshes(ctx.storage, &connectors, &code);
         let request = CodeExchange {
             code: &code,
             redirect_uri: &redirect_uri,
             code_verifier: &code_verifier,
-            connector_supports_refresh,
+            refreshing_connectors: connectors.refreshing_ids(),
         };
         grants::exchange_code(ctx, &client, &request)
     })
@@ -260,19 +259,4 @@ async fn password(
         grants::password_grant(ctx, &client, login)
     })
     .await
-}
-
-/// Whether the connector that logged in the user behind `code` can refresh
-/// identities: a refresh token is only issued then. False for unknown codes (the
-/// exchange itself rejects them).
-pub(super) fn code_connector_refreshes(
-    storage: &dyn crate::storage::Storage,
-    connectors: &crate::connector::Connectors,
-    code: &str,
-) -> bool {
-    storage
-        .get_auth_code(code)
-        .ok()
-        .and_then(|stored| connectors.get(&stored.connector_id))
-        .is_some_and(|entry| entry.connector.supports_refresh())
 }

@@ -300,8 +300,8 @@ pub struct DeviceCallback<'a> {
     /// `state`: the user code.
     pub user_code: &'a str,
     pub code: &'a str,
-    /// Whether the code's connector can refresh (for the refresh token).
-    pub connector_supports_refresh: bool,
+    /// Ids of the connectors that can refresh (for the refresh token).
+    pub refreshing_connectors: &'a [String],
 }
 
 /// Finishes the browser side: validates the auth code and the device request
@@ -367,7 +367,7 @@ pub fn complete_device_login(
         code: callback.code,
         redirect_uri: &code.redirect_uri,
         code_verifier: &verifier,
-        connector_supports_refresh: callback.connector_supports_refresh,
+        refreshing_connectors: callback.refreshing_connectors,
     };
     let response = exchange_code(ctx, client, &exchange).map_err(|error| {
         if error.status >= 500 {
@@ -579,7 +579,7 @@ mod tests {
             &DeviceCallback {
                 user_code,
                 code,
-                connector_supports_refresh: false,
+                refreshing_connectors: &[],
             },
         )
     }

@@ -69,9 +69,9 @@ pub struct CodeExchange<'a> {
     pub code: &'a str,
     pub redirect_uri: &'a str,
     pub code_verifier: &'a str,
-    /// Whether the code's connector can refresh identities (a refresh token is
-    /// only issued then, and only with `offline_access`).
-    pub connector_supports_refresh: bool,
+    /// Ids of the connectors that can refresh identities: a refresh token is only
+    /// issued for a code from one of them, and only with `offline_access`.
+    pub refreshing_connectors: &'a [String],
 }
 
 /// Redeems an authorization code for an authenticated `client` (dex-protocol.md
@@ -128,7 +128,7 @@ pub fn exchange_code(
         nonce: &code.nonce,
         auth_time: code.auth_time,
     };
-    let with_refresh = request.connector_supports_refresh
+    let with_refresh = request.refreshing_connectors.contains(&code.connector_id)
         && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
     issue_tokens(
         ctx,
@@ -908,7 +908,7 @@ mod tests {
                 code,
                 redirect_uri: "https://app.example/cb",
                 code_verifier: verifier,
-                connector_supports_refresh: true,
+                refreshing_connectors: &["mock".to_owned()],
             };
             exchange_code(&self.ctx(now), &self.client("web"), &request)
         }
@@ -1011,7 +1011,7 @@ mod tests {
             code: &code,
             redirect_uri: "https://app.example/cb",
             code_verifier: "",
-            connector_supports_refresh: false,
+            refreshing_connectors: &[],
         };
         let resp = exchange_code(&f.ctx(t0()), &f.client("web"), &request).unwrap();
         assert!(resp.refresh_token.is_none());
