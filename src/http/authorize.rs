@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
@@ -162,13 +162,10 @@ fn choose_connector_inner(state: &AppState, params: &Params) -> PageResult {
 
 async fn connector_login(
     State(state): State<AppState>,
-    connector_id: Result<Path<String>, PathRejection>,
+    ConnectorId(connector_id): ConnectorId,
     params: Params,
 ) -> Response {
-    let result = match connector_id {
-        Ok(Path(connector_id)) => connector_login_inner(&state, &connector_id, &params).await,
-        Err(_) => Err(unknown_resource()),
-    };
+    let result = connector_login_inner(&state, &connector_id, &params).await;
     respond(&state, result)
 }
 
@@ -261,13 +258,10 @@ async fn connector_login_inner(
 
 async fn password_login(
     State(state): State<AppState>,
-    connector_id: Result<Path<String>, PathRejection>,
+    ConnectorId(connector_id): ConnectorId,
     params: Params,
 ) -> Response {
-    let result = match connector_id {
-        Ok(Path(connector_id)) => password_login_inner(&state, &connector_id, &params).await,
-        Err(_) => Err(unknown_resource()),
-    };
+    let result = password_login_inner(&state, &connector_id, &params).await;
     respond(&state, result)
 }
 
@@ -361,13 +355,10 @@ async fn callback(State(state): State<AppState>, params: Params) -> Response {
 
 async fn callback_for_connector(
     State(state): State<AppState>,
-    connector_id: Result<Path<String>, PathRejection>,
+    ConnectorId(connector_id): ConnectorId,
     params: Params,
 ) -> Response {
-    let result = match connector_id {
-        Ok(Path(connector_id)) => callback_inner(&state, Some(&connector_id), &params).await,
-        Err(_) => Err(unknown_resource()),
-    };
+    let result = callback_inner(&state, Some(&connector_id), &params).await;
     respond(&state, result)
 }
 
@@ -556,6 +547,21 @@ fn readable(params: &Params) -> Result<(), HttpError> {
 /// A connector path segment that is not even UTF-8 names nothing we have.
 fn unknown_resource() -> HttpError {
     HttpError::bad_request("Requested resource does not exist.")
+}
+
+/// The `{connector}` path segment. A segment axum cannot decode (not UTF-8) is
+/// an unknown connector, answered with our error page rather than axum's text.
+struct ConnectorId(String);
+
+impl FromRequestParts<AppState> for ConnectorId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(ConnectorId(id)),
+            Err(_) => Err(unknown_resource().into_response_with(&state.templates)),
+        }
+    }
 }
 
 async fn load_auth_request(state: &AppState, id: &str) -> Result<AuthRequest, HttpError> {
