@@ -71,3 +71,26 @@ stop_dev_server() {
     wait "$oxidex_pid" 2>/dev/null || true
   fi
 }
+
+# Bookkeeping for the relying-party runs: `rp_run NAME TITLE CMD…` runs one login
+# and counts it; `rp_summary NAME` prints the tally (and oxidex's log on failure)
+# and returns non-zero if any run failed.
+rp_runs=0
+rp_failures=0
+rp_run() { # name, title, command…
+  local name=$1 title=$2
+  shift 2
+  rp_runs=$((rp_runs + 1))
+  echo
+  echo "== $name: $title"
+  "$@" || rp_failures=$((rp_failures + 1))
+}
+rp_summary() { # name
+  echo
+  if [ "$rp_failures" -ne 0 ]; then
+    echo "$1: oxidex log (last 40 lines):"
+    tail -n 40 "$oxidex_log"
+  fi
+  echo "$1: $((rp_runs - rp_failures)) of $rp_runs runs passed"
+  [ "$rp_failures" -eq 0 ]
+}

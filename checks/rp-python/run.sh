@@ -34,15 +34,10 @@ start_dev_server "$oxidex" "$work"
 
 common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback)
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
-runs=0
-failures=0
 login() { # title, flags...
   local title=$1
   shift
-  runs=$((runs + 1))
-  echo
-  echo "== rp-python: $title"
-  "$python" login.py "${common[@]}" "$@" || failures=$((failures + 1))
+  rp_run rp-python "$title" "$python" login.py "${common[@]}" "$@"
 }
 
 login "password DB via the connector picker, client_secret_basic" "${example[@]}" \
@@ -59,10 +54,4 @@ login "password DB, client id and secret with reserved characters, client_secret
   --connector local --select picker --login admin@example.com --password password \
   --auth client_secret_post
 
-echo
-if [ "$failures" -ne 0 ]; then
-  echo "rp-python: oxidex log (last 40 lines):"
-  tail -n 40 "$oxidex_log"
-fi
-echo "rp-python: $((runs - failures)) of $runs runs passed"
-[ "$failures" -eq 0 ]
+rp_summary rp-python
