@@ -79,21 +79,6 @@ fn encode_query(pairs: &[(String, String)]) -> String {
 // GET/POST /auth — choose a connector
 // ---------------------------------------------------------------------------
 
-/// The grant an unvalidated `/auth` request implies, as
-/// [`flow::ValidatedAuthorization::implied_grant_type`] decides for a validated one.
-fn implied_grant(response_type: &str, redirect_uri: &str) -> &'static str {
-    if redirect_uri.ends_with(flow::DEVICE_CALLBACK_PATH) {
-        "urn:ietf:params:oauth:grant-type:device_code"
-    } else if response_type
-        .split_whitespace()
-        .any(|t| t == "token" || t == "id_token")
-    {
-        "implicit"
-    } else {
-        "authorization_code"
-    }
-}
-
 async fn choose_connector(State(state): State<AppState>, params: Params) -> Response {
     let result = choose_connector_inner(&state, &params);
     respond(&state, result)
@@ -106,7 +91,10 @@ fn choose_connector_inner(state: &AppState, params: &Params) -> PageResult {
     // Connectors this client may use (all when the client is unknown: the
     // request is validated once a connector is chosen, as in Dex), and whose
     // `grantTypes` allow the grant the request implies (Dex HEAD).
-    let grant = implied_grant(params.get("response_type"), params.get("redirect_uri"));
+    let grant = flow::implied_grant_type(
+        params.get("response_type").split_whitespace(),
+        params.get("redirect_uri"),
+    );
     let usable: Vec<&ConnectorEntry> = state
         .connectors
         .iter()

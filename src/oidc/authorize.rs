@@ -102,17 +102,25 @@ impl ValidatedAuthorization {
     /// `grantTypes`: `urn:ietf:params:oauth:grant-type:device_code` for the device
     /// callback, `implicit` when tokens come from `/auth`, else `authorization_code`.
     pub fn implied_grant_type(&self) -> &'static str {
-        if self.redirect_uri.ends_with(DEVICE_CALLBACK_PATH) {
-            "urn:ietf:params:oauth:grant-type:device_code"
-        } else if self
-            .response_types
-            .iter()
-            .any(|t| t == "token" || t == "id_token")
-        {
-            "implicit"
-        } else {
-            "authorization_code"
-        }
+        implied_grant_type(
+            self.response_types.iter().map(String::as_str),
+            &self.redirect_uri,
+        )
+    }
+}
+
+/// The grant a request with these response types and redirect URI implies (also
+/// for a request not validated yet, such as the connector picker's).
+pub fn implied_grant_type<'a>(
+    mut response_types: impl Iterator<Item = &'a str>,
+    redirect_uri: &str,
+) -> &'static str {
+    if redirect_uri.ends_with(DEVICE_CALLBACK_PATH) {
+        "urn:ietf:params:oauth:grant-type:device_code"
+    } else if response_types.any(|t| t == "token" || t == "id_token") {
+        "implicit"
+    } else {
+        "authorization_code"
     }
 }
 
