@@ -1,7 +1,7 @@
 {
   description = "oxidex: a Dex-compatible OpenID Connect identity provider";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
     { self, nixpkgs }:

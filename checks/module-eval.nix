@@ -19,7 +19,7 @@ let
     imports = [ oxidexModule ];
     boot.loader.grub.enable = false;
     fileSystems."/".device = "/dev/null";
-    system.stateVersion = "25.11";
+    system.stateVersion = "26.05";
   };
 
   evalWith =
