@@ -50,7 +50,7 @@
           };
         in
         {
-          # `cargo test` runs in the package's check phase (with the sandboxed-tests feature).
+          # The whole `cargo test` suite runs in the package's check phase.
           package = oxidex;
           clippy = import ./checks/clippy.nix args;
           rustfmt = import ./checks/rustfmt.nix args;
