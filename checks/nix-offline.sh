@@ -25,4 +25,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y "${missing[@]}" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
 fi
 
+# Under pipefail (the VM-test driver runs every command with set -euo pipefail) a pipeline
+# ending in `grep -q` fails exactly when grep matches: grep exits at the first match and the
+# writer dies of SIGPIPE (141), so fail("… | grep -q SECRET") passes on a leak. Read the output
+# and test it in the script instead.
+quiet_greps=$(git -C "$root" grep -nE '\|[[:space:]]*grep[[:space:]]+(-[A-Za-z]*q|--quiet)' -- '*.nix' '*.sh' '*.py' \
+  | grep -vE '^[^:]+:[0-9]+:[[:space:]]*#' || true)
+if [ -n "$quiet_greps" ]; then
+  printf '%s\n' "$quiet_greps" >&2
+  echo "nix-offline: pipelines ending in grep -q (above) fail on a match under pipefail" >&2
+  exit 1
+fi
+
 exec "$checker" "$root"
