@@ -1,7 +1,7 @@
 {
   description = "oxidex: a Dex-compatible OpenID Connect identity provider";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
     { self, nixpkgs }:
@@ -31,14 +31,9 @@
         }
       );
 
-      # The module alone (./nixos-module) takes its package from `pkgs.oxidex` (the overlay);
-      # the flake's module also defaults it to this flake's build.
-      nixosModules.oxidex =
-        { lib, pkgs, ... }:
-        {
-          imports = [ ./nixos-module ];
-          services.oxidex.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.oxidex;
-        };
+      # The module builds its package with the system's pkgs (overlays and cross settings
+      # apply) and has a `key`, so importing both names, or the file as well, is harmless.
+      nixosModules.oxidex = import ./nixos-module;
       nixosModules.default = self.nixosModules.oxidex;
 
       checks = forAllSystems (
@@ -48,13 +43,14 @@
           args = {
             inherit pkgs oxidex image;
             oxidexModule = self.nixosModules.default;
+            inherit (self) nixosModules;
             evalNixos =
               modules:
               nixpkgs.lib.nixosSystem { modules = modules ++ [ { nixpkgs.hostPlatform = system; } ]; };
           };
         in
         {
-          # `cargo test` runs in the package's check phase (with the sandboxed-tests feature).
+          # The whole `cargo test` suite runs in the package's check phase.
           package = oxidex;
           clippy = import ./checks/clippy.nix args;
           rustfmt = import ./checks/rustfmt.nix args;

@@ -1,9 +1,12 @@
 # Evaluates NixOS configurations with the module (no VM) and asserts on the generated unit and
 # JSON: the reference deployment must render exactly like the pure renderer does, the unit must
-# be hardened and load the credentials, and an inline secret must fail an assertion.
+# be hardened and load the credentials, an inline secret must fail an assertion, a secret path
+# in the store must be refused, and importing the module under both flake names (and by path)
+# must work.
 {
   pkgs,
   oxidexModule,
+  nixosModules,
   evalNixos,
   ...
 }:
@@ -16,7 +19,7 @@ let
     imports = [ oxidexModule ];
     boot.loader.grub.enable = false;
     fileSystems."/".device = "/dev/null";
-    system.stateVersion = "25.11";
+    system.stateVersion = "26.05";
   };
 
   evalWith =
@@ -41,6 +44,29 @@ let
       ];
     };
     inherit (example) credentials;
+  };
+
+  # Both flake outputs and the file itself: one module, imported once.
+  twice =
+    (evalNixos [
+      base
+      nixosModules.oxidex
+      nixosModules.default
+      ../nixos-module
+      {
+        services.oxidex = {
+          enable = true;
+          inherit (example) settings credentials;
+        };
+      }
+    ]).config;
+
+  # Forces the option values through their types; false when evaluation fails.
+  evaluates = config: (builtins.tryEval (builtins.deepSeq config.systemd.services.oxidex.serviceConfig true)).success;
+  storePath = "/nix/store/00000000000000000000000000000000-oxidex-secret";
+  withCredential = path: evalWith {
+    inherit (example) settings;
+    credentials = example.credentials // { extra = path; };
   };
 
   ours = config: lib.filter (a: lib.hasInfix "services.oxidex" a.message) config.assertions;
@@ -97,6 +123,17 @@ let
       (sc.SystemCallArchitectures == "native")
       (sc.CapabilityBoundingSet == [ "" ])
     ];
+    "file descriptor limit raised" = sc.LimitNOFILE >= 65536;
+    "imported as nixosModules.oxidex, .default and by path at once" =
+      twice.systemd.services.oxidex.serviceConfig.ExecStart == sc.ExecStart;
+    "the package comes from the system's pkgs" = lib.hasInfix "oxidex" sc.ExecStart;
+    "a credential outside the store is accepted" = evaluates (withCredential "/run/keys/extra");
+    "a credential in the store is refused" = !(evaluates (withCredential storePath));
+    "a relative credential path is refused" = !(evaluates (withCredential "keys/extra"));
+    "an environment file in the store is refused" = !(evaluates (evalWith {
+      inherit (example) settings credentials;
+      environmentFile = storePath;
+    }));
     "firewall opens the HTTP port" = lib.elem 5556 good.networking.firewall.allowedTCPPorts;
     "an inline client secret fails an assertion naming the key" = lib.any (
       m: lib.hasInfix "services.oxidex.settings.staticClients[0].secret" m

@@ -10,12 +10,19 @@ let
 
   inherit (lib)
     literalExpression
+    literalMD
     mkEnableOption
     mkIf
     mkOption
-    mkPackageOption
     types
     ;
+
+  # A secret's path is read at run time, so it must not be in the world-readable store;
+  # a string (not a Nix path value, which would be copied into the store).
+  secretPath = types.pathWith {
+    inStore = false;
+    absolute = true;
+  };
 
   settingsFormat = pkgs.formats.json { };
 
@@ -116,10 +123,23 @@ let
   };
 in
 {
+  # The same module reached twice (the flake's `nixosModules.oxidex` and `.default`, or
+  # that and this file by path) is imported once instead of declaring every option twice.
+  key = toString ./default.nix;
+  _file = toString ./default.nix;
+
   options.services.oxidex = {
     enable = mkEnableOption "oxidex, a Dex-compatible OpenID Connect identity provider";
 
-    package = mkPackageOption pkgs "oxidex" { };
+    package = mkOption {
+      type = types.package;
+      # Built with the system's own package set, so its overlays and cross-compilation
+      # settings apply.
+      default = pkgs.callPackage ../package.nix { };
+      defaultText = literalMD "oxidex built from this source with `pkgs.callPackage ./package.nix { }`";
+      example = literalExpression "pkgs.oxidex";
+      description = "The oxidex package to run.";
+    };
 
     settings = mkOption {
       default = { };
@@ -193,7 +213,7 @@ in
               file = mkOption {
                 type = types.nullOr types.str;
                 default = if cfg.settings.storage.type == "sqlite3" then "${stateDirectory}/oxidex.db" else null;
-                defaultText = literalExpression ''"${stateDirectory}/oxidex.db" (for sqlite3)'';
+                defaultText = literalMD "`${stateDirectory}/oxidex.db` for `sqlite3`, otherwise `null`";
                 description = "SQLite database file. The default lies in the unit's `StateDirectory`, the only writable place.";
               };
             };
@@ -242,7 +262,7 @@ in
     };
 
     credentials = mkOption {
-      type = types.attrsOf types.path;
+      type = types.attrsOf secretPath;
       default = { };
       example = {
         forgejo-client-secret = "/run/secrets/oxidex/forgejo-client-secret";
@@ -253,8 +273,9 @@ in
         `<name> = <path>` makes the file readable by the (dynamic) service user as
         `${credentialsDirectory}/<name>`, whatever the owner and mode of the source file.
         Refer to it from {option}`${opt}.settings` through a file form, e.g.
-        `clientSecretFile = "${credentialsDirectory}/<name>"`. The source path must not be in
-        the Nix store.
+        `clientSecretFile = "${credentialsDirectory}/<name>"`. The source is an absolute path
+        outside the Nix store, written as a string (a Nix path value would be copied into
+        the world-readable store).
       '';
     };
 
@@ -269,7 +290,7 @@ in
     };
 
     environmentFile = mkOption {
-      type = types.nullOr types.path;
+      type = types.nullOr secretPath;
       default = null;
       example = "/run/secrets/oxidex.env";
       description = ''
@@ -304,17 +325,10 @@ in
     services.oxidex.finalSettings = rendered.config;
     services.oxidex.configFile = configFile;
 
-    assertions =
-      map (message: {
-        assertion = false;
-        inherit message;
-      }) rendered.errors
-      ++ [
-        {
-          assertion = cfg.environmentFile == null || !lib.hasPrefix "/nix/store/" (toString cfg.environmentFile);
-          message = "services.oxidex.environmentFile points into /nix/store, which is world-readable; use a path outside the store.";
-        }
-      ];
+    assertions = map (message: {
+      assertion = false;
+      inherit message;
+    }) rendered.errors;
 
     environment.systemPackages = [ cfg.package ];
 
@@ -338,9 +352,11 @@ in
         RuntimeDirectory = "oxidex";
         RuntimeDirectoryMode = "0700";
         WorkingDirectory = stateDirectory;
-        # toString: a path literal must not be copied into the store on the way
-        LoadCredential = lib.mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+        LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") cfg.credentials;
         UMask = "0077";
+        # Every open connection holds a descriptor: with the default soft limit (1024) a
+        # thousand idle or slow clients lock everyone else out.
+        LimitNOFILE = 65536;
 
         # Only when a port below 1024 is configured; PrivateUsers would drop the capability.
         AmbientCapabilities = if bindsPrivilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];

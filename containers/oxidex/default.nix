@@ -3,7 +3,6 @@
 {
   lib,
   dockerTools,
-  tzdata,
   oxidex,
 }:
 let
@@ -38,10 +37,9 @@ dockerTools.streamLayeredImage {
     Cmd = [ "/etc/oxidex/config.json" ];
     User = "${uid}:${gid}";
     WorkingDir = "/var/lib/oxidex";
-    Env = [
-      "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
-      "TZDIR=${tzdata}/share/zoneinfo"
-    ];
+    # Upstream TLS trusts this bundle (and a connector's rootCA). No tzdata: oxidex never
+    # reads local time (log timestamps and token times are UTC).
+    Env = [ "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt" ];
     ExposedPorts = {
       "5556/tcp" = { };
       "5558/tcp" = { };

@@ -919,7 +919,7 @@ mod config_tests {
     }
 }
 
-#[cfg(all(test, not(feature = "sandboxed-tests")))]
+#[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use std::collections::HashMap;

@@ -241,7 +241,7 @@ pub fn check_base_url(path: &str, value: &str) -> Result<String, String> {
 /// TLS options of an upstream connection.
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
-    /// PEM certificates (already read) trusted in addition to the built-in roots.
+    /// PEM certificates (already read) trusted in addition to the system's CA store.
     pub root_cas: Vec<Vec<u8>>,
     pub insecure_skip_verify: bool,
 }
@@ -272,9 +272,16 @@ pub fn read_root_ca(path: &str, entry: &str) -> Result<Vec<u8>, String> {
 
 /// The client for upstream calls: bounded by [`UPSTREAM_TIMEOUT`], never follows
 /// redirects (a token or API endpoint that redirects is misconfigured, and
-/// following could leak credentials), rustls with the webpki roots plus `tls`.
+/// following could leak credentials).
+///
+/// It trusts the system's CA store, like Dex (Go's crypto/x509) and OpenSSL:
+/// `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when set, otherwise the distribution's
+/// bundle (`/etc/ssl/certs/ca-certificates.crt` and friends; on NixOS that is
+/// `security.pki`), plus the connector's own `rootCA`s. No compiled-in roots:
+/// an operator who narrows the store must not be overruled.
 pub fn http_client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
+        .tls_built_in_native_certs(true)
         .timeout(UPSTREAM_TIMEOUT)
         .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
