@@ -2,7 +2,6 @@
 //! auth request lifecycle (create → login finalized → approval → response), and
 //! the redirect URLs sent back to the client (dex-protocol.md §5).
 
-use std::net::IpAddr;
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -319,7 +318,8 @@ pub fn connector_allowed(client: &Client, connector_id: &str) -> bool {
 
 /// Dex's redirect URI rule: exact match against the registered URIs; a public
 /// client with *no* registered URIs also gets the OOB URI, `/device/callback` and
-/// any `http://` URL on `localhost` or a loopback IP (any port and path).
+/// any `http://` URL on `localhost` or a loopback IP (any port and path), decided
+/// on the host a browser reads (see [`super::redirect_uri`]).
 pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
     if client.redirect_uris.iter().any(|u| u == redirect_uri) {
         return true;
@@ -329,48 +329,7 @@ pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
     }
     redirect_uri == OOB_REDIRECT_URI
         || redirect_uri == DEVICE_CALLBACK_PATH
-        || is_loopback_http(redirect_uri)
-}
-
-fn is_loopback_http(uri: &str) -> bool {
-    // Beyond Dex (which re-escapes such URIs): spaces, control characters and
-    // non-ASCII cannot go into a `Location` header unescaped, so they are refused
-    // here instead of failing when the response is sent.
-    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
-        return false;
-    }
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("http") {
-        return false;
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    if host_port == "localhost" || is_loopback_ip(host_port) {
-        return true;
-    }
-    split_host_port(host_port).is_some_and(|(host, port)| {
-        port.bytes().all(|b| b.is_ascii_digit()) && (host == "localhost" || is_loopback_ip(host))
-    })
-}
-
-fn is_loopback_ip(host: &str) -> bool {
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn split_host_port(host_port: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = host_port.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        if after.is_empty() {
-            return Some((host, ""));
-        }
-        return Some((host, after.strip_prefix(':')?));
-    }
-    let (host, port) = host_port.rsplit_once(':')?;
-    (!host.contains(':')).then_some((host, port))
+        || super::redirect_uri::is_loopback_http(redirect_uri)
 }
 
 /// Stores the auth request for a validated request at `/auth/{connector_id}`:

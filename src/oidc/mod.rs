@@ -15,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod ids;
 pub mod introspect;
+pub mod redirect_uri;
 pub mod scopes;
 pub mod subject;
 pub mod token;
