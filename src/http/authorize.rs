@@ -266,7 +266,7 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
         return Err(HttpError::bad_request("Requested resource does not exist."));
     }
     let csrf = CsrfToken::new(&auth_request.hmac_key, &auth_request.id);
-    let back = safe_back_link(params.get("back"));
+    let back = safe_back_link(&state.settings.issuer.path_prefix, params.get("back"));
     let post_url = format!(
         "{}/auth/{}/login?{}",
         state.settings.issuer.path_prefix,
@@ -326,10 +326,14 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
     }
 }
 
-/// `back` must stay on this site: an absolute path, not `//host`.
-fn safe_back_link(back: &str) -> Option<String> {
-    (back.starts_with('/') && !back.starts_with("//") && !back.contains('\\'))
-        .then(|| back.to_owned())
+/// `back` must stay on this server, under the issuer's path (`prefix`). Judged on
+/// the value as received, nothing stripped or normalised first: a browser drops
+/// tab and newline and reads `\` as `/`, so `/\t/evil.example` would be
+/// `//evil.example` to it; any byte but visible ASCII, and `\`, is refused.
+fn safe_back_link(prefix: &str, back: &str) -> Option<String> {
+    let visible = back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let rest = back.strip_prefix(prefix)?;
+    (visible && rest.starts_with('/') && !rest.starts_with("//")).then(|| back.to_owned())
 }
 
 // ---------------------------------------------------------------------------
@@ -584,4 +588,47 @@ where
             tracing::error!(%error, "blocking task failed");
             HttpError::internal()
         })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_back_link;
+
+    #[test]
+    fn back_link_stays_under_the_issuer_path() {
+        for (prefix, back) in [
+            ("/dex", "/dex/auth?client_id=a&state=b"),
+            ("/dex", "/dex/"),
+            ("", "/auth?x=%09"),
+        ] {
+            assert_eq!(safe_back_link(prefix, back).as_deref(), Some(back));
+        }
+        for (prefix, back) in [
+            ("", "/\t/evil.example"),
+            ("", "/\n/evil.example"),
+            ("", "/\r/evil.example"),
+            ("", "\t//evil.example"),
+            ("", "//evil.example"),
+            ("", "/\\evil.example"),
+            ("", "\\/evil.example"),
+            ("", "/ /evil.example"),
+            ("", "https://evil.example/"),
+            ("", "javascript:alert(1)"),
+            ("", "/caf\u{e9}"),
+            ("", "/\u{0}x"),
+            ("", "/\u{7f}x"),
+            ("", ""),
+            ("/dex", "/auth"),
+            ("/dex", "/dexterity/auth"),
+            ("/dex", "/dex//evil.example"),
+            ("/dex", "/dex/\t/x"),
+            ("/dex", "/dex"),
+        ] {
+            assert_eq!(
+                safe_back_link(prefix, back),
+                None,
+                "{back:?} under {prefix:?}"
+            );
+        }
+    }
 }
