@@ -12,10 +12,12 @@ use axum::response::Response;
 use axum::routing::any;
 
 use super::AppState;
+use super::browser;
 use super::error::{HttpError, found, html, see_other};
 use super::params::Params;
 use crate::connector::{Connector, ConnectorEntry, ConnectorError, Identity, Scopes};
 use crate::oidc::authorize::{self as flow, AuthorizeParams, AuthorizeResponse};
+use crate::oidc::binding::{self, BrowserSecret};
 use crate::storage::{self, AuthRequest, StorageError};
 use crate::web::{
     ApprovalPage, CSRF_FIELD, ConnectorLink, CsrfToken, LoginPage, OobPage, PasswordPage,
@@ -153,14 +155,20 @@ async fn connector_login(
     ConnectorId(connector_id): ConnectorId,
     params: Params,
 ) -> Response {
-    let result = connector_login_inner(&state, &connector_id, &params).await;
-    respond(&state, result)
+    let (secret, fresh) = browser::ensure(&params.headers);
+    let result = connector_login_inner(&state, &connector_id, &params, &secret).await;
+    let mut response = respond(&state, result);
+    if fresh {
+        browser::set_cookie(&state.settings, &mut response, &secret);
+    }
+    response
 }
 
 async fn connector_login_inner(
     state: &AppState,
     connector_id: &str,
     params: &Params,
+    browser: &BrowserSecret,
 ) -> PageResult {
     readable(params)?;
     let request = AuthorizeParams::from_pairs(params.pairs.iter().map(|(k, v)| (k, v)));
@@ -185,8 +193,9 @@ async fn connector_login_inner(
     let now = (state.clock)();
     let settings = state.settings.clone();
     let path_connector = connector_id.to_owned();
+    let binding = browser.binding();
     let auth_request = blocking(state, move |s| {
-        flow::create_auth_request(s, &settings, &validated, &path_connector, now)
+        flow::create_auth_request(s, &settings, &validated, &path_connector, &binding, now)
             .map_err(HttpError::from)
     })
     .await?;
@@ -265,6 +274,7 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
     if auth_request.connector_id != entry.id {
         return Err(HttpError::bad_request("Requested resource does not exist."));
     }
+    same_browser(&auth_request, params)?;
     let csrf = CsrfToken::new(&auth_request.hmac_key, &auth_request.id);
     let back = safe_back_link(&state.settings.issuer.path_prefix, params.get("back"));
     let post_url = format!(
@@ -383,6 +393,9 @@ async fn callback_inner(
     let Connector::Callback(connector) = &entry.connector else {
         return Err(HttpError::bad_request("Requested resource does not exist."));
     };
+    // Before the upstream is asked anything: the code in this URL may have
+    // been made for somebody else's login.
+    same_browser(&auth_request, params)?;
     let scopes = Scopes::from_requested(&auth_request.scopes);
     let query: Vec<(String, String)> = params.query_pairs.clone();
     let identity = connector
@@ -474,6 +487,7 @@ async fn approval_inner(state: &AppState, params: &Params) -> PageResult {
         flow::load_for_approval(s, &req, &hmac).map_err(HttpError::from)
     })
     .await?;
+    same_browser(&auth_request, params)?;
     match params.method {
         Method::GET => {
             let client_name = state
@@ -554,6 +568,14 @@ impl FromRequestParts<AppState> for ConnectorId {
             Err(_) => Err(unknown_resource().into_response_with(&state.templates)),
         }
     }
+}
+
+/// Refuses a step of a login from another browser than the one that started it
+/// (403, changing nothing).
+fn same_browser(auth_request: &AuthRequest, params: &Params) -> Result<(), HttpError> {
+    let presented = browser::presented(&params.headers);
+    binding::check_same_browser(&auth_request.browser_binding, presented.as_ref())
+        .map_err(HttpError::from)
 }
 
 async fn load_auth_request(state: &AppState, id: &str) -> Result<AuthRequest, HttpError> {

@@ -10,6 +10,7 @@
 //! where oxidex deliberately differs, the item's documentation says "Beyond Dex".
 
 pub mod authorize;
+pub mod binding;
 pub mod client_auth;
 pub mod device;
 pub mod error;

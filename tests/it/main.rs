@@ -6,6 +6,7 @@
 #![cfg(not(feature = "sandboxed-tests"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod binding;
 mod browser;
 mod cli;
 mod device;
