@@ -22,8 +22,8 @@
 //!   `/auth?redirect_uri=<issuer>/device/callback&state=<user code>` link
 //!   completes nothing.
 //! * the `/auth` hop carries an S256 PKCE challenge of a random verifier kept on
-//!   the device token (never sent anywhere, so the device holder cannot derive
-//!   it), drawn anew at each code entry; so it works under `pkce.enforce` /
+//!   the device token (the device holder cannot derive it), drawn anew at each
+//!   code entry; so it works under `pkce.enforce` /
 //!   `requirePKCE`, and a code leaked from the browser's address bar cannot be
 //!   redeemed at `/token`.
 //! * user codes are accepted without the dash and with surrounding spaces.
@@ -304,8 +304,7 @@ pub fn verify_user_code(
     query
         .append_pair("client_id", &request.client_id)
         .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", method);
-    query
+        .append_pair("code_challenge_method", method)
         .append_pair("redirect_uri", &format!("{prefix}{DEVICE_CALLBACK_PATH}"))
         .append_pair("response_type", "code")
         .append_pair("scope", &request.scopes.join(" "))
@@ -313,8 +312,9 @@ pub fn verify_user_code(
     Ok(format!("{prefix}/auth?{}", query.finish()))
 }
 
-/// S256 when enabled, else `plain` (which still satisfies `pkce.enforce`; the
-/// verifier never leaves the server either way).
+/// S256 when enabled, else `plain` (which still satisfies `pkce.enforce`). With
+/// `plain` the verifier shows in the browser's hop URL; it never reaches the
+/// device holder either way.
 fn hop_challenge(settings: &Settings, verifier: &str) -> Option<(String, &'static str)> {
     let enabled = |m: &str| settings.oauth2.pkce_methods.iter().any(|x| x == m);
     if enabled("S256") {
