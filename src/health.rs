@@ -114,6 +114,7 @@ impl HealthChecker {
             pkce: Pkce::default(),
             hmac_key: Vec::new(),
             auth_time: None,
+            browser_binding: String::new(),
         };
         storage::blocking(&self.storage, move |s| {
             s.create_auth_request(&probe)?;

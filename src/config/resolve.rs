@@ -1008,15 +1008,11 @@ impl Resolver<'_> {
                 let path = format!("{p}.redirectURIs[{j}]");
                 // The device flow's internal target (`/device/callback`, or under
                 // the issuer path as Dex HEAD sends it) is a path on oxidex itself.
-                if uri.starts_with('/') && uri.ends_with("/device/callback") {
-                    continue;
-                }
-                match url::Url::parse(uri) {
-                    Err(_) => self.error(path, format!("{uri:?} is not an absolute URL")),
-                    Ok(url) if url.fragment().is_some() => {
-                        self.error(path, format!("{uri:?} must not have a fragment"));
-                    }
-                    Ok(_) => {}
+                let device_callback = uri.starts_with('/') && uri.ends_with("/device/callback");
+                if let Err(problem) = crate::oidc::redirect_uri::check_registered(uri) {
+                    self.error(path, format!("{uri:?} {problem}"));
+                } else if uri.starts_with('/') && !device_callback {
+                    self.error(path, format!("{uri:?} is not an absolute URL"));
                 }
             }
             if c.redirect_uris.is_empty() && !c.public {

@@ -1360,3 +1360,27 @@ fn problem_display() {
         "web.http: expected a string, got a number\ninvalid YAML\nwarning: web.http: expected a string, got a number"
     );
 }
+
+#[test]
+fn rejects_redirect_uris_a_browser_reads_differently() {
+    for (uri, gist) in [
+        ("http://evil.example\\@127.0.0.1/cb", "backslash"),
+        ("https://app.example/c\tb", "control"),
+        ("https://evil.example@app.example/cb", "user information"),
+        ("https://app.example/cb#x", "fragment"),
+        ("https:/app.example/cb", "scheme://host"),
+        ("//evil.example/device/callback", "not an absolute URL"),
+    ] {
+        rejects(
+            |c| {
+                set(
+                    c,
+                    "/staticClients/0/redirectURIs",
+                    json!(["https://ok.example/cb", uri]),
+                )
+            },
+            "staticClients[0].redirectURIs[1]",
+            gist,
+        );
+    }
+}

@@ -12,10 +12,12 @@ use axum::response::Response;
 use axum::routing::any;
 
 use super::AppState;
+use super::browser;
 use super::error::{HttpError, found, html, see_other};
 use super::params::Params;
 use crate::connector::{Connector, ConnectorEntry, ConnectorError, Identity, Scopes};
 use crate::oidc::authorize::{self as flow, AuthorizeParams, AuthorizeResponse};
+use crate::oidc::binding::{self, BrowserSecret};
 use crate::storage::{self, AuthRequest, StorageError};
 use crate::web::{
     ApprovalPage, CSRF_FIELD, ConnectorLink, CsrfToken, LoginPage, OobPage, PasswordPage,
@@ -153,14 +155,20 @@ async fn connector_login(
     ConnectorId(connector_id): ConnectorId,
     params: Params,
 ) -> Response {
-    let result = connector_login_inner(&state, &connector_id, &params).await;
-    respond(&state, result)
+    let (secret, fresh) = browser::ensure(&params.headers);
+    let result = connector_login_inner(&state, &connector_id, &params, &secret).await;
+    let mut response = respond(&state, result);
+    if fresh {
+        browser::set_cookie(&state.settings, &mut response, &secret);
+    }
+    response
 }
 
 async fn connector_login_inner(
     state: &AppState,
     connector_id: &str,
     params: &Params,
+    browser: &BrowserSecret,
 ) -> PageResult {
     readable(params)?;
     let request = AuthorizeParams::from_pairs(params.pairs.iter().map(|(k, v)| (k, v)));
@@ -185,8 +193,9 @@ async fn connector_login_inner(
     let now = (state.clock)();
     let settings = state.settings.clone();
     let path_connector = connector_id.to_owned();
+    let binding = browser.binding();
     let auth_request = blocking(state, move |s| {
-        flow::create_auth_request(s, &settings, &validated, &path_connector, now)
+        flow::create_auth_request(s, &settings, &validated, &path_connector, &binding, now)
             .map_err(HttpError::from)
     })
     .await?;
@@ -265,8 +274,9 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
     if auth_request.connector_id != entry.id {
         return Err(HttpError::bad_request("Requested resource does not exist."));
     }
+    same_browser(&auth_request, params)?;
     let csrf = CsrfToken::new(&auth_request.hmac_key, &auth_request.id);
-    let back = safe_back_link(params.get("back"));
+    let back = safe_back_link(&state.settings.issuer.path_prefix, params.get("back"));
     let post_url = format!(
         "{}/auth/{}/login?{}",
         state.settings.issuer.path_prefix,
@@ -326,10 +336,14 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
     }
 }
 
-/// `back` must stay on this site: an absolute path, not `//host`.
-fn safe_back_link(back: &str) -> Option<String> {
-    (back.starts_with('/') && !back.starts_with("//") && !back.contains('\\'))
-        .then(|| back.to_owned())
+/// `back` must stay on this server, under the issuer's path (`prefix`). Judged on
+/// the value as received, nothing stripped or normalised first: a browser drops
+/// tab and newline and reads `\` as `/`, so `/\t/evil.example` would be
+/// `//evil.example` to it; any byte but visible ASCII, and `\`, is refused.
+fn safe_back_link(prefix: &str, back: &str) -> Option<String> {
+    let visible = back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let rest = back.strip_prefix(prefix)?;
+    (visible && rest.starts_with('/') && !rest.starts_with("//")).then(|| back.to_owned())
 }
 
 // ---------------------------------------------------------------------------
@@ -379,6 +393,9 @@ async fn callback_inner(
     let Connector::Callback(connector) = &entry.connector else {
         return Err(HttpError::bad_request("Requested resource does not exist."));
     };
+    // Before the upstream is asked anything: the code in this URL may have
+    // been made for somebody else's login.
+    same_browser(&auth_request, params)?;
     let scopes = Scopes::from_requested(&auth_request.scopes);
     let query: Vec<(String, String)> = params.query_pairs.clone();
     let identity = connector
@@ -470,6 +487,7 @@ async fn approval_inner(state: &AppState, params: &Params) -> PageResult {
         flow::load_for_approval(s, &req, &hmac).map_err(HttpError::from)
     })
     .await?;
+    same_browser(&auth_request, params)?;
     match params.method {
         Method::GET => {
             let client_name = state
@@ -552,6 +570,14 @@ impl FromRequestParts<AppState> for ConnectorId {
     }
 }
 
+/// Refuses a step of a login from another browser than the one that started it
+/// (403, changing nothing).
+fn same_browser(auth_request: &AuthRequest, params: &Params) -> Result<(), HttpError> {
+    let presented = browser::presented(&params.headers);
+    binding::check_same_browser(&auth_request.browser_binding, presented.as_ref())
+        .map_err(HttpError::from)
+}
+
 async fn load_auth_request(state: &AppState, id: &str) -> Result<AuthRequest, HttpError> {
     if id.is_empty() {
         return Err(HttpError::bad_request("User session error."));
@@ -584,4 +610,47 @@ where
             tracing::error!(%error, "blocking task failed");
             HttpError::internal()
         })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_back_link;
+
+    #[test]
+    fn back_link_stays_under_the_issuer_path() {
+        for (prefix, back) in [
+            ("/dex", "/dex/auth?client_id=a&state=b"),
+            ("/dex", "/dex/"),
+            ("", "/auth?x=%09"),
+        ] {
+            assert_eq!(safe_back_link(prefix, back).as_deref(), Some(back));
+        }
+        for (prefix, back) in [
+            ("", "/\t/evil.example"),
+            ("", "/\n/evil.example"),
+            ("", "/\r/evil.example"),
+            ("", "\t//evil.example"),
+            ("", "//evil.example"),
+            ("", "/\\evil.example"),
+            ("", "\\/evil.example"),
+            ("", "/ /evil.example"),
+            ("", "https://evil.example/"),
+            ("", "javascript:alert(1)"),
+            ("", "/caf\u{e9}"),
+            ("", "/\u{0}x"),
+            ("", "/\u{7f}x"),
+            ("", ""),
+            ("/dex", "/auth"),
+            ("/dex", "/dexterity/auth"),
+            ("/dex", "/dex//evil.example"),
+            ("/dex", "/dex/\t/x"),
+            ("/dex", "/dex"),
+        ] {
+            assert_eq!(
+                safe_back_link(prefix, back),
+                None,
+                "{back:?} under {prefix:?}"
+            );
+        }
+    }
 }

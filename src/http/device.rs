@@ -3,35 +3,36 @@
 //! internal redirect target `/device/callback`, and the `device_code` grant that
 //! `/token` hands over to [`device_token`].
 //!
-//! The user-code form is CSRF-protected: `GET /device` puts a random nonce in a
-//! `SameSite=Lax`, `HttpOnly` cookie scoped to the device pages and the form
-//! carries `CsrfToken(server key, nonce)`, where the server key is
+//! The user-code form is CSRF-protected: `GET /device` makes sure the browser has
+//! its browser cookie (`http::browser`, `SameSite=Lax`, `HttpOnly`) and the form
+//! carries `CsrfToken(server key, browser binding)`, where the server key is
 //! [`AppState::form_key`] (random per process). A cross-site POST carries neither
 //! the cookie nor a matching token, so another site cannot push a user code into
-//! a victim's browser (which, once the user is signed in, could authorize the
-//! attacker's device). A restart between showing and submitting the form only
+//! a victim's browser. A restart between showing and submitting the form only
 //! means entering the code again.
+//!
+//! Entering the code binds the device to this browser; `/device/callback` only
+//! completes it in the same browser (`oidc::device`).
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 
 use super::AppState;
 use super::authorize::blocking;
+use super::browser;
 use super::error::{HttpError, found, html, no_store, oauth_error_response};
 use super::params::Params;
 use crate::oidc::OAuthError;
+use crate::oidc::binding::BrowserSecret;
 use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::device::{
     self, DeviceAuthorizationRequest, DeviceCallback, UserCodeError, normalize_user_code,
 };
 use crate::oidc::token::{GrantContext, check_grant_type};
 use crate::web::{CSRF_FIELD, CsrfToken, DevicePage, DeviceSuccessPage};
-
-/// The cookie holding the CSRF nonce of the user-code form.
-pub const CSRF_COOKIE: &str = "oxidex_device_csrf";
 
 /// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
 pub fn routes(prefix: &str) -> Router<AppState> {
@@ -121,41 +122,14 @@ fn verify_code_path(state: &AppState) -> String {
     )
 }
 
-fn csrf_id(nonce: &str) -> String {
-    format!("device-form:{nonce}")
-}
-
-/// The nonce from our cookie, if the request has a well-formed one.
-fn cookie_nonce(params: &Params) -> Option<String> {
-    params
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CSRF_COOKIE)
-        .map(|(_, value)| value.to_owned())
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_alphanumeric()))
-}
-
-fn set_cookie(state: &AppState, response: &mut Response, nonce: &str) {
-    let path = format!("{}/device", state.settings.issuer.path_prefix);
-    let secure = if state.settings.issuer.url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!("{CSRF_COOKIE}={nonce}; Path={path}; HttpOnly; SameSite=Lax{secure}");
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+fn csrf_id(browser: &BrowserSecret) -> String {
+    format!("device-form:{}", browser.binding())
 }
 
 fn render_form(
     state: &AppState,
     status: StatusCode,
-    nonce: &str,
+    browser: &BrowserSecret,
     user_code: &str,
     invalid: bool,
 ) -> Response {
@@ -163,13 +137,11 @@ fn render_form(
         post_url: verify_code_path(state),
         user_code: user_code.to_owned(),
         invalid,
-        csrf_token: CsrfToken::new(state.form_key.as_slice(), &csrf_id(nonce))
+        csrf_token: CsrfToken::new(state.form_key.as_slice(), &csrf_id(browser))
             .as_str()
             .to_owned(),
     };
-    let mut response = html(status, state.templates.device(&page));
-    set_cookie(state, &mut response, nonce);
-    response
+    html(status, state.templates.device(&page))
 }
 
 async fn device_page(State(state): State<AppState>, params: Params) -> Response {
@@ -179,10 +151,14 @@ async fn device_page(State(state): State<AppState>, params: Params) -> Response 
             Err(HttpError::bad_request("Requested resource does not exist.")),
         );
     }
-    let nonce = cookie_nonce(&params).unwrap_or_else(|| crate::random::token(32));
+    let (secret, fresh) = browser::ensure(&params.headers);
     let prefill: String = params.get("user_code").chars().take(64).collect();
     let invalid = params.get("invalid").eq_ignore_ascii_case("true");
-    render_form(&state, StatusCode::OK, &nonce, &prefill, invalid)
+    let mut response = render_form(&state, StatusCode::OK, &secret, &prefill, invalid);
+    if fresh {
+        browser::set_cookie(&state.settings, &mut response, &secret);
+    }
+    response
 }
 
 async fn verify_code(State(state): State<AppState>, params: Params) -> Response {
@@ -194,15 +170,15 @@ async fn verify_code_inner(state: &AppState, params: &Params) -> Result<Response
     if params.method != Method::POST {
         return Err(HttpError::bad_request("Requested resource does not exist."));
     }
-    let nonce = cookie_nonce(params);
-    let csrf_ok = nonce.as_deref().is_some_and(|nonce| {
+    let secret = browser::presented(&params.headers);
+    let csrf_ok = secret.as_ref().is_some_and(|secret| {
         CsrfToken::verify(
             state.form_key.as_slice(),
-            &csrf_id(nonce),
+            &csrf_id(secret),
             params.get(CSRF_FIELD),
         )
     });
-    let Some(nonce) = nonce.filter(|_| csrf_ok) else {
+    let Some(secret) = secret.filter(|_| csrf_ok) else {
         return Err(HttpError::page(
             403,
             "Invalid or missing form token. Please open the device page again.",
@@ -216,8 +192,11 @@ async fn verify_code_inner(state: &AppState, params: &Params) -> Result<Response
     let user_code = typed.to_owned();
     let settings = state.settings.clone();
     let now = (state.clock)();
+    let binding = secret.binding();
     let checked = blocking(state, move |s| {
-        Ok(device::verify_user_code(s, &settings, &user_code, now))
+        Ok(device::verify_user_code(
+            s, &settings, &user_code, &binding, now,
+        ))
     })
     .await?;
     match checked {
@@ -225,7 +204,7 @@ async fn verify_code_inner(state: &AppState, params: &Params) -> Result<Response
         Err(UserCodeError::Invalid) => Ok(render_form(
             state,
             StatusCode::BAD_REQUEST,
-            &nonce,
+            &secret,
             &normalize_user_code(&typed_shown),
             true,
         )),
@@ -258,6 +237,7 @@ async fn device_callback_inner(state: &AppState, params: &Params) -> Result<Resp
     }
     let user_code = params.get("state").to_owned();
     let code = params.get("code").to_owned();
+    let secret = browser::presented(&params.headers);
     let connectors = state.connectors.clone();
     let storage = state.storage.clone();
     let settings = state.settings.clone();
@@ -276,6 +256,7 @@ async fn device_callback_inner(state: &AppState, params: &Params) -> Result<Resp
                 user_code: &user_code,
                 code: &code,
                 refreshing_connectors: connectors.refreshing_ids(),
+                browser: secret.as_ref(),
             },
         )
         .map_err(HttpError::from)

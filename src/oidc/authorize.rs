@@ -2,14 +2,11 @@
 //! auth request lifecycle (create → login finalized → approval → response), and
 //! the redirect URLs sent back to the client (dex-protocol.md §5).
 
-use std::net::IpAddr;
 use std::time::SystemTime;
 
+use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use super::error::{AuthorizeError, ErrorCode, RedirectError};
 use super::ids::{new_hmac_key, new_id};
@@ -319,7 +316,8 @@ pub fn connector_allowed(client: &Client, connector_id: &str) -> bool {
 
 /// Dex's redirect URI rule: exact match against the registered URIs; a public
 /// client with *no* registered URIs also gets the OOB URI, `/device/callback` and
-/// any `http://` URL on `localhost` or a loopback IP (any port and path).
+/// any `http://` URL on `localhost` or a loopback IP (any port and path), decided
+/// on the host a browser reads (see [`super::redirect_uri`]).
 pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
     if client.redirect_uris.iter().any(|u| u == redirect_uri) {
         return true;
@@ -329,52 +327,12 @@ pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
     }
     redirect_uri == OOB_REDIRECT_URI
         || redirect_uri == DEVICE_CALLBACK_PATH
-        || is_loopback_http(redirect_uri)
-}
-
-fn is_loopback_http(uri: &str) -> bool {
-    // Beyond Dex (which re-escapes such URIs): spaces, control characters and
-    // non-ASCII cannot go into a `Location` header unescaped, so they are refused
-    // here instead of failing when the response is sent.
-    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
-        return false;
-    }
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("http") {
-        return false;
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    if host_port == "localhost" || is_loopback_ip(host_port) {
-        return true;
-    }
-    split_host_port(host_port).is_some_and(|(host, port)| {
-        port.bytes().all(|b| b.is_ascii_digit()) && (host == "localhost" || is_loopback_ip(host))
-    })
-}
-
-fn is_loopback_ip(host: &str) -> bool {
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn split_host_port(host_port: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = host_port.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        if after.is_empty() {
-            return Some((host, ""));
-        }
-        return Some((host, after.strip_prefix(':')?));
-    }
-    let (host, port) = host_port.rsplit_once(':')?;
-    (!host.contains(':')).then_some((host, port))
+        || super::redirect_uri::is_loopback_http(redirect_uri)
 }
 
 /// Stores the auth request for a validated request at `/auth/{connector_id}`:
-/// 25-char id, expiry `now + expiry.authRequests`, a fresh HMAC key.
+/// 25-char id, expiry `now + expiry.authRequests`, a fresh HMAC key, bound to
+/// the browser `browser_binding` ([`super::binding::BrowserSecret::binding`]).
 ///
 /// Displayed errors: connector not allowed for the client (403), `connector_id`
 /// parameter naming another connector than the path (400 "Bad connector ID"),
@@ -384,6 +342,7 @@ pub fn create_auth_request(
     settings: &Settings,
     request: &ValidatedAuthorization,
     connector_id: &str,
+    browser_binding: &str,
     now: SystemTime,
 ) -> Result<AuthRequest, AuthorizeError> {
     let client = settings
@@ -420,6 +379,7 @@ pub fn create_auth_request(
         pkce: request.pkce.clone(),
         hmac_key: new_hmac_key(),
         auth_time: None,
+        browser_binding: browser_binding.to_owned(),
     };
     storage.create_auth_request(&auth_request).map_err(|err| {
         tracing::error!(%err, "failed to store auth request");
@@ -431,9 +391,7 @@ pub fn create_auth_request(
 /// The `hmac` query parameter of the approval URL:
 /// `base64url(HMAC-SHA256(auth request key, auth request id))`, no padding.
 pub fn approval_hmac(auth_request: &AuthRequest) -> String {
-    approval_tag(auth_request)
-        .map(|tag| URL_SAFE_NO_PAD.encode(tag))
-        .unwrap_or_default()
+    URL_SAFE_NO_PAD.encode(approval_tag(auth_request))
 }
 
 /// The approval screen's URL for a logged-in auth request:
@@ -448,20 +406,23 @@ pub fn approval_url(settings: &Settings, auth_request: &AuthRequest) -> String {
 
 /// Checks a presented approval `hmac` in constant time.
 pub fn verify_approval_hmac(auth_request: &AuthRequest, presented: &str) -> bool {
-    let (Ok(presented), Some(expected)) = (
-        URL_SAFE_NO_PAD.decode(presented),
-        approval_tag(auth_request),
-    ) else {
+    let Ok(presented) = URL_SAFE_NO_PAD.decode(presented) else {
         return false;
     };
-    bool::from(expected.ct_eq(&presented))
+    hmac::verify(
+        &approval_key(auth_request),
+        auth_request.id.as_bytes(),
+        &presented,
+    )
+    .is_ok()
 }
 
-fn approval_tag(auth_request: &AuthRequest) -> Option<Vec<u8>> {
-    // HMAC takes keys of any length; `ok()?` only keeps this total.
-    let mut mac = Hmac::<Sha256>::new_from_slice(&auth_request.hmac_key).ok()?;
-    mac.update(auth_request.id.as_bytes());
-    Some(mac.finalize().into_bytes().to_vec())
+fn approval_key(auth_request: &AuthRequest) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, &auth_request.hmac_key)
+}
+
+fn approval_tag(auth_request: &AuthRequest) -> hmac::Tag {
+    hmac::sign(&approval_key(auth_request), auth_request.id.as_bytes())
 }
 
 /// Loads an auth request for the approval screen (dex-protocol.md §5.5): `hmac`
@@ -510,6 +471,12 @@ fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, Auth
 /// connector data, `auth_time = now`). When `offline_access` was requested and the
 /// connector can refresh, the user's offline session is created or its connector
 /// data updated, as Dex's `finalizeLogin`.
+///
+/// Beyond Dex: one login per auth request. A request that is already logged in is
+/// refused (400) inside the atomic update, so a second user cannot overwrite the
+/// identity of a login whose approval URL somebody already holds; and the HMAC key
+/// is replaced, so every approval URL or form token computed before the login is
+/// void.
 pub fn finalize_login(
     storage: &dyn Storage,
     auth_request_id: &str,
@@ -518,11 +485,17 @@ pub fn finalize_login(
     connector_supports_refresh: bool,
     now: SystemTime,
 ) -> Result<AuthRequest, AuthorizeError> {
+    const ALREADY: &str = "auth request already logged in";
+    let hmac_key = new_hmac_key();
     let updated = storage
         .update_auth_request(auth_request_id, &mut |mut request| {
             if now > request.expiry {
                 return Err(StorageError::Rejected("auth request expired".into()));
             }
+            if request.logged_in {
+                return Err(StorageError::Rejected(ALREADY.into()));
+            }
+            request.hmac_key = hmac_key.clone();
             request.logged_in = true;
             request.claims = claims.clone();
             request.connector_data = connector_data.clone();
@@ -531,6 +504,10 @@ pub fn finalize_login(
         })
         .map_err(|err| match err {
             StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+            StorageError::Rejected(why) if why == ALREADY => AuthorizeError::page(
+                400,
+                "This login has already been completed. Please start again from the application.",
+            ),
             StorageError::Rejected(_) => AuthorizeError::page(400, "User session has expired."),
             err => {
                 tracing::error!(%err, "failed to finalize login");
@@ -622,6 +599,7 @@ pub fn issue_response(
             expiry: now.checked_add(AUTH_CODE_LIFETIME).ok_or_else(internal)?,
             pkce: request.pkce.clone(),
             auth_time: request.auth_time,
+            browser_binding: request.browser_binding.clone(),
         };
         storage.create_auth_code(&auth_code).map_err(|err| {
             tracing::error!(%err, "failed to store auth code");
@@ -1190,7 +1168,7 @@ mod tests {
         s: &Settings,
     ) -> AuthRequest {
         let v = validate_authorize_request(&params(extra), s, &CONNECTORS).unwrap();
-        create_auth_request(storage, s, &v, "mock", t0()).unwrap()
+        create_auth_request(storage, s, &v, "mock", "browser-a", t0()).unwrap()
     }
 
     #[test]
@@ -1210,16 +1188,30 @@ mod tests {
         let storage = MemoryStorage::new();
         let s = settings();
         let v = validate(&params(&[("connector_id", "ldap")])).unwrap();
-        let (status, message) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
+        let (status, message) = page(create_auth_request(
+            &storage,
+            &s,
+            &v,
+            "mock",
+            "browser-a",
+            t0(),
+        ));
         assert_eq!((status, message.as_str()), (400, "Bad connector ID"));
         let v = validate(&params(&[
             ("client_id", "limited"),
             ("redirect_uri", "https://limited.example/cb"),
         ]))
         .unwrap();
-        let (status, _) = page(create_auth_request(&storage, &s, &v, "mock", t0()));
+        let (status, _) = page(create_auth_request(
+            &storage,
+            &s,
+            &v,
+            "mock",
+            "browser-a",
+            t0(),
+        ));
         assert_eq!(status, 403);
-        assert!(create_auth_request(&storage, &s, &v, "ldap", t0()).is_ok());
+        assert!(create_auth_request(&storage, &s, &v, "ldap", "browser-a", t0()).is_ok());
     }
 
     #[test]
@@ -1265,13 +1257,30 @@ mod tests {
             page(load_for_approval(&storage, &req.id, &mac)),
             (500, "Login process not yet finalized.".into())
         );
-        finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
+        let done = finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
         assert_eq!(page(load_for_approval(&storage, &req.id, "AAAA")).0, 401);
+        // The key rotated at login: a MAC handed out before is void.
+        assert_eq!(page(load_for_approval(&storage, &req.id, &mac)).0, 401);
         assert!(
-            load_for_approval(&storage, &req.id, &mac)
+            load_for_approval(&storage, &req.id, &approval_hmac(&done))
                 .unwrap()
                 .logged_in
         );
+    }
+
+    #[test]
+    fn a_logged_in_request_takes_no_second_login() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[], &s);
+        let first = finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
+        assert_ne!(first.hmac_key, req.hmac_key);
+        let mut other = user_claims();
+        other.user_id = "someone-else".into();
+        let (status, message) = page(finalize_login(&storage, &req.id, other, None, false, t0()));
+        assert_eq!(status, 400);
+        assert!(message.contains("already been completed"), "{message}");
+        assert_eq!(storage.get_auth_request(&req.id).unwrap(), first);
     }
 
     #[test]

@@ -14,21 +14,30 @@
 //! * the token response is handed out **once**: the successful poll marks the
 //!   device token redeemed and drops the stored tokens; a later poll gets
 //!   `invalid_grant`. Dex keeps returning it until the device code expires.
-//! * the `/auth` hop carries an S256 PKCE challenge derived from the (secret)
-//!   device code, so it works under `pkce.enforce` / `requirePKCE`, and a code
-//!   leaked from the browser's address bar cannot be redeemed at `/token`.
+//! * only the browser in which the user entered (or confirmed, on a page that
+//!   shows it) the user code can complete the device: the code-entry step stores
+//!   that browser's binding (`oidc::binding`) on the device token, and the
+//!   callback checks the cookie of the browser it lands in, and the binding of the
+//!   auth code it brings, against it. A victim who merely follows a crafted
+//!   `/auth?redirect_uri=<issuer>/device/callback&state=<user code>` link
+//!   completes nothing.
+//! * the `/auth` hop carries an S256 PKCE challenge of a random verifier kept on
+//!   the device token (the device holder cannot derive it), drawn anew at each
+//!   code entry; so it works under `pkce.enforce` /
+//!   `requirePKCE`, and a code leaked from the browser's address bar cannot be
+//!   redeemed at `/token`.
 //! * user codes are accepted without the dash and with surrounding spaces.
 
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::authorize::DEVICE_CALLBACK_PATH;
+use super::binding::{self, BrowserSecret};
 use super::check_param_len;
 use super::error::{AuthorizeError, ErrorCode, OAuthError};
 use super::ids::encode_id;
@@ -50,7 +59,9 @@ pub const STATUS_PENDING: &str = "authorization_pending";
 pub const STATUS_COMPLETE: &str = "complete";
 pub const STATUS_REDEEMED: &str = "redeemed";
 
-const PKCE_LABEL: &[u8] = b"oxidex device pkce v1\0";
+/// Length of the hop's PKCE verifier in [`crate::random::token`] characters
+/// (RFC 7636 §4.1: 43–128 unreserved characters; 64 × 5 = 320 bits).
+const HOP_VERIFIER_LEN: usize = 64;
 
 /// A device code: Dex's id scheme over 32 random bytes (51 characters).
 pub fn new_device_code() -> String {
@@ -177,6 +188,8 @@ pub fn start_device_authorization(
         last_request: now,
         poll_interval_seconds: 0,
         pkce,
+        browser_binding: String::new(),
+        hop_verifier: String::new(),
     };
     storage.create_device_token(&token).map_err(|error| {
         tracing::error!(%error, "failed to store device token");
@@ -221,17 +234,6 @@ fn store_device_request(
     Err(OAuthError::server_error())
 }
 
-/// The PKCE verifier of the `/auth` hop: a MAC of the user code under the device
-/// code, which never reaches the browser.
-fn hop_verifier(request: &DeviceRequest) -> String {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(request.device_code.as_bytes()) else {
-        return String::new();
-    };
-    mac.update(PKCE_LABEL);
-    mac.update(request.user_code.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-}
-
 /// Why a submitted user code does not lead on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserCodeError {
@@ -243,12 +245,18 @@ pub enum UserCodeError {
     Internal,
 }
 
-/// Checks a typed user code and returns where to send the browser:
+/// Checks a typed user code, binds the device to the browser that typed it
+/// (`browser_binding`, replacing an earlier one: the latest browser to enter the
+/// code is the one that may complete it) with a fresh hop verifier, and returns
+/// where to send the browser:
 /// `<issuer path>/auth?client_id=…&code_challenge=…&code_challenge_method=S256&redirect_uri=<issuer path>/device/callback&response_type=code&scope=…&state=<user code>`.
+///
+/// A device that is no longer pending is an invalid code.
 pub fn verify_user_code(
     storage: &dyn Storage,
     settings: &Settings,
     user_code: &str,
+    browser_binding: &str,
     now: SystemTime,
 ) -> Result<String, UserCodeError> {
     let user_code = normalize_user_code(user_code);
@@ -263,14 +271,40 @@ pub fn verify_user_code(
             return Err(UserCodeError::Internal);
         }
     };
+    let verifier = crate::random::token(HOP_VERIFIER_LEN);
+    let Some((challenge, method)) = hop_challenge(settings, &verifier) else {
+        // Config validation always leaves a method; never run the hop without PKCE.
+        tracing::error!("no PKCE method enabled for the device flow's browser hop");
+        return Err(UserCodeError::Internal);
+    };
+    if browser_binding.is_empty() {
+        tracing::error!("device code entry without a browser binding");
+        return Err(UserCodeError::Internal);
+    }
+    let bound = storage.update_device_token(&request.device_code, &mut |mut token| {
+        if token.status != STATUS_PENDING || now > token.expiry {
+            return Err(StorageError::Rejected("device token not pending".into()));
+        }
+        token.browser_binding = browser_binding.to_owned();
+        token.hop_verifier = verifier.clone();
+        Ok(token)
+    });
+    match bound {
+        Ok(_) => {}
+        Err(StorageError::NotFound | StorageError::Rejected(_)) => {
+            return Err(UserCodeError::Invalid);
+        }
+        Err(error) => {
+            tracing::error!(%error, "failed to bind device token");
+            return Err(UserCodeError::Internal);
+        }
+    }
     let prefix = &settings.issuer.path_prefix;
     let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair("client_id", &request.client_id);
-    if let Some((challenge, method)) = hop_challenge(settings, &request) {
-        query.append_pair("code_challenge", &challenge);
-        query.append_pair("code_challenge_method", method);
-    }
     query
+        .append_pair("client_id", &request.client_id)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", method)
         .append_pair("redirect_uri", &format!("{prefix}{DEVICE_CALLBACK_PATH}"))
         .append_pair("response_type", "code")
         .append_pair("scope", &request.scopes.join(" "))
@@ -278,9 +312,10 @@ pub fn verify_user_code(
     Ok(format!("{prefix}/auth?{}", query.finish()))
 }
 
-/// S256 when enabled, else `plain` (which still satisfies `pkce.enforce`).
-fn hop_challenge(settings: &Settings, request: &DeviceRequest) -> Option<(String, &'static str)> {
-    let verifier = hop_verifier(request);
+/// S256 when enabled, else `plain` (which still satisfies `pkce.enforce`). With
+/// `plain` the verifier shows in the browser's hop URL; it never reaches the
+/// device holder either way.
+fn hop_challenge(settings: &Settings, verifier: &str) -> Option<(String, &'static str)> {
     let enabled = |m: &str| settings.oauth2.pkce_methods.iter().any(|x| x == m);
     if enabled("S256") {
         Some((
@@ -288,7 +323,7 @@ fn hop_challenge(settings: &Settings, request: &DeviceRequest) -> Option<(String
             "S256",
         ))
     } else if enabled("plain") {
-        Some((verifier, "plain"))
+        Some((verifier.to_owned(), "plain"))
     } else {
         None
     }
@@ -302,6 +337,8 @@ pub struct DeviceCallback<'a> {
     pub code: &'a str,
     /// Ids of the connectors that can refresh (for the refresh token).
     pub refreshing_connectors: &'a [String],
+    /// The browser the callback arrived in (its cookie), if any.
+    pub browser: Option<&'a BrowserSecret>,
 }
 
 /// Finishes the browser side: validates the auth code and the device request
@@ -310,7 +347,9 @@ pub struct DeviceCallback<'a> {
 /// response on the pending device token. Returns the client's display name.
 ///
 /// Errors are pages: missing parameters, bad code, bad user code, device token
-/// gone or not pending ⇒ 400; client no longer configured ⇒ 401; storage ⇒ 500.
+/// gone or not pending ⇒ 400; another browser than the one that entered the user
+/// code, or a code from a login in another browser ⇒ 403; client no longer
+/// configured ⇒ 401; storage ⇒ 500. Nothing is changed before all checks pass.
 pub fn complete_device_login(
     ctx: &GrantContext<'_>,
     callback: &DeviceCallback<'_>,
@@ -347,8 +386,8 @@ pub fn complete_device_login(
         .iter()
         .find(|c| c.id == request.client_id)
         .ok_or_else(|| page(401, "Invalid client credentials."))?;
-    match ctx.storage.get_device_token(&request.device_code) {
-        Ok(token) if ctx.now <= token.expiry && token.status == STATUS_PENDING => {}
+    let token = match ctx.storage.get_device_token(&request.device_code) {
+        Ok(token) if ctx.now <= token.expiry && token.status == STATUS_PENDING => token,
         Ok(token) if ctx.now <= token.expiry => {
             return Err(page(400, "This device has already been authorized."));
         }
@@ -356,17 +395,18 @@ pub fn complete_device_login(
             return Err(page(400, "Invalid or expired device code."));
         }
         Err(error) => return Err(database(error)),
-    }
-
-    let verifier = if code.pkce.code_challenge.is_empty() {
-        String::new()
-    } else {
-        hop_verifier(&request)
     };
+    // The user entered the code in this browser, and logged in in this browser.
+    binding::check_same_browser(&token.browser_binding, callback.browser)?;
+    binding::check_same_browser(&code.browser_binding, callback.browser)?;
+    if token.hop_verifier.is_empty() {
+        tracing::error!("bound device token without a hop verifier");
+        return Err(page(500, "Internal server error."));
+    }
     let exchange = CodeExchange {
         code: callback.code,
         redirect_uri: &code.redirect_uri,
-        code_verifier: &verifier,
+        code_verifier: &token.hop_verifier,
         refreshing_connectors: callback.refreshing_connectors,
     };
     let response = exchange_code(ctx, client, &exchange).map_err(|error| {
@@ -382,13 +422,17 @@ pub fn complete_device_login(
         page(500, "Internal server error.")
     })?;
     ctx.storage
-        .update_device_token(&request.device_code, &mut |mut token| {
-            if token.status != STATUS_PENDING {
+        .update_device_token(&request.device_code, &mut |mut current| {
+            if current.status != STATUS_PENDING {
                 return Err(StorageError::Rejected("device token not pending".into()));
             }
-            token.status = STATUS_COMPLETE.to_owned();
-            token.token = json.clone();
-            Ok(token)
+            // Entered again meanwhile (maybe elsewhere): that entry decides.
+            if current.browser_binding != token.browser_binding {
+                return Err(StorageError::Rejected("device token rebound".into()));
+            }
+            current.status = STATUS_COMPLETE.to_owned();
+            current.token = json.clone();
+            Ok(current)
         })
         .map_err(|error| match error {
             StorageError::Rejected(_) => page(400, "This device has already been authorized."),
@@ -538,12 +582,26 @@ mod tests {
 
     /// The browser part: /auth with the URL from `verify_user_code`, login,
     /// approval; returns the `code` the callback receives.
-    fn browser_code(storage: &MemoryStorage, settings: &Settings, user_code: &str) -> String {
-        let location = verify_user_code(storage, settings, user_code, t0()).unwrap();
+    fn browser_code(
+        storage: &MemoryStorage,
+        settings: &Settings,
+        browser: &BrowserSecret,
+        user_code: &str,
+    ) -> String {
+        let location =
+            verify_user_code(storage, settings, user_code, &browser.binding(), t0()).unwrap();
         let query = location.split_once('?').unwrap().1;
         let params = AuthorizeParams::from_pairs(form_urlencoded::parse(query.as_bytes()));
         let validated = validate_authorize_request(&params, settings, &["mock"]).unwrap();
-        let auth = create_auth_request(storage, settings, &validated, "mock", t0()).unwrap();
+        let auth = create_auth_request(
+            storage,
+            settings,
+            &validated,
+            "mock",
+            &browser.binding(),
+            t0(),
+        )
+        .unwrap();
         finalize_login(storage, &auth.id, user_claims(), None, false, t0()).unwrap();
         let AuthorizeResponse::Redirect(to) =
             issue_response(storage, settings, &TestSigner::default(), &auth.id, t0()).unwrap()
@@ -563,6 +621,7 @@ mod tests {
     fn complete(
         storage: &MemoryStorage,
         settings: &Settings,
+        browser: &BrowserSecret,
         user_code: &str,
         code: &str,
         now: SystemTime,
@@ -580,6 +639,7 @@ mod tests {
                 user_code,
                 code,
                 refreshing_connectors: &[],
+                browser: Some(browser),
             },
         )
     }
@@ -677,7 +737,7 @@ mod tests {
         let settings = device_settings();
         let got = start(&storage, &settings, "public-cli", "openid email", ("", ""));
         let lower = got.user_code.to_lowercase().replace('-', "");
-        let location = verify_user_code(&storage, &settings, &lower, t0()).unwrap();
+        let location = verify_user_code(&storage, &settings, &lower, "b", t0()).unwrap();
         assert!(
             location.starts_with("/dex/auth?client_id=public-cli&code_challenge="),
             "{location}"
@@ -685,11 +745,11 @@ mod tests {
         assert!(location.contains("&code_challenge_method=S256&redirect_uri=%2Fdex%2Fdevice%2Fcallback&response_type=code&scope=openid+email&state="), "{location}");
         assert!(location.ends_with(&got.user_code), "{location}");
         assert_eq!(
-            verify_user_code(&storage, &settings, "BBBB-BBBB", t0()),
+            verify_user_code(&storage, &settings, "BBBB-BBBB", "b", t0()),
             Err(UserCodeError::Invalid)
         );
         assert_eq!(
-            verify_user_code(&storage, &settings, &got.user_code, t0() + secs(301)),
+            verify_user_code(&storage, &settings, &got.user_code, "b", t0() + secs(301)),
             Err(UserCodeError::Invalid)
         );
     }
@@ -715,11 +775,12 @@ mod tests {
             (400, ErrorCode::AuthorizationPending)
         );
 
-        let code = browser_code(&storage, &settings, &got.user_code);
-        let name = complete(&storage, &settings, &got.user_code, &code, t0()).unwrap();
+        let browser = BrowserSecret::generate();
+        let code = browser_code(&storage, &settings, &browser, &got.user_code);
+        let name = complete(&storage, &settings, &browser, &got.user_code, &code, t0()).unwrap();
         assert_eq!(name, "public-cli");
         // The same callback again: the code is spent and the device is done.
-        assert!(complete(&storage, &settings, &got.user_code, &code, t0()).is_err());
+        assert!(complete(&storage, &settings, &browser, &got.user_code, &code, t0()).is_err());
 
         let later = t0() + secs(6);
         // PKCE is checked before anything is handed out.
@@ -790,19 +851,21 @@ mod tests {
         let settings = device_settings();
         let mine = start(&storage, &settings, "public-cli", "", ("", ""));
         let theirs = start(&storage, &settings, "web", "", ("", ""));
-        let code = browser_code(&storage, &settings, &theirs.user_code);
+        let browser = BrowserSecret::generate();
+        let code = browser_code(&storage, &settings, &browser, &theirs.user_code);
         // Another client's code cannot complete this device.
-        let err = complete(&storage, &settings, &mine.user_code, &code, t0()).unwrap_err();
+        let err =
+            complete(&storage, &settings, &browser, &mine.user_code, &code, t0()).unwrap_err();
         assert_eq!(
             err,
             AuthorizeError::page(400, "Invalid or expired auth code.")
         );
-        let err = complete(&storage, &settings, "", &code, t0()).unwrap_err();
+        let err = complete(&storage, &settings, &browser, "", &code, t0()).unwrap_err();
         assert_eq!(
             err,
             AuthorizeError::page(400, "Request was missing parameters")
         );
-        let err = complete(&storage, &settings, "BBBB-BBBB", &code, t0()).unwrap_err();
+        let err = complete(&storage, &settings, &browser, "BBBB-BBBB", &code, t0()).unwrap_err();
         assert_eq!(
             err,
             AuthorizeError::page(400, "Invalid or expired user code.")
@@ -810,6 +873,7 @@ mod tests {
         let err = complete(
             &storage,
             &settings,
+            &browser,
             &theirs.user_code,
             &code,
             t0() + secs(301),
@@ -822,8 +886,121 @@ mod tests {
         // The confidential client's own code works (its secret was checked at
         // /device/code by the HTTP layer).
         assert_eq!(
-            complete(&storage, &settings, &theirs.user_code, &code, t0()).unwrap(),
+            complete(
+                &storage,
+                &settings,
+                &browser,
+                &theirs.user_code,
+                &code,
+                t0()
+            )
+            .unwrap(),
             "web"
+        );
+    }
+
+    #[test]
+    fn only_the_browser_that_entered_the_code_completes_the_device() {
+        let storage = MemoryStorage::new();
+        let settings = device_settings();
+        let got = start(&storage, &settings, "public-cli", "", ("", ""));
+        let device = storage.get_device_token(&got.device_code).unwrap();
+        assert_eq!(
+            device.hop_verifier, "",
+            "no verifier before the code is entered"
+        );
+
+        let user = BrowserSecret::generate();
+        let attacker = BrowserSecret::generate();
+        let code = browser_code(&storage, &settings, &user, &got.user_code);
+        let bound = storage.get_device_token(&got.device_code).unwrap();
+        assert_eq!(bound.browser_binding, user.binding());
+        assert_eq!(bound.hop_verifier.len(), HOP_VERIFIER_LEN);
+        let other = AuthorizeError::page(403, binding::OTHER_BROWSER);
+        assert_eq!(
+            complete(&storage, &settings, &attacker, &got.user_code, &code, t0()),
+            Err(other.clone())
+        );
+        let signer = TestSigner::default();
+        let ctx = GrantContext {
+            storage: &storage,
+            settings: &settings,
+            signer: &signer,
+            now: t0(),
+        };
+        let no_cookie = DeviceCallback {
+            user_code: &got.user_code,
+            code: &code,
+            refreshing_connectors: &[],
+            browser: None,
+        };
+        assert_eq!(complete_device_login(&ctx, &no_cookie), Err(other.clone()));
+        // Nothing changed: the right browser still completes it.
+        assert_eq!(storage.get_device_token(&got.device_code).unwrap(), bound);
+        assert!(complete(&storage, &settings, &user, &got.user_code, &code, t0()).is_ok());
+    }
+
+    #[test]
+    fn a_code_from_a_login_in_another_browser_completes_nothing() {
+        // The attacker logs in to get a device-callback code, then makes the
+        // victim's browser (which entered the code) bring it to the callback.
+        let storage = MemoryStorage::new();
+        let settings = device_settings();
+        let got = start(&storage, &settings, "public-cli", "", ("", ""));
+        let victim = BrowserSecret::generate();
+        let attacker = BrowserSecret::generate();
+        let attackers_code = browser_code(&storage, &settings, &attacker, &got.user_code);
+        verify_user_code(&storage, &settings, &got.user_code, &victim.binding(), t0()).unwrap();
+        assert_eq!(
+            complete(
+                &storage,
+                &settings,
+                &victim,
+                &got.user_code,
+                &attackers_code,
+                t0()
+            ),
+            Err(AuthorizeError::page(403, binding::OTHER_BROWSER))
+        );
+    }
+
+    #[test]
+    fn the_hop_verifier_is_random_and_drawn_anew_at_each_entry() {
+        let storage = MemoryStorage::new();
+        let settings = device_settings();
+        let got = start(&storage, &settings, "public-cli", "", ("", ""));
+        let browser = BrowserSecret::generate();
+        let first = verify_user_code(
+            &storage,
+            &settings,
+            &got.user_code,
+            &browser.binding(),
+            t0(),
+        )
+        .unwrap();
+        let v1 = storage
+            .get_device_token(&got.device_code)
+            .unwrap()
+            .hop_verifier;
+        let second = verify_user_code(
+            &storage,
+            &settings,
+            &got.user_code,
+            &browser.binding(),
+            t0(),
+        )
+        .unwrap();
+        let v2 = storage
+            .get_device_token(&got.device_code)
+            .unwrap()
+            .hop_verifier;
+        assert_ne!(v1, v2);
+        assert_ne!(first, second, "a new challenge each time");
+        // Nothing the device holder knows yields it.
+        assert!(!v1.contains(&got.device_code) && !v1.contains(&got.user_code));
+        assert_eq!(
+            verify_user_code(&storage, &settings, &got.user_code, "", t0()),
+            Err(UserCodeError::Internal)
         );
     }
 }

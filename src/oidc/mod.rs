@@ -10,11 +10,13 @@
 //! where oxidex deliberately differs, the item's documentation says "Beyond Dex".
 
 pub mod authorize;
+pub mod binding;
 pub mod client_auth;
 pub mod device;
 pub mod error;
 pub mod ids;
 pub mod introspect;
+pub mod redirect_uri;
 pub mod scopes;
 pub mod subject;
 pub mod token;

@@ -893,6 +893,7 @@ mod tests {
                 expiry: t0() + AUTH_CODE_LIFETIME,
                 pkce,
                 auth_time: Some(t0()),
+                browser_binding: String::new(),
             };
             self.storage.create_auth_code(&code).unwrap();
             code.id

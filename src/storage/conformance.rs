@@ -66,6 +66,7 @@ pub(crate) mod fixtures {
             pkce: pkce(),
             hmac_key: vec![0, 1, 2, 254, 255],
             auth_time: Some(instant(1_700_000_100)),
+            browser_binding: format!("{id}-browser"),
         }
     }
 
@@ -83,6 +84,7 @@ pub(crate) mod fixtures {
             expiry,
             pkce: pkce(),
             auth_time: Some(instant(1_700_000_200)),
+            browser_binding: format!("{id}-browser"),
         }
     }
 
@@ -170,6 +172,8 @@ pub(crate) mod fixtures {
             last_request: instant(1_700_000_700),
             poll_interval_seconds: 5,
             pkce: pkce(),
+            browser_binding: format!("{device_code}-browser"),
+            hop_verifier: format!("{device_code}-hop"),
         }
     }
 

@@ -45,6 +45,11 @@ pub struct AuthRequest {
     pub hmac_key: Vec<u8>,
     /// When the user authenticated; `None` until logged in.
     pub auth_time: Option<SystemTime>,
+    /// Beyond Dex: the hash of the browser secret of the browser that started this
+    /// login (`oidc::binding`); empty in rows written before bindings existed,
+    /// which then match no browser.
+    #[serde(default)]
+    pub browser_binding: String,
 }
 
 /// An issued authorization code awaiting exchange at `/token`.
@@ -61,6 +66,10 @@ pub struct AuthCode {
     pub expiry: SystemTime,
     pub pkce: Pkce,
     pub auth_time: Option<SystemTime>,
+    /// Beyond Dex: the auth request's browser binding, so the device callback can
+    /// check that the code arrives in the browser that logged in.
+    #[serde(default)]
+    pub browser_binding: String,
 }
 
 /// A refresh token. `id` is stable across rotations; `token` is the current secret
@@ -159,6 +168,15 @@ pub struct DeviceToken {
     pub last_request: SystemTime,
     pub poll_interval_seconds: u32,
     pub pkce: Pkce,
+    /// Beyond Dex: the browser binding of the browser in which the user last
+    /// entered (or confirmed) the user code; only that browser may complete it.
+    #[serde(default)]
+    pub browser_binding: String,
+    /// Beyond Dex: the PKCE verifier of the browser's `/auth` hop, random and
+    /// server-side only (the device holder cannot derive it); set with
+    /// `browser_binding`.
+    #[serde(default)]
+    pub hop_verifier: String,
 }
 
 /// One signed-in browser.
@@ -174,4 +192,50 @@ pub struct AuthSession {
     pub last_activity: SystemTime,
     pub absolute_expiry: SystemTime,
     pub idle_expiry: SystemTime,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_written_before_browser_bindings_still_load() {
+        // JSON as stored by earlier versions (SQLite keeps rows as JSON).
+        let mut request = serde_json::to_value(AuthRequest {
+            id: "r".into(),
+            client_id: "c".into(),
+            response_types: vec!["code".into()],
+            scopes: vec!["openid".into()],
+            redirect_uri: "https://app.example/cb".into(),
+            nonce: String::new(),
+            state: String::new(),
+            force_approval_prompt: false,
+            logged_in: false,
+            claims: Claims::default(),
+            connector_id: "mock".into(),
+            connector_data: None,
+            expiry: SystemTime::UNIX_EPOCH,
+            pkce: Pkce::default(),
+            hmac_key: b"k".to_vec(),
+            auth_time: None,
+            browser_binding: "b".into(),
+        })
+        .unwrap();
+        request.as_object_mut().unwrap().remove("browser_binding");
+        let old: AuthRequest = serde_json::from_value(request).unwrap();
+        assert_eq!(old.browser_binding, "");
+
+        let token = serde_json::json!({
+            "device_code": "d", "status": "authorization_pending", "token": "",
+            "expiry": SystemTime::UNIX_EPOCH, "last_request": SystemTime::UNIX_EPOCH,
+            "poll_interval_seconds": 0,
+            "pkce": {"code_challenge": "", "code_challenge_method": ""}
+        });
+        let old: DeviceToken = serde_json::from_value(token).unwrap();
+        assert_eq!(
+            (old.browser_binding.as_str(), old.hop_verifier.as_str()),
+            ("", "")
+        );
+    }
 }

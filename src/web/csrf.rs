@@ -1,4 +1,4 @@
-//! CSRF tokens for our HTML forms (password login, approval).
+//! CSRF tokens for our HTML forms (password login, approval, device code).
 //!
 //! A token is bound to one auth request: HMAC-SHA256 under a server key over a label and
 //! the auth request id, base64url without padding. The auth request id alone travels in
@@ -8,11 +8,9 @@
 //! The label keeps these tokens distinct from other MACs computed over the same id (for
 //! instance the approval-URL `hmac`), even if a caller passes the same key.
 
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 /// The form field carrying the token.
 pub const CSRF_FIELD: &str = "csrf_token";
@@ -25,7 +23,8 @@ pub struct CsrfToken(String);
 impl CsrfToken {
     /// The token for forms of auth request `auth_request_id`.
     pub fn new(key: &[u8], auth_request_id: &str) -> Self {
-        CsrfToken(URL_SAFE_NO_PAD.encode(mac(key, auth_request_id)))
+        let tag = hmac::sign(&hmac_key(key), &message(auth_request_id));
+        CsrfToken(URL_SAFE_NO_PAD.encode(tag))
     }
 
     /// Whether `presented` (the submitted form field) is the token for this auth request.
@@ -34,8 +33,7 @@ impl CsrfToken {
         let Ok(presented) = URL_SAFE_NO_PAD.decode(presented.as_bytes()) else {
             return false;
         };
-        let expected = mac(key, auth_request_id);
-        presented.len() == expected.len() && bool::from(presented.ct_eq(&expected))
+        hmac::verify(&hmac_key(key), &message(auth_request_id), &presented).is_ok()
     }
 
     pub fn as_str(&self) -> &str {
@@ -55,15 +53,14 @@ impl std::fmt::Debug for CsrfToken {
     }
 }
 
-fn mac(key: &[u8], auth_request_id: &str) -> [u8; 32] {
-    // HMAC accepts keys of any length, so this cannot fail; the fallback keeps clippy's
-    // no-expect rule without a panic path.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        return [0; 32];
-    };
-    mac.update(LABEL);
-    mac.update(auth_request_id.as_bytes());
-    mac.finalize().into_bytes().into()
+// aws-lc-rs HMAC keys take any length and signing cannot fail, so there is no
+// error path that could fall back to a guessable MAC.
+fn hmac_key(key: &[u8]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, key)
+}
+
+fn message(auth_request_id: &str) -> Vec<u8> {
+    [LABEL, auth_request_id.as_bytes()].concat()
 }
 
 #[cfg(test)]
@@ -105,9 +102,8 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        let mut plain = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
-        plain.update(b"req");
-        let plain = URL_SAFE_NO_PAD.encode(plain.finalize().into_bytes());
+        let plain = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, KEY), b"req");
+        let plain = URL_SAFE_NO_PAD.encode(plain);
         assert_ne!(token.as_str(), plain);
         assert_eq!(format!("{token:?}"), "CsrfToken(<redacted>)");
     }

@@ -1,5 +1,6 @@
 //! A minimal browser for the login pages: follows redirects by hand (so tests can
-//! stop at the client's redirect URI) and reads forms out of the HTML.
+//! stop at the client's redirect URI), keeps cookies (every login is bound to the
+//! browser that started it) and reads forms out of the HTML.
 
 use reqwest::{Response, StatusCode};
 
@@ -12,6 +13,7 @@ impl Browser {
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
             .build()
             .unwrap();
         Self {

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::browser::{Browser, form_action, input_value, location, query_param};
-use crate::login::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, browser_login, password_db_config};
+use crate::login::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, browser_login_in, password_db_config};
 use crate::support::{ManualClock, TestServer, settings_from};
 
 pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -77,36 +77,36 @@ async fn poll(server: &TestServer, device_code: &str, verifier: &str) -> (u16, V
     (status, response.json().await.unwrap())
 }
 
-/// Opens the code-entry page (optionally prefilled via `url`), submits `code`
-/// with the page's cookie and CSRF token; returns the response.
-async fn enter_user_code(browser: &Browser, url: &str, code: Option<&str>) -> reqwest::Response {
+/// Opens the code-entry page (optionally prefilled via `url`) in `browser`
+/// (which keeps the page's browser cookie), submits `code` with the page's CSRF
+/// token; returns the response.
+pub async fn enter_user_code(
+    browser: &Browser,
+    url: &str,
+    code: Option<&str>,
+) -> reqwest::Response {
     let page = browser.get(url).await;
     assert_eq!(page.status(), 200);
-    let cookie = page
-        .headers()
-        .get(header::SET_COOKIE)
-        .expect("the form sets its CSRF cookie")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
-        "{cookie}"
-    );
-    assert!(cookie.contains("Path=/dex/device"), "{cookie}");
-    let cookie = cookie.split(';').next().unwrap().to_owned();
+    if let Some(cookie) = page.headers().get(header::SET_COOKIE) {
+        let cookie = cookie.to_str().unwrap();
+        assert!(
+            cookie.starts_with("oxidex_browser=")
+                && cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Lax")
+                && cookie.contains("Path=/dex;"),
+            "{cookie}"
+        );
+    }
     let html = page.text().await.unwrap();
     let prefilled = input_value(&html, "user_code");
     let csrf = input_value(&html, "csrf_token");
     let code = code.map_or(prefilled, str::to_owned);
     browser
-        .http
-        .post(browser.absolute(&form_action(&html)))
-        .header(header::COOKIE, cookie)
-        .form(&[("user_code", code.as_str()), ("csrf_token", csrf.as_str())])
-        .send()
+        .post_form(
+            &form_action(&html),
+            &[("user_code", code.as_str()), ("csrf_token", csrf.as_str())],
+        )
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -169,7 +169,7 @@ async fn device_flow_end_to_end_with_pkce_slow_down_and_one_time_tokens() {
         query_param(&auth_url, "redirect_uri").unwrap(),
         "/dex/device/callback"
     );
-    let back = browser_login(&server, &auth_url, "admin@example.com", "password").await;
+    let back = browser_login_in(&browser, &auth_url, "admin@example.com", "password").await;
     assert!(back.starts_with("/dex/device/callback?"), "{back}");
     let done = browser.get(&back).await;
     assert_eq!(done.status(), 200);
@@ -250,7 +250,7 @@ async fn public_client_device_flow_uses_the_implicit_issuer_path_callback() {
     assert_eq!(entered.status(), 302);
     let auth_url = browser.absolute(&location(&entered));
     assert_eq!(query_param(&auth_url, "scope").unwrap(), "openid");
-    let back = browser_login(&server, &auth_url, "admin@example.com", "password").await;
+    let back = browser_login_in(&browser, &auth_url, "admin@example.com", "password").await;
     assert_eq!(browser.get(&back).await.status(), 200);
 
     let (status, tokens) = poll(&server, device_code, "").await;
@@ -383,7 +383,7 @@ async fn openidconnect_device_client_gets_verified_tokens() {
     let entered = enter_user_code(&browser, &complete, None).await;
     assert_eq!(entered.status(), 302);
     let auth_url = browser.absolute(&location(&entered));
-    let back = browser_login(&server, &auth_url, "admin@example.com", "password").await;
+    let back = browser_login_in(&browser, &auth_url, "admin@example.com", "password").await;
     assert_eq!(browser.get(&back).await.status(), 200);
 
     let server_clock = clock.clone();

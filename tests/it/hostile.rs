@@ -1861,7 +1861,13 @@ async fn password_form_drops_foreign_back_links() {
             .append_pair("state", &state)
             .append_pair("back", back)
             .finish();
-        let r = h.get(&format!("/auth/local/login?{query}")).await;
+        // In the browser that started the login: another one is refused.
+        let r = Resp::read(
+            h.browser
+                .get(&h.url(&format!("/auth/local/login?{query}")))
+                .await,
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert!(!r.body.contains("evil.example"), "{back}: {}", r.body);
     }

@@ -57,7 +57,16 @@ pub async fn browser_login(
     email: &str,
     password: &str,
 ) -> String {
-    let browser = Browser::new(&server.base());
+    browser_login_in(&Browser::new(&server.base()), auth_url, email, password).await
+}
+
+/// [`browser_login`] in a given browser (one that already holds cookies).
+pub async fn browser_login_in(
+    browser: &Browser,
+    auth_url: &str,
+    email: &str,
+    password: &str,
+) -> String {
     let (form_url, status, form) = browser.follow(auth_url).await.page();
     assert_eq!(status, 200, "password form expected at {form_url}:\n{form}");
     let action = form_action(&form);

@@ -3,6 +3,7 @@
 //! in the Nix build sandbox (a private network namespace whose `lo` is up).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod binding;
 mod browser;
 mod cli;
 mod device;

@@ -108,8 +108,10 @@ impl TestServer {
         let task = tokio::spawn(async move {
             server::run(services, listener, None, stop).await.unwrap();
         });
+        // Keeps cookies like a browser: login steps refuse another browser.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
             .build()
             .unwrap();
         Self {
