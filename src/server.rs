@@ -110,6 +110,8 @@ pub async fn run(
         })
     });
     let app = http::app(state);
+    // The peer address feeds the per-client rate limits.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.wait())
         .await?;

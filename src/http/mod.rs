@@ -2,6 +2,7 @@
 //! merged by [`app`] under the issuer's path.
 
 pub mod authorize;
+pub mod client_ip;
 mod cors;
 pub mod device;
 pub mod discovery;
