@@ -425,8 +425,10 @@ async fn finish_login(
     let id = auth_request.id.clone();
     let claims = identity.claims();
     let connector_data = identity.connector_data;
+    let settings = state.settings.clone();
     let logged_in = blocking(state, move |s| {
         flow::finalize_login(s, &id, claims, connector_data, supports_refresh, now)
+            .and_then(|_| flow::extend_after_login(s, &settings, &id, now))
             .map_err(HttpError::from)
     })
     .await?;
