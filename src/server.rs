@@ -83,6 +83,7 @@ pub async fn start_services(
         templates,
         refresh_locks: Arc::default(),
         form_key: Arc::new(rand::random()),
+        limits: http::limits::Limits::default(),
         clock,
     });
     Ok(Services { state, tasks })

@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod introspect;
 pub mod keys;
+pub mod limits;
 mod middleware;
 pub mod params;
 pub mod token;
@@ -62,6 +63,8 @@ pub struct AppContext {
     /// Random per-process key for CSRF tokens of forms not tied to an auth
     /// request (the device user-code form).
     pub form_key: Arc<[u8; 32]>,
+    /// Rate limits of the login flows.
+    pub limits: limits::Limits,
     pub clock: Clock,
 }
 
