@@ -116,6 +116,16 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
         Ok(())
     }
 
+    /// Gives back one event's `interval` to `key` (an event that turned out not
+    /// to need limiting); escalation already earned stays.
+    pub fn refund(&self, key: &K, now: SystemTime) {
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(key) {
+            let owed = owed(entry.full_at, now).saturating_sub(self.policy.interval);
+            entry.full_at = now + owed;
+        }
+    }
+
     /// Forgets `key` (a success that clears earlier failures).
     pub fn forget(&self, key: &K) {
         self.lock().remove(key);
@@ -361,6 +371,25 @@ mod tests {
         assert!(limiter.acquire(&"k", now).is_ok());
         assert!(limiter.acquire(&"k", now).is_ok());
         assert_eq!(limiter.acquire(&"k", now).unwrap_err().secs(), 60);
+    }
+
+    #[test]
+    fn refund_gives_back_one_interval() {
+        let limiter = Limiter::new(policy(2, 60, 60, 100));
+        assert!(limiter.acquire(&"k", t0()).is_ok());
+        limiter.refund(&"k", t0());
+        assert!(limiter.acquire(&"k", t0()).is_ok());
+        assert!(limiter.acquire(&"k", t0()).is_ok());
+        assert_eq!(limiter.acquire(&"k", t0()), Err(RetryAfter(secs(60))));
+        // Never below a full bucket, and unknown keys stay unknown.
+        limiter.refund(&"k", t0());
+        limiter.refund(&"k", t0());
+        limiter.refund(&"k", t0());
+        limiter.refund(&"other", t0());
+        assert_eq!(limiter.len(), 1);
+        assert!(limiter.acquire(&"k", t0()).is_ok());
+        assert!(limiter.acquire(&"k", t0()).is_ok());
+        assert!(limiter.acquire(&"k", t0()).is_err());
     }
 
     #[test]

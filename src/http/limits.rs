@@ -44,8 +44,8 @@ pub const PASSWORD_PER_USER: Policy = Policy {
     capacity: TRACKED_KEYS,
 };
 
-/// Password attempts per client IP, whichever user: 20 at once, then one after
-/// 30 s, the wait doubling up to 15 minutes.
+/// Failed password attempts per client IP, whichever user: 20 at once, then one
+/// after 30 s, the wait doubling up to 15 minutes. Successful logins are refunded.
 pub const PASSWORD_PER_IP: Policy = Policy {
     burst: 20,
     interval: Duration::from_secs(30),
@@ -119,6 +119,9 @@ impl Limits {
         match connector.login(scopes, username, password).await {
             Ok(Some(identity)) => {
                 self.password_per_user.forget(&user);
+                // Many users behind one address (an office NAT) log in freely;
+                // only failures use up the address's allowance.
+                self.password_per_ip.refund(&client, now);
                 Ok(Some(identity))
             }
             Ok(None) => Ok(None),

@@ -327,6 +327,25 @@ async fn password_failures_are_throttled_per_user_and_client_without_locking_oth
 }
 
 #[tokio::test]
+async fn successful_logins_do_not_use_up_a_shared_address() {
+    let clock = clock();
+    let server = start_with_clock(&clock, password_config).await;
+    // An office behind one address: many good logins are never limited…
+    for _ in 0..25 {
+        let (status, _, body) = password_grant(&server, "192.0.2.80", "password").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // …while failures from it still are.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(password_grant(&server, "192.0.2.80", "wrong").await.0);
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn password_form_failures_get_a_429_page() {
     let clock = clock();
     let server = start_with_clock(&clock, password_config).await;
