@@ -79,7 +79,8 @@ impl Limits {
         self.request_creation
             .acquire(&client, now)
             .map_err(|retry| {
-                tracing::info!(%client, "auth request creation rate-limited");
+                refused("request_creation");
+                tracing::debug!(%client, "auth request creation rate-limited");
                 HttpError::too_many(retry)
             })
     }
@@ -87,7 +88,8 @@ impl Limits {
     /// Before looking up a user code typed by `client`.
     pub fn guess_user_code(&self, client: ClientKey, now: SystemTime) -> Result<(), HttpError> {
         self.user_codes.acquire(&client, now).map_err(|retry| {
-            tracing::info!(%client, "user code guesses rate-limited");
+            refused("user_code");
+            tracing::debug!(%client, "user code guesses rate-limited");
             HttpError::too_many(retry)
         })
     }
@@ -113,7 +115,8 @@ impl Limits {
             .acquire(&user, now)
             .and_then(|()| self.password_per_ip.acquire(&client, now))
             .map_err(|retry| {
-                tracing::info!(%client, "password attempts rate-limited");
+                refused("password");
+                tracing::debug!(%client, "password attempts rate-limited");
                 PasswordLoginError::Refused(HttpError::too_many(retry))
             })?;
         match connector.login(scopes, username, password).await {
@@ -126,7 +129,8 @@ impl Limits {
             }
             Ok(None) => Ok(None),
             Err(ConnectorError::Busy) => {
-                tracing::warn!("password check refused: every slot is busy");
+                refused("password_gate");
+                tracing::debug!("password check refused: every slot is busy");
                 Err(PasswordLoginError::Refused(HttpError::busy()))
             }
             Err(error) => Err(PasswordLoginError::Connector(error)),
@@ -141,6 +145,13 @@ pub enum PasswordLoginError {
     Refused(HttpError),
     /// The connector failed; the caller logs it and answers as Dex does.
     Connector(ConnectorError),
+}
+
+/// Counts a refusal in `oxidex_limited_requests_total{limit}` (a fixed set of
+/// labels). Refusals are logged at debug only: a flood of them must not become a
+/// flood of log lines.
+fn refused(limit: &'static str) {
+    metrics::counter!("oxidex_limited_requests_total", "limit" => limit).increment(1);
 }
 
 /// Usernames are case-insensitive (e-mails in the password DB) and of any length;
