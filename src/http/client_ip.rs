@@ -94,10 +94,19 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |info| info.0.ip());
+        let peer = match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(info) => info.0.ip(),
+            None => {
+                static REPORTED: std::sync::Once = std::sync::Once::new();
+                REPORTED.call_once(|| {
+                    tracing::error!(
+                        "requests carry no peer address (the listener is not served with \
+                         connect info): all clients share one rate-limit key"
+                    );
+                });
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            }
+        };
         let ip = resolve(peer, &parts.headers, &state.settings.web.client_ip);
         Ok(Self(ClientKey::of(ip)))
     }
