@@ -11,6 +11,7 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod throttle;
 pub mod web;
 
 /// The time source. Production uses the system clock; tests inject their own so

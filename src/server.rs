@@ -83,6 +83,7 @@ pub async fn start_services(
         templates,
         refresh_locks: Arc::default(),
         form_key: Arc::new(rand::random()),
+        limits: http::limits::Limits::default(),
         clock,
     });
     Ok(Services { state, tasks })
@@ -110,6 +111,8 @@ pub async fn run(
         })
     });
     let app = http::app(state);
+    // The peer address feeds the per-client rate limits.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.wait())
         .await?;

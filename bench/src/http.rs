@@ -42,6 +42,9 @@ pub struct Conn {
     addr: SocketAddr,
     host: HeaderValue,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// Sent as `X-Forwarded-For`: the simulated client of the current login, so a
+    /// server that trusts the bench as its proxy rate-limits each login apart.
+    pub forwarded_for: Option<HeaderValue>,
 }
 
 impl Conn {
@@ -52,6 +55,7 @@ impl Conn {
             addr,
             host,
             sender: None,
+            forwarded_for: None,
         }
     }
 
@@ -85,6 +89,9 @@ impl Conn {
             .method(method)
             .uri(path)
             .header(HOST, self.host.clone());
+        if let Some(client) = &self.forwarded_for {
+            builder = builder.header("x-forwarded-for", client.clone());
+        }
         if let Some(cookies) = cookies.filter(|c| !c.is_empty()) {
             builder = builder.header(COOKIE, cookies);
         }

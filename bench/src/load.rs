@@ -193,6 +193,15 @@ pub async fn login_to_code(
 ) -> Result<(String, u32), Error> {
     let mut jar = Jar::default();
     let mut path = target.auth_url(n);
+    // Each login is another client (10.0.0.0/8): oxidex limits auth requests per
+    // client address, and a benchmark is many clients, not one.
+    conn.forwarded_for = hyper::header::HeaderValue::from_str(&format!(
+        "10.{}.{}.{}",
+        (n >> 16) & 0xff,
+        (n >> 8) & 0xff,
+        n & 0xff
+    ))
+    .ok();
     let mut form: Option<String> = None;
     for hop in 1..=16u32 {
         let cookies = jar.header();

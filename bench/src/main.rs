@@ -266,7 +266,12 @@ fn oxidex_config(addr: std::net::SocketAddr, dir: &Path, algorithm: &str) -> ser
     json!({
         "issuer": format!("http://{addr}/dex"),
         "storage": {"type": "sqlite3", "config": {"file": dir.join("oxidex.db")}},
-        "web": {"http": addr.to_string()},
+        "web": {
+            "http": addr.to_string(),
+            // The bench is the proxy in front of many simulated clients (see
+            // `load::login_to_code`), so per-client rate limits apply per login.
+            "clientRemoteIP": {"header": "X-Forwarded-For", "trustedProxies": ["127.0.0.1/32"]}
+        },
         "logger": {"level": "info", "format": "text"},
         "oauth2": {"skipApprovalScreen": true},
         "signer": {"type": "local", "config": {"algorithm": algorithm, "keysRotationPeriod": "6h"}},

@@ -422,6 +422,21 @@ impl Resolver<'_> {
                 "ignored: no trustedProxies are configured, so the header cannot be trusted",
             );
         }
+        let client_ip_header = match http::HeaderName::from_bytes(remote_ip.header.as_bytes()) {
+            _ if remote_ip.header.is_empty() || remote_ip.trusted_proxies.is_empty() => None,
+            Ok(name) => Some(name),
+            Err(_) => {
+                self.error(
+                    "web.clientRemoteIP.header",
+                    format!("{:?} is not a valid header name", remote_ip.header),
+                );
+                None
+            }
+        };
+        let client_ip = ClientIpSettings {
+            header: client_ip_header,
+            trusted_proxies: crate::http::client_ip::parse_trusted(&remote_ip.trusted_proxies),
+        };
         let h = &web.headers;
         let headers = [
             ("Content-Security-Policy", &h.content_security_policy),
@@ -448,6 +463,7 @@ impl Resolver<'_> {
             } else {
                 web.allowed_headers.clone()
             },
+            client_ip,
         }
     }
 

@@ -66,6 +66,27 @@ pub struct WebSettings {
     pub headers: Vec<(String, String)>,
     pub allowed_origins: Vec<String>,
     pub allowed_headers: Vec<String>,
+    /// `web.clientRemoteIP`: where rate limits find the client's address.
+    pub client_ip: ClientIpSettings,
+}
+
+/// `web.clientRemoteIP`, parsed. `header` is `None` when unset or when no
+/// proxies are trusted (the header could then be forged by anyone).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClientIpSettings {
+    #[serde(serialize_with = "header_name_str")]
+    pub header: Option<http::HeaderName>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn header_name_str<S: serde::Serializer>(
+    header: &Option<http::HeaderName>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match header {
+        Some(name) => serializer.serialize_some(name.as_str()),
+        None => serializer.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1384,3 +1384,37 @@ fn rejects_redirect_uris_a_browser_reads_differently() {
         );
     }
 }
+
+#[test]
+fn client_remote_ip_is_parsed_for_the_rate_limits() {
+    let mut config = base();
+    set(
+        &mut config,
+        "/web/clientRemoteIP",
+        json!({"header": "X-Forwarded-For", "trustedProxies": ["10.0.0.0/8", "fd00::/8"]}),
+    );
+    let client_ip = loads(&config).settings.web.client_ip;
+    assert_eq!(
+        client_ip.header.as_ref().map(|h| h.as_str()),
+        Some("x-forwarded-for")
+    );
+    assert_eq!(client_ip.trusted_proxies.len(), 2);
+    // Without trusted proxies the header would be anyone's claim: ignored.
+    set(
+        &mut config,
+        "/web/clientRemoteIP",
+        json!({"header": "X-Forwarded-For"}),
+    );
+    assert!(loads(&config).settings.web.client_ip.header.is_none());
+    rejects(
+        |c| {
+            set(
+                c,
+                "/web/clientRemoteIP",
+                json!({"header": "X Forwarded", "trustedProxies": ["10.0.0.0/8"]}),
+            )
+        },
+        "web.clientRemoteIP.header",
+        "not a valid header name",
+    );
+}

@@ -6,11 +6,14 @@
 //! the entry, so a removed user cannot refresh.
 //!
 //! bcrypt costs ~70 ms of CPU per check at cost 10, so it runs on tokio's blocking pool,
-//! never on the async workers. An unknown e-mail still pays for one bcrypt check, so the
+//! never on the async workers, and only through one [`Gate`]: at most one check per core
+//! at a time and a bounded queue, so a flood of logins cannot take every core or pile up
+//! blocking threads. An unknown e-mail still pays for one bcrypt check, so the
 //! response time does not tell which e-mails exist.
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -19,6 +22,7 @@ use super::{
     ConnectorError, Identity, LOCAL_CONNECTOR_ID, LOCAL_CONNECTOR_KIND, PasswordConnector, Scopes,
 };
 use crate::config::settings::Password;
+use crate::throttle::{Gate, GateFull};
 
 /// Dex refuses hashes cheaper than its default cost or dearer than this at login.
 pub const MIN_BCRYPT_COST: u32 = 10;
@@ -38,6 +42,8 @@ struct Entry {
 
 pub struct PasswordDb {
     by_email: HashMap<String, Entry>,
+    /// Every bcrypt check runs through this gate.
+    gate: Arc<Gate>,
     /// Checked against when the e-mail is unknown, to spend the same time as a real check.
     decoy_hash: Option<String>,
 }
@@ -53,7 +59,7 @@ impl std::fmt::Debug for PasswordDb {
 impl PasswordDb {
     /// Build from the resolved static passwords. A malformed hash is an error naming the
     /// entry; on duplicate e-mails the last entry wins (Dex only logs those).
-    pub fn new(passwords: &[Password]) -> Result<Self, ConnectorError> {
+    pub fn new(passwords: &[Password], gate: Arc<Gate>) -> Result<Self, ConnectorError> {
         let mut by_email = HashMap::with_capacity(passwords.len());
         let mut decoy_hash = None;
         for (index, user) in passwords.iter().enumerate() {
@@ -80,6 +86,7 @@ impl PasswordDb {
         }
         Ok(PasswordDb {
             by_email,
+            gate,
             decoy_hash,
         })
     }
@@ -122,11 +129,16 @@ fn normalise_hash(raw: &str) -> Result<String, String> {
         .map_err(|_| "malformed bcrypt hash: base64 does not decode to a bcrypt hash".to_owned())
 }
 
-/// One bcrypt check on the blocking pool.
-async fn verify_off_thread(password: &str, hash: String) -> Result<bool, ConnectorError> {
+/// One bcrypt check on the blocking pool, through the gate.
+async fn verify_off_thread(
+    gate: &Gate,
+    password: &str,
+    hash: String,
+) -> Result<bool, ConnectorError> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &hash))
+    gate.run(move || bcrypt::verify(password.as_bytes(), &hash))
         .await
+        .map_err(|GateFull| ConnectorError::Busy)?
         .map_err(|e| ConnectorError::Internal(format!("password check task failed: {e}")))?
         .map_err(|e| ConnectorError::Internal(format!("password check failed: {e}")))
 }
@@ -154,13 +166,13 @@ impl PasswordConnector for PasswordDb {
                         entry.user.email, entry.cost
                     )));
                 }
-                let ok = verify_off_thread(password, entry.hash.clone()).await?;
+                let ok = verify_off_thread(&self.gate, password, entry.hash.clone()).await?;
                 Ok(ok.then(|| Self::identity(&entry.user, None)))
             }
             None => {
                 if let Some(decoy) = &self.decoy_hash {
                     // The result is irrelevant: an unknown user never logs in.
-                    verify_off_thread(password, decoy.clone()).await?;
+                    verify_off_thread(&self.gate, password, decoy.clone()).await?;
                 }
                 Ok(None)
             }
@@ -199,6 +211,10 @@ impl PasswordConnector for PasswordDb {
 mod tests {
     use super::*;
 
+    fn test_gate() -> Arc<Gate> {
+        Arc::new(Gate::new(2, 16))
+    }
+
     /// bcrypt("password", cost 10).
     const HASH_PASSWORD: &str = "$2a$10$lmjblfX2EhXkR8jR0WMofOtf3Buea/klAEG0pwqul5aaXEsQFNw2q";
     /// bcrypt("hunter2", cost 10).
@@ -224,7 +240,11 @@ mod tests {
         second.name = "Jane Doe".to_owned();
         second.email_verified = false;
         second.groups = Vec::new();
-        PasswordDb::new(&[user("admin@example.com", HASH_PASSWORD, "u-1"), second]).unwrap()
+        PasswordDb::new(
+            &[user("admin@example.com", HASH_PASSWORD, "u-1"), second],
+            test_gate(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -294,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn legacy_base64_hash_is_accepted() {
         let encoded = base64::engine::general_purpose::STANDARD.encode(HASH_PASSWORD);
-        let db = PasswordDb::new(&[user("a@b.c", &encoded, "u")]).unwrap();
+        let db = PasswordDb::new(&[user("a@b.c", &encoded, "u")], test_gate()).unwrap();
         assert!(
             db.login(&Scopes::default(), "a@b.c", "password")
                 .await
@@ -305,22 +325,22 @@ mod tests {
 
     #[test]
     fn malformed_or_missing_hash_names_the_entry() {
-        let e = PasswordDb::new(&[user("a@b.c", "not a hash!", "u")]).unwrap_err();
+        let e = PasswordDb::new(&[user("a@b.c", "not a hash!", "u")], test_gate()).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("staticPasswords[0]") && msg.contains("a@b.c"),
             "{msg}"
         );
         assert!(msg.contains("malformed bcrypt hash"), "{msg}");
-        let e = PasswordDb::new(&[user("a@b.c", "$2a$10$short", "u")]).unwrap_err();
+        let e = PasswordDb::new(&[user("a@b.c", "$2a$10$short", "u")], test_gate()).unwrap_err();
         assert!(e.to_string().contains("malformed bcrypt hash"), "{e}");
-        let e = PasswordDb::new(&[user("x@y.z", "", "u")]).unwrap_err();
+        let e = PasswordDb::new(&[user("x@y.z", "", "u")], test_gate()).unwrap_err();
         assert!(e.to_string().contains("no password hash provided"), "{e}");
     }
 
     #[tokio::test]
     async fn hash_cost_outside_dex_bounds_fails_login() {
-        let db = PasswordDb::new(&[user("a@b.c", HASH_COST_4, "u")]).unwrap();
+        let db = PasswordDb::new(&[user("a@b.c", HASH_COST_4, "u")], test_gate()).unwrap();
         let e = db
             .login(&Scopes::default(), "a@b.c", "password")
             .await
@@ -344,21 +364,28 @@ mod tests {
         let mut changed = user("admin@example.com", HASH_PASSWORD, "u-1");
         changed.name = "Administrator".into();
         changed.groups = vec!["admins".into(), "ops".into()];
-        let reloaded = PasswordDb::new(&[changed]).unwrap();
+        let reloaded = PasswordDb::new(&[changed], test_gate()).unwrap();
         let after = reloaded.refresh(&s, with_data.clone()).await.unwrap();
         assert_eq!(after.username, "Administrator");
         assert_eq!(after.groups, vec!["admins".to_owned(), "ops".to_owned()]);
         assert_eq!(after.user_id, "u-1");
         assert_eq!(after.connector_data.as_deref(), Some(&b"kept"[..]));
 
-        let removed = PasswordDb::new(&[user("jane@example.com", HASH_HUNTER2, "u-2")]).unwrap();
+        let removed = PasswordDb::new(
+            &[user("jane@example.com", HASH_HUNTER2, "u-2")],
+            test_gate(),
+        )
+        .unwrap();
         assert!(matches!(
             removed.refresh(&s, before.clone()).await,
             Err(ConnectorError::Refresh(_))
         ));
 
-        let replaced =
-            PasswordDb::new(&[user("admin@example.com", HASH_PASSWORD, "other")]).unwrap();
+        let replaced = PasswordDb::new(
+            &[user("admin@example.com", HASH_PASSWORD, "other")],
+            test_gate(),
+        )
+        .unwrap();
         assert!(matches!(
             replaced.refresh(&s, before).await,
             Err(ConnectorError::Refresh(_))

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use crate::Clock;
 use crate::config::settings::{ConnectorSettings, Password, Settings};
 use crate::storage::entities::Claims;
+use crate::throttle::Gate;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake_forgejo;
@@ -121,6 +122,10 @@ pub enum ConnectorError {
     /// Dex refuses at login). Dex shows "Login error…" with 500.
     #[error("internal connector error: {0}")]
     Internal(String),
+    /// Too many password checks are already running or waiting (see
+    /// [`crate::throttle::Gate`]): 503, try again later.
+    #[error("too many password checks in progress")]
+    Busy,
 }
 
 /// A connector that sends the browser to an upstream login page, which sends it back to
@@ -245,6 +250,8 @@ pub struct Connectors {
     by_id: HashMap<String, usize>,
     /// Ids of the connectors that can refresh identities, computed once.
     refreshing: Vec<String>,
+    /// The one gate every password hash check goes through.
+    hash_gate: Arc<Gate>,
 }
 
 impl Connectors {
@@ -267,7 +274,13 @@ impl Connectors {
             entries,
             by_id,
             refreshing,
+            hash_gate: Arc::new(Gate::per_core()),
         })
+    }
+
+    /// The gate of the password hash checks (its `peak` shows it held).
+    pub fn hash_gate(&self) -> &Gate {
+        &self.hash_gate
     }
 
     pub fn get(&self, id: &str) -> Option<&ConnectorEntry> {
@@ -357,6 +370,7 @@ fn build(
     clock: &Clock,
 ) -> Result<Connectors, ConnectorError> {
     let mut entries = Vec::with_capacity(connectors.len() + 1);
+    let hash_gate = Arc::new(Gate::per_core());
     for (index, conf) in connectors.iter().enumerate() {
         entries.push(ConnectorEntry {
             id: conf.id.clone(),
@@ -372,10 +386,15 @@ fn build(
             name: LOCAL_CONNECTOR_NAME.to_owned(),
             kind: LOCAL_CONNECTOR_KIND.to_owned(),
             grant_types: Vec::new(),
-            connector: Connector::Password(Arc::new(local::PasswordDb::new(passwords)?)),
+            connector: Connector::Password(Arc::new(local::PasswordDb::new(
+                passwords,
+                Arc::clone(&hash_gate),
+            )?)),
         });
     }
-    Connectors::new(entries)
+    let mut connectors = Connectors::new(entries)?;
+    connectors.hash_gate = hash_gate;
+    Ok(connectors)
 }
 
 fn open(

@@ -13,7 +13,9 @@ use axum::routing::any;
 
 use super::AppState;
 use super::browser;
+use super::client_ip::{ClientIp, ClientKey};
 use super::error::{HttpError, found, html, see_other};
+use super::limits::PasswordLoginError;
 use super::params::Params;
 use crate::connector::{Connector, ConnectorEntry, ConnectorError, Identity, Scopes};
 use crate::oidc::authorize::{self as flow, AuthorizeParams, AuthorizeResponse};
@@ -153,10 +155,11 @@ fn choose_connector_inner(state: &AppState, params: &Params) -> PageResult {
 async fn connector_login(
     State(state): State<AppState>,
     ConnectorId(connector_id): ConnectorId,
+    ClientIp(client): ClientIp,
     params: Params,
 ) -> Response {
     let (secret, fresh) = browser::ensure(&params.headers);
-    let result = connector_login_inner(&state, &connector_id, &params, &secret).await;
+    let result = connector_login_inner(&state, &connector_id, client, &params, &secret).await;
     let mut response = respond(&state, result);
     if fresh {
         browser::set_cookie(&state.settings, &mut response, &secret);
@@ -167,6 +170,7 @@ async fn connector_login(
 async fn connector_login_inner(
     state: &AppState,
     connector_id: &str,
+    client: ClientKey,
     params: &Params,
     browser: &BrowserSecret,
 ) -> PageResult {
@@ -191,6 +195,7 @@ async fn connector_login_inner(
         return Err(HttpError::bad_request("Unsupported request method."));
     }
     let now = (state.clock)();
+    state.limits.create_request(client, now)?;
     let settings = state.settings.clone();
     let path_connector = connector_id.to_owned();
     let binding = browser.binding();
@@ -256,13 +261,19 @@ async fn connector_login_inner(
 async fn password_login(
     State(state): State<AppState>,
     ConnectorId(connector_id): ConnectorId,
+    ClientIp(client): ClientIp,
     params: Params,
 ) -> Response {
-    let result = password_login_inner(&state, &connector_id, &params).await;
+    let result = password_login_inner(&state, &connector_id, client, &params).await;
     respond(&state, result)
 }
 
-async fn password_login_inner(state: &AppState, connector_id: &str, params: &Params) -> PageResult {
+async fn password_login_inner(
+    state: &AppState,
+    connector_id: &str,
+    client: ClientKey,
+    params: &Params,
+) -> PageResult {
     readable(params)?;
     let Some(entry) = state.connectors.get(connector_id) else {
         return Err(HttpError::bad_request("Requested resource does not exist."));
@@ -314,7 +325,12 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
             let username = params.get("login");
             let password = params.get("password");
             let scopes = Scopes::from_requested(&auth_request.scopes);
-            let identity = match connector.login(&scopes, username, password).await {
+            let now = (state.clock)();
+            let identity = match state
+                .limits
+                .password_login(connector.as_ref(), &scopes, client, username, password, now)
+                .await
+            {
                 Ok(Some(identity)) => identity,
                 Ok(None) => {
                     return Ok(html(
@@ -322,7 +338,8 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
                         state.templates.password(&page(username, true)),
                     ));
                 }
-                Err(error) => {
+                Err(PasswordLoginError::Refused(refused)) => return Err(refused),
+                Err(PasswordLoginError::Connector(error)) => {
                     tracing::error!(connector = %entry.id, %error, "password login failed");
                     return Err(HttpError::page(
                         500,
@@ -442,8 +459,10 @@ async fn finish_login(
     let id = auth_request.id.clone();
     let claims = identity.claims();
     let connector_data = identity.connector_data;
+    let settings = state.settings.clone();
     let logged_in = blocking(state, move |s| {
         flow::finalize_login(s, &id, claims, connector_data, supports_refresh, now)
+            .and_then(|_| flow::extend_after_login(s, &settings, &id, now))
             .map_err(HttpError::from)
     })
     .await?;

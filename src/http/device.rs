@@ -23,6 +23,7 @@ use axum::routing::any;
 use super::AppState;
 use super::authorize::blocking;
 use super::browser;
+use super::client_ip::{ClientIp, ClientKey};
 use super::error::{HttpError, found, html, no_store, oauth_error_response};
 use super::params::Params;
 use crate::oidc::OAuthError;
@@ -65,18 +66,24 @@ fn json_no_store(body: String) -> Response {
 // POST /device/code
 // ---------------------------------------------------------------------------
 
-async fn device_code(State(state): State<AppState>, params: Params) -> Response {
-    match device_code_inner(&state, &params).await {
+async fn device_code(
+    State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
+    params: Params,
+) -> Response {
+    match device_code_inner(&state, client_ip, &params).await {
         Ok(body) => json_no_store(body),
-        Err(error) => oauth_error_response(&error),
+        Err(error) => error.as_oauth().into_response_with(&state.templates),
     }
 }
 
-async fn device_code_inner(state: &AppState, params: &Params) -> Result<String, OAuthError> {
+async fn device_code_inner(
+    state: &AppState,
+    client_ip: ClientKey,
+    params: &Params,
+) -> Result<String, HttpError> {
     if params.method != Method::POST {
-        return Err(OAuthError::invalid_request(
-            "Invalid device code request type",
-        ));
+        return Err(OAuthError::invalid_request("Invalid device code request type").into());
     }
     check_grant_type(&state.settings, device::DEVICE_CODE_GRANT)?;
     let client = authenticate_client(
@@ -92,6 +99,7 @@ async fn device_code_inner(state: &AppState, params: &Params) -> Result<String, 
     let settings = state.settings.clone();
     let storage = state.storage.clone();
     let now = (state.clock)();
+    state.limits.create_request(client_ip, now)?;
     let started = tokio::task::spawn_blocking(move || {
         let request = DeviceAuthorizationRequest {
             scope: &scope,
@@ -107,7 +115,7 @@ async fn device_code_inner(state: &AppState, params: &Params) -> Result<String, 
     })??;
     serde_json::to_string(&started).map_err(|error| {
         tracing::error!(%error, "cannot serialize device authorization");
-        OAuthError::server_error()
+        OAuthError::server_error().into()
     })
 }
 
@@ -161,12 +169,20 @@ async fn device_page(State(state): State<AppState>, params: Params) -> Response 
     response
 }
 
-async fn verify_code(State(state): State<AppState>, params: Params) -> Response {
-    let result = verify_code_inner(&state, &params).await;
+async fn verify_code(
+    State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
+    params: Params,
+) -> Response {
+    let result = verify_code_inner(&state, client_ip, &params).await;
     respond(&state, result)
 }
 
-async fn verify_code_inner(state: &AppState, params: &Params) -> Result<Response, HttpError> {
+async fn verify_code_inner(
+    state: &AppState,
+    client_ip: ClientKey,
+    params: &Params,
+) -> Result<Response, HttpError> {
     if params.method != Method::POST {
         return Err(HttpError::bad_request("Requested resource does not exist."));
     }
@@ -192,6 +208,8 @@ async fn verify_code_inner(state: &AppState, params: &Params) -> Result<Response
     let user_code = typed.to_owned();
     let settings = state.settings.clone();
     let now = (state.clock)();
+    // RFC 8628 §5.1: user codes are short, so guesses must be limited.
+    state.limits.guess_user_code(client_ip, now)?;
     let binding = secret.binding();
     let checked = blocking(state, move |s| {
         Ok(device::verify_user_code(

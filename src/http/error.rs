@@ -5,7 +5,8 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::oidc::{AuthorizeError, OAuthError};
+use crate::oidc::{AuthorizeError, ErrorCode, OAuthError};
+use crate::throttle::RetryAfter;
 use crate::web::{ErrorPage, Templates};
 
 #[derive(Debug)]
@@ -16,6 +17,14 @@ pub enum HttpError {
     Page { status: u16, message: String },
     /// 303 See Other to the client (errors that RFC 6749 says to redirect).
     Redirect(String),
+    /// 429 Too Many Requests, or 503 when the server is `busy`, with
+    /// `Retry-After`: `temporarily_unavailable` JSON for OAuth endpoints (`oauth`),
+    /// a page for the browser.
+    TryLater {
+        retry_after_secs: u64,
+        busy: bool,
+        oauth: bool,
+    },
 }
 
 impl HttpError {
@@ -34,6 +43,40 @@ impl HttpError {
         Self::page(500, "Internal server error.")
     }
 
+    /// 429 for the browser: this client must wait `retry_after`.
+    pub fn too_many(retry_after: RetryAfter) -> Self {
+        Self::TryLater {
+            retry_after_secs: retry_after.secs(),
+            busy: false,
+            oauth: false,
+        }
+    }
+
+    /// 503 for the browser: every password check slot is taken.
+    pub fn busy() -> Self {
+        Self::TryLater {
+            retry_after_secs: BUSY_RETRY_AFTER_SECS,
+            busy: true,
+            oauth: false,
+        }
+    }
+
+    /// The same error as `temporarily_unavailable` JSON, for OAuth endpoints.
+    pub fn as_oauth(self) -> Self {
+        match self {
+            Self::TryLater {
+                retry_after_secs,
+                busy,
+                ..
+            } => Self::TryLater {
+                retry_after_secs,
+                busy,
+                oauth: true,
+            },
+            other => other,
+        }
+    }
+
     /// Renders the error; pages use the configured templates.
     pub fn into_response_with(self, templates: &Templates) -> Response {
         match self {
@@ -46,8 +89,44 @@ impl HttpError {
                 )
             }
             Self::Redirect(location) => see_other(&location),
+            Self::TryLater {
+                retry_after_secs,
+                busy,
+                oauth,
+            } => try_later(templates, retry_after_secs, busy, oauth),
         }
     }
+}
+
+/// `Retry-After` for a full password gate: the queue drains within about a second.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+fn try_later(templates: &Templates, retry_after_secs: u64, busy: bool, oauth: bool) -> Response {
+    let (status, message) = if busy {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is busy. Please try again in a moment.".to_owned(),
+        )
+    } else {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many attempts. Please wait {retry_after_secs} seconds and try again."),
+        )
+    };
+    let mut response = if oauth {
+        let error = OAuthError::new(ErrorCode::TemporarilyUnavailable, status.as_u16(), message);
+        oauth_error_response(&error)
+    } else {
+        let body = templates.error(&ErrorPage {
+            status: status.as_u16(),
+            message,
+        });
+        html(status, body)
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
 }
 
 impl From<OAuthError> for HttpError {

@@ -3,6 +3,7 @@
 
 pub mod authorize;
 pub mod browser;
+pub mod client_ip;
 mod cors;
 pub mod device;
 pub mod discovery;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod introspect;
 pub mod keys;
+pub mod limits;
 mod middleware;
 pub mod params;
 pub mod token;
@@ -62,6 +64,8 @@ pub struct AppContext {
     /// Random per-process key for CSRF tokens of forms not tied to an auth
     /// request (the device user-code form).
     pub form_key: Arc<[u8; 32]>,
+    /// Rate limits of the login flows.
+    pub limits: limits::Limits,
     pub clock: Clock,
 }
 

@@ -11,7 +11,10 @@ use axum::routing::any;
 use axum::{Json, Router};
 
 use super::AppState;
-use super::error::{no_store, oauth_error_response};
+use super::client_ip::{ClientIp, ClientKey};
+use super::error::HttpError;
+use super::error::no_store;
+use super::limits::PasswordLoginError;
 use super::params::Params;
 use crate::connector::{Connector, ConnectorError, Identity, Scopes};
 use crate::oidc::client_auth::authenticate_client;
@@ -46,31 +49,39 @@ impl RefreshLocks {
     }
 }
 
-async fn token(State(state): State<AppState>, params: Params) -> Response {
+async fn token(
+    State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
+    params: Params,
+) -> Response {
     // The device grant needs no client authentication and answers stored JSON.
     if params.method == Method::POST
         && params.get("grant_type") == crate::oidc::device::DEVICE_CODE_GRANT
     {
         return super::device::device_token(&state, &params).await;
     }
-    match grant(&state, &params).await {
+    match grant(&state, &params, client_ip).await {
         Ok(tokens) => {
             let mut response = (StatusCode::OK, Json(tokens)).into_response();
             no_store(&mut response);
             response
         }
-        Err(error) => oauth_error_response(&error),
+        Err(error) => error.as_oauth().into_response_with(&state.templates),
     }
 }
 
-async fn grant(state: &AppState, params: &Params) -> Result<TokenResponse, OAuthError> {
+async fn grant(
+    state: &AppState,
+    params: &Params,
+    client_ip: ClientKey,
+) -> Result<TokenResponse, HttpError> {
     if params.method != Method::POST {
-        return Err(OAuthError::invalid_request("method not allowed"));
+        return Err(OAuthError::invalid_request("method not allowed").into());
     }
     if let Some(why) = params.malformed {
-        return Err(OAuthError::invalid_request(format!(
-            "Could not read the request: {why}."
-        )));
+        return Err(
+            OAuthError::invalid_request(format!("Could not read the request: {why}.")).into(),
+        );
     }
     let grant_type = params.form_get("grant_type");
     grants::check_grant_type(&state.settings, grant_type)?;
@@ -82,10 +93,10 @@ async fn grant(state: &AppState, params: &Params) -> Result<TokenResponse, OAuth
     )?
     .clone();
     match grant_type {
-        "authorization_code" => authorization_code(state, params, client).await,
-        "refresh_token" => refresh_token(state, params, client).await,
-        "password" => password(state, params, client).await,
-        _ => Err(OAuthError::unsupported_grant_type()),
+        "authorization_code" => Ok(authorization_code(state, params, client).await?),
+        "refresh_token" => Ok(refresh_token(state, params, client).await?),
+        "password" => password(state, params, client, client_ip).await,
+        _ => Err(OAuthError::unsupported_grant_type().into()),
     }
 }
 
@@ -213,7 +224,8 @@ async fn password(
     state: &AppState,
     params: &Params,
     client: crate::config::Client,
-) -> Result<TokenResponse, OAuthError> {
+    client_ip: ClientKey,
+) -> Result<TokenResponse, HttpError> {
     let scopes = grants::password_scopes(&state.settings, &client, params.form_get("scope"))?;
     let connector_id = state
         .settings
@@ -228,21 +240,27 @@ async fn password(
     let Connector::Password(connector) = &entry.connector else {
         return Err(OAuthError::invalid_request(
             "Requested password connector does not correct type.",
-        ));
+        )
+        .into());
     };
-    let identity = match connector
-        .login(
+    let identity = match state
+        .limits
+        .password_login(
+            connector.as_ref(),
             &Scopes::from_requested(&scopes),
+            client_ip,
             params.form_get("username"),
             params.form_get("password"),
+            (state.clock)(),
         )
         .await
     {
         Ok(Some(identity)) => identity,
-        Ok(None) => return Err(OAuthError::invalid_user_credentials()),
-        Err(error) => {
+        Ok(None) => return Err(OAuthError::invalid_user_credentials().into()),
+        Err(PasswordLoginError::Refused(refused)) => return Err(refused),
+        Err(PasswordLoginError::Connector(error)) => {
             tracing::error!(connector = %entry.id, %error, "password grant login failed");
-            return Err(OAuthError::password_login_failed());
+            return Err(OAuthError::password_login_failed().into());
         }
     };
     let nonce = params.form_get("nonce").to_owned();
@@ -259,4 +277,5 @@ async fn password(
         grants::password_grant(ctx, &client, login)
     })
     .await
+    .map_err(HttpError::from)
 }

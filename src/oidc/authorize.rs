@@ -13,7 +13,7 @@ use super::ids::{new_hmac_key, new_id};
 use super::scopes::{self, check_scopes, go_quote};
 use super::token::upsert_offline_session;
 use super::tokens::{Minter, TokenSigner, TokenSubject};
-use super::{MAX_PARAM_LEN, MAX_STATE_LEN};
+use super::{MAX_NONCE_LEN, MAX_PARAM_LEN, MAX_RESPONSE_TYPE_LEN, MAX_SCOPE_LEN, MAX_STATE_LEN};
 use crate::config::settings::{AUTH_CODE_LIFETIME, Client, Settings};
 use crate::storage::{AuthCode, AuthRequest, Claims, Pkce, Storage, StorageError};
 
@@ -178,19 +178,29 @@ pub fn validate_authorize_request<S: AsRef<str>>(
         })
     };
 
-    for (name, value) in [
-        ("response_type", &params.response_type),
-        ("scope", &params.scope),
-        ("nonce", &params.nonce),
-        ("connector_id", &params.connector_id),
-        ("code_challenge", &params.code_challenge),
-        ("code_challenge_method", &params.code_challenge_method),
-        ("approval_prompt", &params.approval_prompt),
+    // Beyond Dex: every value stored with the auth request is bounded (an
+    // anonymous client can create auth requests).
+    for (name, value, max) in [
+        (
+            "response_type",
+            &params.response_type,
+            MAX_RESPONSE_TYPE_LEN,
+        ),
+        ("scope", &params.scope, MAX_SCOPE_LEN),
+        ("nonce", &params.nonce, MAX_NONCE_LEN),
+        ("connector_id", &params.connector_id, MAX_PARAM_LEN),
+        ("code_challenge", &params.code_challenge, MAX_PKCE_LEN),
+        (
+            "code_challenge_method",
+            &params.code_challenge_method,
+            MAX_PARAM_LEN,
+        ),
+        ("approval_prompt", &params.approval_prompt, MAX_PARAM_LEN),
     ] {
-        if value.len() > MAX_PARAM_LEN {
+        if value.len() > max {
             return Err(redirect(
                 ErrorCode::InvalidRequest,
-                format!("Parameter \"{name}\" is too long (at most {MAX_PARAM_LEN} bytes)."),
+                format!("Parameter \"{name}\" is too long (at most {max} bytes)."),
             ));
         }
     }
@@ -238,6 +248,14 @@ pub fn validate_authorize_request<S: AsRef<str>>(
         return Err(redirect(
             ErrorCode::InvalidRequest,
             "PKCE is required. The code_challenge parameter must be provided.".into(),
+        ));
+    }
+    if !params.code_challenge.is_empty() && !valid_code_challenge(&params.code_challenge, method) {
+        return Err(redirect(
+            ErrorCode::InvalidRequest,
+            "Invalid code_challenge: RFC 7636 §4.2 allows 43 to 128 characters of \
+             [A-Za-z0-9-._~] (exactly 43 for S256)."
+                .into(),
         ));
     }
 
@@ -308,6 +326,26 @@ pub fn validate_authorize_request<S: AsRef<str>>(
     })
 }
 
+/// Longest PKCE code verifier, and so `plain` challenge (RFC 7636 §4.1).
+pub const MAX_PKCE_LEN: usize = 128;
+/// Shortest PKCE code verifier (RFC 7636 §4.1); an S256 challenge is always this long.
+pub const MIN_PKCE_LEN: usize = 43;
+
+/// Beyond Dex: the challenge has the shape RFC 7636 §4.1–4.2 gives it: a `plain`
+/// challenge is a verifier (43–128 unreserved characters), an S256 one the
+/// base64url of a SHA-256 digest (43 characters of that alphabet).
+fn valid_code_challenge(challenge: &str, method: &str) -> bool {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let base64url = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+    match method {
+        "S256" => challenge.len() == MIN_PKCE_LEN && challenge.bytes().all(base64url),
+        _ => {
+            (MIN_PKCE_LEN..=MAX_PKCE_LEN).contains(&challenge.len())
+                && challenge.bytes().all(unreserved)
+        }
+    }
+}
+
 /// Whether the client may use the connector (`allowedConnectors`; empty = all).
 pub fn connector_allowed(client: &Client, connector_id: &str) -> bool {
     client.allowed_connectors.is_empty()
@@ -330,9 +368,18 @@ pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
         || super::redirect_uri::is_loopback_http(redirect_uri)
 }
 
+/// How long an auth request nobody has logged in with is kept, at most.
+///
+/// Beyond Dex (which keeps every auth request for `expiry.authRequests`, 24 h by
+/// default): anyone can create auth requests, so unused ones go after 10 minutes;
+/// a login extends its request to `expiry.authRequests` from then
+/// ([`extend_after_login`]).
+pub const UNUSED_AUTH_REQUEST_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(10 * 60);
+
 /// Stores the auth request for a validated request at `/auth/{connector_id}`:
-/// 25-char id, expiry `now + expiry.authRequests`, a fresh HMAC key, bound to
-/// the browser `browser_binding` ([`super::binding::BrowserSecret::binding`]).
+/// 25-char id, expiry `now + min(expiry.authRequests, 10 min)`, a fresh HMAC key,
+/// bound to the browser `browser_binding` ([`super::binding::BrowserSecret::binding`]).
 ///
 /// Displayed errors: connector not allowed for the client (403), `connector_id`
 /// parameter naming another connector than the path (400 "Bad connector ID"),
@@ -360,7 +407,12 @@ pub fn create_auth_request(
         return Err(AuthorizeError::page(400, "Bad connector ID"));
     }
     let expiry = now
-        .checked_add(settings.expiry.auth_requests)
+        .checked_add(
+            settings
+                .expiry
+                .auth_requests
+                .min(UNUSED_AUTH_REQUEST_LIFETIME),
+        )
         .ok_or_else(|| AuthorizeError::page(500, "Internal server error."))?;
     let auth_request = AuthRequest {
         id: new_id(),
@@ -532,6 +584,31 @@ pub fn finalize_login(
         })?;
     }
     Ok(updated)
+}
+
+/// After a login: the auth request (approval, then the response) now has the
+/// configured `expiry.authRequests` from `now`, never less than it had.
+pub fn extend_after_login(
+    storage: &dyn Storage,
+    settings: &Settings,
+    auth_request_id: &str,
+    now: SystemTime,
+) -> Result<AuthRequest, AuthorizeError> {
+    let extended = now
+        .checked_add(settings.expiry.auth_requests)
+        .ok_or_else(|| AuthorizeError::page(500, "Internal server error."))?;
+    storage
+        .update_auth_request(auth_request_id, &mut |mut request| {
+            request.expiry = request.expiry.max(extended);
+            Ok(request)
+        })
+        .map_err(|err| match err {
+            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+            err => {
+                tracing::error!(%err, "failed to extend auth request");
+                AuthorizeError::page(500, "Database error.")
+            }
+        })
 }
 
 /// Whether the approval screen must be shown: the request forces it
@@ -831,7 +908,7 @@ mod tests {
 
     #[test]
     fn valid_request_is_accepted_with_plain_default() {
-        let v = validate(&params(&[("code_challenge", "abc"), ("nonce", "n")])).unwrap();
+        let v = validate(&params(&[("code_challenge", CHALLENGE), ("nonce", "n")])).unwrap();
         assert_eq!(v.client_id, "web");
         assert_eq!(v.scopes, ["openid", "email"]);
         assert_eq!(v.response_types, ["code"]);
@@ -960,6 +1037,55 @@ mod tests {
         assert_eq!(desc, "Connector not allowed for this client");
     }
 
+    /// 43 base64url characters: a valid S256 (and plain) challenge.
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    #[test]
+    fn code_challenges_have_the_rfc_7636_shape() {
+        let check = |challenge: &str, method: &str| {
+            validate(&params(&[
+                ("code_challenge", challenge),
+                ("code_challenge_method", method),
+            ]))
+        };
+        assert!(check(CHALLENGE, "S256").is_ok());
+        assert!(check(&"a~b.c_d-".repeat(16), "plain").is_ok());
+        for (challenge, method) in [
+            (&CHALLENGE[..42], "S256"),
+            (&format!("{CHALLENGE}A"), "S256"),
+            (&CHALLENGE.replace('-', "."), "S256"),
+            (&"a".repeat(42), "plain"),
+            (&"a".repeat(129), "plain"),
+            (&format!("{} ", &CHALLENGE[..42]), "plain"),
+            (&"é".repeat(30), "plain"),
+        ] {
+            let desc = redirected(check(challenge, method), ErrorCode::InvalidRequest);
+            assert!(
+                desc.starts_with("Invalid code_challenge") || desc.contains("too long"),
+                "{challenge:?} {method}: {desc}"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_free_text_parameters_are_bounded() {
+        for (name, max) in [
+            ("nonce", MAX_NONCE_LEN),
+            ("scope", MAX_SCOPE_LEN),
+            ("response_type", MAX_RESPONSE_TYPE_LEN),
+            ("code_challenge", MAX_PKCE_LEN),
+        ] {
+            let desc = redirected(
+                validate(&params(&[(name, &"x".repeat(max + 1))])),
+                ErrorCode::InvalidRequest,
+            );
+            assert_eq!(
+                desc,
+                format!("Parameter \"{name}\" is too long (at most {max} bytes).")
+            );
+        }
+    }
+
     #[test]
     fn request_parameter_is_not_supported() {
         let desc = redirected(
@@ -973,21 +1099,21 @@ mod tests {
     fn pkce_methods_are_checked_against_config() {
         assert!(
             validate(&params(&[
-                ("code_challenge", "c"),
+                ("code_challenge", CHALLENGE),
                 ("code_challenge_method", "S256")
             ]))
             .is_ok()
         );
         assert!(
             validate(&params(&[
-                ("code_challenge", "c"),
+                ("code_challenge", CHALLENGE),
                 ("code_challenge_method", "plain")
             ]))
             .is_ok()
         );
         let desc = redirected(
             validate(&params(&[
-                ("code_challenge", "c"),
+                ("code_challenge", CHALLENGE),
                 ("code_challenge_method", "S512"),
             ])),
             ErrorCode::InvalidRequest,
@@ -998,7 +1124,7 @@ mod tests {
         let mut only_s256 = settings();
         only_s256.oauth2.pkce_methods = vec!["S256".into()];
         let err = validate_authorize_request(
-            &params(&[("code_challenge", "c")]),
+            &params(&[("code_challenge", CHALLENGE)]),
             &only_s256,
             &CONNECTORS,
         );
@@ -1018,8 +1144,12 @@ mod tests {
             "PKCE is required. The code_challenge parameter must be provided."
         );
         assert!(
-            validate_authorize_request(&params(&[("code_challenge", "c")]), &enforce, &CONNECTORS)
-                .is_ok()
+            validate_authorize_request(
+                &params(&[("code_challenge", CHALLENGE)]),
+                &enforce,
+                &CONNECTORS
+            )
+            .is_ok()
         );
         let p = params(&[
             ("client_id", "pkce-app"),
@@ -1178,9 +1308,30 @@ mod tests {
         let req = stored_request(&storage, &[], &s);
         assert_eq!(req.id.len(), 25);
         assert_eq!(req.hmac_key.len(), 51);
-        assert_eq!(req.expiry, t0() + s.expiry.auth_requests);
+        assert_eq!(req.expiry, t0() + UNUSED_AUTH_REQUEST_LIFETIME);
         assert!(!req.logged_in);
         assert_eq!(storage.get_auth_request(&req.id).unwrap(), req);
+    }
+
+    #[test]
+    fn unused_auth_requests_are_short_lived_and_a_login_extends_them() {
+        let storage = MemoryStorage::new();
+        let mut s = settings();
+        // A configured lifetime shorter than 10 minutes is kept as is.
+        s.expiry.auth_requests = secs(120);
+        assert_eq!(stored_request(&storage, &[], &s).expiry, t0() + secs(120));
+        s.expiry.auth_requests = secs(24 * 3600);
+        let req = stored_request(&storage, &[], &s);
+        assert_eq!(req.expiry, t0() + secs(600));
+        let login = t0() + secs(300);
+        finalize_login(&storage, &req.id, user_claims(), None, false, login).unwrap();
+        let extended = extend_after_login(&storage, &s, &req.id, login).unwrap();
+        assert_eq!(extended.expiry, login + secs(24 * 3600));
+        assert_eq!(
+            storage.get_auth_request(&req.id).unwrap().expiry,
+            extended.expiry
+        );
+        assert_eq!(page(extend_after_login(&storage, &s, "nope", login)).0, 400);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     AuthorizationPending,
     SlowDown,
     ExpiredToken,
+    /// Rate limited or overloaded (RFC 6749 §4.1.2.1), sent with `Retry-After`.
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
@@ -38,6 +40,7 @@ impl ErrorCode {
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 }

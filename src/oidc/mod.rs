@@ -35,9 +35,21 @@ pub use tokens::{TokenResponse, TokenSigner};
 /// any legitimate client id, redirect URI, scope list, nonce, code or token.
 pub const MAX_PARAM_LEN: usize = 2048;
 
-/// Longest accepted `state`, in bytes. Larger than [`MAX_PARAM_LEN`] because some
-/// relying parties pack a return URL or an encrypted blob into it.
-pub const MAX_STATE_LEN: usize = 8192;
+/// Longest accepted `state`, in bytes: room for a random value plus a return URL,
+/// which some relying parties pack into it. Every byte is stored with the auth
+/// request, which an anonymous client can create.
+pub const MAX_STATE_LEN: usize = 2048;
+
+/// Longest accepted `nonce` at `/auth`, in bytes (stored with the auth request;
+/// a nonce is a random value, typically 16–64 characters).
+pub const MAX_NONCE_LEN: usize = 512;
+
+/// Longest accepted `scope` at `/auth`, in bytes: every valid scope, and a dozen
+/// cross-client `audience:server:client_id:…` ones, fit easily.
+pub const MAX_SCOPE_LEN: usize = 1024;
+
+/// Longest accepted `response_type`: `code id_token token` is 19 bytes.
+pub const MAX_RESPONSE_TYPE_LEN: usize = 64;
 
 /// Checks one protocol parameter against [`MAX_PARAM_LEN`] (or [`MAX_STATE_LEN`]
 /// for `state`); the error names the parameter.
