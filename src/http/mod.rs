@@ -11,6 +11,7 @@ pub mod introspect;
 pub mod keys;
 mod middleware;
 pub mod params;
+pub mod serve;
 pub mod token;
 pub mod userinfo;
 
