@@ -75,6 +75,10 @@ pub async fn start_services(
             shutdown.clone().wait(),
         ),
         health.clone().spawn(clock.clone(), shutdown.clone().wait()),
+        crate::telemetry::spawn_metrics_upkeep(
+            crate::telemetry::METRICS_UPKEEP_INTERVAL,
+            shutdown.clone().wait(),
+        ),
     ];
 
     let state = AppState::new(AppContext {
