@@ -16,6 +16,7 @@ use crate::Clock;
 use crate::config::settings::{ConnectorSettings, Password, Settings};
 use crate::storage::entities::Claims;
 
+pub mod body;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake_forgejo;
 pub mod gitea;
