@@ -198,10 +198,10 @@ async fn connector_login_inner(
             connector
                 .prepare()
                 .await
-                .map_err(|error| connector_failure(entry, &error))?;
+                .map_err(|error| connector_failure(entry, params, &error))?;
             let (url, connector_data) = connector
                 .login_url(&scopes, &callback_url, &auth_request.id)
-                .map_err(|error| connector_failure(entry, &error))?;
+                .map_err(|error| connector_failure(entry, params, &error))?;
             if connector_data.is_some() {
                 let id = auth_request.id.clone();
                 blocking(state, move |s| {
@@ -384,11 +384,14 @@ async fn callback_inner(
     let identity = connector
         .handle_callback(&scopes, auth_request.connector_data.as_deref(), &query)
         .await
-        .map_err(|error| connector_failure(entry, &error))?;
+        .map_err(|error| connector_failure(entry, params, &error))?;
     finish_login(state, &auth_request, identity, connector.supports_refresh()).await
 }
 
-fn connector_failure(entry: &ConnectorEntry, error: &ConnectorError) -> HttpError {
+/// The page for a failed connector step. Upstream text (an `error_description`, a
+/// quoted body) goes to the log only, escaped by [`ConnectorError`]'s `Display`;
+/// the user sees a fixed message and the request id that finds the log line.
+fn connector_failure(entry: &ConnectorEntry, params: &Params, error: &ConnectorError) -> HttpError {
     match error {
         ConnectorError::NotInRequiredGroups { .. } => {
             tracing::info!(connector = %entry.id, %error, "login refused");
@@ -397,11 +400,16 @@ fn connector_failure(entry: &ConnectorEntry, error: &ConnectorError) -> HttpErro
                 "You are not a member of any of the required groups to authenticate.",
             )
         }
-        ConnectorError::Upstream(reason) => {
+        ConnectorError::Upstream(_) => {
             tracing::warn!(connector = %entry.id, %error, "upstream login failed");
+            let request_id = params.header(super::middleware::REQUEST_ID).unwrap_or("-");
             HttpError::page(
                 502,
-                format!("Login through {} failed: {reason}", entry.name),
+                format!(
+                    "Login through {} failed. Please try again; if it keeps failing, \
+                     tell your administrator the request id {request_id}.",
+                    entry.name
+                ),
             )
         }
         _ => {
