@@ -291,18 +291,19 @@ async fn password_login_inner(state: &AppState, connector_id: &str, params: &Par
             state.templates.password(&page("", false)),
         )),
         Method::POST => {
+            // Credentials from the form body only: a query string ends up in logs.
             if !CsrfToken::verify(
                 &auth_request.hmac_key,
                 &auth_request.id,
-                params.get(CSRF_FIELD),
+                params.form_get(CSRF_FIELD),
             ) {
                 return Err(HttpError::page(
                     403,
                     "Invalid or missing form token. Please start the login again.",
                 ));
             }
-            let username = params.get("login");
-            let password = params.get("password");
+            let username = params.form_get("login");
+            let password = params.form_get("password");
             let scopes = Scopes::from_requested(&auth_request.scopes);
             let identity = match connector.login(&scopes, username, password).await {
                 Ok(Some(identity)) => identity,
