@@ -20,8 +20,8 @@ use super::subject::RefreshTokenWire;
 use super::tokens::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
 use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::storage::{
-    Claims, OfflineSession, Pkce, RefreshToken, RefreshTokenRef, Storage, StorageError,
-    StorageResult,
+    Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
+    StorageError, StorageResult,
 };
 
 /// Beyond Dex: a user may hold several refresh tokens for one client (one per
@@ -96,7 +96,10 @@ pub fn exchange_code(
     let invalid_code = || OAuthError::invalid_grant("Invalid or expired code parameter.");
     let code = match ctx.storage.get_auth_code(request.code) {
         Ok(code) => code,
-        Err(StorageError::NotFound) => return Err(invalid_code()),
+        Err(StorageError::NotFound) => {
+            revoke_if_replayed(ctx, request.code);
+            return Err(invalid_code());
+        }
         Err(err) => {
             tracing::error!(%err, "failed to get auth code");
             return Err(OAuthError::server_error());
@@ -111,11 +114,28 @@ pub fn exchange_code(
             "redirect_uri did not match URI from initial request.",
         ));
     }
-    match ctx.storage.delete_auth_code(&code.id) {
+    let with_refresh = request.refreshing_connectors.contains(&code.connector_id)
+        && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
+    // The refresh token's id is chosen before the code is spent, so that the
+    // tombstone names it from the start: a replay, even a concurrent one, finds it.
+    let refresh_id = with_refresh.then(new_id);
+    let redeemed = RedeemedCode {
+        id: code.id.clone(),
+        client_id: code.client_id.clone(),
+        refresh_token_id: refresh_id.clone(),
+        user_id: code.claims.user_id.clone(),
+        connector_id: code.connector_id.clone(),
+        expiry: code.expiry,
+    };
+    match ctx.storage.redeem_auth_code(&code.id, &redeemed) {
         Ok(()) => {}
-        Err(StorageError::NotFound) => return Err(invalid_code()),
+        Err(StorageError::NotFound) => {
+            // Spent by a concurrent exchange between our read and now: a replay.
+            revoke_if_replayed(ctx, &code.id);
+            return Err(invalid_code());
+        }
         Err(err) => {
-            tracing::error!(%err, "failed to delete auth code");
+            tracing::error!(%err, "failed to redeem auth code");
             return Err(OAuthError::server_error());
         }
     }
@@ -128,15 +148,36 @@ pub fn exchange_code(
         nonce: &code.nonce,
         auth_time: code.auth_time,
     };
-    let with_refresh = request.refreshing_connectors.contains(&code.connector_id)
-        && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
     issue_tokens(
         ctx,
         &subject,
         Some(&code.id),
-        with_refresh,
+        refresh_id,
         code.connector_data,
     )
+}
+
+/// A code presented again while its tombstone lives (until the code's expiry):
+/// RFC 6749 §4.1.2 says to revoke what the first exchange issued, since one of
+/// the two presenters is not who the code was meant for. Access and ID tokens
+/// are self-contained JWTs and expire on their own; the refresh token (and its
+/// offline-session reference) is deleted.
+fn revoke_if_replayed(ctx: &GrantContext<'_>, code: &str) {
+    let redeemed = match ctx.storage.get_redeemed_code(code) {
+        Ok(redeemed) if redeemed.expiry >= ctx.now => redeemed,
+        Ok(_) | Err(StorageError::NotFound) => return,
+        Err(err) => {
+            tracing::error!(%err, "failed to look up a redeemed auth code");
+            return;
+        }
+    };
+    tracing::warn!(
+        client_id = redeemed.client_id,
+        "authorization code replayed; revoking the refresh token its exchange issued"
+    );
+    if let Some(id) = &redeemed.refresh_token_id {
+        revoke_refresh_token(ctx.storage, id, &redeemed.user_id, &redeemed.connector_id);
+    }
 }
 
 /// PKCE at the token endpoint (dex-protocol.md §12), using the method stored at
@@ -174,7 +215,7 @@ fn issue_tokens(
     ctx: &GrantContext<'_>,
     subject: &TokenSubject<'_>,
     code: Option<&str>,
-    with_refresh: bool,
+    refresh_id: Option<String>,
     connector_data: Option<Vec<u8>>,
 ) -> Result<TokenResponse, OAuthError> {
     let minter = ctx.minter();
@@ -184,10 +225,9 @@ fn issue_tokens(
     } else {
         None
     };
-    let refresh = if with_refresh {
-        Some(issue_refresh_token(ctx, subject, connector_data)?)
-    } else {
-        None
+    let refresh = match refresh_id {
+        Some(id) => Some(issue_refresh_token(ctx, subject, id, connector_data)?),
+        None => None,
     };
     Ok(TokenResponse::new(&access, id_token, refresh, ctx.now))
 }
@@ -197,10 +237,11 @@ fn issue_tokens(
 fn issue_refresh_token(
     ctx: &GrantContext<'_>,
     subject: &TokenSubject<'_>,
+    id: String,
     connector_data: Option<Vec<u8>>,
 ) -> Result<String, OAuthError> {
     let token = RefreshToken {
-        id: new_id(),
+        id,
         token: new_id(),
         obsolete_token: String::new(),
         created_at: ctx.now,
@@ -534,23 +575,28 @@ pub fn begin_refresh(
 }
 
 /// Deletes a refresh token and its offline-session reference (best effort).
-fn revoke_family(storage: &dyn Storage, token: &RefreshToken) {
-    match storage.delete_refresh_token(&token.id) {
+fn revoke_refresh_token(storage: &dyn Storage, id: &str, user_id: &str, connector_id: &str) {
+    match storage.delete_refresh_token(id) {
         Ok(()) | Err(StorageError::NotFound) => {}
         Err(err) => tracing::error!(%err, "failed to revoke refresh token"),
     }
-    let result = storage.update_offline_session(
-        &token.claims.user_id,
-        &token.connector_id,
-        &mut |mut session| {
-            session.refresh.remove(&token.id);
-            Ok(session)
-        },
-    );
+    let result = storage.update_offline_session(user_id, connector_id, &mut |mut session| {
+        session.refresh.remove(id);
+        Ok(session)
+    });
     match result {
         Ok(_) | Err(StorageError::NotFound) => {}
         Err(err) => tracing::error!(%err, "failed to unlink revoked refresh token"),
     }
+}
+
+fn revoke_family(storage: &dyn Storage, token: &RefreshToken) {
+    revoke_refresh_token(
+        storage,
+        &token.id,
+        &token.claims.user_id,
+        &token.connector_id,
+    );
     tracing::warn!(
         client_id = token.client_id,
         "rotated refresh token replayed outside the reuse window; token revoked"
@@ -752,7 +798,7 @@ pub fn password_grant(
         ctx,
         &subject,
         None,
-        with_refresh,
+        with_refresh.then(new_id),
         login.connector_data.clone(),
     )
 }
