@@ -17,3 +17,4 @@ mod keys;
 mod login;
 mod ops;
 mod support;
+mod transport;
