@@ -181,8 +181,8 @@ impl Connection {
         let mut closing = false;
         // Set when an idle connection is being closed: it must be gone by then.
         let mut hard_deadline: Option<Instant> = None;
+        let mut next_check = activity.last_read() + idle;
         loop {
-            let idle_check = activity.last_read() + idle;
             tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = stop.changed(), if !closing => {
@@ -190,12 +190,19 @@ impl Connection {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                () = tokio::time::sleep_until(idle_check), if !closing => {
-                    if activity.in_flight() == 0 && activity.last_read() + idle <= Instant::now() {
+                () = tokio::time::sleep_until(next_check), if !closing => {
+                    let quiet_until = activity.last_read() + idle;
+                    let now = Instant::now();
+                    if activity.in_flight() > 0 {
+                        // A slow request is not idleness; look again later.
+                        next_check = now + idle;
+                    } else if quiet_until > now {
+                        next_check = quiet_until;
+                    } else {
                         tracing::debug!(peer = %self.peer, "closing an idle connection");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
-                        hard_deadline = Some(Instant::now() + self.limits.header_read_timeout);
+                        hard_deadline = Some(now + self.limits.header_read_timeout);
                     }
                 }
                 () = sleep_until_opt(hard_deadline) => {
