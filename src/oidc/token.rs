@@ -114,20 +114,41 @@ pub fn exchange_code(
             "redirect_uri did not match URI from initial request.",
         ));
     }
+    let subject = TokenSubject {
+        client_id: &client.id,
+        claims: &code.claims,
+        scopes: &code.scopes,
+        connector_id: &code.connector_id,
+        nonce: &code.nonce,
+        auth_time: code.auth_time,
+    };
     let with_refresh = request.refreshing_connectors.contains(&code.connector_id)
         && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
-    // The refresh token's id is chosen before the code is spent, so that the
-    // tombstone names it from the start: a replay, even a concurrent one, finds it.
-    let refresh_id = with_refresh.then(new_id);
+    // The refresh token is stored before the code is spent and the tombstone names
+    // it: whoever finds the code spent (a replay, even one racing this exchange)
+    // finds the token to revoke.
+    let refresh = if with_refresh {
+        let token = new_refresh_token(ctx, &subject);
+        store_refresh_token(ctx, &token)?;
+        Some(token)
+    } else {
+        None
+    };
     let redeemed = RedeemedCode {
         id: code.id.clone(),
         client_id: code.client_id.clone(),
-        refresh_token_id: refresh_id.clone(),
+        refresh_token_id: refresh.as_ref().map(|t| t.id.clone()),
         user_id: code.claims.user_id.clone(),
         connector_id: code.connector_id.clone(),
         expiry: code.expiry,
     };
-    match ctx.storage.redeem_auth_code(&code.id, &redeemed) {
+    let redeemed = ctx.storage.redeem_auth_code(&code.id, &redeemed);
+    if redeemed.is_err()
+        && let Some(token) = &refresh
+    {
+        roll_back_refresh_token(ctx, &token.id);
+    }
+    match redeemed {
         Ok(()) => {}
         Err(StorageError::NotFound) => {
             // Spent by a concurrent exchange between our read and now: a replay.
@@ -139,22 +160,11 @@ pub fn exchange_code(
             return Err(OAuthError::server_error());
         }
     }
-
-    let subject = TokenSubject {
-        client_id: &client.id,
-        claims: &code.claims,
-        scopes: &code.scopes,
-        connector_id: &code.connector_id,
-        nonce: &code.nonce,
-        auth_time: code.auth_time,
+    let refresh = match refresh {
+        Some(token) => RefreshIssue::Stored(token),
+        None => RefreshIssue::None,
     };
-    issue_tokens(
-        ctx,
-        &subject,
-        Some(&code.id),
-        refresh_id,
-        code.connector_data,
-    )
+    issue_tokens(ctx, &subject, Some(&code.id), refresh, code.connector_data)
 }
 
 /// A code presented again while its tombstone lives (until the code's expiry):
@@ -215,33 +225,65 @@ fn issue_tokens(
     ctx: &GrantContext<'_>,
     subject: &TokenSubject<'_>,
     code: Option<&str>,
-    refresh_id: Option<String>,
+    refresh: RefreshIssue,
     connector_data: Option<Vec<u8>>,
 ) -> Result<TokenResponse, OAuthError> {
     let minter = ctx.minter();
-    let access = minter.access_token(subject, ctx.now)?;
-    let id_token = if scopes::has_scope(subject.scopes, scopes::OPENID) {
-        Some(minter.id_token(subject, ctx.now, Some(&access.token), code)?)
-    } else {
-        None
+    let minted = minter.access_token(subject, ctx.now).and_then(|access| {
+        let id_token = if scopes::has_scope(subject.scopes, scopes::OPENID) {
+            Some(minter.id_token(subject, ctx.now, Some(&access.token), code)?)
+        } else {
+            None
+        };
+        Ok((access, id_token))
+    });
+    let (access, id_token) = match minted {
+        Ok(minted) => minted,
+        Err(error) => {
+            if let RefreshIssue::Stored(token) = &refresh {
+                roll_back_refresh_token(ctx, &token.id);
+            }
+            return Err(error);
+        }
     };
-    let refresh = match refresh_id {
-        Some(id) => Some(issue_refresh_token(ctx, subject, id, connector_data)?),
-        None => None,
+    let refresh = match refresh {
+        RefreshIssue::None => None,
+        RefreshIssue::New => {
+            let token = new_refresh_token(ctx, subject);
+            store_refresh_token(ctx, &token)?;
+            Some(link_refresh_token(ctx, token, connector_data)?)
+        }
+        RefreshIssue::Stored(token) => {
+            let (id, user_id, connector_id) = (
+                token.id.clone(),
+                token.claims.user_id.clone(),
+                token.connector_id.clone(),
+            );
+            let wire = link_refresh_token(ctx, token, connector_data)?;
+            // A replay of the code revokes the token (delete, then unlink); if that
+            // ran between storing and linking it, our link would outlive the token.
+            if ctx.storage.get_refresh_token(&id) == Err(StorageError::NotFound) {
+                revoke_refresh_token(ctx.storage, &id, &user_id, &connector_id);
+                return Err(OAuthError::invalid_grant(
+                    "Invalid or expired code parameter.",
+                ));
+            }
+            Some(wire)
+        }
     };
     Ok(TokenResponse::new(&access, id_token, refresh, ctx.now))
 }
 
-/// Stores a new refresh token, links it from the user's offline session, prunes
-/// the user's stale tokens for the client, and returns the wire value.
-fn issue_refresh_token(
-    ctx: &GrantContext<'_>,
-    subject: &TokenSubject<'_>,
-    id: String,
-    connector_data: Option<Vec<u8>>,
-) -> Result<String, OAuthError> {
-    let token = RefreshToken {
-        id,
+/// Whether a token response carries a refresh token, and whether it is stored yet.
+enum RefreshIssue {
+    None,
+    New,
+    Stored(RefreshToken),
+}
+
+fn new_refresh_token(ctx: &GrantContext<'_>, subject: &TokenSubject<'_>) -> RefreshToken {
+    RefreshToken {
+        id: new_id(),
         token: new_id(),
         obsolete_token: String::new(),
         created_at: ctx.now,
@@ -254,11 +296,30 @@ fn issue_refresh_token(
         scopes: subject.scopes.to_vec(),
         nonce: subject.nonce.to_owned(),
         auth_time: subject.auth_time,
-    };
-    ctx.storage.create_refresh_token(&token).map_err(|err| {
+    }
+}
+
+fn store_refresh_token(ctx: &GrantContext<'_>, token: &RefreshToken) -> Result<(), OAuthError> {
+    ctx.storage.create_refresh_token(token).map_err(|err| {
         tracing::error!(%err, "failed to store refresh token");
         OAuthError::server_error()
-    })?;
+    })
+}
+
+fn roll_back_refresh_token(ctx: &GrantContext<'_>, id: &str) {
+    match ctx.storage.delete_refresh_token(id) {
+        Ok(()) | Err(StorageError::NotFound) => {}
+        Err(err) => tracing::error!(%err, "failed to roll back refresh token"),
+    }
+}
+
+/// Links a stored refresh token from the user's offline session, prunes the
+/// user's stale tokens for the client, and returns the wire value.
+fn link_refresh_token(
+    ctx: &GrantContext<'_>,
+    token: RefreshToken,
+    connector_data: Option<Vec<u8>>,
+) -> Result<String, OAuthError> {
     let reference = RefreshTokenRef {
         id: token.id.clone(),
         client_id: token.client_id.clone(),
@@ -282,9 +343,7 @@ fn issue_refresh_token(
         Ok(session) => session,
         Err(err) => {
             tracing::error!(%err, "failed to update offline session");
-            if let Err(err) = ctx.storage.delete_refresh_token(&token.id) {
-                tracing::error!(%err, "failed to roll back refresh token");
-            }
+            roll_back_refresh_token(ctx, &token.id);
             return Err(OAuthError::server_error());
         }
     };
@@ -798,7 +857,11 @@ pub fn password_grant(
         ctx,
         &subject,
         None,
-        with_refresh.then(new_id),
+        if with_refresh {
+            RefreshIssue::New
+        } else {
+            RefreshIssue::None
+        },
         login.connector_data.clone(),
     )
 }
@@ -1089,6 +1152,43 @@ mod tests {
         let code = f.store_code("openid", Pkce::default());
         assert!(f.exchange(&code, "", t0()).is_ok());
         assert_err(f.exchange(&code, "", t0()), 400, ErrorCode::InvalidGrant);
+    }
+
+    #[test]
+    fn a_second_exchange_of_a_code_revokes_the_refresh_token_even_when_racing() {
+        let f = Fixture::new();
+        for _ in 0..50 {
+            let code = f.store_code("openid offline_access", Pkce::default());
+            let start = std::sync::Barrier::new(2);
+            let results: Vec<Result<TokenResponse, OAuthError>> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            f.exchange(&code, "", t0())
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let issued: Vec<&TokenResponse> =
+                results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert!(issued.len() <= 1, "a code worked twice");
+            for response in issued {
+                let wire = response.refresh_token.as_deref().unwrap();
+                let id = RefreshTokenWire::decode(wire).id;
+                assert_eq!(
+                    f.storage.get_refresh_token(&id),
+                    Err(StorageError::NotFound),
+                    "the refresh token of a code presented twice survived"
+                );
+                let session = f
+                    .storage
+                    .get_offline_session(&user_claims().user_id, "mock")
+                    .unwrap();
+                assert!(!session.refresh.contains_key(&id));
+            }
+        }
     }
 
     #[test]
