@@ -161,7 +161,7 @@ pub fn exchange_code(
         }
     }
     let refresh = match refresh {
-        Some(token) => RefreshIssue::Stored(token),
+        Some(token) => RefreshIssue::Stored(Box::new(token)),
         None => RefreshIssue::None,
     };
     issue_tokens(ctx, &subject, Some(&code.id), refresh, code.connector_data)
@@ -259,7 +259,7 @@ fn issue_tokens(
                 token.claims.user_id.clone(),
                 token.connector_id.clone(),
             );
-            let wire = link_refresh_token(ctx, token, connector_data)?;
+            let wire = link_refresh_token(ctx, *token, connector_data)?;
             // A replay of the code revokes the token (delete, then unlink); if that
             // ran between storing and linking it, our link would outlive the token.
             if ctx.storage.get_refresh_token(&id) == Err(StorageError::NotFound) {
@@ -278,7 +278,7 @@ fn issue_tokens(
 enum RefreshIssue {
     None,
     New,
-    Stored(RefreshToken),
+    Stored(Box<RefreshToken>),
 }
 
 fn new_refresh_token(ctx: &GrantContext<'_>, subject: &TokenSubject<'_>) -> RefreshToken {
