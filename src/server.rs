@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::health::HealthChecker;
+use crate::http::serve::ConnectionLimits;
 use crate::http::{self, AppContext, AppState};
 use crate::keys::{KeyManager, KeyPolicy};
 use crate::shutdown::Shutdown;
@@ -33,6 +34,9 @@ pub enum ServerError {
 pub struct Services {
     pub state: AppState,
     pub tasks: Vec<JoinHandle<()>>,
+    /// Timeouts and caps of both listeners' connections (constants in production;
+    /// tests shorten them).
+    pub limits: ConnectionLimits,
 }
 
 pub fn system_clock() -> Clock {
@@ -71,6 +75,10 @@ pub async fn start_services(
             shutdown.clone().wait(),
         ),
         health.clone().spawn(clock.clone(), shutdown.clone().wait()),
+        crate::telemetry::spawn_metrics_upkeep(
+            crate::telemetry::METRICS_UPKEEP_INTERVAL,
+            shutdown.clone().wait(),
+        ),
     ];
 
     let state = AppState::new(AppContext {
@@ -86,7 +94,11 @@ pub async fn start_services(
         limits: http::limits::Limits::default(),
         clock,
     });
-    Ok(Services { state, tasks })
+    Ok(Services {
+        state,
+        tasks,
+        limits: ConnectionLimits::default(),
+    })
 }
 
 /// Serves the main router on `listener` (and telemetry on `telemetry`) until
@@ -97,25 +109,18 @@ pub async fn run(
     telemetry: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
-    let Services { state, tasks } = services;
+    let Services {
+        state,
+        tasks,
+        limits,
+    } = services;
     let telemetry_task = telemetry.map(|listener| {
         let app = crate::telemetry::telemetry_app(state.health.clone());
         let stop = shutdown.clone().wait();
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(%error, "telemetry listener failed");
-            }
-        })
+        tokio::spawn(http::serve::serve(listener, app, limits, stop))
     });
     let app = http::app(state);
-    // The peer address feeds the per-client rate limits.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.wait())
-        .await?;
+    http::serve::serve(listener, app, limits, shutdown.wait()).await;
     if let Some(task) = telemetry_task {
         let _ = task.await;
     }

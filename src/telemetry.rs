@@ -2,6 +2,7 @@
 //! (Prometheus), `/healthz`, `/healthz/live`, `/healthz/ready`.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -9,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggerSettings};
@@ -35,15 +37,57 @@ pub fn init_logging(logger: &LoggerSettings) -> Result<(), String> {
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Dex's buckets for `request_duration_seconds` (seconds).
+pub const REQUEST_DURATION_BUCKETS: [f64; 6] = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// How often the recorder folds recorded samples into its histograms.
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The recorder keeps every histogram sample in a queue until it folds them into
+/// the histogram, which it does on render or upkeep: with nobody scraping and no
+/// upkeep, that queue grows by every request. Fixed buckets keep each histogram
+/// at a fixed size once folded (a summary would keep a sketch per series).
+fn builder() -> PrometheusBuilder {
+    let builder = PrometheusBuilder::new();
+    match builder.set_buckets(&REQUEST_DURATION_BUCKETS) {
+        Ok(builder) => builder,
+        // Only refused for an empty list.
+        Err(error) => {
+            tracing::error!(%error, "cannot set histogram buckets");
+            PrometheusBuilder::new()
+        }
+    }
+}
+
 /// The process-wide Prometheus recorder, installed on first use. `None` if another
 /// recorder was installed first (only possible in tests).
 pub fn prometheus() -> Option<PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().ok()?;
-            Some(handle)
-        })
+        .get_or_init(|| builder().install_recorder().ok())
         .clone()
+}
+
+/// Runs the recorder's upkeep every `interval` until `shutdown`, so that memory
+/// stays bounded whether or not anybody scrapes `/metrics`.
+pub fn spawn_metrics_upkeep(
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let handle = prometheus();
+    tokio::spawn(async move {
+        let Some(handle) = handle else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => handle.run_upkeep(),
+                () = &mut shutdown => return,
+            }
+        }
+    })
 }
 
 #[derive(Clone)]

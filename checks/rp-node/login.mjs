@@ -407,17 +407,6 @@ async function main() {
     return short(info);
   });
 
-  await check('code replay rejected', () =>
-    expectOAuthError(
-      client.authorizationCodeGrant(config, callbackUrl, {
-        pkceCodeVerifier: codeVerifier,
-        expectedState: state,
-        expectedNonce: nonce,
-      }),
-      'invalid_grant',
-    ),
-  );
-
   // Refresh: the library validates the new ID token (signature, iss, aud, exp, iat).
   let refreshed;
   const didRefresh = await check('refresh + ID token validation', async () => {
@@ -446,6 +435,18 @@ async function main() {
     // The token no longer exists: Dex answers an unknown refresh token with invalid_request.
     return expectOAuthError(client.refreshTokenGrant(config, refreshed.refresh_token), 'invalid_request', 'invalid_grant');
   });
+
+  // Last: a replayed code also revokes the refresh token of its first exchange.
+  await check('code replay rejected', () =>
+    expectOAuthError(
+      client.authorizationCodeGrant(config, callbackUrl, {
+        pkceCodeVerifier: codeVerifier,
+        expectedState: state,
+        expectedNonce: nonce,
+      }),
+      'invalid_grant',
+    ),
+  );
 
   // The user cancels on the approval page: the library reads the error redirect (state checked).
   await check('cancel on approval → access_denied', async () => {

@@ -8,10 +8,16 @@ use serde_json::Value;
 use super::Report;
 use super::decode::join;
 use super::env::is_single_reference;
+use super::nix_store::is_in_nix_store;
 
 /// Reads a secret from a file: one trailing newline (`\n` or `\r\n`) is trimmed;
 /// an unreadable or empty file is an error. Messages name the file, never its content.
+///
+/// A file in the Nix store is refused before it is read, whether named directly or
+/// through a symlink: every store file is world-readable, so the secret has
+/// already leaked to every local user (every `…File` form comes through here).
 pub fn read_secret_file(file: &str) -> Result<String, String> {
+    refuse_store_file(Path::new(file))?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read file {file:?}: {e}"))?;
     let mut text =
         String::from_utf8(bytes).map_err(|_| format!("file {file:?} is not valid UTF-8"))?;
@@ -24,6 +30,18 @@ pub fn read_secret_file(file: &str) -> Result<String, String> {
         return Err(format!("file {file:?} is empty"));
     }
     Ok(text)
+}
+
+fn refuse_store_file(file: &Path) -> Result<(), String> {
+    let canonical = std::fs::canonicalize(file).ok();
+    if is_in_nix_store(file) || canonical.as_deref().is_some_and(is_in_nix_store) {
+        return Err(format!(
+            "file {:?} is in the Nix store, which every local user can read; keep secret \
+             files outside it (e.g. systemd LoadCredential= and $CREDENTIALS_DIRECTORY)",
+            file.display().to_string()
+        ));
+    }
+    Ok(())
 }
 
 /// Keys inside connector and storage configs whose inline values are secrets
@@ -246,6 +264,19 @@ mod tests {
             err.contains("cannot read file") && err.contains("missing"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn secret_files_in_the_nix_store_are_refused_unread() {
+        let store_file = "/nix/store/0c8xyz9bz3ai2k3qh8x8a9fw2p1l6c5y-forgejo-secret";
+        let err = read_secret_file(store_file).unwrap_err();
+        assert!(
+            err.contains("Nix store") && err.contains(store_file),
+            "{err}"
+        );
+        // A look-alike outside the store is only a missing file.
+        let err = read_secret_file("/nix/stor/0c8xyz9bz3ai2k3qh8x8a9fw2p1l6c5y-x").unwrap_err();
+        assert!(err.contains("cannot read file"), "{err}");
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct FakeOptions {
     pub access_token_lifetime: Duration,
     /// `[oauth2] INVALIDATE_REFRESH_TOKENS`: true on Forgejo ≥ 9, false on Gitea.
     pub invalidate_refresh_tokens: bool,
+    /// Bytes of trailing whitespace added to every response body (still valid
+    /// JSON): a hostile or broken upstream's huge answer.
+    pub response_padding: usize,
 }
 
 impl Default for FakeOptions {
@@ -88,6 +91,7 @@ impl Default for FakeOptions {
             issuer_trailing_slash: false,
             access_token_lifetime: Duration::from_secs(3600),
             invalidate_refresh_tokens: true,
+            response_padding: 0,
         }
     }
 }
@@ -285,6 +289,11 @@ impl FakeForgejo {
         })
     }
 
+    /// Changes [`FakeOptions::response_padding`] from now on.
+    pub fn set_response_padding(&self, bytes: usize) {
+        self.shared.lock().options.response_padding = bytes;
+    }
+
     /// The base URL without a trailing slash (a connector's `baseURL`).
     pub fn url(&self) -> String {
         self.shared.root_url.trim_end_matches('/').to_owned()
@@ -408,8 +417,23 @@ async fn record(State(shared): State<Shared>, request: Request, next: Next) -> R
             .map(|p| p.as_str())
             .unwrap_or("")
     );
-    shared.lock().requests.push(line);
-    next.run(request).await
+    let padding = {
+        let mut inner = shared.lock();
+        inner.requests.push(line);
+        inner.options.response_padding
+    };
+    let response = next.run(request).await;
+    if padding == 0 {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut padded = bytes.to_vec();
+    padded.resize(bytes.len() + padding, b' ');
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(padded))
 }
 
 enum AuthorizeOutcome {

@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::body::{BodyError, MAX_UPSTREAM_BODY, read_capped};
 use super::upstream::{
     self, ConfigReader, Problems, SingleFlight, TlsOptions, check_base_url, check_redirect_uri,
     oauth_error_text, parse_oauth_error, quote_body, unix_seconds,
@@ -324,10 +325,9 @@ impl GiteaConnector {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        let body = response
-            .bytes()
+        let body = read_capped(response, MAX_UPSTREAM_BODY)
             .await
-            .map_err(|e| TokenError::Failed(format!("POST {url}: {}", transport_error(e))))?;
+            .map_err(|e| TokenError::Failed(format!("POST {url}: {}", body_error(e))))?;
         if !status.is_success() {
             return Err(match parse_oauth_error(&body) {
                 Some((error, description)) if status.is_client_error() => {
@@ -401,10 +401,12 @@ impl GiteaConnector {
             .get("x-total-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let body = response.bytes().await.map_err(|e| ApiError {
-            status: None,
-            message: format!("GET {url}: {}", transport_error(e)),
-        })?;
+        let body = read_capped(response, MAX_UPSTREAM_BODY)
+            .await
+            .map_err(|e| ApiError {
+                status: None,
+                message: format!("GET {url}: {}", body_error(e)),
+            })?;
         if !status.is_success() {
             let message = serde_json::from_slice::<Value>(&body)
                 .ok()
@@ -550,6 +552,13 @@ impl GiteaConnector {
                 }
             })
             .await
+    }
+}
+
+fn body_error(e: BodyError) -> String {
+    match e {
+        BodyError::Transport(e) => transport_error(e),
+        too_large @ BodyError::TooLarge { .. } => too_large.to_string(),
     }
 }
 

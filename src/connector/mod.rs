@@ -17,6 +17,7 @@ use crate::config::settings::{ConnectorSettings, Password, Settings};
 use crate::storage::entities::Claims;
 use crate::throttle::Gate;
 
+pub mod body;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake_forgejo;
 pub mod gitea;
@@ -98,12 +99,13 @@ pub enum ConnectorError {
     /// Dex answers 403 "You are not a member of any of the required groups to authenticate."
     #[error("user {user:?} is not a member of any of the required groups")]
     NotInRequiredGroups { user: String },
-    /// The upstream failed or answered something unusable (a 500 page for the browser).
-    #[error("upstream error: {0}")]
+    /// The upstream failed or answered something unusable (a 502 page for the
+    /// browser). The text may quote the upstream: it is displayed escaped.
+    #[error("upstream error: {}", Escaped(.0))]
     Upstream(String),
     /// The connector cannot refresh this identity any more (user deleted, upstream
     /// token revoked…); the refresh token must be rejected.
-    #[error("refresh failed: {0}")]
+    #[error("refresh failed: {}", Escaped(.0))]
     Refresh(String),
     /// A configuration problem found when opening the connector.
     #[error("connector {id:?} (type {kind:?}): {message}")]
@@ -120,12 +122,37 @@ pub enum ConnectorError {
     DuplicateId { id: String },
     /// A failure on our side (e.g. the blocking pool went away, a stored hash has a cost
     /// Dex refuses at login). Dex shows "Login error…" with 500.
-    #[error("internal connector error: {0}")]
+    #[error("internal connector error: {}", Escaped(.0))]
     Internal(String),
     /// Too many password checks are already running or waiting (see
     /// [`crate::throttle::Gate`]): 503, try again later.
     #[error("too many password checks in progress")]
     Busy,
+}
+
+/// Displays text that may come from an upstream (an `error_description`, a quoted
+/// body) on one line: control characters (`\n` would forge a log line) and
+/// invisible format characters (bidi overrides) are written as escapes.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            if c.is_control() || is_format_char(c) {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Unicode format characters that reorder or hide text (bidi controls, zero-width
+/// characters, the BOM).
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{061c}')
 }
 
 /// A connector that sends the browser to an upstream login page, which sends it back to
@@ -461,6 +488,28 @@ mod tests {
     use super::*;
 
     const CALLBACK: &str = "https://idp.example/dex/callback";
+
+    #[test]
+    fn upstream_text_displays_on_one_line() {
+        let forged =
+            "denied\n2026-01-01T00:00:00Z  INFO login succeeded user=admin\r\u{202e}x\u{7}";
+        for error in [
+            ConnectorError::Upstream(forged.into()),
+            ConnectorError::Refresh(forged.into()),
+            ConnectorError::Internal(forged.into()),
+        ] {
+            let shown = error.to_string();
+            assert!(
+                !shown.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{shown:?}"
+            );
+            assert!(shown.contains("denied\\n2026"), "{shown}");
+        }
+        assert_eq!(
+            Escaped("plain: text \"quoted\"").to_string(),
+            "plain: text \"quoted\""
+        );
+    }
 
     fn build(
         connectors: &[ConnectorSettings],

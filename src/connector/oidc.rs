@@ -36,6 +36,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::body::{BodyError, CappedClient, MAX_UPSTREAM_BODY, read_capped};
 use super::upstream::{
     self, ConfigReader, Problems, SingleFlight, TlsOptions, check_base_url, check_redirect_uri,
     oauth_error_text, quote_body,
@@ -313,6 +314,14 @@ impl OidcConnector {
         })
     }
 
+    /// The HTTP client for the `openidconnect` crate, reading bodies with the cap.
+    fn capped(&self) -> CappedClient<'_> {
+        CappedClient {
+            http: &self.http,
+            limit: MAX_UPSTREAM_BODY,
+        }
+    }
+
     /// Starts discovery in the background when a tokio runtime is running.
     pub fn warm_up(self: &Arc<Self>) {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -351,7 +360,7 @@ impl OidcConnector {
             ))
         };
         let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| fail(e.to_string()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.capped())
             .await
             .map_err(|e| fail(error_chain(&e)))?;
         let userinfo_url = metadata.userinfo_endpoint().map(|u| u.url().to_string());
@@ -435,10 +444,12 @@ impl OidcConnector {
             .await
             .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = read_capped(response, MAX_UPSTREAM_BODY)
             .await
-            .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
+            .map_err(|e| match e {
+                BodyError::Transport(e) => format!("GET {url}: {}", e.without_url()),
+                too_large => format!("GET {url}: {too_large}"),
+            })?;
         if !status.is_success() {
             return Err(format!("GET {url}: {status}: {}", quote_body(&body)));
         }
@@ -577,7 +588,7 @@ impl OidcConnector {
                     ConnectorError::Upstream(format!("oidc: the provider has no token endpoint: {e}"))
                 })?;
                 let response: CoreTokenResponse =
-                    request.request_async(&self.http).await.map_err(|e| match e {
+                    request.request_async(&self.capped()).await.map_err(|e| match e {
                         RequestTokenError::ServerResponse(err) => ConnectorError::Refresh(format!(
                             "oidc: {} refused the upstream refresh token ({}); the user must log in again",
                             self.config.issuer,
@@ -744,7 +755,7 @@ impl CallbackConnector for OidcConnector {
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier));
         let response: CoreTokenResponse =
             request
-                .request_async(&self.http)
+                .request_async(&self.capped())
                 .await
                 .map_err(|e| match e {
                     RequestTokenError::ServerResponse(err) => upstream(format!(

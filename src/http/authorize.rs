@@ -212,10 +212,10 @@ async fn connector_login_inner(
             connector
                 .prepare()
                 .await
-                .map_err(|error| connector_failure(entry, &error))?;
+                .map_err(|error| connector_failure(entry, params, &error))?;
             let (url, connector_data) = connector
                 .login_url(&scopes, &callback_url, &auth_request.id)
-                .map_err(|error| connector_failure(entry, &error))?;
+                .map_err(|error| connector_failure(entry, params, &error))?;
             if connector_data.is_some() {
                 let id = auth_request.id.clone();
                 blocking(state, move |s| {
@@ -312,18 +312,19 @@ async fn password_login_inner(
             state.templates.password(&page("", false)),
         )),
         Method::POST => {
+            // Credentials from the form body only: a query string ends up in logs.
             if !CsrfToken::verify(
                 &auth_request.hmac_key,
                 &auth_request.id,
-                params.get(CSRF_FIELD),
+                params.form_get(CSRF_FIELD),
             ) {
                 return Err(HttpError::page(
                     403,
                     "Invalid or missing form token. Please start the login again.",
                 ));
             }
-            let username = params.get("login");
-            let password = params.get("password");
+            let username = params.form_get("login");
+            let password = params.form_get("password");
             let scopes = Scopes::from_requested(&auth_request.scopes);
             let now = (state.clock)();
             let identity = match state
@@ -418,11 +419,14 @@ async fn callback_inner(
     let identity = connector
         .handle_callback(&scopes, auth_request.connector_data.as_deref(), &query)
         .await
-        .map_err(|error| connector_failure(entry, &error))?;
+        .map_err(|error| connector_failure(entry, params, &error))?;
     finish_login(state, &auth_request, identity, connector.supports_refresh()).await
 }
 
-fn connector_failure(entry: &ConnectorEntry, error: &ConnectorError) -> HttpError {
+/// The page for a failed connector step. Upstream text (an `error_description`, a
+/// quoted body) goes to the log only, escaped by [`ConnectorError`]'s `Display`;
+/// the user sees a fixed message and the request id that finds the log line.
+fn connector_failure(entry: &ConnectorEntry, params: &Params, error: &ConnectorError) -> HttpError {
     match error {
         ConnectorError::NotInRequiredGroups { .. } => {
             tracing::info!(connector = %entry.id, %error, "login refused");
@@ -431,11 +435,16 @@ fn connector_failure(entry: &ConnectorEntry, error: &ConnectorError) -> HttpErro
                 "You are not a member of any of the required groups to authenticate.",
             )
         }
-        ConnectorError::Upstream(reason) => {
+        ConnectorError::Upstream(_) => {
             tracing::warn!(connector = %entry.id, %error, "upstream login failed");
+            let request_id = params.header(super::middleware::REQUEST_ID).unwrap_or("-");
             HttpError::page(
                 502,
-                format!("Login through {} failed: {reason}", entry.name),
+                format!(
+                    "Login through {} failed. Please try again; if it keeps failing, \
+                     tell your administrator the request id {request_id}.",
+                    entry.name
+                ),
             )
         }
         _ => {

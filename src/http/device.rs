@@ -89,13 +89,13 @@ async fn device_code_inner(
     let client = authenticate_client(
         &state.settings.clients,
         params.header(header::AUTHORIZATION),
-        params.get("client_id"),
-        params.get("client_secret"),
+        params.form_get("client_id"),
+        params.form_get("client_secret"),
     )?
     .clone();
-    let scope = params.get("scope").to_owned();
-    let challenge = params.get("code_challenge").to_owned();
-    let method = params.get("code_challenge_method").to_owned();
+    let scope = params.form_get("scope").to_owned();
+    let challenge = params.form_get("code_challenge").to_owned();
+    let method = params.form_get("code_challenge_method").to_owned();
     let settings = state.settings.clone();
     let storage = state.storage.clone();
     let now = (state.clock)();
@@ -302,8 +302,8 @@ pub async fn device_token(state: &AppState, params: &Params) -> Response {
     if let Err(error) = check_grant_type(&state.settings, device::DEVICE_CODE_GRANT) {
         return oauth_error_response(&error);
     }
-    let device_code = params.get("device_code").to_owned();
-    let verifier = params.get("code_verifier").to_owned();
+    let device_code = params.form_get("device_code").to_owned();
+    let verifier = params.form_get("code_verifier").to_owned();
     let storage = state.storage.clone();
     let now = (state.clock)();
     let polled = tokio::task::spawn_blocking(move || {

@@ -37,13 +37,6 @@ fn json_no_store(status: StatusCode, body: String) -> Response {
     response
 }
 
-/// The form body's pairs only: like Dex (Go's `PostForm`), a token in the query
-/// string is not read.
-fn body_pairs(params: &Params) -> &[(String, String)] {
-    let body_len = params.pairs.len().saturating_sub(params.query_pairs.len());
-    params.pairs.get(..body_len).unwrap_or_default()
-}
-
 async fn run(state: &AppState, params: &Params) -> Result<Option<String>, OAuthError> {
     if params.method != Method::POST {
         return Err(OAuthError::invalid_request(format!(
@@ -51,7 +44,8 @@ async fn run(state: &AppState, params: &Params) -> Result<Option<String>, OAuthE
             params.method
         )));
     }
-    let body = body_pairs(params);
+    // Like Dex (Go's `PostForm`), nothing is read from the query string.
+    let body = params.body_pairs.as_slice();
     let field = |name: &str| {
         body.iter()
             .find(|(k, _)| k == name)

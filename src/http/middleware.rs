@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 use rand::Rng;
@@ -86,12 +86,24 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let request_id = match request.headers().get(&REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
+            Some(id) if is_plain_request_id(id) => id.clone(),
+            _ => {
                 let id = new_request_id();
                 request.headers_mut().insert(REQUEST_ID, id.clone());
                 id
             }
+        };
+        let Some(method) = method_label(request.method()) else {
+            // A method no route knows (RFC 9110 §15.6.2): answered here, so an
+            // arbitrary method never becomes a metric label or reaches a handler.
+            let shared = self.shared.clone();
+            return Box::pin(async move {
+                shared.metrics.record("unmatched", OTHER_METHOD, 501, 0.0);
+                let mut response = Response::new(axum::body::Body::from("501 not implemented\n"));
+                *response.status_mut() = StatusCode::NOT_IMPLEMENTED;
+                response.headers_mut().insert(REQUEST_ID, request_id);
+                Ok(response)
+            });
         };
         let span = tracing::info_span!(
             "request",
@@ -99,7 +111,6 @@ where
             path = %request.uri().path(),
             request_id = %request_id.to_str().unwrap_or(""),
         );
-        let method = request.method().clone();
         let handler = request.extensions().get::<MatchedPath>().cloned();
         let shared = self.shared.clone();
         // The service that was polled ready handles this request; a clone takes its place.
@@ -114,7 +125,7 @@ where
                 let status = response.status();
                 shared.metrics.record(
                     handler.as_ref().map_or("unmatched", |p| p.as_str()),
-                    &method,
+                    method,
                     status.as_u16(),
                     elapsed.as_secs_f64(),
                 );
@@ -137,6 +148,37 @@ where
     }
 }
 
+/// The label of every method outside [`method_label`]'s list.
+const OTHER_METHOD: &str = "other";
+
+/// The metric label of a method this server can route, `None` for any other.
+fn method_label(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => return None,
+    })
+}
+
+/// A client's request id is kept only when it is short and plain, since it is
+/// echoed into logs and error pages.
+fn is_plain_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    (1..=MAX_REQUEST_ID_LEN).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+
 /// A UUID v4 from the thread-local CSPRNG (tower-http's `MakeRequestUuid` makes a
 /// system call for every id).
 fn new_request_id() -> HeaderValue {
@@ -153,18 +195,18 @@ fn new_request_id() -> HeaderValue {
 struct MetricsCache(RwLock<HashMap<String, Vec<RouteMetrics>>>);
 
 struct RouteMetrics {
-    method: Method,
+    method: &'static str,
     code: u16,
     requests: Counter,
     duration: Histogram,
 }
 
 impl MetricsCache {
-    fn record(&self, handler: &str, method: &Method, code: u16, seconds: f64) {
+    fn record(&self, handler: &str, method: &'static str, code: u16, seconds: f64) {
         let hit = |routes: &[RouteMetrics]| {
             routes
                 .iter()
-                .find(|r| r.code == code && r.method == *method)
+                .find(|r| r.code == code && r.method == method)
                 .map(|r| {
                     r.requests.increment(1);
                     r.duration.record(seconds);
@@ -178,11 +220,11 @@ impl MetricsCache {
         }
         let labels = [
             ("code", code.to_string()),
-            ("method", method.to_string()),
+            ("method", method.to_owned()),
             ("handler", handler.to_owned()),
         ];
         let metrics = RouteMetrics {
-            method: method.clone(),
+            method,
             code,
             requests: metrics::counter!("http_requests_total", &labels),
             duration: metrics::histogram!("request_duration_seconds", &labels),
@@ -191,7 +233,7 @@ impl MetricsCache {
         metrics.duration.record(seconds);
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         let routes = map.entry(handler.to_owned()).or_default();
-        if !routes.iter().any(|r| r.code == code && r.method == *method) {
+        if !routes.iter().any(|r| r.code == code && r.method == method) {
             routes.push(metrics);
         }
     }
@@ -232,6 +274,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.headers()[&REQUEST_ID], "trace-me");
+    }
+
+    #[tokio::test]
+    async fn unknown_methods_get_501_and_odd_request_ids_are_replaced() {
+        let response = app()
+            .oneshot(
+                Request::builder()
+                    .method(Method::from_bytes(b"XYZZY").unwrap())
+                    .uri("/keys")
+                    .header(&REQUEST_ID, "forged\tid")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+        let id = response.headers()[&REQUEST_ID].to_str().unwrap();
+        assert_eq!(id.len(), 36, "replaced by a UUID: {id}");
+        assert!(method_label(&Method::from_bytes(b"get").unwrap()).is_none());
+        assert!(!is_plain_request_id(&HeaderValue::from_static("a b")));
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        assert!(!is_plain_request_id(&HeaderValue::from_str(&long).unwrap()));
     }
 
     #[test]

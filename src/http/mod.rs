@@ -14,6 +14,7 @@ pub mod keys;
 pub mod limits;
 mod middleware;
 pub mod params;
+pub mod serve;
 pub mod token;
 pub mod userinfo;
 
@@ -102,7 +103,7 @@ pub fn app(state: AppState) -> Router {
 /// at most a few calls at a time. Without the gate, 64 concurrent `/token` requests
 /// become 64 blocking threads convoying on the storage mutex: each hand-off is a
 /// context switch, and /token reached only ~0.1 × the ES256 signature ceiling.
-pub(crate) async fn run_blocking<T, F>(call: F) -> Result<T, tokio::task::JoinError>
+pub(crate) async fn run_blocking<T, F>(call: F) -> Result<T, BlockingError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -112,12 +113,54 @@ where
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         tokio::sync::Semaphore::new(2 * cores)
     });
-    // The semaphore is never closed, so acquiring cannot fail; without a permit the
-    // call still runs.
-    let _permit = gate.acquire().await.ok();
-    tokio::task::spawn_blocking(call).await
+    run_gated(gate, call).await
+}
+
+/// Why [`run_blocking`] did not return the call's value.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlockingError {
+    /// The gate is closed: the call was not run, rather than run ungated.
+    #[error("the blocking-work gate is closed; the call was not run")]
+    GateClosed,
+    #[error("blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+async fn run_gated<T, F>(gate: &tokio::sync::Semaphore, call: F) -> Result<T, BlockingError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let _permit = gate.acquire().await.map_err(|_| {
+        tracing::error!("the blocking-work gate is closed; refusing to run without it");
+        BlockingError::GateClosed
+    })?;
+    Ok(tokio::task::spawn_blocking(call).await?)
 }
 
 async fn not_found() -> (StatusCode, &'static str) {
     (StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_gate_fails_closed_without_running_the_call() {
+        let gate = tokio::sync::Semaphore::new(1);
+        gate.close();
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let result = run_gated(&gate, move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+        .await;
+        assert!(matches!(result, Err(BlockingError::GateClosed)));
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+
+        let open = tokio::sync::Semaphore::new(1);
+        assert_eq!(run_gated(&open, || 7).await.unwrap(), 7);
+    }
 }

@@ -56,7 +56,7 @@ async fn token(
 ) -> Response {
     // The device grant needs no client authentication and answers stored JSON.
     if params.method == Method::POST
-        && params.get("grant_type") == crate::oidc::device::DEVICE_CODE_GRANT
+        && params.form_get("grant_type") == crate::oidc::device::DEVICE_CODE_GRANT
     {
         return super::device::device_token(&state, &params).await;
     }

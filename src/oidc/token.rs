@@ -20,8 +20,8 @@ use super::subject::RefreshTokenWire;
 use super::tokens::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
 use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::storage::{
-    Claims, OfflineSession, Pkce, RefreshToken, RefreshTokenRef, Storage, StorageError,
-    StorageResult,
+    Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
+    StorageError, StorageResult,
 };
 
 /// Beyond Dex: a user may hold several refresh tokens for one client (one per
@@ -96,7 +96,10 @@ pub fn exchange_code(
     let invalid_code = || OAuthError::invalid_grant("Invalid or expired code parameter.");
     let code = match ctx.storage.get_auth_code(request.code) {
         Ok(code) => code,
-        Err(StorageError::NotFound) => return Err(invalid_code()),
+        Err(StorageError::NotFound) => {
+            revoke_if_replayed(ctx, request.code);
+            return Err(invalid_code());
+        }
         Err(err) => {
             tracing::error!(%err, "failed to get auth code");
             return Err(OAuthError::server_error());
@@ -111,15 +114,6 @@ pub fn exchange_code(
             "redirect_uri did not match URI from initial request.",
         ));
     }
-    match ctx.storage.delete_auth_code(&code.id) {
-        Ok(()) => {}
-        Err(StorageError::NotFound) => return Err(invalid_code()),
-        Err(err) => {
-            tracing::error!(%err, "failed to delete auth code");
-            return Err(OAuthError::server_error());
-        }
-    }
-
     let subject = TokenSubject {
         client_id: &client.id,
         claims: &code.claims,
@@ -130,13 +124,70 @@ pub fn exchange_code(
     };
     let with_refresh = request.refreshing_connectors.contains(&code.connector_id)
         && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
-    issue_tokens(
-        ctx,
-        &subject,
-        Some(&code.id),
-        with_refresh,
-        code.connector_data,
-    )
+    // The refresh token is stored before the code is spent and the tombstone names
+    // it: whoever finds the code spent (a replay, even one racing this exchange)
+    // finds the token to revoke.
+    let refresh = if with_refresh {
+        let token = new_refresh_token(ctx, &subject);
+        store_refresh_token(ctx, &token)?;
+        Some(token)
+    } else {
+        None
+    };
+    let redeemed = RedeemedCode {
+        id: code.id.clone(),
+        client_id: code.client_id.clone(),
+        refresh_token_id: refresh.as_ref().map(|t| t.id.clone()),
+        user_id: code.claims.user_id.clone(),
+        connector_id: code.connector_id.clone(),
+        expiry: code.expiry,
+    };
+    let redeemed = ctx.storage.redeem_auth_code(&code.id, &redeemed);
+    if redeemed.is_err()
+        && let Some(token) = &refresh
+    {
+        roll_back_refresh_token(ctx, &token.id);
+    }
+    match redeemed {
+        Ok(()) => {}
+        Err(StorageError::NotFound) => {
+            // Spent by a concurrent exchange between our read and now: a replay.
+            revoke_if_replayed(ctx, &code.id);
+            return Err(invalid_code());
+        }
+        Err(err) => {
+            tracing::error!(%err, "failed to redeem auth code");
+            return Err(OAuthError::server_error());
+        }
+    }
+    let refresh = match refresh {
+        Some(token) => RefreshIssue::Stored(Box::new(token)),
+        None => RefreshIssue::None,
+    };
+    issue_tokens(ctx, &subject, Some(&code.id), refresh, code.connector_data)
+}
+
+/// A code presented again while its tombstone lives (until the code's expiry):
+/// RFC 6749 §4.1.2 says to revoke what the first exchange issued, since one of
+/// the two presenters is not who the code was meant for. Access and ID tokens
+/// are self-contained JWTs and expire on their own; the refresh token (and its
+/// offline-session reference) is deleted.
+fn revoke_if_replayed(ctx: &GrantContext<'_>, code: &str) {
+    let redeemed = match ctx.storage.get_redeemed_code(code) {
+        Ok(redeemed) if redeemed.expiry >= ctx.now => redeemed,
+        Ok(_) | Err(StorageError::NotFound) => return,
+        Err(err) => {
+            tracing::error!(%err, "failed to look up a redeemed auth code");
+            return;
+        }
+    };
+    tracing::warn!(
+        client_id = redeemed.client_id,
+        "authorization code replayed; revoking the refresh token its exchange issued"
+    );
+    if let Some(id) = &redeemed.refresh_token_id {
+        revoke_refresh_token(ctx.storage, id, &redeemed.user_id, &redeemed.connector_id);
+    }
 }
 
 /// PKCE at the token endpoint (dex-protocol.md §12), using the method stored at
@@ -174,32 +225,64 @@ fn issue_tokens(
     ctx: &GrantContext<'_>,
     subject: &TokenSubject<'_>,
     code: Option<&str>,
-    with_refresh: bool,
+    refresh: RefreshIssue,
     connector_data: Option<Vec<u8>>,
 ) -> Result<TokenResponse, OAuthError> {
     let minter = ctx.minter();
-    let access = minter.access_token(subject, ctx.now)?;
-    let id_token = if scopes::has_scope(subject.scopes, scopes::OPENID) {
-        Some(minter.id_token(subject, ctx.now, Some(&access.token), code)?)
-    } else {
-        None
+    let minted = minter.access_token(subject, ctx.now).and_then(|access| {
+        let id_token = if scopes::has_scope(subject.scopes, scopes::OPENID) {
+            Some(minter.id_token(subject, ctx.now, Some(&access.token), code)?)
+        } else {
+            None
+        };
+        Ok((access, id_token))
+    });
+    let (access, id_token) = match minted {
+        Ok(minted) => minted,
+        Err(error) => {
+            if let RefreshIssue::Stored(token) = &refresh {
+                roll_back_refresh_token(ctx, &token.id);
+            }
+            return Err(error);
+        }
     };
-    let refresh = if with_refresh {
-        Some(issue_refresh_token(ctx, subject, connector_data)?)
-    } else {
-        None
+    let refresh = match refresh {
+        RefreshIssue::None => None,
+        RefreshIssue::New => {
+            let token = new_refresh_token(ctx, subject);
+            store_refresh_token(ctx, &token)?;
+            Some(link_refresh_token(ctx, token, connector_data)?)
+        }
+        RefreshIssue::Stored(token) => {
+            let (id, user_id, connector_id) = (
+                token.id.clone(),
+                token.claims.user_id.clone(),
+                token.connector_id.clone(),
+            );
+            let wire = link_refresh_token(ctx, *token, connector_data)?;
+            // A replay of the code revokes the token (delete, then unlink); if that
+            // ran between storing and linking it, our link would outlive the token.
+            if ctx.storage.get_refresh_token(&id) == Err(StorageError::NotFound) {
+                revoke_refresh_token(ctx.storage, &id, &user_id, &connector_id);
+                return Err(OAuthError::invalid_grant(
+                    "Invalid or expired code parameter.",
+                ));
+            }
+            Some(wire)
+        }
     };
     Ok(TokenResponse::new(&access, id_token, refresh, ctx.now))
 }
 
-/// Stores a new refresh token, links it from the user's offline session, prunes
-/// the user's stale tokens for the client, and returns the wire value.
-fn issue_refresh_token(
-    ctx: &GrantContext<'_>,
-    subject: &TokenSubject<'_>,
-    connector_data: Option<Vec<u8>>,
-) -> Result<String, OAuthError> {
-    let token = RefreshToken {
+/// Whether a token response carries a refresh token, and whether it is stored yet.
+enum RefreshIssue {
+    None,
+    New,
+    Stored(Box<RefreshToken>),
+}
+
+fn new_refresh_token(ctx: &GrantContext<'_>, subject: &TokenSubject<'_>) -> RefreshToken {
+    RefreshToken {
         id: new_id(),
         token: new_id(),
         obsolete_token: String::new(),
@@ -213,11 +296,30 @@ fn issue_refresh_token(
         scopes: subject.scopes.to_vec(),
         nonce: subject.nonce.to_owned(),
         auth_time: subject.auth_time,
-    };
-    ctx.storage.create_refresh_token(&token).map_err(|err| {
+    }
+}
+
+fn store_refresh_token(ctx: &GrantContext<'_>, token: &RefreshToken) -> Result<(), OAuthError> {
+    ctx.storage.create_refresh_token(token).map_err(|err| {
         tracing::error!(%err, "failed to store refresh token");
         OAuthError::server_error()
-    })?;
+    })
+}
+
+fn roll_back_refresh_token(ctx: &GrantContext<'_>, id: &str) {
+    match ctx.storage.delete_refresh_token(id) {
+        Ok(()) | Err(StorageError::NotFound) => {}
+        Err(err) => tracing::error!(%err, "failed to roll back refresh token"),
+    }
+}
+
+/// Links a stored refresh token from the user's offline session, prunes the
+/// user's stale tokens for the client, and returns the wire value.
+fn link_refresh_token(
+    ctx: &GrantContext<'_>,
+    token: RefreshToken,
+    connector_data: Option<Vec<u8>>,
+) -> Result<String, OAuthError> {
     let reference = RefreshTokenRef {
         id: token.id.clone(),
         client_id: token.client_id.clone(),
@@ -241,9 +343,7 @@ fn issue_refresh_token(
         Ok(session) => session,
         Err(err) => {
             tracing::error!(%err, "failed to update offline session");
-            if let Err(err) = ctx.storage.delete_refresh_token(&token.id) {
-                tracing::error!(%err, "failed to roll back refresh token");
-            }
+            roll_back_refresh_token(ctx, &token.id);
             return Err(OAuthError::server_error());
         }
     };
@@ -534,23 +634,28 @@ pub fn begin_refresh(
 }
 
 /// Deletes a refresh token and its offline-session reference (best effort).
-fn revoke_family(storage: &dyn Storage, token: &RefreshToken) {
-    match storage.delete_refresh_token(&token.id) {
+fn revoke_refresh_token(storage: &dyn Storage, id: &str, user_id: &str, connector_id: &str) {
+    match storage.delete_refresh_token(id) {
         Ok(()) | Err(StorageError::NotFound) => {}
         Err(err) => tracing::error!(%err, "failed to revoke refresh token"),
     }
-    let result = storage.update_offline_session(
-        &token.claims.user_id,
-        &token.connector_id,
-        &mut |mut session| {
-            session.refresh.remove(&token.id);
-            Ok(session)
-        },
-    );
+    let result = storage.update_offline_session(user_id, connector_id, &mut |mut session| {
+        session.refresh.remove(id);
+        Ok(session)
+    });
     match result {
         Ok(_) | Err(StorageError::NotFound) => {}
         Err(err) => tracing::error!(%err, "failed to unlink revoked refresh token"),
     }
+}
+
+fn revoke_family(storage: &dyn Storage, token: &RefreshToken) {
+    revoke_refresh_token(
+        storage,
+        &token.id,
+        &token.claims.user_id,
+        &token.connector_id,
+    );
     tracing::warn!(
         client_id = token.client_id,
         "rotated refresh token replayed outside the reuse window; token revoked"
@@ -752,7 +857,11 @@ pub fn password_grant(
         ctx,
         &subject,
         None,
-        with_refresh,
+        if with_refresh {
+            RefreshIssue::New
+        } else {
+            RefreshIssue::None
+        },
         login.connector_data.clone(),
     )
 }
@@ -1044,6 +1153,43 @@ mod tests {
         let code = f.store_code("openid", Pkce::default());
         assert!(f.exchange(&code, "", t0()).is_ok());
         assert_err(f.exchange(&code, "", t0()), 400, ErrorCode::InvalidGrant);
+    }
+
+    #[test]
+    fn a_second_exchange_of_a_code_revokes_the_refresh_token_even_when_racing() {
+        let f = Fixture::new();
+        for _ in 0..50 {
+            let code = f.store_code("openid offline_access", Pkce::default());
+            let start = std::sync::Barrier::new(2);
+            let results: Vec<Result<TokenResponse, OAuthError>> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            f.exchange(&code, "", t0())
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let issued: Vec<&TokenResponse> =
+                results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert!(issued.len() <= 1, "a code worked twice");
+            for response in issued {
+                let wire = response.refresh_token.as_deref().unwrap();
+                let id = RefreshTokenWire::decode(wire).id;
+                assert_eq!(
+                    f.storage.get_refresh_token(&id),
+                    Err(StorageError::NotFound),
+                    "the refresh token of a code presented twice survived"
+                );
+                let session = f
+                    .storage
+                    .get_offline_session(&user_claims().user_id, "mock")
+                    .unwrap();
+                assert!(!session.refresh.contains_key(&id));
+            }
+        }
     }
 
     #[test]

@@ -278,6 +278,49 @@ pub(crate) fn auth_code_crud(new: Factory<'_>) {
     assert_eq!(s.get_auth_code("code-2").unwrap(), other);
 }
 
+/// Redeeming spends the code and leaves its tombstone, atomically and once.
+pub(crate) fn auth_code_redeem(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    s.create_auth_code(&auth_code("code-1", t)).unwrap();
+    s.create_auth_code(&auth_code("code-2", t)).unwrap();
+    let tombstone = RedeemedCode {
+        id: "code-1".to_owned(),
+        client_id: "grafana".to_owned(),
+        refresh_token_id: Some("rt-1".to_owned()),
+        user_id: "bob-id".to_owned(),
+        connector_id: "forgejo".to_owned(),
+        expiry: t,
+    };
+    assert_eq!(s.get_redeemed_code("code-1"), Err(StorageError::NotFound));
+    s.redeem_auth_code("code-1", &tombstone).unwrap();
+    assert_eq!(s.get_auth_code("code-1"), Err(StorageError::NotFound));
+    assert_eq!(s.get_redeemed_code("code-1").unwrap(), tombstone);
+    // A second redemption finds no code and changes nothing.
+    let mut again = tombstone.clone();
+    again.refresh_token_id = None;
+    assert_eq!(
+        s.redeem_auth_code("code-1", &again),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.get_redeemed_code("code-1").unwrap(), tombstone);
+    // A code never issued leaves no tombstone behind.
+    let mut ghost = tombstone.clone();
+    ghost.id = "ghost".to_owned();
+    assert_eq!(
+        s.redeem_auth_code("ghost", &ghost),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.get_redeemed_code("ghost"), Err(StorageError::NotFound));
+    assert!(s.get_auth_code("code-2").is_ok());
+
+    // Tombstones are collected with the codes, after their expiry.
+    assert_eq!(s.garbage_collect(t).unwrap().auth_codes, 0);
+    assert!(s.get_redeemed_code("code-1").is_ok());
+    assert_eq!(s.garbage_collect(t + HOUR).unwrap().auth_codes, 2);
+    assert_eq!(s.get_redeemed_code("code-1"), Err(StorageError::NotFound));
+}
+
 pub(crate) fn refresh_token_crud(new: Factory<'_>) {
     let s = new();
     assert_eq!(s.list_refresh_tokens().unwrap(), Vec::new());
@@ -792,6 +835,7 @@ macro_rules! conformance_tests {
         conformance_tests!(@each $run;
             auth_request_crud,
             auth_code_crud,
+            auth_code_redeem,
             refresh_token_crud,
             offline_session_crud,
             keys_crud,

@@ -72,6 +72,23 @@ pub struct AuthCode {
     pub browser_binding: String,
 }
 
+/// What remains of an authorization code once exchanged, kept until the code's
+/// expiry so that a replay of the code is recognised and the refresh token the
+/// exchange issued is revoked (RFC 6749 §4.1.2). Beyond Dex, which forgets codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedeemedCode {
+    /// The code itself.
+    pub id: String,
+    pub client_id: String,
+    /// The refresh token the exchange issued (its id is stable across rotations).
+    pub refresh_token_id: Option<String>,
+    /// The offline session holding that token's reference.
+    pub user_id: String,
+    pub connector_id: String,
+    /// The code's expiry; the tombstone is collected after it.
+    pub expiry: SystemTime,
+}
+
 /// A refresh token. `id` is stable across rotations; `token` is the current secret
 /// and `obsolete_token` the previous one (accepted inside the reuse window).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use super::*;
 struct Tables {
     auth_requests: BTreeMap<String, AuthRequest>,
     auth_codes: BTreeMap<String, AuthCode>,
+    redeemed_codes: BTreeMap<String, RedeemedCode>,
     refresh_tokens: BTreeMap<String, RefreshToken>,
     offline_sessions: BTreeMap<(String, String), OfflineSession>,
     keys: Option<Keys>,
@@ -114,6 +115,19 @@ impl Storage for MemoryStorage {
     }
     fn delete_auth_code(&self, id: &str) -> StorageResult<()> {
         delete(&mut self.lock()?.auth_codes, &id.to_owned())
+    }
+
+    fn redeem_auth_code(&self, id: &str, redeemed: &RedeemedCode) -> StorageResult<()> {
+        let mut t = self.lock()?;
+        if !t.auth_codes.contains_key(id) {
+            return Err(StorageError::NotFound);
+        }
+        create(&mut t.redeemed_codes, redeemed.id.clone(), redeemed)?;
+        delete(&mut t.auth_codes, &id.to_owned())
+    }
+
+    fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
+        get(&self.lock()?.redeemed_codes, id)
     }
 
     fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()> {
@@ -229,7 +243,8 @@ impl Storage for MemoryStorage {
         let mut t = self.lock()?;
         Ok(GcCounts {
             auth_requests: expire(&mut t.auth_requests, now, |r| r.expiry),
-            auth_codes: expire(&mut t.auth_codes, now, |c| c.expiry),
+            auth_codes: expire(&mut t.auth_codes, now, |c| c.expiry)
+                + expire(&mut t.redeemed_codes, now, |c| c.expiry),
             device_requests: expire(&mut t.device_requests, now, |r| r.expiry),
             device_tokens: expire(&mut t.device_tokens, now, |d| d.expiry),
             auth_sessions: expire(&mut t.auth_sessions, now, |s| {

@@ -81,6 +81,11 @@ pub trait Storage: Send + Sync + 'static {
     fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()>;
     fn get_auth_code(&self, id: &str) -> StorageResult<AuthCode>;
     fn delete_auth_code(&self, id: &str) -> StorageResult<()>;
+    /// Deletes the auth code `id` and stores `redeemed` (its tombstone, with the
+    /// same id) in one atomic step: [`StorageError::NotFound`] when the code is
+    /// gone (already redeemed), and then nothing is written.
+    fn redeem_auth_code(&self, id: &str, redeemed: &RedeemedCode) -> StorageResult<()>;
+    fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode>;
 
     // Refresh tokens: never garbage-collected by time; expiry is enforced at use.
     fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()>;
@@ -134,8 +139,9 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StorageResult<AuthSession>;
     fn delete_auth_session(&self, id: &str) -> StorageResult<()>;
 
-    /// Deletes auth requests, auth codes, device requests, device tokens and auth
-    /// sessions whose expiry is before `now`.
+    /// Deletes auth requests, auth codes and redeemed-code tombstones (counted as
+    /// auth codes), device requests, device tokens and auth sessions whose expiry
+    /// is before `now`.
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts>;
 }
 

@@ -99,6 +99,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX auth_session_absolute_expiry ON auth_session (absolute_expiry);
     CREATE INDEX auth_session_idle_expiry ON auth_session (idle_expiry);
     ",
+    // 2: tombstones of exchanged authorization codes (replay detection).
+    "
+    CREATE TABLE redeemed_code (
+        id     TEXT    NOT NULL PRIMARY KEY,
+        expiry INTEGER NOT NULL,
+        data   TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX redeemed_code_expiry ON redeemed_code (expiry);
+    ",
 ];
 
 /// Storage in one SQLite database file (or an in-memory database).
@@ -372,6 +381,19 @@ impl Row for AuthCode {
     }
 }
 
+impl Row for RedeemedCode {
+    const TABLE: &'static str = "redeemed_code";
+    const WHAT: &'static str = "redeemed auth code";
+    const KEY: &'static [&'static str] = &["id"];
+    const TIMES: &'static [&'static str] = &["expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.expiry]
+    }
+}
+
 impl Row for RefreshToken {
     const TABLE: &'static str = "refresh_token";
     const WHAT: &'static str = "refresh token";
@@ -510,6 +532,44 @@ impl Storage for SqliteStorage {
         self.delete::<AuthCode>(&[id])
     }
 
+    fn redeem_auth_code(&self, id: &str, redeemed: &RedeemedCode) -> StorageResult<()> {
+        let what = <RedeemedCode as Row>::WHAT;
+        let data = encode(redeemed)?;
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db(what, "begin redeeming"))?;
+        let deleted = tx
+            .prepare_cached("DELETE FROM auth_code WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute([id]))
+            .map_err(db(what, "redeem"))?;
+        if deleted == 0 {
+            // Dropping `tx` rolls back (nothing was written anyway).
+            return Err(StorageError::NotFound);
+        }
+        let inserted = tx
+            .prepare_cached("INSERT INTO redeemed_code (id, expiry, data) VALUES (?1, ?2, ?3)")
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![
+                    redeemed.id,
+                    unix_nanos(redeemed.expiry),
+                    data
+                ])
+            });
+        match inserted {
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                return Err(StorageError::AlreadyExists);
+            }
+            Err(e) => return Err(db(what, "redeem")(e)),
+        }
+        tx.commit().map_err(db(what, "commit redeeming"))
+    }
+
+    fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
+        self.get(&[id])
+    }
+
     fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()> {
         self.create(token)
     }
@@ -626,7 +686,8 @@ impl Storage for SqliteStorage {
         };
         let counts = GcCounts {
             auth_requests: purge("DELETE FROM auth_request WHERE expiry < ?1")?,
-            auth_codes: purge("DELETE FROM auth_code WHERE expiry < ?1")?,
+            auth_codes: purge("DELETE FROM auth_code WHERE expiry < ?1")?
+                + purge("DELETE FROM redeemed_code WHERE expiry < ?1")?,
             device_requests: purge("DELETE FROM device_request WHERE expiry < ?1")?,
             device_tokens: purge("DELETE FROM device_token WHERE expiry < ?1")?,
             auth_sessions: purge(
@@ -679,7 +740,8 @@ mod tests {
         drop(SqliteStorage::open(&path).unwrap());
 
         let mut conn = Connection::open(&path).unwrap();
-        assert_eq!(versions(&conn), vec![1]);
+        let all: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions(&conn), all);
         assert_eq!(
             migrate(&mut conn, MIGRATIONS).unwrap(),
             0,
@@ -691,7 +753,8 @@ mod tests {
         newer.push("CREATE TABLE added_later (x INTEGER) STRICT;");
         assert_eq!(migrate(&mut conn, &newer).unwrap(), 1);
         assert_eq!(migrate(&mut conn, &newer).unwrap(), 0);
-        assert_eq!(versions(&conn), vec![1, 2]);
+        let all: Vec<i64> = (1..=newer.len() as i64).collect();
+        assert_eq!(versions(&conn), all);
         conn.execute("INSERT INTO added_later (x) VALUES (1)", [])
             .unwrap();
     }

@@ -17,3 +17,4 @@ mod login;
 mod ops;
 mod support;
 mod upstream_tls;
+mod transport;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use oxidex::config::{self, LoadOptions};
 use oxidex::http::AppState;
+use oxidex::http::serve::ConnectionLimits;
 use oxidex::shutdown::{self, ShutdownTrigger};
 use oxidex::{Clock, server};
 use serde_json::{Value, json};
@@ -99,11 +100,25 @@ impl TestServer {
         clock: Clock,
         dir: Option<tempfile::TempDir>,
     ) -> Self {
+        Self::start_limited(listener, settings, clock, dir, None).await
+    }
+
+    /// [`TestServer::start_on`] with other connection limits than the defaults.
+    pub async fn start_limited(
+        listener: TcpListener,
+        settings: config::Settings,
+        clock: Clock,
+        dir: Option<tempfile::TempDir>,
+        limits: Option<ConnectionLimits>,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let (trigger, stop) = shutdown::channel();
-        let services = server::start_services(settings, clock, stop.clone())
+        let mut services = server::start_services(settings, clock, stop.clone())
             .await
             .unwrap();
+        if let Some(limits) = limits {
+            services.limits = limits;
+        }
         let state = services.state.clone();
         let task = tokio::spawn(async move {
             server::run(services, listener, None, stop).await.unwrap();
