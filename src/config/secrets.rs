@@ -38,8 +38,11 @@ pub fn is_inline_secret_key(key: &str) -> bool {
 }
 
 /// The secret key a `…File` key stands for: `clientSecretFile` → `clientSecret`.
+/// Only secrets have file forms: `caFile` or `keyFile` name files the owner
+/// reads itself, so they stay paths.
 fn file_form_target(key: &str) -> Option<&str> {
-    key.strip_suffix("File").filter(|k| !k.is_empty())
+    key.strip_suffix("File")
+        .filter(|k| !k.is_empty() && is_inline_secret_key(k))
 }
 
 /// Replaces every string `KFile` key (at any depth) with `K` holding the file's

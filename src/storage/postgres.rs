@@ -1,0 +1,722 @@
+//! PostgreSQL storage, for several oxidex replicas sharing one database.
+//!
+//! Driver: the synchronous `postgres` crate with an `r2d2` pool. The [`Storage`]
+//! trait is synchronous and always runs on the blocking pool, so a synchronous
+//! driver needs no second runtime and no `block_on` bridge; r2d2 bounds the pool,
+//! times out a checkout, tests a connection before handing it out (so a database
+//! restart costs no failed request) and retires connections by age. Both crates
+//! come from the rust-postgres maintainers.
+//!
+//! Schema: the SQLite layout (key columns, expiry columns in nanoseconds since the
+//! epoch for garbage collection, the entity as JSON text in `data`), versioned in
+//! `schema_migrations`. Migrations run in one transaction under a transaction-scoped
+//! advisory lock, so replicas starting together apply each version exactly once
+//! and the others wait; a schema newer than this build is refused.
+//!
+//! Concurrency: every read-modify-write is `SELECT … FOR UPDATE`, the updater, then
+//! `UPDATE`, in one READ COMMITTED transaction. The row lock makes concurrent
+//! updates of one row — from threads or from other replicas — queue, and each sees
+//! the previous one's result, so none fails and none is lost (Dex's SERIALIZABLE
+//! transactions instead fail with 40001 under contention). The keys row exists from
+//! the first migration on (with NULL data), so even the first key creation locks a
+//! row. Updaters must not call back into storage: they would wait for a second
+//! pooled connection while holding the first (Dex #4209).
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_db;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use ::postgres::error::SqlState;
+use ::postgres::types::ToSql;
+use ::postgres::{GenericClient, NoTls, Statement};
+
+use super::postgres_tls::{MakeTls, client_config};
+use super::sqlite::{Row, decode, encode, unix_nanos};
+use super::*;
+use crate::config::{PostgresHost, PostgresSettings};
+
+/// The schema, one entry per version: `MIGRATIONS[i]` creates version `i + 1`.
+/// Append only; never edit an entry that has shipped.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE auth_request (
+        id     TEXT   NOT NULL PRIMARY KEY,
+        expiry BIGINT NOT NULL,
+        data   TEXT   NOT NULL
+    );
+    CREATE INDEX auth_request_expiry ON auth_request (expiry);
+
+    CREATE TABLE auth_code (
+        id     TEXT   NOT NULL PRIMARY KEY,
+        expiry BIGINT NOT NULL,
+        data   TEXT   NOT NULL
+    );
+    CREATE INDEX auth_code_expiry ON auth_code (expiry);
+
+    CREATE TABLE refresh_token (
+        id   TEXT NOT NULL PRIMARY KEY,
+        data TEXT NOT NULL
+    );
+
+    CREATE TABLE offline_session (
+        user_id      TEXT NOT NULL,
+        connector_id TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        PRIMARY KEY (user_id, connector_id)
+    );
+
+    CREATE TABLE signing_keys (
+        id   INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+        data TEXT
+    );
+    INSERT INTO signing_keys (id, data) VALUES (1, NULL);
+
+    CREATE TABLE device_request (
+        user_code TEXT   NOT NULL PRIMARY KEY,
+        expiry    BIGINT NOT NULL,
+        data      TEXT   NOT NULL
+    );
+    CREATE INDEX device_request_expiry ON device_request (expiry);
+
+    CREATE TABLE device_token (
+        device_code TEXT   NOT NULL PRIMARY KEY,
+        expiry      BIGINT NOT NULL,
+        data        TEXT   NOT NULL
+    );
+    CREATE INDEX device_token_expiry ON device_token (expiry);
+
+    CREATE TABLE auth_session (
+        id              TEXT   NOT NULL PRIMARY KEY,
+        absolute_expiry BIGINT NOT NULL,
+        idle_expiry     BIGINT NOT NULL,
+        data            TEXT   NOT NULL
+    );
+    CREATE INDEX auth_session_absolute_expiry ON auth_session (absolute_expiry);
+    CREATE INDEX auth_session_idle_expiry ON auth_session (idle_expiry);
+    ",
+];
+
+/// `pg_advisory_xact_lock` key serialising migrations across replicas
+/// ("oxidex" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x6f78_6964_6578_0001;
+
+/// How long a caller waits for a pooled connection when `connectionTimeout` is
+/// unset (Dex waits forever; a dead database should give a prompt 503 instead).
+const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle connections beyond `maxIdleConns` are closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Set on every new connection. Bounds what one stuck statement or one stalled
+/// process holding a row lock can cost the others; times are compared as
+/// instants, so the zone only affects what an operator sees.
+const SESSION_SETUP: &str = "SET statement_timeout = '30s';
+     SET lock_timeout = '15s';
+     SET idle_in_transaction_session_timeout = '60s';
+     SET TIME ZONE 'UTC'";
+
+pub struct PostgresStorage {
+    pool: r2d2::Pool<Manager>,
+    /// `host:port/database`, for errors and logs (never the password).
+    target: String,
+    /// Set by a failure to reach the database, cleared by the next success.
+    down: AtomicBool,
+    down_reason: Mutex<String>,
+}
+
+struct Manager {
+    config: ::postgres::Config,
+    tls: Option<MakeTls>,
+}
+
+pub struct Connection {
+    client: ::postgres::Client,
+    /// Statements prepared on this connection, by SQL text.
+    statements: HashMap<String, Statement>,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = ::postgres::Error;
+
+    fn connect(&self) -> Result<Connection, ::postgres::Error> {
+        let mut client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(NoTls)?,
+        };
+        client.batch_execute(SESSION_SETUP)?;
+        Ok(Connection {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), ::postgres::Error> {
+        conn.client.is_valid(Duration::from_secs(5))
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// Connection failures go to the log with the target, at warn: the pool retries.
+#[derive(Debug)]
+struct LogErrors(String);
+
+impl r2d2::HandleError<::postgres::Error> for LogErrors {
+    fn handle_error(&self, error: ::postgres::Error) {
+        tracing::warn!(database = %self.0, %error, "cannot connect to PostgreSQL");
+    }
+}
+
+impl PostgresStorage {
+    /// Connects (failing within the checkout timeout when the database cannot be
+    /// reached) and brings the schema up to date.
+    pub fn open(settings: &PostgresSettings) -> StorageResult<Self> {
+        Self::open_with(settings, MIGRATIONS)
+    }
+
+    fn open_with(settings: &PostgresSettings, migrations: &[&str]) -> StorageResult<Self> {
+        let target = settings.describe();
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StorageError::Backend(format!("postgres {target}: {what}: {e}"))
+        };
+        let mut config = ::postgres::Config::new();
+        config
+            .user(&settings.user)
+            .port(settings.port)
+            .application_name("oxidex");
+        if !settings.database.is_empty() {
+            config.dbname(&settings.database);
+        }
+        if let Some(password) = &settings.password {
+            config.password(password);
+        }
+        if let Some(timeout) = settings.connect_timeout {
+            config.connect_timeout(timeout);
+        }
+        let tls = match &settings.host {
+            PostgresHost::Socket(dir) => {
+                // As libpq and lib/pq: no TLS over a Unix socket.
+                config.host_path(dir).ssl_mode(::postgres::config::SslMode::Disable);
+                None
+            }
+            PostgresHost::Tcp(host) => {
+                config.host(host);
+                match client_config(&settings.ssl).map_err(|e| fail("TLS", &e))? {
+                    Some(tls) => {
+                        config.ssl_mode(::postgres::config::SslMode::Require);
+                        Some(MakeTls::new(tls, settings.ssl.server_name.clone()))
+                    }
+                    None => {
+                        config.ssl_mode(::postgres::config::SslMode::Disable);
+                        None
+                    }
+                }
+            }
+        };
+        let checkout = settings.connect_timeout.unwrap_or(DEFAULT_CHECKOUT_TIMEOUT);
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.max_open_conns)
+            .min_idle(Some(settings.max_idle_conns))
+            .idle_timeout(Some(IDLE_TIMEOUT))
+            .max_lifetime(settings.conn_max_lifetime)
+            .connection_timeout(checkout)
+            .test_on_check_out(true)
+            .error_handler(Box::new(LogErrors(target.clone())))
+            .build_unchecked(Manager { config, tls });
+        let storage = Self {
+            pool,
+            target,
+            down: AtomicBool::new(false),
+            down_reason: Mutex::new(String::new()),
+        };
+        let applied = storage.migrate(migrations)?;
+        tracing::info!(
+            database = %storage.target,
+            pool = settings.max_open_conns,
+            applied,
+            version = migrations.len(),
+            "PostgreSQL storage ready"
+        );
+        Ok(storage)
+    }
+
+    /// Runs `work` on a pooled connection. Failing to get one, or losing it,
+    /// marks the database unavailable until the next success.
+    fn with_conn<R>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> StorageResult<R>,
+    ) -> StorageResult<R> {
+        let mut conn = match self.pool.get() {
+            Ok(conn) => conn,
+            Err(e) => {
+                let reason = format!("cannot get a connection to {}: {e}", self.target);
+                self.mark_down(&reason);
+                return Err(StorageError::Unavailable(reason));
+            }
+        };
+        let result = work(&mut conn);
+        match &result {
+            Err(StorageError::Unavailable(reason)) => self.mark_down(reason),
+            _ => self.mark_up(),
+        }
+        result
+    }
+
+    fn mark_down(&self, reason: &str) {
+        reason.clone_into(
+            &mut self
+                .down_reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if !self.down.swap(true, Ordering::SeqCst) {
+            tracing::error!(database = %self.target, %reason, "PostgreSQL unavailable");
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::SeqCst) {
+            tracing::info!(database = %self.target, "PostgreSQL reachable again");
+        }
+    }
+
+    /// Maps a driver error: lost connections and a server that refuses work
+    /// (shutting down, out of connections) are [`StorageError::Unavailable`].
+    fn db(&self, what: &'static str, op: &'static str) -> impl Fn(::postgres::Error) -> StorageError {
+        let target = self.target.clone();
+        move |e| {
+            let message = format!("postgres {target}: {op} {what}: {e}");
+            match e.code() {
+                None => StorageError::Unavailable(message),
+                Some(code) if ["08", "53", "57"].contains(&&code.code()[..2]) => {
+                    StorageError::Unavailable(message)
+                }
+                Some(_) => StorageError::Backend(message),
+            }
+        }
+    }
+
+    fn migrate(&self, migrations: &[&str]) -> StorageResult<usize> {
+        let err = self.db("schema", "migrate");
+        self.with_conn(|conn| {
+            let mut tx = conn.client.transaction().map_err(&err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(&err)?;
+            let dex: bool = tx
+                .query_one(
+                    "SELECT to_regclass('migrations') IS NOT NULL
+                        AND to_regclass('schema_migrations') IS NULL",
+                    &[],
+                )
+                .map_err(&err)?
+                .get(0);
+            if dex {
+                return Err(StorageError::Backend(format!(
+                    "postgres {}: the database holds Dex's schema (table migrations); \
+                     oxidex keeps its own tables: give it an empty database",
+                    self.target
+                )));
+            }
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    INTEGER     NOT NULL PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )",
+            )
+            .map_err(&err)?;
+            let current: i32 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    &[],
+                )
+                .map_err(&err)?
+                .get(0);
+            let known = i32::try_from(migrations.len()).unwrap_or(i32::MAX);
+            if current > known {
+                return Err(StorageError::Backend(format!(
+                    "postgres {}: database schema version {current} is newer than this \
+                     oxidex supports (version {known}); it was written by a newer oxidex: \
+                     run that version or restore a backup",
+                    self.target
+                )));
+            }
+            let mut applied = 0;
+            for (version, sql) in (1..).zip(migrations.iter()) {
+                if version <= current {
+                    continue;
+                }
+                tx.batch_execute(sql).map_err(|e| {
+                    StorageError::Backend(format!(
+                        "postgres {}: schema migration to version {version}: {e}",
+                        self.target
+                    ))
+                })?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[&version],
+                )
+                .map_err(&err)?;
+                applied += 1;
+            }
+            tx.commit().map_err(&err)?;
+            Ok(applied)
+        })
+    }
+
+    fn create<T: Row>(&self, value: &T) -> StorageResult<()> {
+        let mut columns: Vec<&str> = T::KEY.to_vec();
+        columns.extend_from_slice(T::TIMES);
+        columns.push("data");
+        let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            T::TABLE,
+            columns.join(", "),
+            placeholders.join(", ")
+        );
+        let data = encode(value)?;
+        let times: Vec<i64> = value.times().into_iter().map(unix_nanos).collect();
+        let key = value.key();
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        params.extend(key.iter().map(|k| k as &(dyn ToSql + Sync)));
+        params.extend(times.iter().map(|t| t as &(dyn ToSql + Sync)));
+        params.push(&data);
+        let err = self.db(T::WHAT, "create");
+        self.with_conn(|conn| {
+            let stmt = prepare(conn, &sql).map_err(&err)?;
+            match conn.client.execute(&stmt, &params) {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    Err(StorageError::AlreadyExists)
+                }
+                Err(e) => Err(err(e)),
+            }
+        })
+    }
+
+    fn get<T: Row>(&self, key: &[&str]) -> StorageResult<T> {
+        let sql = format!("SELECT data FROM {} WHERE {}", T::TABLE, key_filter::<T>(1));
+        let err = self.db(T::WHAT, "get");
+        self.with_conn(|conn| {
+            let stmt = prepare(conn, &sql).map_err(&err)?;
+            let row = conn
+                .client
+                .query_opt(&stmt, &key_params(key))
+                .map_err(&err)?;
+            match row {
+                Some(row) => decode(row.get::<_, &str>(0)),
+                None => Err(StorageError::NotFound),
+            }
+        })
+    }
+
+    fn update<T: Row>(&self, key: &[&str], updater: Updater<'_, T>) -> StorageResult<T> {
+        let select = format!(
+            "SELECT data FROM {} WHERE {} FOR UPDATE",
+            T::TABLE,
+            key_filter::<T>(1)
+        );
+        let mut assignments = vec!["data = $1".to_owned()];
+        assignments.extend(
+            T::TIMES
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c} = ${}", i + 2)),
+        );
+        let update = format!(
+            "UPDATE {} SET {} WHERE {}",
+            T::TABLE,
+            assignments.join(", "),
+            key_filter::<T>(T::TIMES.len() + 2)
+        );
+        let err = self.db(T::WHAT, "update");
+        self.with_conn(|conn| {
+            let select = prepare(conn, &select).map_err(&err)?;
+            let update = prepare(conn, &update).map_err(&err)?;
+            // Dropping `tx` without commit (updater error or panic) rolls back.
+            let mut tx = conn.client.transaction().map_err(&err)?;
+            let row = tx.query_opt(&select, &key_params(key)).map_err(&err)?;
+            let current: T = match row {
+                Some(row) => decode(row.get::<_, &str>(0))?,
+                None => return Err(StorageError::NotFound),
+            };
+            let updated = updater(current)?;
+            let data = encode(&updated)?;
+            let times: Vec<i64> = updated.times().into_iter().map(unix_nanos).collect();
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&data];
+            params.extend(times.iter().map(|t| t as &(dyn ToSql + Sync)));
+            params.extend(key.iter().map(|k| k as &(dyn ToSql + Sync)));
+            tx.execute(&update, &params).map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(updated)
+        })
+    }
+
+    fn delete<T: Row>(&self, key: &[&str]) -> StorageResult<()> {
+        let sql = format!("DELETE FROM {} WHERE {}", T::TABLE, key_filter::<T>(1));
+        let err = self.db(T::WHAT, "delete");
+        self.with_conn(|conn| {
+            let stmt = prepare(conn, &sql).map_err(&err)?;
+            let deleted = conn
+                .client
+                .execute(&stmt, &key_params(key))
+                .map_err(&err)?;
+            if deleted == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(())
+        })
+    }
+
+    fn list<T: Row>(&self) -> StorageResult<Vec<T>> {
+        let sql = format!(
+            "SELECT data FROM {} ORDER BY {}",
+            T::TABLE,
+            T::KEY.join(", ")
+        );
+        let err = self.db(T::WHAT, "list");
+        self.with_conn(|conn| {
+            let stmt = prepare(conn, &sql).map_err(&err)?;
+            let rows = conn.client.query(&stmt, &[]).map_err(&err)?;
+            rows.iter().map(|row| decode(row.get::<_, &str>(0))).collect()
+        })
+    }
+}
+
+/// The statement for `sql` on this connection, prepared once (before any
+/// transaction that uses it).
+fn prepare(conn: &mut Connection, sql: &str) -> Result<Statement, ::postgres::Error> {
+    if let Some(stmt) = conn.statements.get(sql) {
+        return Ok(stmt.clone());
+    }
+    let stmt = conn.client.prepare(sql)?;
+    conn.statements.insert(sql.to_owned(), stmt.clone());
+    Ok(stmt)
+}
+
+/// `k1 = $n AND k2 = $n+1 …` for the key columns, numbered from `first`.
+fn key_filter<T: Row>(first: usize) -> String {
+    T::KEY
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", first + i))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn key_params<'a>(key: &'a [&'a str]) -> Vec<&'a (dyn ToSql + Sync)> {
+    key.iter().map(|k| k as &(dyn ToSql + Sync)).collect()
+}
+
+fn read_keys(client: &mut impl GenericClient, sql: &Statement) -> Result<Option<String>, ::postgres::Error> {
+    Ok(client
+        .query_opt(sql, &[])?
+        .and_then(|row| row.get::<_, Option<String>>(0)))
+}
+
+fn decode_keys(json: Option<String>) -> StorageResult<Option<Keys>> {
+    json.map(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| StorageError::Backend(format!("corrupt signing keys row: {e}")))
+    })
+    .transpose()
+}
+
+impl Storage for PostgresStorage {
+    fn create_auth_request(&self, request: &AuthRequest) -> StorageResult<()> {
+        self.create(request)
+    }
+    fn get_auth_request(&self, id: &str) -> StorageResult<AuthRequest> {
+        self.get(&[id])
+    }
+    fn update_auth_request(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthRequest>,
+    ) -> StorageResult<AuthRequest> {
+        self.update(&[id], updater)
+    }
+    fn delete_auth_request(&self, id: &str) -> StorageResult<()> {
+        self.delete::<AuthRequest>(&[id])
+    }
+
+    fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()> {
+        self.create(code)
+    }
+    fn get_auth_code(&self, id: &str) -> StorageResult<AuthCode> {
+        self.get(&[id])
+    }
+    fn delete_auth_code(&self, id: &str) -> StorageResult<()> {
+        self.delete::<AuthCode>(&[id])
+    }
+
+    fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()> {
+        self.create(token)
+    }
+    fn get_refresh_token(&self, id: &str) -> StorageResult<RefreshToken> {
+        self.get(&[id])
+    }
+    fn update_refresh_token(
+        &self,
+        id: &str,
+        updater: Updater<'_, RefreshToken>,
+    ) -> StorageResult<RefreshToken> {
+        self.update(&[id], updater)
+    }
+    fn delete_refresh_token(&self, id: &str) -> StorageResult<()> {
+        self.delete::<RefreshToken>(&[id])
+    }
+    fn list_refresh_tokens(&self) -> StorageResult<Vec<RefreshToken>> {
+        self.list()
+    }
+
+    fn create_offline_session(&self, session: &OfflineSession) -> StorageResult<()> {
+        self.create(session)
+    }
+    fn get_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+    ) -> StorageResult<OfflineSession> {
+        self.get(&[user_id, connector_id])
+    }
+    fn update_offline_session(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, OfflineSession>,
+    ) -> StorageResult<OfflineSession> {
+        self.update(&[user_id, connector_id], updater)
+    }
+    fn delete_offline_session(&self, user_id: &str, connector_id: &str) -> StorageResult<()> {
+        self.delete::<OfflineSession>(&[user_id, connector_id])
+    }
+
+    fn get_keys(&self) -> StorageResult<Option<Keys>> {
+        let err = self.db("signing keys", "get");
+        let json = self.with_conn(|conn| {
+            let stmt =
+                prepare(conn, "SELECT data FROM signing_keys WHERE id = 1").map_err(&err)?;
+            read_keys(&mut conn.client, &stmt).map_err(&err)
+        })?;
+        decode_keys(json)
+    }
+
+    fn update_keys(&self, updater: KeysUpdater<'_>) -> StorageResult<Keys> {
+        let err = self.db("signing keys", "update");
+        self.with_conn(|conn| {
+            let select = prepare(
+                conn,
+                "SELECT data FROM signing_keys WHERE id = 1 FOR UPDATE",
+            )
+            .map_err(&err)?;
+            let update =
+                prepare(conn, "UPDATE signing_keys SET data = $1 WHERE id = 1")
+                    .map_err(&err)?;
+            let mut tx = conn.client.transaction().map_err(&err)?;
+            let current = decode_keys(read_keys(&mut tx, &select).map_err(&err)?)?;
+            let updated = updater(current)?;
+            let data = serde_json::to_string(&updated)
+                .map_err(|e| StorageError::Backend(format!("cannot encode signing keys: {e}")))?;
+            let written = tx.execute(&update, &[&data]).map_err(&err)?;
+            if written != 1 {
+                return Err(StorageError::Backend(format!(
+                    "postgres {}: the signing_keys row is missing",
+                    self.target
+                )));
+            }
+            tx.commit().map_err(&err)?;
+            Ok(updated)
+        })
+    }
+
+    fn create_device_request(&self, request: &DeviceRequest) -> StorageResult<()> {
+        self.create(request)
+    }
+    fn get_device_request(&self, user_code: &str) -> StorageResult<DeviceRequest> {
+        self.get(&[user_code])
+    }
+    fn create_device_token(&self, token: &DeviceToken) -> StorageResult<()> {
+        self.create(token)
+    }
+    fn get_device_token(&self, device_code: &str) -> StorageResult<DeviceToken> {
+        self.get(&[device_code])
+    }
+    fn update_device_token(
+        &self,
+        device_code: &str,
+        updater: Updater<'_, DeviceToken>,
+    ) -> StorageResult<DeviceToken> {
+        self.update(&[device_code], updater)
+    }
+
+    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()> {
+        self.create(session)
+    }
+    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession> {
+        self.get(&[id])
+    }
+    fn update_auth_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, AuthSession>,
+    ) -> StorageResult<AuthSession> {
+        self.update(&[id], updater)
+    }
+    fn delete_auth_session(&self, id: &str) -> StorageResult<()> {
+        self.delete::<AuthSession>(&[id])
+    }
+
+    /// One transaction of plain deletes. Replicas collecting at the same time
+    /// queue on the row locks; a row goes to whichever deletes it first, so the
+    /// counts summed over replicas equal one collector's.
+    fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
+        let now = unix_nanos(now);
+        let err = self.db("expired objects", "garbage-collect");
+        self.with_conn(|conn| {
+            let sqls = [
+                "DELETE FROM auth_request WHERE expiry < $1",
+                "DELETE FROM auth_code WHERE expiry < $1",
+                "DELETE FROM device_request WHERE expiry < $1",
+                "DELETE FROM device_token WHERE expiry < $1",
+                "DELETE FROM auth_session WHERE absolute_expiry < $1 OR idle_expiry < $1",
+            ];
+            let mut statements = Vec::with_capacity(sqls.len());
+            for sql in sqls {
+                statements.push(prepare(conn, sql).map_err(&err)?);
+            }
+            let mut tx = conn.client.transaction().map_err(&err)?;
+            let mut counts = [0u64; 5];
+            for (count, stmt) in counts.iter_mut().zip(&statements) {
+                *count = tx.execute(stmt, &[&now]).map_err(&err)?;
+            }
+            tx.commit().map_err(&err)?;
+            let [auth_requests, auth_codes, device_requests, device_tokens, auth_sessions] =
+                counts;
+            Ok(GcCounts {
+                auth_requests,
+                auth_codes,
+                device_requests,
+                device_tokens,
+                auth_sessions,
+            })
+        })
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.down.load(Ordering::SeqCst).then(|| {
+            self.down_reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+    }
+}
