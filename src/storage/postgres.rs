@@ -204,7 +204,9 @@ impl PostgresStorage {
         let tls = match &settings.host {
             PostgresHost::Socket(dir) => {
                 // As libpq and lib/pq: no TLS over a Unix socket.
-                config.host_path(dir).ssl_mode(::postgres::config::SslMode::Disable);
+                config
+                    .host_path(dir)
+                    .ssl_mode(::postgres::config::SslMode::Disable);
                 None
             }
             PostgresHost::Tcp(host) => {
@@ -290,7 +292,11 @@ impl PostgresStorage {
 
     /// Maps a driver error: lost connections and a server that refuses work
     /// (shutting down, out of connections) are [`StorageError::Unavailable`].
-    fn db(&self, what: &'static str, op: &'static str) -> impl Fn(::postgres::Error) -> StorageError {
+    fn db(
+        &self,
+        what: &'static str,
+        op: &'static str,
+    ) -> impl Fn(::postgres::Error) -> StorageError {
         let target = self.target.clone();
         move |e| {
             let message = format!("postgres {target}: {op} {what}: {e}");
@@ -465,10 +471,7 @@ impl PostgresStorage {
         let err = self.db(T::WHAT, "delete");
         self.with_conn(|conn| {
             let stmt = prepare(conn, &sql).map_err(&err)?;
-            let deleted = conn
-                .client
-                .execute(&stmt, &key_params(key))
-                .map_err(&err)?;
+            let deleted = conn.client.execute(&stmt, &key_params(key)).map_err(&err)?;
             if deleted == 0 {
                 return Err(StorageError::NotFound);
             }
@@ -486,7 +489,9 @@ impl PostgresStorage {
         self.with_conn(|conn| {
             let stmt = prepare(conn, &sql).map_err(&err)?;
             let rows = conn.client.query(&stmt, &[]).map_err(&err)?;
-            rows.iter().map(|row| decode(row.get::<_, &str>(0))).collect()
+            rows.iter()
+                .map(|row| decode(row.get::<_, &str>(0)))
+                .collect()
         })
     }
 }
@@ -516,7 +521,10 @@ fn key_params<'a>(key: &'a [&'a str]) -> Vec<&'a (dyn ToSql + Sync)> {
     key.iter().map(|k| k as &(dyn ToSql + Sync)).collect()
 }
 
-fn read_keys(client: &mut impl GenericClient, sql: &Statement) -> Result<Option<String>, ::postgres::Error> {
+fn read_keys(
+    client: &mut impl GenericClient,
+    sql: &Statement,
+) -> Result<Option<String>, ::postgres::Error> {
     Ok(client
         .query_opt(sql, &[])?
         .and_then(|row| row.get::<_, Option<String>>(0)))
@@ -603,8 +611,7 @@ impl Storage for PostgresStorage {
     fn get_keys(&self) -> StorageResult<Option<Keys>> {
         let err = self.db("signing keys", "get");
         let json = self.with_conn(|conn| {
-            let stmt =
-                prepare(conn, "SELECT data FROM signing_keys WHERE id = 1").map_err(&err)?;
+            let stmt = prepare(conn, "SELECT data FROM signing_keys WHERE id = 1").map_err(&err)?;
             read_keys(&mut conn.client, &stmt).map_err(&err)
         })?;
         decode_keys(json)
@@ -619,8 +626,7 @@ impl Storage for PostgresStorage {
             )
             .map_err(&err)?;
             let update =
-                prepare(conn, "UPDATE signing_keys SET data = $1 WHERE id = 1")
-                    .map_err(&err)?;
+                prepare(conn, "UPDATE signing_keys SET data = $1 WHERE id = 1").map_err(&err)?;
             let mut tx = conn.client.transaction().map_err(&err)?;
             let current = decode_keys(read_keys(&mut tx, &select).map_err(&err)?)?;
             let updated = updater(current)?;
@@ -699,8 +705,13 @@ impl Storage for PostgresStorage {
                 *count = tx.execute(stmt, &[&now]).map_err(&err)?;
             }
             tx.commit().map_err(&err)?;
-            let [auth_requests, auth_codes, device_requests, device_tokens, auth_sessions] =
-                counts;
+            let [
+                auth_requests,
+                auth_codes,
+                device_requests,
+                device_tokens,
+                auth_sessions,
+            ] = counts;
             Ok(GcCounts {
                 auth_requests,
                 auth_codes,
@@ -718,5 +729,232 @@ impl Storage for PostgresStorage {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone()
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::conformance::{self, fixtures};
+
+    /// A fresh database (dropped at the end) or, without `OXIDEX_TEST_POSTGRES`,
+    /// nothing to test against.
+    struct Db {
+        base: PostgresSettings,
+        settings: PostgresSettings,
+    }
+
+    impl Db {
+        fn new() -> Option<Self> {
+            let Some(base) = test_db::from_env() else {
+                eprintln!("{} is not set: no PostgreSQL to test against", test_db::ENV);
+                return None;
+            };
+            let settings = test_db::create(&base).unwrap();
+            Some(Self { base, settings })
+        }
+
+        fn open(&self) -> PostgresStorage {
+            PostgresStorage::open(&self.settings).unwrap()
+        }
+
+        fn admin(&self) -> ::postgres::Client {
+            let mut config = ::postgres::Config::new();
+            config.user(&self.base.user).port(self.base.port);
+            match &self.base.host {
+                PostgresHost::Tcp(host) => config.host(host),
+                PostgresHost::Socket(dir) => config.host_path(dir),
+            };
+            config.dbname(&self.settings.database);
+            if let Some(password) = &self.base.password {
+                config.password(password);
+            }
+            config.connect(NoTls).unwrap()
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = test_db::drop(&self.base, &self.settings.database);
+        }
+    }
+
+    #[test]
+    fn replicas_starting_together_migrate_exactly_once() {
+        let Some(db) = Db::new() else { return };
+        let start = std::sync::Barrier::new(6);
+        let results: Vec<StorageResult<PostgresStorage>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let (start, settings) = (&start, &db.settings);
+                    scope.spawn(move || {
+                        start.wait();
+                        PostgresStorage::open(settings)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for result in results {
+            result.unwrap();
+        }
+        let versions: Vec<i32> = db
+            .admin()
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(versions, vec![1]);
+
+        // A later build applies only its new migration, once.
+        let mut newer: Vec<&str> = MIGRATIONS.to_vec();
+        newer.push("CREATE TABLE added_later (x INTEGER)");
+        PostgresStorage::open_with(&db.settings, &newer).unwrap();
+        PostgresStorage::open_with(&db.settings, &newer).unwrap();
+        let count: i64 = db
+            .admin()
+            .query_one("SELECT count(*) FROM schema_migrations", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 2);
+    }
+
+    #[test]
+    fn database_from_a_newer_version_is_refused() {
+        let Some(db) = Db::new() else { return };
+        drop(db.open());
+        db.admin()
+            .execute("INSERT INTO schema_migrations (version) VALUES (99)", &[])
+            .unwrap();
+        let Err(StorageError::Backend(message)) = PostgresStorage::open(&db.settings) else {
+            panic!("a database at schema version 99 was accepted");
+        };
+        assert!(message.contains("version 99"), "{message}");
+        assert!(message.contains("newer"), "{message}");
+        assert!(message.contains(&db.settings.describe()), "{message}");
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_schema_untouched() {
+        let Some(db) = Db::new() else { return };
+        let broken = [MIGRATIONS[0], "CREATE TABLE ok (x INTEGER); NOT SQL;"];
+        let Err(StorageError::Backend(message)) = PostgresStorage::open_with(&db.settings, &broken)
+        else {
+            panic!("a broken migration was applied");
+        };
+        assert!(message.contains("version 2"), "{message}");
+        let tables: i64 = db
+            .admin()
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename IN ('auth_request', 'ok')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(tables, 0, "partial migration was committed");
+    }
+
+    /// Two handles stand for two replicas: only the database keeps their
+    /// read-modify-writes apart.
+    #[test]
+    fn parallel_updates_through_two_replicas_lose_nothing() {
+        let Some(db) = Db::new() else { return };
+        let a: SharedStorage = Arc::new(db.open());
+        let b: SharedStorage = Arc::new(db.open());
+        conformance::parallel_increments(&[a, b]);
+    }
+
+    /// Key rotation is a compare-and-swap across replicas, including the very
+    /// first key (no row to lock yet in a naive schema).
+    #[test]
+    fn keys_updates_across_replicas_see_each_other() {
+        let Some(db) = Db::new() else { return };
+        let replicas: Vec<PostgresStorage> = (0..4).map(|_| db.open()).collect();
+        let created = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for (i, replica) in replicas.iter().enumerate() {
+                let created = &created;
+                scope.spawn(move || {
+                    replica
+                        .update_keys(&mut |current| match current {
+                            Some(keys) => Ok(keys),
+                            None => {
+                                created.fetch_add(1, Ordering::SeqCst);
+                                Ok(fixtures::keys(&format!("kid-{i}"), None, &[]))
+                            }
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(created.load(Ordering::SeqCst), 1, "first key made twice");
+        let first = replicas[0].get_keys().unwrap().unwrap();
+        for replica in &replicas {
+            assert_eq!(replica.get_keys().unwrap().unwrap(), first);
+        }
+    }
+
+    #[test]
+    fn lost_connections_are_replaced_without_an_error() {
+        let Some(db) = Db::new() else { return };
+        let storage = db.open();
+        storage
+            .create_refresh_token(&fixtures::refresh_token("rt"))
+            .unwrap();
+        // As a database restart does: every session of this database ends.
+        db.admin()
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        for _ in 0..10 {
+            storage.get_refresh_token("rt").unwrap();
+        }
+        assert_eq!(storage.unavailable(), None);
+    }
+
+    #[test]
+    fn unreachable_database_fails_fast_and_names_it_without_the_password() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let settings = PostgresSettings {
+            host: PostgresHost::Tcp("127.0.0.1".into()),
+            port,
+            database: "oxidex".into(),
+            user: "oxidex".into(),
+            password: Some("hunter2".into()),
+            ssl: crate::config::PostgresSsl {
+                mode: crate::config::SslMode::Disable,
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
+                server_name: None,
+            },
+            connect_timeout: Some(Duration::from_secs(2)),
+            max_open_conns: 2,
+            max_idle_conns: 1,
+            conn_max_lifetime: None,
+        };
+        let started = std::time::Instant::now();
+        let Err(StorageError::Unavailable(message)) = PostgresStorage::open(&settings) else {
+            panic!("opened a database nobody listens for");
+        };
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            message.contains(&format!("127.0.0.1:{port}/oxidex")),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
     }
 }

@@ -17,7 +17,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::config::{PostgresSsl, SslMode};
 
@@ -97,13 +99,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -199,10 +198,12 @@ impl<S> ::postgres::tls::MakeTlsConnect<S> for MakeTls
 where
     tokio_postgres_rustls::MakeRustlsConnect: ::postgres::tls::MakeTlsConnect<S>,
 {
-    type Stream = <tokio_postgres_rustls::MakeRustlsConnect as ::postgres::tls::MakeTlsConnect<S>>::Stream;
+    type Stream =
+        <tokio_postgres_rustls::MakeRustlsConnect as ::postgres::tls::MakeTlsConnect<S>>::Stream;
     type TlsConnect =
         <tokio_postgres_rustls::MakeRustlsConnect as ::postgres::tls::MakeTlsConnect<S>>::TlsConnect;
-    type Error = <tokio_postgres_rustls::MakeRustlsConnect as ::postgres::tls::MakeTlsConnect<S>>::Error;
+    type Error =
+        <tokio_postgres_rustls::MakeRustlsConnect as ::postgres::tls::MakeTlsConnect<S>>::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
         let name = self.server_name.as_deref().unwrap_or(domain);

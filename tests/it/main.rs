@@ -16,4 +16,5 @@ mod introspect;
 mod keys;
 mod login;
 mod ops;
+mod postgres;
 mod support;

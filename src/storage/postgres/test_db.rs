@@ -98,6 +98,8 @@ pub fn create(base: &PostgresSettings) -> Result<PostgresSettings, String> {
 /// Drops a database made by [`create`], closing any connection still open.
 pub fn drop(base: &PostgresSettings, database: &str) -> Result<(), String> {
     admin(base)?
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+        ))
         .map_err(|e| format!("cannot drop database {database}: {e}"))
 }
