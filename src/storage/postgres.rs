@@ -121,7 +121,8 @@ const SESSION_SETUP: &str = "SET statement_timeout = '30s';
      SET TIME ZONE 'UTC'";
 
 pub struct PostgresStorage {
-    pool: r2d2::Pool<Manager>,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    pool: Option<r2d2::Pool<Manager>>,
     /// `host:port/database`, for errors and logs (never the password).
     target: String,
     /// Set by a failure to reach the database, cleared by the next success.
@@ -162,6 +163,23 @@ impl r2d2::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
         conn.client.is_closed()
+    }
+}
+
+impl Drop for PostgresStorage {
+    /// Closing a connection blocks on the driver's own runtime, which tokio
+    /// forbids on an async worker — where the last handle goes at shutdown. The
+    /// pool is then closed on a thread of its own; if none can be started the
+    /// connections are left to the OS rather than panicking.
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else { return };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let pool = std::mem::ManuallyDrop::new(pool);
+        let _ = std::thread::Builder::new()
+            .name("oxidex-pg-close".to_owned())
+            .spawn(move || drop(std::mem::ManuallyDrop::into_inner(pool)));
     }
 }
 
@@ -234,7 +252,7 @@ impl PostgresStorage {
             .error_handler(Box::new(LogErrors(target.clone())))
             .build_unchecked(Manager { config, tls });
         let storage = Self {
-            pool,
+            pool: Some(pool),
             target,
             down: AtomicBool::new(false),
             down_reason: Mutex::new(String::new()),
@@ -256,7 +274,10 @@ impl PostgresStorage {
         &self,
         work: impl FnOnce(&mut Connection) -> StorageResult<R>,
     ) -> StorageResult<R> {
-        let mut conn = match self.pool.get() {
+        let Some(pool) = &self.pool else {
+            return Err(StorageError::Unavailable("storage closed".to_owned()));
+        };
+        let mut conn = match pool.get() {
             Ok(conn) => conn,
             Err(e) => {
                 let reason = format!("cannot get a connection to {}: {e}", self.target);

@@ -395,3 +395,136 @@ async fn futures_join_all<F: std::future::Future>(
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+/// A TCP relay to the database that the test can cut, as a network failure or
+/// a database restart would.
+struct Relay {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sessions: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(upstream: (String, u16)) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sessions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, list) = (down.clone(), sessions.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: connection closed at once
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                list.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self {
+            port,
+            down,
+            sessions,
+        }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for session in self.sessions.lock().unwrap().drain(..) {
+            session.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_database_gives_503_and_recovers_without_restart() {
+    let Some(base) = test_db::from_env() else {
+        eprintln!("{} is not set: no PostgreSQL to test against", test_db::ENV);
+        return;
+    };
+    let PostgresHost::Tcp(host) = base.host.clone() else {
+        eprintln!("the relay needs a TCP database address");
+        return;
+    };
+    let settings = {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || test_db::create(&base))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let relay = Relay::start((host, settings.port)).await;
+    let password = settings.password.clone().unwrap_or_default();
+    let mut storage = storage_config(&settings);
+    storage["host"] = json!("127.0.0.1");
+    storage["port"] = json!(relay.port);
+    storage["password"] = json!(password);
+    storage["connectionTimeout"] = json!(2);
+    let server = crate::support::TestServer::start_at_issuer(|issuer| {
+        let mut config = config(&settings);
+        config["issuer"] = json!(issuer);
+        config["storage"]["config"] = storage;
+        config
+    })
+    .await;
+    let refresh_unknown = || async {
+        let response = reqwest::Client::new()
+            .post(server.url("/dex/token"))
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "Cg5ub3QtYS10b2tlbhIEbm9uZQ"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let retry_after = response.headers().get("retry-after").cloned();
+        (status, retry_after, response.json::<Value>().await.unwrap())
+    };
+    let (status, _, body) = refresh_unknown().await;
+    assert_eq!(status, 400, "database up: {body}");
+
+    relay.cut();
+    let (status, retry_after, body) = refresh_unknown().await;
+    assert_eq!(status, 503, "database down: {body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert!(retry_after.is_some(), "no Retry-After");
+    let report = server.state.health.latest();
+    assert!(!report.healthy, "readiness still green: {report:?}");
+    let error = report.storage.error.clone().unwrap_or_default();
+    assert!(error.contains(&settings.database), "{error}");
+    assert!(!error.contains(&password), "{error}");
+    let health = reqwest::get(server.url("/dex/healthz")).await.unwrap();
+    assert_ne!(health.status(), 200);
+
+    relay.restore();
+    let (status, _, body) = refresh_unknown().await;
+    assert_eq!(status, 400, "not recovered: {body}");
+    // The next background check (every 15 s) turns readiness green again.
+    let report = server
+        .state
+        .health
+        .check(std::time::SystemTime::now())
+        .await;
+    assert!(report.healthy, "{report:?}");
+    assert!(server.state.health.latest().healthy);
+
+    server.stop().await;
+    tokio::task::spawn_blocking(move || test_db::drop(&base, &settings.database))
+        .await
+        .unwrap()
+        .unwrap();
+}
