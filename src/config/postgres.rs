@@ -229,7 +229,7 @@ mod tests {
     fn postgres(storage: Value, env: &[(&str, &str)]) -> PostgresSettings {
         match load_at(storage, "/etc/oxidex.json", env) {
             Ok(loaded) => match loaded.settings.storage {
-                StorageSettings::Postgres(settings) => settings,
+                StorageSettings::Postgres(settings) => *settings,
                 other => panic!("not postgres: {other:?}"),
             },
             Err(e) => panic!("rejected:\n{e}"),

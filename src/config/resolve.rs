@@ -355,11 +355,11 @@ impl Resolver<'_> {
                 }
                 .object("storage.config", decode::POSTGRES, map);
                 match serde_json::from_value(Value::Object(map)) {
-                    Ok(postgres) => StorageSettings::Postgres(super::postgres::resolve(
+                    Ok(postgres) => StorageSettings::Postgres(Box::new(super::postgres::resolve(
                         postgres,
                         self.env,
                         &mut self.report,
-                    )),
+                    ))),
                     Err(e) => {
                         self.error("storage.config", format!("cannot decode: {e}"));
                         StorageSettings::Memory

@@ -51,7 +51,7 @@ impl Issuer {
 pub enum StorageSettings {
     Memory,
     Sqlite3 { file: PathBuf },
-    Postgres(PostgresSettings),
+    Postgres(Box<PostgresSettings>),
 }
 
 /// `storage.config` for `type: postgres`, with Dex's defaults applied.
