@@ -922,6 +922,58 @@ mod tests {
         }
     }
 
+    /// Every replica collects garbage on its own schedule; running together they
+    /// split the expired rows between them without an error, and the counts add
+    /// up to what one collector would report.
+    #[test]
+    fn garbage_collection_on_several_replicas_at_once() {
+        let Some(db) = Db::new() else { return };
+        let replicas: Vec<PostgresStorage> = (0..3).map(|_| db.open()).collect();
+        let now = fixtures::instant(1_800_000_000);
+        for i in 0..200 {
+            replicas[0]
+                .create_auth_request(&fixtures::auth_request(
+                    &format!("old-{i}"),
+                    now - Duration::from_secs(60),
+                ))
+                .unwrap();
+            replicas[0]
+                .create_auth_code(&fixtures::auth_code(
+                    &format!("old-{i}"),
+                    now - Duration::from_secs(60),
+                ))
+                .unwrap();
+        }
+        replicas[0]
+            .create_auth_request(&fixtures::auth_request(
+                "fresh",
+                now + Duration::from_secs(60),
+            ))
+            .unwrap();
+        let start = std::sync::Barrier::new(replicas.len());
+        let counts: Vec<GcCounts> = std::thread::scope(|scope| {
+            let handles: Vec<_> = replicas
+                .iter()
+                .map(|replica| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        replica.garbage_collect(now).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let requests: u64 = counts.iter().map(|c| c.auth_requests).sum();
+        let codes: u64 = counts.iter().map(|c| c.auth_codes).sum();
+        assert_eq!((requests, codes), (200, 200), "{counts:?}");
+        assert!(replicas[1].get_auth_request("fresh").is_ok());
+        assert_eq!(
+            replicas[2].garbage_collect(now).unwrap(),
+            GcCounts::default()
+        );
+    }
+
     #[test]
     fn lost_connections_are_replaced_without_an_error() {
         let Some(db) = Db::new() else { return };
