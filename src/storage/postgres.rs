@@ -141,24 +141,56 @@ pub struct Connection {
     statements: HashMap<String, Statement>,
 }
 
+/// A connection failure with its causes spelled out: the driver's own message
+/// ("error performing TLS handshake") hides why, and the pool keeps only the
+/// message for the error a waiting caller finally gets.
+#[derive(Debug)]
+pub struct ConnectError(String);
+
+impl ConnectError {
+    fn from(error: &::postgres::Error) -> Self {
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self(message)
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 impl r2d2::ManageConnection for Manager {
     type Connection = Connection;
-    type Error = ::postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> Result<Connection, ::postgres::Error> {
+    fn connect(&self) -> Result<Connection, ConnectError> {
         let mut client = match &self.tls {
-            Some(tls) => self.config.connect(tls.clone())?,
-            None => self.config.connect(NoTls)?,
-        };
-        client.batch_execute(SESSION_SETUP)?;
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+        .map_err(|e| ConnectError::from(&e))?;
+        client
+            .batch_execute(SESSION_SETUP)
+            .map_err(|e| ConnectError::from(&e))?;
         Ok(Connection {
             client,
             statements: HashMap::new(),
         })
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> Result<(), ::postgres::Error> {
-        conn.client.is_valid(Duration::from_secs(5))
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), ConnectError> {
+        conn.client
+            .is_valid(Duration::from_secs(5))
+            .map_err(|e| ConnectError::from(&e))
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -187,8 +219,8 @@ impl Drop for PostgresStorage {
 #[derive(Debug)]
 struct LogErrors(String);
 
-impl r2d2::HandleError<::postgres::Error> for LogErrors {
-    fn handle_error(&self, error: ::postgres::Error) {
+impl r2d2::HandleError<ConnectError> for LogErrors {
+    fn handle_error(&self, error: ConnectError) {
         tracing::warn!(database = %self.0, %error, "cannot connect to PostgreSQL");
     }
 }
