@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check that runs on a plain Debian machine: formatting, lints, unit and
-# integration tests, the Nix offline checks and the Nix→oxidex rendering contract.
+# integration tests, PostgreSQL storage on a throwaway cluster, the Nix offline checks and the Nix→oxidex rendering contract.
 # Installs missing prerequisites (as root, via apt-get) first. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,9 @@ cargo clippy --all-targets --locked -- -D warnings; record "clippy" $?
 
 step "cargo test (unit + integration)"
 cargo test --locked; record "cargo test" $?
+
+step "PostgreSQL (throwaway cluster: conformance suite, two replicas on one database)"
+bash checks/postgres/run.sh; record "postgres" $?
 
 step "Nix offline checks (parse, flake lock, evaluation)"
 bash checks/nix-offline.sh; record "nix offline checks" $?

@@ -67,11 +67,21 @@ impl HealthChecker {
         }
     }
 
+    /// The last check's report — unless storage has since found the database
+    /// unreachable, which readiness must report at once, not at the next check.
     pub fn latest(&self) -> HealthReport {
-        match self.latest.read() {
+        let mut report = match self.latest.read() {
             Ok(report) => report.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if let Some(reason) = self.storage.unavailable() {
+            report.healthy = false;
+            report.storage = CheckResult {
+                ok: false,
+                error: Some(format!("storage unavailable: {reason}")),
+            };
         }
+        report
     }
 
     /// Runs every check once and records the result.

@@ -9,6 +9,8 @@ command -v flake8 >/dev/null 2>&1 || need_apt+=(flake8)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# checks/postgres/run.sh starts its own throwaway cluster from these binaries.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need_apt[*]} — run as root or install them with apt-get" >&2

@@ -5,8 +5,8 @@
   settings = {
     issuer = "https://sso.example.org";
     storage = {
-      type = "postgres";
-      config.host = "/run/postgresql";
+      type = "mysql";
+      config.host = "/run/mysqld";
     };
   };
   credentials = { };

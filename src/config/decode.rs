@@ -44,6 +44,9 @@ pub fn parse(text: &str, format: Format) -> Result<Value, String> {
 pub enum Shape {
     Str,
     Bool,
+    /// An integer. A string of digits is accepted too, so `port: $PGPORT` works
+    /// after `$VAR` expansion (Dex refuses it).
+    Int,
     StrList,
     /// A map of strings to strings (`frontend.extra`).
     StrMap,
@@ -257,6 +260,29 @@ pub const LOCAL_SIGNER: &[Field] = &[
 /// `storage.config` for sqlite3.
 pub const SQLITE: &[Field] = &[f("file", Shape::Str)];
 
+const POSTGRES_SSL: &[Field] = &[
+    f("mode", Shape::Str),
+    f("caFile", Shape::Str),
+    f("certFile", Shape::Str),
+    f("keyFile", Shape::Str),
+    f("serverName", Shape::Str),
+];
+
+/// `storage.config` for postgres (Dex's `NetworkDB` and `SSL`, matched by Go
+/// field name).
+pub const POSTGRES: &[Field] = &[
+    f("host", Shape::Str),
+    f("port", Shape::Int),
+    f("database", Shape::Str),
+    f("user", Shape::Str),
+    f("password", Shape::Str),
+    f("ssl", Shape::Object(POSTGRES_SSL)),
+    f("connectionTimeout", Shape::Int),
+    f("maxOpenConns", Shape::Int),
+    f("maxIdleConns", Shape::Int),
+    f("connMaxLifetime", Shape::Int),
+];
+
 /// Walks a decoded value against its shape.
 pub struct Normalizer<'a> {
     pub report: &'a mut Report,
@@ -357,6 +383,20 @@ impl Normalizer<'_> {
                 Value::Bool(b) if self.yaml => Some(Value::String(b.to_string())),
                 other => {
                     self.type_error(path, "a string", &other);
+                    None
+                }
+            },
+            Shape::Int => match value {
+                Value::Number(ref n) if n.is_i64() => Some(value),
+                Value::String(ref s) => match s.trim().parse::<i64>() {
+                    Ok(n) => Some(Value::from(n)),
+                    Err(_) => {
+                        self.type_error(path, "an integer", &value);
+                        None
+                    }
+                },
+                other => {
+                    self.type_error(path, "an integer", &other);
                     None
                 }
             },

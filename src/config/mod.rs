@@ -9,6 +9,7 @@ mod decode;
 pub mod duration;
 pub mod env;
 pub mod nix_store;
+mod postgres;
 mod resolve;
 pub mod schema;
 mod secrets;

@@ -344,24 +344,46 @@ impl Resolver<'_> {
                     file: PathBuf::from(sqlite.file),
                 }
             }
+            "postgres" => {
+                let Value::Object(map) = config else {
+                    return StorageSettings::Memory;
+                };
+                let map = Normalizer {
+                    report: &mut self.report,
+                    strict: self.strict,
+                    yaml: self.yaml,
+                }
+                .object("storage.config", decode::POSTGRES, map);
+                match serde_json::from_value(Value::Object(map)) {
+                    Ok(postgres) => StorageSettings::Postgres(Box::new(super::postgres::resolve(
+                        postgres,
+                        self.env,
+                        &mut self.report,
+                    ))),
+                    Err(e) => {
+                        self.error("storage.config", format!("cannot decode: {e}"));
+                        StorageSettings::Memory
+                    }
+                }
+            }
             "" => {
                 self.error(
                     "storage.type",
-                    "no storage type given (oxidex supports memory and sqlite3)",
+                    "no storage type given (oxidex supports memory, sqlite3 and postgres)",
                 );
                 StorageSettings::Memory
             }
-            kind @ ("postgres" | "mysql" | "etcd" | "kubernetes") => {
+            kind @ ("mysql" | "etcd" | "kubernetes") => {
                 self.error(
                     "storage.type",
-                    format!("storage type {kind:?} is not supported by oxidex (supported: memory, sqlite3)"),
+                    format!("storage type {kind:?} is not supported by oxidex (supported: memory, sqlite3, postgres)"),
                 );
                 StorageSettings::Memory
             }
             kind => {
                 self.error(
                     "storage.type",
-                    format!("unknown storage type {kind:?} (oxidex supports memory and sqlite3)"),
+                    format!("unknown storage type {kind:?} (oxidex supports memory, sqlite3 and postgres)"),
                 );
                 StorageSettings::Memory
             }

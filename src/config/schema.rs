@@ -61,6 +61,33 @@ pub struct SqliteConfig {
     pub file: String,
 }
 
+/// `storage.config` for `type: postgres` (Dex's `storage/sql` `Postgres`), after
+/// key normalisation and the `passwordFile` form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: i64,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub ssl: PostgresSslConfig,
+    pub connection_timeout: i64,
+    pub max_open_conns: i64,
+    pub max_idle_conns: i64,
+    pub conn_max_lifetime: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PostgresSslConfig {
+    pub mode: String,
+    pub ca_file: String,
+    pub cert_file: String,
+    pub key_file: String,
+    pub server_name: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Web {

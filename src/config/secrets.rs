@@ -55,8 +55,15 @@ pub fn is_inline_secret_key(key: &str) -> bool {
     k == "bindpw" || k == "token" || k.contains("secret") || k.contains("password")
 }
 
-/// The secret key a `…File` key stands for: `clientSecretFile` → `clientSecret`.
+/// Dex's own `…File` keys: paths the owner reads itself (the TLS files of
+/// `storage.config.ssl`), not file forms of a `ca`/`cert`/`key` value.
+const PATH_KEYS: &[&str] = &["caFile", "certFile", "keyFile"];
+
+/// The key a `…File` key stands for: `clientSecretFile` → `clientSecret`.
 fn file_form_target(key: &str) -> Option<&str> {
+    if PATH_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+        return None;
+    }
     key.strip_suffix("File").filter(|k| !k.is_empty())
 }
 

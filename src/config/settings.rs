@@ -51,6 +51,91 @@ impl Issuer {
 pub enum StorageSettings {
     Memory,
     Sqlite3 { file: PathBuf },
+    Postgres(Box<PostgresSettings>),
+}
+
+/// `storage.config` for `type: postgres`, with Dex's defaults applied.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct PostgresSettings {
+    pub host: PostgresHost,
+    pub port: u16,
+    /// Empty: the server uses the user name, as libpq does.
+    pub database: String,
+    pub user: String,
+    #[serde(serialize_with = "redact_option")]
+    pub password: Option<String>,
+    pub ssl: PostgresSsl,
+    /// Per connection attempt; `None` (Dex's `0`) waits as long as the OS does.
+    pub connect_timeout: Option<Duration>,
+    pub max_open_conns: u32,
+    pub max_idle_conns: u32,
+    pub conn_max_lifetime: Option<Duration>,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("ssl", &self.ssl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresSettings {
+    /// `host:port/database` or `socket-dir/.s.PGSQL.port/database`, for logs and
+    /// errors (never the password).
+    pub fn describe(&self) -> String {
+        let database = if self.database.is_empty() {
+            &self.user
+        } else {
+            &self.database
+        };
+        match &self.host {
+            PostgresHost::Tcp(host) if host.contains(':') => {
+                format!("[{host}]:{}/{database}", self.port)
+            }
+            PostgresHost::Tcp(host) => format!("{host}:{}/{database}", self.port),
+            PostgresHost::Socket(dir) => {
+                format!("{}/.s.PGSQL.{}/{database}", dir.display(), self.port)
+            }
+        }
+    }
+}
+
+/// Where the server listens: a TCP host name or address, or (a `host` that is an
+/// absolute path, as in libpq) the directory of its Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresHost {
+    Tcp(String),
+    Socket(PathBuf),
+}
+
+/// libpq's `sslmode` values that Dex (lib/pq) accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    /// Encrypted, not verified — unless a CA file is given, then as `verify-ca`.
+    Require,
+    /// The chain must lead to the CA; the name is not checked.
+    VerifyCa,
+    /// Chain and name (`serverName`, else `host`).
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostgresSsl {
+    pub mode: SslMode,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name `verify-full` checks; defaults to `host` (oxidex extension).
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -224,6 +309,16 @@ impl std::fmt::Debug for Password {
 }
 
 pub const REDACTED: &str = "<redacted>";
+
+fn redact_option<S: serde::Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_some(REDACTED),
+        None => serializer.serialize_none(),
+    }
+}
 
 fn redact<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(if value.is_empty() { "" } else { REDACTED })

@@ -195,7 +195,7 @@ fn rejects_missing_storage() {
 #[test]
 fn rejects_unsupported_and_unknown_storage() {
     rejects(
-        |c| set(c, "/storage/type", json!("postgres")),
+        |c| set(c, "/storage/type", json!("mysql")),
         "storage.type",
         "not supported by oxidex",
     );
@@ -650,7 +650,7 @@ fn refuses_unset_secret_env_for_confidential_clients() {
 fn collects_every_problem_at_once() {
     let config = json!({
         "issuer": "",
-        "storage": {"type": "postgres"},
+        "storage": {"type": "etcd"},
         "web": {},
         "expiry": {"idTokens": "1d"},
         "logger": {"format": "xml"},

@@ -905,3 +905,31 @@ mod sqlite_file_backend {
 
     conformance_tests!(run);
 }
+
+/// Runs only where a database is configured (see
+/// [`crate::storage::postgres::test_db`]); each storage the factory makes gets
+/// its own empty database, dropped after the check.
+mod postgres_backend {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::storage::postgres::{PostgresStorage, test_db};
+
+    fn run(check: Check) {
+        let Some(base) = test_db::from_env() else {
+            eprintln!("{} is not set: no PostgreSQL to test against", test_db::ENV);
+            return;
+        };
+        let made = Mutex::new(Vec::new());
+        check(&|| {
+            let settings = test_db::create(&base).unwrap();
+            made.lock().unwrap().push(settings.database.clone());
+            Arc::new(PostgresStorage::open(&settings).unwrap()) as SharedStorage
+        });
+        for database in made.into_inner().unwrap() {
+            test_db::drop(&base, &database).unwrap();
+        }
+    }
+
+    conformance_tests!(run);
+}

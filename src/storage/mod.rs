@@ -1,4 +1,4 @@
-//! Persistent state behind one trait, with an in-memory and a SQLite backend.
+//! Persistent state behind one trait, with in-memory, SQLite and PostgreSQL backends.
 //!
 //! The contract follows Dex's storage interface: `create_*` on an existing key is
 //! [`StorageError::AlreadyExists`], `get_*`/`delete_*`/`update_*` on a missing key is
@@ -15,6 +15,8 @@ pub mod entities;
 mod conformance;
 pub mod gc;
 pub mod memory;
+pub mod postgres;
+mod postgres_tls;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -35,6 +37,10 @@ pub enum StorageError {
     /// The backend itself failed (I/O, corrupt row, …).
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The database cannot be reached (connection lost or refused, server
+    /// shutting down); the request may succeed when it is back.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
@@ -143,6 +149,13 @@ pub trait Storage: Send + Sync + 'static {
     /// auth codes), device requests, device tokens and auth sessions whose expiry
     /// is before `now`.
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts>;
+
+    /// Why the database cannot be reached, while the last attempt failed (a
+    /// networked backend); `None` when it answers. Lets the HTTP layer turn the
+    /// failure into 503 and readiness report it without a round trip.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 pub type SharedStorage = Arc<dyn Storage>;
@@ -166,6 +179,9 @@ pub fn open(settings: &crate::config::StorageSettings) -> StorageResult<SharedSt
                 })?;
             }
             Ok(Arc::new(sqlite::SqliteStorage::open(file)?))
+        }
+        StorageSettings::Postgres(postgres) => {
+            Ok(Arc::new(postgres::PostgresStorage::open(postgres)?))
         }
     }
 }

@@ -341,8 +341,8 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> StorageResult<usize> {
     Ok(applied)
 }
 
-/// How an entity maps onto its table.
-trait Row: Serialize + DeserializeOwned {
+/// How an entity maps onto its table (shared with the PostgreSQL backend).
+pub(super) trait Row: Serialize + DeserializeOwned {
     const TABLE: &'static str;
     /// For error messages.
     const WHAT: &'static str;
@@ -489,12 +489,12 @@ pub(crate) fn unix_nanos(t: SystemTime) -> i64 {
     }
 }
 
-fn encode<T: Row>(value: &T) -> StorageResult<String> {
+pub(super) fn encode<T: Row>(value: &T) -> StorageResult<String> {
     serde_json::to_string(value)
         .map_err(|e| StorageError::Backend(format!("cannot encode {}: {e}", T::WHAT)))
 }
 
-fn decode<T: Row>(json: &str) -> StorageResult<T> {
+pub(super) fn decode<T: Row>(json: &str) -> StorageResult<T> {
     serde_json::from_str(json)
         .map_err(|e| StorageError::Backend(format!("corrupt {} row: {e}", T::WHAT)))
 }

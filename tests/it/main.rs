@@ -15,6 +15,7 @@ mod keys;
 mod limits;
 mod login;
 mod ops;
+mod postgres;
 mod support;
-mod upstream_tls;
 mod transport;
+mod upstream_tls;
