@@ -19,6 +19,7 @@ use crate::storage::entities::Claims;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake_forgejo;
 pub mod gitea;
+pub mod ldap;
 pub mod local;
 pub mod mock;
 pub mod oidc;
@@ -328,6 +329,7 @@ pub fn validate_connectors(settings: &Settings) -> Vec<String> {
         let found = match conf.kind.as_str() {
             gitea::KIND => gitea::GiteaConfig::parse(&path, &conf.config, &callback).err(),
             oidc::KIND => oidc::OidcConfig::parse(&path, &conf.config, &callback).err(),
+            ldap::KIND => ldap::LdapConfig::parse(&path, &conf.config).err(),
             "mockPassword" => mock::MockPassword::from_config(&conf.id, &conf.config)
                 .err()
                 .map(|e| vec![e.to_string()]),
@@ -421,6 +423,14 @@ fn open(
             )?);
             connector.warm_up();
             Ok(Connector::Callback(connector))
+        }
+        ldap::KIND => {
+            let (config, unknown) =
+                ldap::LdapConfig::parse(&path, &conf.config).map_err(config_error)?;
+            warn_unknown(unknown);
+            Ok(Connector::Password(Arc::new(ldap::LdapConnector::new(
+                &conf.id, config,
+            )?)))
         }
         // Dex knows it, oxidex not (yet): say "not supported" rather than "unknown".
         kind if crate::config::DEX_CONNECTOR_TYPES.contains(&kind) => {
