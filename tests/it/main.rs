@@ -11,6 +11,7 @@ mod forgejo;
 mod hostile;
 mod introspect;
 mod keys;
+mod ldap;
 mod login;
 mod ops;
 mod support;
