@@ -19,6 +19,7 @@ use crate::storage::entities::Claims;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake_forgejo;
 pub mod gitea;
+pub mod github;
 pub mod ldap;
 pub mod local;
 pub mod mock;
@@ -330,6 +331,7 @@ pub fn validate_connectors(settings: &Settings) -> Vec<String> {
             gitea::KIND => gitea::GiteaConfig::parse(&path, &conf.config, &callback).err(),
             oidc::KIND => oidc::OidcConfig::parse(&path, &conf.config, &callback).err(),
             ldap::KIND => ldap::LdapConfig::parse(&path, &conf.config).err(),
+            github::KIND => github::GithubConfig::parse(&path, &conf.config, &callback).err(),
             "mockPassword" => mock::MockPassword::from_config(&conf.id, &conf.config)
                 .err()
                 .map(|e| vec![e.to_string()]),
@@ -423,6 +425,14 @@ fn open(
             )?);
             connector.warm_up();
             Ok(Connector::Callback(connector))
+        }
+        github::KIND => {
+            let (config, unknown) =
+                github::GithubConfig::parse(&path, &conf.config, callback).map_err(config_error)?;
+            warn_unknown(unknown);
+            Ok(Connector::Callback(Arc::new(github::GithubConnector::new(
+                &conf.id, config,
+            )?)))
         }
         ldap::KIND => {
             let (config, unknown) =
@@ -526,11 +536,11 @@ mod tests {
             "{msg}"
         );
 
-        let e = build(&[conf("github", "gh", serde_json::Value::Null)], None).unwrap_err();
+        let e = build(&[conf("gitlab", "gl", serde_json::Value::Null)], None).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, ConnectorError::UnsupportedType { .. }));
         assert!(
-            msg.contains("\"gh\"") && msg.contains("\"github\""),
+            msg.contains("\"gl\"") && msg.contains("\"gitlab\""),
             "{msg}"
         );
     }
