@@ -148,8 +148,21 @@ dn: cn=developers,ou=groups,dc=example,dc=org
 objectClass: groupOfNames
 cn: developers
 member: uid=jane,ou=people,dc=example,dc=org
+
+dn: cn=engineering,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+cn: engineering
+member: cn=developers,ou=groups,dc=example,dc=org
 LDIF
+# A nesting cycle: developers ⊂ engineering ⊂ developers.
+ldif_cycle="dn: cn=developers,ou=groups,dc=example,dc=org
+changetype: modify
+add: member
+member: cn=engineering,ou=groups,dc=example,dc=org
+"
+
 ldapadd -x -H "ldap://127.0.0.1:$port" -D "cn=admin,dc=example,dc=org" -w admin -f "$work/data.ldif" >/dev/null
+printf '%s' "$ldif_cycle" | ldapmodify -x -H "ldap://127.0.0.1:$port" -D "cn=admin,dc=example,dc=org" -w admin >/dev/null
 
 export OXIDEX_LDAP_TEST=1
 export OXIDEX_LDAP_HOST="127.0.0.1:$port"

@@ -1,6 +1,7 @@
 //! The `ldap` connector against a real OpenLDAP, started and loaded by
 //! `checks/ldap/run.sh` (users jane/foo and john/bar in `admins`, jane also in
-//! `developers`, loner/alone in no group, jöhn/umlaut). Without
+//! `developers`, which is nested in `engineering` and back (a cycle), loner/alone
+//! in no group, jöhn/umlaut). Without
 //! `OXIDEX_LDAP_TEST=1` these tests return at once; with it, a missing or broken
 //! directory is a failure, never a skip.
 
@@ -464,5 +465,27 @@ async fn ldap_refresh_is_refused_once_the_user_is_gone() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_grant", "{body}");
     let _ = admin.unbind().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ldap_nested_groups_are_followed_breadth_first_through_a_cycle() {
+    let Some(dir) = directory() else { return };
+    let mut nested = ldap_config(&dir.host);
+    nested["groupSearch"]["userMatchers"] =
+        json!([{"userAttr": "DN", "groupAttr": "member", "recursionGroupAttr": "member"}]);
+    nested["groupSearch"]["scope"] = json!("one");
+    let server = start(vec![connector("corp", nested)]).await;
+    let code = expect_code(login(&server, "corp", "openid groups", "jane", "foo").await);
+    let claims = id_claims(&exchange(&server, &code).await);
+    assert_eq!(
+        claims["groups"],
+        json!(["admins", "developers", "engineering"])
+    );
+    let code = expect_code(login(&server, "corp", "openid groups", "john", "bar").await);
+    assert_eq!(
+        id_claims(&exchange(&server, &code).await)["groups"],
+        json!(["admins"])
+    );
     server.stop().await;
 }
