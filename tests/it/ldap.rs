@@ -69,12 +69,16 @@ fn ldap_config(host: &str) -> Value {
 }
 
 async fn start(connectors: Vec<Value>) -> TestServer {
+    start_with_oauth2(connectors, json!({"skipApprovalScreen": true})).await
+}
+
+async fn start_with_oauth2(connectors: Vec<Value>, oauth2: Value) -> TestServer {
     TestServer::start_at_issuer(|issuer| {
         json!({
             "issuer": issuer,
             "storage": {"type": "memory"},
             "web": {"http": "127.0.0.1:0"},
-            "oauth2": {"skipApprovalScreen": true},
+            "oauth2": oauth2,
             "staticClients": [{
                 "id": CLIENT_ID,
                 "name": "Example App",
@@ -487,5 +491,37 @@ async fn ldap_nested_groups_are_followed_breadth_first_through_a_cycle() {
         id_claims(&exchange(&server, &code).await)["groups"],
         json!(["admins"])
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ldap_backs_the_password_grant() {
+    let Some(dir) = directory() else { return };
+    let server = start_with_oauth2(
+        vec![connector("corp", ldap_config(&dir.host))],
+        json!({"skipApprovalScreen": true, "passwordConnector": "corp"}),
+    )
+    .await;
+    let grant = |user: &'static str, password: &'static str| {
+        [
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+            ("scope", "openid email groups"),
+        ]
+    };
+    let (status, body) = token(&server, &grant("jane", "foo")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(id_claims(&body)["groups"], json!(["admins", "developers"]));
+    for (user, password) in [
+        ("jane", "wrong"),
+        ("nobody", "foo"),
+        ("jane", ""),
+        ("*", "foo"),
+    ] {
+        let (status, body) = token(&server, &grant(user, password)).await;
+        assert_eq!(status, 401, "{user:?}: {body}");
+        assert_eq!(body["error"], "access_denied", "{body}");
+    }
     server.stop().await;
 }
