@@ -42,6 +42,9 @@ step "relying parties against a running oxidex (npm openid-client, PyPI Authlib)
 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node (openid-client)" $?
 bash checks/rp-python/run.sh "$root/target/debug/oxidex"; record "rp-python (Authlib)" $?
 
+step "ldap connector against a real OpenLDAP (Debian slapd, throwaway config, StartTLS/LDAPS CA)"
+bash checks/ldap/run.sh; record "ldap (OpenLDAP)" $?
+
 step "real forge end to end (Gitea built from the Go module proxy, gitea and oidc connectors)"
 bash checks/forgejo/e2e.sh "$root/target/debug/oxidex"; record "forge end to end" $?
 set -e

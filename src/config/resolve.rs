@@ -77,7 +77,14 @@ pub const DEX_CONNECTOR_TYPES: &[&str] = &[
     "mockPassword",
 ];
 
-const IMPLEMENTED_CONNECTOR_TYPES: &[&str] = &["gitea", "oidc", "mockCallback", "mockPassword"];
+const IMPLEMENTED_CONNECTOR_TYPES: &[&str] = &[
+    "gitea",
+    "oidc",
+    "ldap",
+    "github",
+    "mockCallback",
+    "mockPassword",
+];
 
 /// Connector types that can check a username and password (the `password` grant).
 const PASSWORD_CONNECTOR_TYPES: &[&str] = &["mockPassword", "ldap", "keystone", "atlassian-crowd"];

@@ -458,9 +458,9 @@ fn rejects_incomplete_connectors() {
 #[test]
 fn rejects_unimplemented_unknown_and_reserved_connector_types() {
     rejects(
-        |c| set(c, "/connectors/0/type", json!("github")),
+        |c| set(c, "/connectors/0/type", json!("gitlab")),
         "connectors[0].type",
-        "\"github\" is not supported by oxidex yet",
+        "\"gitlab\" is not supported by oxidex yet",
     );
     rejects(
         |c| set(c, "/connectors/0/type", json!("forgejo")),
@@ -655,7 +655,7 @@ fn collects_every_problem_at_once() {
         "expiry": {"idTokens": "1d"},
         "logger": {"format": "xml"},
         "staticClients": [{"id": "a"}],
-        "connectors": [{"type": "github", "id": "gh", "name": "GitHub"}],
+        "connectors": [{"type": "gitlab", "id": "gl", "name": "GitLab"}],
         "staticPasswords": [{"email": "x@example.org"}]
     });
     let err = fails(&config, &[]);
@@ -667,7 +667,7 @@ fn collects_every_problem_at_once() {
         ("logger.format", "xml"),
         ("staticClients[0].name", "Name"),
         ("staticClients[0].secret", "Secret"),
-        ("connectors[0].type", "github"),
+        ("connectors[0].type", "gitlab"),
         ("staticPasswords", "password db"),
         ("staticPasswords[0].hash", "no password hash"),
     ] {

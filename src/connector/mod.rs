@@ -21,6 +21,8 @@ pub mod body;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake_forgejo;
 pub mod gitea;
+pub mod github;
+pub mod ldap;
 pub mod local;
 pub mod mock;
 pub mod oidc;
@@ -368,6 +370,8 @@ pub fn validate_connectors(settings: &Settings) -> Vec<String> {
         let found = match conf.kind.as_str() {
             gitea::KIND => gitea::GiteaConfig::parse(&path, &conf.config, &callback).err(),
             oidc::KIND => oidc::OidcConfig::parse(&path, &conf.config, &callback).err(),
+            ldap::KIND => ldap::LdapConfig::parse(&path, &conf.config).err(),
+            github::KIND => github::GithubConfig::parse(&path, &conf.config, &callback).err(),
             "mockPassword" => mock::MockPassword::from_config(&conf.id, &conf.config)
                 .err()
                 .map(|e| vec![e.to_string()]),
@@ -467,6 +471,22 @@ fn open(
             )?);
             connector.warm_up();
             Ok(Connector::Callback(connector))
+        }
+        github::KIND => {
+            let (config, unknown) =
+                github::GithubConfig::parse(&path, &conf.config, callback).map_err(config_error)?;
+            warn_unknown(unknown);
+            Ok(Connector::Callback(Arc::new(github::GithubConnector::new(
+                &conf.id, config,
+            )?)))
+        }
+        ldap::KIND => {
+            let (config, unknown) =
+                ldap::LdapConfig::parse(&path, &conf.config).map_err(config_error)?;
+            warn_unknown(unknown);
+            Ok(Connector::Password(Arc::new(ldap::LdapConnector::new(
+                &conf.id, config,
+            )?)))
         }
         // Dex knows it, oxidex not (yet): say "not supported" rather than "unknown".
         kind if crate::config::DEX_CONNECTOR_TYPES.contains(&kind) => {
@@ -584,11 +604,11 @@ mod tests {
             "{msg}"
         );
 
-        let e = build(&[conf("github", "gh", serde_json::Value::Null)], None).unwrap_err();
+        let e = build(&[conf("gitlab", "gl", serde_json::Value::Null)], None).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, ConnectorError::UnsupportedType { .. }));
         assert!(
-            msg.contains("\"gh\"") && msg.contains("\"github\""),
+            msg.contains("\"gl\"") && msg.contains("\"gitlab\""),
             "{msg}"
         );
     }

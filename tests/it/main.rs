@@ -12,6 +12,7 @@ mod forgejo;
 mod hostile;
 mod introspect;
 mod keys;
+mod ldap;
 mod limits;
 mod login;
 mod ops;
