@@ -541,14 +541,14 @@ async fn approval_inner(state: &AppState, params: &Params) -> PageResult {
             if !CsrfToken::verify(
                 &auth_request.hmac_key,
                 &auth_request.id,
-                params.get(CSRF_FIELD),
+                params.form_get(CSRF_FIELD),
             ) {
                 return Err(HttpError::page(
                     403,
                     "Invalid or missing form token. Please start the login again.",
                 ));
             }
-            if params.get("approval") == "approve" {
+            if params.form_get("approval") == "approve" {
                 issue(state, &auth_request.id).await
             } else {
                 let id = auth_request.id.clone();

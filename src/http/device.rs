@@ -191,7 +191,7 @@ async fn verify_code_inner(
         CsrfToken::verify(
             state.form_key.as_slice(),
             &csrf_id(secret),
-            params.get(CSRF_FIELD),
+            params.form_get(CSRF_FIELD),
         )
     });
     let Some(secret) = secret.filter(|_| csrf_ok) else {
@@ -200,7 +200,7 @@ async fn verify_code_inner(
             "Invalid or missing form token. Please open the device page again.",
         ));
     };
-    let typed = params.get("user_code");
+    let typed = params.form_get("user_code");
     if typed.is_empty() {
         return Err(HttpError::bad_request("No user code received"));
     }

@@ -447,3 +447,47 @@ async fn back_links_stay_under_the_issuer_path() {
     assert!(body.contains("Choose another login method"), "{body}");
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Form fields come from the body only
+// ---------------------------------------------------------------------------
+
+/// The approval decision, the user code and their form tokens are read from the
+/// POSTed form, never from the query: a link that carries them in its URL (or a
+/// proxy log that recorded one) is not a submitted form.
+#[tokio::test]
+async fn form_decisions_and_tokens_in_the_query_are_not_a_submitted_form() {
+    let (server, a, _) = start().await;
+    let callback = start_mock_login(&server, &a, &[]).await;
+    let approval = location(&a.get(&callback).await);
+    let (status, html) = page(a.get(&approval).await).await;
+    assert_eq!(status, 200, "{html}");
+    let action = form_action(&html);
+    let csrf = input_value(&html, "csrf_token");
+
+    let in_query = format!("{action}&approval=approve&csrf_token={csrf}");
+    let (status, body) = page(a.post_form(&in_query, &[]).await).await;
+    assert_eq!(status, 403, "approval taken from the query: {body}");
+    // The decision alone in the query, the token in the body: still no approval.
+    let r = a
+        .post_form(
+            &format!("{action}&approval=approve"),
+            &[("csrf_token", csrf.as_str())],
+        )
+        .await;
+    let back = location(&r);
+    assert!(
+        query_param(&back, "code").is_none() && back.contains("access_denied"),
+        "an approval in the query was honoured: {back}"
+    );
+
+    let (_, user_code) = start_device(&server).await;
+    let form = a.get("/dex/device").await;
+    let html = form.text().await.unwrap();
+    let csrf = input_value(&html, "csrf_token");
+    let verify = a.absolute(&form_action(&html));
+    let in_query = format!("{verify}?user_code={user_code}&csrf_token={csrf}");
+    let (status, body) = page(a.post_form(&in_query, &[]).await).await;
+    assert_eq!(status, 403, "user code form taken from the query: {body}");
+    server.stop().await;
+}
