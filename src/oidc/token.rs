@@ -99,7 +99,7 @@ pub fn exchange_code(
         Err(StorageError::NotFound) => return Err(invalid_code()),
         Err(err) => {
             tracing::error!(%err, "failed to get auth code");
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&err));
         }
     };
     if ctx.now > code.expiry || code.client_id != client.id {
@@ -116,7 +116,7 @@ pub fn exchange_code(
         Err(StorageError::NotFound) => return Err(invalid_code()),
         Err(err) => {
             tracing::error!(%err, "failed to delete auth code");
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&err));
         }
     }
 
@@ -216,7 +216,7 @@ fn issue_refresh_token(
     };
     ctx.storage.create_refresh_token(&token).map_err(|err| {
         tracing::error!(%err, "failed to store refresh token");
-        OAuthError::server_error()
+        OAuthError::storage(&err)
     })?;
     let reference = RefreshTokenRef {
         id: token.id.clone(),
@@ -244,7 +244,7 @@ fn issue_refresh_token(
             if let Err(err) = ctx.storage.delete_refresh_token(&token.id) {
                 tracing::error!(%err, "failed to roll back refresh token");
             }
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&err));
         }
     };
     prune_refresh_tokens(ctx, &session, &token.client_id, &token.id);
@@ -386,6 +386,16 @@ fn refresh_internal_error() -> OAuthError {
     OAuthError::new(ErrorCode::InvalidRequest, 500, "")
 }
 
+/// A refresh that failed in storage: 503 `server_error` while the database is
+/// unavailable (the client keeps its token and retries), else as Dex.
+fn refresh_storage_error(error: &StorageError) -> OAuthError {
+    if error.is_unavailable() {
+        OAuthError::storage(error)
+    } else {
+        refresh_internal_error()
+    }
+}
+
 /// A validated refresh request, between [`begin_refresh`] and [`commit_refresh`].
 /// If [`RefreshPlan::needs_upstream`], the caller asks the token's connector to
 /// refresh the identity (with [`RefreshPlan::claims`],
@@ -451,7 +461,7 @@ pub fn begin_refresh(
         Err(StorageError::NotFound) => return Err(OAuthError::invalid_request(REFRESH_CLAIMED)),
         Err(err) => {
             tracing::error!(%err, "failed to get refresh token");
-            return Err(refresh_internal_error());
+            return Err(refresh_storage_error(&err));
         }
     };
     if token.client_id != client.id {
@@ -514,7 +524,7 @@ pub fn begin_refresh(
             Err(StorageError::NotFound) => None,
             Err(err) => {
                 tracing::error!(%err, "failed to get offline session");
-                return Err(refresh_internal_error());
+                return Err(refresh_storage_error(&err));
             }
         }
     };
@@ -630,7 +640,7 @@ pub fn commit_refresh(
         }
         Err(err) => {
             tracing::error!(%err, "failed to rotate refresh token");
-            return Err(refresh_internal_error());
+            return Err(refresh_storage_error(&err));
         }
     };
     let Some((secret, claims, advanced)) = outcome else {
