@@ -254,6 +254,57 @@ impl SqliteStorage {
     }
 }
 
+/// Writes a consistent copy of the database at `source` to the new file `dest`
+/// while other connections (a running oxidex) keep reading and writing it.
+///
+/// `VACUUM INTO` copies inside one read transaction, so the copy is the database
+/// as of one instant, with every committed transaction (also those still in the
+/// WAL) and none half-applied; writers are not blocked. `dest` must not exist: it
+/// is created owner-only, since it holds private keys and refresh tokens.
+pub fn backup(source: &Path, dest: &Path) -> StorageResult<()> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        StorageError::Backend(format!(
+            "cannot back up SQLite database {} to {}: {what}: {e}",
+            source.display(),
+            dest.display()
+        ))
+    };
+    if !source.is_file() {
+        return Err(fail("source", &"no such database file"));
+    }
+    let Some(dest_str) = dest.to_str() else {
+        return Err(fail("destination", &"path is not valid UTF-8"));
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(dest)
+        .map_err(|e| fail("create destination", &e))?;
+    // Read-write (not read-only) so a WAL left by a crashed process can be read.
+    let conn = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|conn| conn.busy_timeout(BUSY_TIMEOUT).map(|()| conn))
+    .map_err(|e| fail("open", &e))?;
+    let copied = conn
+        .execute("VACUUM INTO ?1", [dest_str])
+        .map_err(|e| fail("copy", &e));
+    if let Err(err) = copied {
+        let _ = std::fs::remove_file(dest);
+        return Err(err);
+    }
+    let check: String = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|copy| copy.query_row("PRAGMA integrity_check", [], |row| row.get(0)))
+        .map_err(|e| fail("check the copy", &e))?;
+    if check != "ok" {
+        return Err(fail("check the copy", &check));
+    }
+    Ok(())
+}
+
 /// Creates `path` with owner-only permissions if it does not exist yet, so SQLite
 /// (which gives its `-wal`/`-shm` files the database file's mode) never makes the
 /// key material world-readable.
