@@ -29,6 +29,9 @@ cargo clippy --all-targets --locked -- -D warnings; record "clippy" $?
 step "cargo test (unit + integration)"
 cargo test --locked; record "cargo test" $?
 
+step "faults: SIGKILL x5 mid-rotation, full disk (tmpfs, root), clock steps, online backup"
+bash checks/faults/ci.sh; record "faults" $?
+
 step "Nix offline checks (parse, flake lock, evaluation)"
 bash checks/nix-offline.sh; record "nix offline checks" $?
 

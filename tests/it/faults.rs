@@ -177,8 +177,14 @@ impl Drop for Served {
     }
 }
 
+/// The binary under test: `OXIDEX_BIN` (a long soak runs a copy, so rebuilding
+/// meanwhile does not swap it) or this build's.
+fn oxidex_bin() -> std::ffi::OsString {
+    std::env::var_os("OXIDEX_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_oxidex").into())
+}
+
 fn serve_command(config: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_oxidex"));
+    let mut command = Command::new(oxidex_bin());
     command.arg("serve").arg(config);
     command
 }
@@ -407,7 +413,7 @@ async fn full_disk_answers_503_keeps_reads_and_recovers() {
         .arg(r#"mount -t tmpfs -o size=4m oxidex-fault "$1" && exec "$2" serve "$3""#)
         .arg("sh")
         .arg(&mount)
-        .arg(env!("CARGO_BIN_EXE_oxidex"))
+        .arg(oxidex_bin())
         .arg(&config_path);
     let served = Served::start(command, &issuer, &log).await;
     // The namespace's view of the tmpfs (unshare and sh exec, so the pid is oxidex's).
@@ -846,4 +852,66 @@ async fn backup_under_writes_restores_and_serves_earlier_refresh_tokens() {
         );
     }
     restored.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. Rotating signing keys by hand (the statements in docs/operations.md)
+// ---------------------------------------------------------------------------
+
+const FORCE_ROTATION_SQL: &str = r#"UPDATE signing_keys SET data = json_set(data, '$.next_rotation', json('{"secs_since_epoch":0,"nanos_since_epoch":0}'))"#;
+const DROP_VERIFICATION_KEYS_SQL: &str =
+    "UPDATE signing_keys SET data = json_set(data, '$.verification_keys', json('[]'))";
+
+async fn published_kids(server: &TestServer) -> Vec<String> {
+    let jwks: Value = server
+        .http
+        .get(server.url("/dex/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn documented_manual_key_rotation_rotates_and_retires() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("oxidex.db");
+    let settings = settings_from(&password_config("http://127.0.0.1:5556/dex", &db), dir.path());
+    let server = TestServer::start_with(settings, oxidex::server::system_clock(), None).await;
+    let old = server.state.keys.keyset().kid().to_owned();
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
+    )
+    .unwrap();
+    for sql in [FORCE_ROTATION_SQL, DROP_VERIFICATION_KEYS_SQL] {
+        assert!(docs.contains(sql), "docs/operations.md no longer shows: {sql}");
+    }
+
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(FORCE_ROTATION_SQL, [])
+        .unwrap();
+    assert!(server.state.keys.refresh(SystemTime::now()).await.unwrap());
+    let new = server.state.keys.keyset().kid().to_owned();
+    assert_ne!(new, old, "forcing the rotation time did not rotate");
+    let kids = published_kids(&server).await;
+    assert!(kids.contains(&old) && kids.contains(&new), "{kids:?}");
+
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(DROP_VERIFICATION_KEYS_SQL, [])
+        .unwrap();
+    server.state.keys.refresh(SystemTime::now()).await.unwrap();
+    let kids = published_kids(&server).await;
+    assert!(!kids.contains(&old), "the retired key is still published: {kids:?}");
+    assert_eq!(server.state.keys.keyset().kid(), new);
+    server.stop().await;
 }
