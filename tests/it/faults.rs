@@ -884,15 +884,20 @@ async fn published_kids(server: &TestServer) -> Vec<String> {
 async fn documented_manual_key_rotation_rotates_and_retires() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("oxidex.db");
-    let settings = settings_from(&password_config("http://127.0.0.1:5556/dex", &db), dir.path());
+    let settings = settings_from(
+        &password_config("http://127.0.0.1:5556/dex", &db),
+        dir.path(),
+    );
     let server = TestServer::start_with(settings, oxidex::server::system_clock(), None).await;
     let old = server.state.keys.keyset().kid().to_owned();
-    let docs = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
-    )
-    .unwrap();
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .unwrap();
     for sql in [FORCE_ROTATION_SQL, DROP_VERIFICATION_KEYS_SQL] {
-        assert!(docs.contains(sql), "docs/operations.md no longer shows: {sql}");
+        assert!(
+            docs.contains(sql),
+            "docs/operations.md no longer shows: {sql}"
+        );
     }
 
     rusqlite::Connection::open(&db)
@@ -911,7 +916,10 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .unwrap();
     server.state.keys.refresh(SystemTime::now()).await.unwrap();
     let kids = published_kids(&server).await;
-    assert!(!kids.contains(&old), "the retired key is still published: {kids:?}");
+    assert!(
+        !kids.contains(&old),
+        "the retired key is still published: {kids:?}"
+    );
     assert_eq!(server.state.keys.keyset().kid(), new);
     server.stop().await;
 }
