@@ -23,8 +23,8 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
 cargo test --locked --test it faults:: -- --include-ignored --nocapture --test-threads 1 2>&1 | tee "$out" || status=$?
-# Guard against a filter that silently matched less: all six must have run.
-expected=6
+# Guard against a filter that silently matched less: all seven must have run.
+expected=7
 grep -Eq "^test result: ok\. ${expected} passed" "$out" || {
   echo "checks/faults/ci.sh: expected ${expected} fault tests to pass" >&2
   status=1

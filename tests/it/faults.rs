@@ -665,6 +665,29 @@ async fn clock_steps_rotate_keys_once_never_twice_and_not_never() {
     server.stop().await;
 }
 
+/// A forward step past the rotation time, with the health check running before
+/// the rotation task noticed: the check rotates (once) instead of reporting the
+/// process unhealthy, which would take it out of service for up to 30 s.
+#[tokio::test]
+async fn clock_step_forward_past_rotation_keeps_readiness() {
+    let clock = SteppedClock::new();
+    let mut config = crate::support::base_config("http://127.0.0.1:5556/dex");
+    config["signer"] = json!({"type": "local", "config": {"keysRotationPeriod": "90m"}});
+    let (server, _dir) = start_stepped(config, &clock).await;
+    let first = server.state.keys.keyset().kid().to_owned();
+    clock.forward(3 * HOUR);
+    let report = server.state.health.check(clock.now()).await;
+    assert!(report.healthy, "{report:?}");
+    let second = server.state.keys.keyset().kid().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(
+        rotation_checks(&server, &clock).await,
+        second,
+        "rotated twice"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn clock_steps_keep_token_refresh_and_gc_expiry_right() {
     let clock = SteppedClock::new();
