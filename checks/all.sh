@@ -31,6 +31,8 @@ cargo test --locked; record "cargo test" $?
 
 step "PostgreSQL (throwaway cluster: conformance suite, two replicas on one database)"
 bash checks/postgres/run.sh; record "postgres" $?
+step "faults: SIGKILL x5 mid-rotation, full disk (tmpfs, root), clock steps, online backup"
+bash checks/faults/ci.sh; record "faults" $?
 
 step "Nix offline checks (parse, flake lock, evaluation)"
 bash checks/nix-offline.sh; record "nix offline checks" $?

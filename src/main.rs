@@ -1,4 +1,4 @@
-//! The `oxidex` command: `serve`, `check-config`, `version`.
+//! The `oxidex` command: `serve`, `check-config`, `backup`, `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,8 +23,19 @@ enum Command {
     Serve(ServeArgs),
     /// Validate a config file and print the effective config, secrets redacted.
     CheckConfig(CheckArgs),
+    /// Copy the SQLite database named by a config file to a new file, consistently,
+    /// while oxidex keeps running.
+    Backup(BackupArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Path to the config file (its `storage` must be `sqlite3`).
+    config: PathBuf,
+    /// The backup file to create (must not exist).
+    dest: PathBuf,
 }
 
 #[derive(Args)]
@@ -63,6 +74,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig(args) => check_config(args),
+        Command::Backup(args) => backup(args),
         Command::Serve(args) => serve(args, started),
     }
 }
@@ -121,6 +133,27 @@ fn check_config(args: CheckArgs) -> ExitCode {
         }
         Err(error) => {
             eprintln!("cannot print the effective config: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backup(args: BackupArgs) -> ExitCode {
+    let loaded = match load(&args.config, false, Overrides::default()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let config::StorageSettings::Sqlite3 { file } = &loaded.settings.storage else {
+        eprintln!("oxidex backup: storage is not sqlite3; nothing to copy");
+        return ExitCode::from(2);
+    };
+    match oxidex::storage::sqlite::backup(file, &args.dest) {
+        Ok(()) => {
+            eprintln!("backed up {} to {}", file.display(), args.dest.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("oxidex backup: {error}");
             ExitCode::FAILURE
         }
     }

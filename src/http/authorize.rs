@@ -622,7 +622,7 @@ async fn load_auth_request(state: &AppState, id: &str) -> Result<AuthRequest, Ht
 
 fn database_error(error: StorageError) -> HttpError {
     tracing::error!(%error, "storage failure");
-    HttpError::page(500, "Database error.")
+    crate::oidc::AuthorizeError::storage(&error).into()
 }
 
 /// Runs `call` with the storage on the blocking pool.

@@ -227,6 +227,9 @@ async fn verify_code_inner(
             true,
         )),
         Err(UserCodeError::Internal) => Err(HttpError::page(500, "Database error.")),
+        Err(UserCodeError::Unavailable) => {
+            Err(HttpError::page(503, crate::oidc::error::UNAVAILABLE_PAGE))
+        }
     }
 }
 

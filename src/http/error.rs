@@ -83,10 +83,12 @@ impl HttpError {
             Self::OAuth(error) => oauth_error_response(&error),
             Self::Page { status, message } => {
                 let body = templates.error(&ErrorPage { status, message });
-                html(
+                let mut response = html(
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                     body,
-                )
+                );
+                retry_after_if_unavailable(&mut response);
+                response
             }
             Self::Redirect(location) => see_other(&location),
             Self::TryLater {
@@ -149,7 +151,21 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (status, Json(error.body())).into_response();
     no_store(&mut response);
+    retry_after_if_unavailable(&mut response);
     response
+}
+
+/// Seconds a client should wait after a 503 (storage unavailable: the database
+/// is unreachable, full or read-only) before trying again.
+const UNAVAILABLE_RETRY_AFTER: HeaderValue = HeaderValue::from_static("5");
+
+fn retry_after_if_unavailable(response: &mut Response) {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert(UNAVAILABLE_RETRY_AFTER);
+    }
 }
 
 /// An HTML page that must not be framed or cached.

@@ -16,7 +16,6 @@ mod middleware;
 pub mod params;
 pub mod serve;
 pub mod token;
-mod unavailable;
 pub mod userinfo;
 
 use std::sync::Arc;
@@ -77,7 +76,6 @@ pub struct AppContext {
 pub fn app(state: AppState) -> Router {
     let prefix = state.settings.issuer.path_prefix.clone();
     let extra_headers = state.settings.web.headers.clone();
-    let storage = state.storage.clone();
     // The endpoints a browser app calls directly get CORS when configured.
     let public = Router::new()
         .merge(discovery::routes(&prefix))
@@ -98,13 +96,7 @@ pub fn app(state: AppState) -> Router {
     // Routes are registered at their full paths rather than nested under the
     // prefix: nesting rewrites every request's URI, a measurable cost on the
     // hottest endpoints (discovery, keys).
-    let routes = routes
-        .fallback(not_found)
-        .layer(axum::middleware::map_response_with_state(
-            storage,
-            unavailable::relabel,
-        ));
-    middleware::wrap(routes, &extra_headers)
+    middleware::wrap(routes.fallback(not_found), &extra_headers)
 }
 
 /// Runs storage work (SQLite behind one connection) and signing on the blocking pool,

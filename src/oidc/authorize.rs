@@ -435,7 +435,7 @@ pub fn create_auth_request(
     };
     storage.create_auth_request(&auth_request).map_err(|err| {
         tracing::error!(%err, "failed to store auth request");
-        AuthorizeError::page(500, "Database error.")
+        AuthorizeError::storage(&err)
     })?;
     Ok(auth_request)
 }
@@ -514,7 +514,7 @@ fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, Auth
         StorageError::NotFound => AuthorizeError::page(400, "User session error."),
         err => {
             tracing::error!(%err, "failed to load auth request");
-            AuthorizeError::page(500, "Database error.")
+            AuthorizeError::storage(&err)
         }
     })
 }
@@ -563,7 +563,7 @@ pub fn finalize_login(
             StorageError::Rejected(_) => AuthorizeError::page(400, "User session has expired."),
             err => {
                 tracing::error!(%err, "failed to finalize login");
-                AuthorizeError::page(500, "Database error.")
+                AuthorizeError::storage(&err)
             }
         })?;
 
@@ -580,7 +580,7 @@ pub fn finalize_login(
         )
         .map_err(|err| {
             tracing::error!(%err, "failed to update offline session");
-            AuthorizeError::page(500, "Database error.")
+            AuthorizeError::storage(&err)
         })?;
     }
     Ok(updated)
@@ -656,7 +656,7 @@ pub fn issue_response(
             StorageError::NotFound => AuthorizeError::page(400, "User session error."),
             err => {
                 tracing::error!(%err, "failed to delete auth request");
-                AuthorizeError::page(500, "Internal server error.")
+                AuthorizeError::storage(&err)
             }
         })?;
     let internal = || AuthorizeError::page(500, "Internal server error.");
@@ -680,7 +680,7 @@ pub fn issue_response(
         };
         storage.create_auth_code(&auth_code).map_err(|err| {
             tracing::error!(%err, "failed to store auth code");
-            internal()
+            AuthorizeError::storage(&err)
         })?;
         if request.redirect_uri == OOB_REDIRECT_URI {
             return Ok(AuthorizeResponse::Oob { code: auth_code.id });
@@ -766,7 +766,7 @@ pub fn reject_approval(
             StorageError::NotFound => AuthorizeError::page(400, "User session error."),
             err => {
                 tracing::error!(%err, "failed to delete auth request");
-                AuthorizeError::page(500, "Internal server error.")
+                AuthorizeError::storage(&err)
             }
         })?;
     if request.redirect_uri == OOB_REDIRECT_URI {

@@ -193,7 +193,7 @@ pub fn start_device_authorization(
     };
     storage.create_device_token(&token).map_err(|error| {
         tracing::error!(%error, "failed to store device token");
-        OAuthError::server_error()
+        OAuthError::storage(&error)
     })?;
 
     let verification_uri = settings.issuer.endpoint("/device");
@@ -226,12 +226,20 @@ fn store_device_request(
             Err(StorageError::AlreadyExists) => continue,
             Err(error) => {
                 tracing::error!(%error, "failed to store device request");
-                return Err(OAuthError::server_error());
+                return Err(OAuthError::storage(&error));
             }
         }
     }
     tracing::error!("no free user code after 5 attempts");
     Err(OAuthError::server_error())
+}
+
+fn user_code_storage_error(error: &StorageError) -> UserCodeError {
+    if error.is_unavailable() {
+        UserCodeError::Unavailable
+    } else {
+        UserCodeError::Internal
+    }
 }
 
 /// Why a submitted user code does not lead on.
@@ -243,6 +251,9 @@ pub enum UserCodeError {
     /// Storage failure (500).
     #[error("storage failure")]
     Internal,
+    /// The database is unavailable (503, try again later).
+    #[error("storage unavailable")]
+    Unavailable,
 }
 
 /// Checks a typed user code, binds the device to the browser that typed it
@@ -268,7 +279,7 @@ pub fn verify_user_code(
         Ok(_) | Err(StorageError::NotFound) => return Err(UserCodeError::Invalid),
         Err(error) => {
             tracing::error!(%error, "failed to get device request");
-            return Err(UserCodeError::Internal);
+            return Err(user_code_storage_error(&error));
         }
     };
     let verifier = crate::random::token(HOP_VERIFIER_LEN);
@@ -296,7 +307,7 @@ pub fn verify_user_code(
         }
         Err(error) => {
             tracing::error!(%error, "failed to bind device token");
-            return Err(UserCodeError::Internal);
+            return Err(user_code_storage_error(&error));
         }
     }
     let prefix = &settings.issuer.path_prefix;
@@ -361,7 +372,7 @@ pub fn complete_device_login(
     let bad_code = || page(400, "Invalid or expired auth code.");
     let database = |error: StorageError| {
         tracing::error!(%error, "device callback storage failure");
-        page(500, "Database error.")
+        AuthorizeError::storage(&error)
     };
     let code = match ctx.storage.get_auth_code(callback.code) {
         Ok(code) if ctx.now <= code.expiry => code,
@@ -410,7 +421,9 @@ pub fn complete_device_login(
         refreshing_connectors: callback.refreshing_connectors,
     };
     let response = exchange_code(ctx, client, &exchange).map_err(|error| {
-        if error.status >= 500 {
+        if error.status == 503 {
+            page(503, super::error::UNAVAILABLE_PAGE)
+        } else if error.status >= 500 {
             page(500, "Failed to exchange auth code.")
         } else {
             tracing::info!(%error, "device callback code refused");
@@ -467,7 +480,7 @@ pub fn poll_device_token(
         Err(StorageError::NotFound) => return Err(invalid_code()),
         Err(error) => {
             tracing::error!(%error, "failed to get device token");
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&error));
         }
     };
     if now > token.expiry {
@@ -494,7 +507,7 @@ pub fn poll_device_token(
                 })
                 .map_err(|error| {
                     tracing::error!(%error, "failed to update device token");
-                    OAuthError::server_error()
+                    OAuthError::storage(&error)
                 })?;
             if too_soon {
                 Err(OAuthError::new(ErrorCode::SlowDown, 400, ""))
@@ -520,7 +533,7 @@ pub fn poll_device_token(
                     StorageError::NotFound => invalid_code(),
                     other => {
                         tracing::error!(error = %other, "failed to redeem device token");
-                        OAuthError::server_error()
+                        OAuthError::storage(&other)
                     }
                 })?;
             Ok(collected)

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::storage::StorageError;
+
 /// OAuth2 / OIDC error codes oxidex emits (dex-protocol.md §15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -120,6 +122,14 @@ impl OAuthError {
         Self::new(ErrorCode::ServerError, 500, "")
     }
 
+    /// A storage failure at a JSON endpoint: 503 `server_error` when the database
+    /// is unavailable (disk full, read-only, I/O: retry later), else 500. The
+    /// details belong in the log line the caller writes.
+    pub fn storage(error: &StorageError) -> Self {
+        let status = if error.is_unavailable() { 503 } else { 500 };
+        Self::new(ErrorCode::ServerError, status, "")
+    }
+
     /// Password grant: the connector rejected the credentials (401 `access_denied`).
     pub fn invalid_user_credentials() -> Self {
         Self::new(ErrorCode::AccessDenied, 401, "Invalid username or password")
@@ -171,7 +181,21 @@ impl AuthorizeError {
             message: message.into(),
         }
     }
+
+    /// A storage failure in the browser flow: a 503 page asking the user to try
+    /// again later when the database is unavailable, else 500 "Database error.".
+    pub fn storage(error: &StorageError) -> Self {
+        if error.is_unavailable() {
+            Self::page(503, UNAVAILABLE_PAGE)
+        } else {
+            Self::page(500, "Database error.")
+        }
+    }
 }
+
+/// The page a browser gets while the database cannot take writes.
+pub const UNAVAILABLE_PAGE: &str =
+    "The service is temporarily unavailable. Please try again in a few minutes.";
 
 /// An error reported to the client through its redirect URI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,5 +266,28 @@ mod tests {
             err.location(),
             "http://localhost:8080/cb?error=access_denied&state="
         );
+    }
+}
+
+#[cfg(test)]
+mod storage_error_tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_storage_is_503_server_error_and_other_failures_500() {
+        let down = StorageError::Unavailable("SQLITE_FULL".into());
+        let broken = StorageError::Backend("corrupt row".into());
+        let e = OAuthError::storage(&down);
+        assert_eq!((e.status, e.code), (503, ErrorCode::ServerError));
+        let e = OAuthError::storage(&broken);
+        assert_eq!((e.status, e.code), (500, ErrorCode::ServerError));
+        assert!(matches!(
+            AuthorizeError::storage(&down),
+            AuthorizeError::Page { status: 503, message } if message == UNAVAILABLE_PAGE
+        ));
+        assert!(matches!(
+            AuthorizeError::storage(&broken),
+            AuthorizeError::Page { status: 500, .. }
+        ));
     }
 }

@@ -265,7 +265,7 @@ fn introspect_refresh_token(
         Err(StorageError::NotFound) => return Ok(None),
         Err(error) => {
             tracing::error!(%error, "failed to get refresh token for introspection");
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&error));
         }
     };
     let policy = &ctx.settings.expiry.refresh_tokens;

@@ -102,7 +102,7 @@ pub fn exchange_code(
         }
         Err(err) => {
             tracing::error!(%err, "failed to get auth code");
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&err));
         }
     };
     if ctx.now > code.expiry || code.client_id != client.id {
@@ -157,7 +157,7 @@ pub fn exchange_code(
         }
         Err(err) => {
             tracing::error!(%err, "failed to redeem auth code");
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&err));
         }
     }
     let refresh = match refresh {
@@ -302,7 +302,7 @@ fn new_refresh_token(ctx: &GrantContext<'_>, subject: &TokenSubject<'_>) -> Refr
 fn store_refresh_token(ctx: &GrantContext<'_>, token: &RefreshToken) -> Result<(), OAuthError> {
     ctx.storage.create_refresh_token(token).map_err(|err| {
         tracing::error!(%err, "failed to store refresh token");
-        OAuthError::server_error()
+        OAuthError::storage(&err)
     })
 }
 
@@ -344,7 +344,7 @@ fn link_refresh_token(
         Err(err) => {
             tracing::error!(%err, "failed to update offline session");
             roll_back_refresh_token(ctx, &token.id);
-            return Err(OAuthError::server_error());
+            return Err(OAuthError::storage(&err));
         }
     };
     prune_refresh_tokens(ctx, &session, &token.client_id, &token.id);
@@ -486,6 +486,16 @@ fn refresh_internal_error() -> OAuthError {
     OAuthError::new(ErrorCode::InvalidRequest, 500, "")
 }
 
+/// A refresh that failed in storage: 503 `server_error` while the database is
+/// unavailable (the client keeps its token and retries), else as Dex.
+fn refresh_storage_error(error: &StorageError) -> OAuthError {
+    if error.is_unavailable() {
+        OAuthError::storage(error)
+    } else {
+        refresh_internal_error()
+    }
+}
+
 /// A validated refresh request, between [`begin_refresh`] and [`commit_refresh`].
 /// If [`RefreshPlan::needs_upstream`], the caller asks the token's connector to
 /// refresh the identity (with [`RefreshPlan::claims`],
@@ -551,7 +561,7 @@ pub fn begin_refresh(
         Err(StorageError::NotFound) => return Err(OAuthError::invalid_request(REFRESH_CLAIMED)),
         Err(err) => {
             tracing::error!(%err, "failed to get refresh token");
-            return Err(refresh_internal_error());
+            return Err(refresh_storage_error(&err));
         }
     };
     if token.client_id != client.id {
@@ -614,7 +624,7 @@ pub fn begin_refresh(
             Err(StorageError::NotFound) => None,
             Err(err) => {
                 tracing::error!(%err, "failed to get offline session");
-                return Err(refresh_internal_error());
+                return Err(refresh_storage_error(&err));
             }
         }
     };
@@ -735,7 +745,7 @@ pub fn commit_refresh(
         }
         Err(err) => {
             tracing::error!(%err, "failed to rotate refresh token");
-            return Err(refresh_internal_error());
+            return Err(refresh_storage_error(&err));
         }
     };
     let Some((secret, claims, advanced)) = outcome else {

@@ -34,13 +34,23 @@ pub enum StorageError {
     /// An updater closure refused the change; nothing was written.
     #[error("update rejected: {0}")]
     Rejected(String),
-    /// The backend itself failed (I/O, corrupt row, …).
+    /// The backend itself failed (corrupt row, bug, …).
     #[error("storage backend: {0}")]
     Backend(String),
-    /// The database cannot be reached (connection lost or refused, server
-    /// shutting down); the request may succeed when it is back.
+    /// The database cannot take the operation right now: it cannot be reached
+    /// (connection lost or refused, server shutting down), its disk is full, its
+    /// file or file system turned read-only, or I/O failed. Nothing was written.
+    /// Clients get 503 (retry later); it clears by itself when the cause does.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+}
+
+impl StorageError {
+    /// Whether the failure is the database being unavailable (503) rather than a
+    /// bug or a protocol outcome.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;

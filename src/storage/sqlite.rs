@@ -113,6 +113,8 @@ pub const MIGRATIONS: &[&str] = &[
 /// Storage in one SQLite database file (or an in-memory database).
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
+    /// The database file, for error messages (`:memory:` for a private one).
+    path: String,
 }
 
 impl SqliteStorage {
@@ -142,6 +144,7 @@ impl SqliteStorage {
         })?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: path.display().to_string(),
         })
     }
 
@@ -155,6 +158,7 @@ impl SqliteStorage {
         migrate(&mut conn, MIGRATIONS)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: ":memory:".to_owned(),
         })
     }
 
@@ -184,26 +188,28 @@ impl SqliteStorage {
         params.extend(time_values(value));
         params.push(Value::Text(encode(value)?));
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&sql).map_err(db(T::WHAT, "create"))?;
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(db(&self.path, T::WHAT, "create"))?;
         match stmt.execute(params_from_iter(params)) {
             Ok(_) => Ok(()),
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
                 Err(StorageError::AlreadyExists)
             }
-            Err(e) => Err(db(T::WHAT, "create")(e)),
+            Err(e) => Err(db(&self.path, T::WHAT, "create")(e)),
         }
     }
 
     fn get<T: Row>(&self, key: &[&str]) -> StorageResult<T> {
-        select::<T>(&self.lock(), key)?.ok_or(StorageError::NotFound)
+        select::<T>(&self.lock(), &self.path, key)?.ok_or(StorageError::NotFound)
     }
 
     fn update<T: Row>(&self, key: &[&str], updater: Updater<'_, T>) -> StorageResult<T> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db(T::WHAT, "begin update"))?;
-        let current = select::<T>(&tx, key)?.ok_or(StorageError::NotFound)?;
+            .map_err(db(&self.path, T::WHAT, "begin update"))?;
+        let current = select::<T>(&tx, &self.path, key)?.ok_or(StorageError::NotFound)?;
         // On an updater error `tx` is dropped, which rolls back: nothing is written.
         let updated = updater(current)?;
 
@@ -220,8 +226,9 @@ impl SqliteStorage {
         params.extend(key.iter().map(|k| Value::Text((*k).to_owned())));
         tx.prepare_cached(&sql)
             .and_then(|mut stmt| stmt.execute(params_from_iter(params)))
-            .map_err(db(T::WHAT, "update"))?;
-        tx.commit().map_err(db(T::WHAT, "commit update"))?;
+            .map_err(db(&self.path, T::WHAT, "update"))?;
+        tx.commit()
+            .map_err(db(&self.path, T::WHAT, "commit update"))?;
         Ok(updated)
     }
 
@@ -231,7 +238,7 @@ impl SqliteStorage {
         let deleted = conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| stmt.execute(params_from_iter(key)))
-            .map_err(db(T::WHAT, "delete"))?;
+            .map_err(db(&self.path, T::WHAT, "delete"))?;
         if deleted == 0 {
             return Err(StorageError::NotFound);
         }
@@ -245,13 +252,66 @@ impl SqliteStorage {
             T::KEY.join(", ")
         );
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&sql).map_err(db(T::WHAT, "list"))?;
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(db(&self.path, T::WHAT, "list"))?;
         let rows = stmt
             .query_map([], |row| row.get::<_, String>(0))
-            .map_err(db(T::WHAT, "list"))?;
-        rows.map(|row| decode::<T>(&row.map_err(db(T::WHAT, "list"))?))
+            .map_err(db(&self.path, T::WHAT, "list"))?;
+        rows.map(|row| decode::<T>(&row.map_err(db(&self.path, T::WHAT, "list"))?))
             .collect()
     }
+}
+
+/// Writes a consistent copy of the database at `source` to the new file `dest`
+/// while other connections (a running oxidex) keep reading and writing it.
+///
+/// `VACUUM INTO` copies inside one read transaction, so the copy is the database
+/// as of one instant, with every committed transaction (also those still in the
+/// WAL) and none half-applied; writers are not blocked. `dest` must not exist: it
+/// is created owner-only, since it holds private keys and refresh tokens.
+pub fn backup(source: &Path, dest: &Path) -> StorageResult<()> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        StorageError::Backend(format!(
+            "cannot back up SQLite database {} to {}: {what}: {e}",
+            source.display(),
+            dest.display()
+        ))
+    };
+    if !source.is_file() {
+        return Err(fail("source", &"no such database file"));
+    }
+    let Some(dest_str) = dest.to_str() else {
+        return Err(fail("destination", &"path is not valid UTF-8"));
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(dest)
+        .map_err(|e| fail("create destination", &e))?;
+    // Read-write (not read-only) so a WAL left by a crashed process can be read.
+    let conn = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|conn| conn.busy_timeout(BUSY_TIMEOUT).map(|()| conn))
+    .map_err(|e| fail("open", &e))?;
+    let copied = conn
+        .execute("VACUUM INTO ?1", [dest_str])
+        .map_err(|e| fail("copy", &e));
+    if let Err(err) = copied {
+        let _ = std::fs::remove_file(dest);
+        return Err(err);
+    }
+    let check: String = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|copy| copy.query_row("PRAGMA integrity_check", [], |row| row.get(0)))
+        .map_err(|e| fail("check the copy", &e))?;
+    if check != "ok" {
+        return Err(fail("check the copy", &check));
+    }
+    Ok(())
 }
 
 /// Creates `path` with owner-only permissions if it does not exist yet, so SQLite
@@ -459,7 +519,7 @@ fn key_filter<T: Row>() -> String {
         .join(" AND ")
 }
 
-fn select<T: Row>(conn: &Connection, key: &[&str]) -> StorageResult<Option<T>> {
+fn select<T: Row>(conn: &Connection, path: &str, key: &[&str]) -> StorageResult<Option<T>> {
     let sql = format!("SELECT data FROM {} WHERE {}", T::TABLE, key_filter::<T>());
     let data: Option<String> = conn
         .prepare_cached(&sql)
@@ -467,7 +527,7 @@ fn select<T: Row>(conn: &Connection, key: &[&str]) -> StorageResult<Option<T>> {
             stmt.query_row(params_from_iter(key), |row| row.get(0))
                 .optional()
         })
-        .map_err(db(T::WHAT, "get"))?;
+        .map_err(db(path, T::WHAT, "get"))?;
     data.map(|json| decode(&json)).transpose()
 }
 
@@ -499,9 +559,35 @@ pub(super) fn decode<T: Row>(json: &str) -> StorageResult<T> {
         .map_err(|e| StorageError::Backend(format!("corrupt {} row: {e}", T::WHAT)))
 }
 
-/// Maps a SQLite error to a backend error naming the entity and operation.
-fn db(what: &'static str, op: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
-    move |e| StorageError::Backend(format!("sqlite: {op} {what}: {e}"))
+/// Maps a SQLite error to a storage error naming the database, the entity and the
+/// operation. Failures of the file or its file system (full, read-only, I/O,
+/// permissions, a lock held beyond the busy timeout) are
+/// [`StorageError::Unavailable`], classified by SQLite's result code: they are the
+/// operator's to fix and clear by themselves, so clients get 503, not 500.
+fn db<'a>(
+    path: &'a str,
+    what: &'static str,
+    op: &'static str,
+) -> impl Fn(rusqlite::Error) -> StorageError + 'a {
+    move |e| {
+        let cause = match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => Some("SQLITE_FULL (the disk is full)"),
+            Some(ErrorCode::ReadOnly) => Some("SQLITE_READONLY (the database is read-only)"),
+            Some(ErrorCode::SystemIoFailure) => Some("SQLITE_IOERR (disk I/O error)"),
+            Some(ErrorCode::CannotOpen) => Some("SQLITE_CANTOPEN (cannot open a database file)"),
+            Some(ErrorCode::PermissionDenied) => Some("SQLITE_PERM (permission denied)"),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                Some("SQLITE_BUSY (locked by another connection beyond the busy timeout)")
+            }
+            _ => None,
+        };
+        match cause {
+            Some(cause) => StorageError::Unavailable(format!(
+                "SQLite database {path}: {op} {what}: {cause}: {e}"
+            )),
+            None => StorageError::Backend(format!("SQLite database {path}: {op} {what}: {e}")),
+        }
+    }
 }
 
 impl Storage for SqliteStorage {
@@ -538,11 +624,11 @@ impl Storage for SqliteStorage {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db(what, "begin redeeming"))?;
+            .map_err(db(&self.path, what, "begin redeeming"))?;
         let deleted = tx
             .prepare_cached("DELETE FROM auth_code WHERE id = ?1")
             .and_then(|mut stmt| stmt.execute([id]))
-            .map_err(db(what, "redeem"))?;
+            .map_err(db(&self.path, what, "redeem"))?;
         if deleted == 0 {
             // Dropping `tx` rolls back (nothing was written anyway).
             return Err(StorageError::NotFound);
@@ -561,9 +647,10 @@ impl Storage for SqliteStorage {
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
                 return Err(StorageError::AlreadyExists);
             }
-            Err(e) => return Err(db(what, "redeem")(e)),
+            Err(e) => return Err(db(&self.path, what, "redeem")(e)),
         }
-        tx.commit().map_err(db(what, "commit redeeming"))
+        tx.commit()
+            .map_err(db(&self.path, what, "commit redeeming"))
     }
 
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
@@ -614,14 +701,14 @@ impl Storage for SqliteStorage {
 
     fn get_keys(&self) -> StorageResult<Option<Keys>> {
         let conn = self.lock();
-        read_keys(&conn)
+        read_keys(&conn, &self.path)
     }
     fn update_keys(&self, updater: KeysUpdater<'_>) -> StorageResult<Keys> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("signing keys", "begin update"))?;
-        let current = read_keys(&tx)?;
+            .map_err(db(&self.path, "signing keys", "begin update"))?;
+        let current = read_keys(&tx, &self.path)?;
         let updated = updater(current)?;
         let data = serde_json::to_string(&updated)
             .map_err(|e| StorageError::Backend(format!("cannot encode signing keys: {e}")))?;
@@ -630,8 +717,9 @@ impl Storage for SqliteStorage {
              ON CONFLICT (id) DO UPDATE SET data = excluded.data",
             [data],
         )
-        .map_err(db("signing keys", "update"))?;
-        tx.commit().map_err(db("signing keys", "commit update"))?;
+        .map_err(db(&self.path, "signing keys", "update"))?;
+        tx.commit()
+            .map_err(db(&self.path, "signing keys", "commit update"))?;
         Ok(updated)
     }
 
@@ -677,12 +765,16 @@ impl Storage for SqliteStorage {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("expired objects", "begin garbage collection of"))?;
+            .map_err(db(
+                &self.path,
+                "expired objects",
+                "begin garbage collection of",
+            ))?;
         let purge = |sql: &str| -> StorageResult<u64> {
             tx.prepare_cached(sql)
                 .and_then(|mut stmt| stmt.execute([now]))
                 .map(|n| n as u64)
-                .map_err(db("expired objects", "garbage-collect"))
+                .map_err(db(&self.path, "expired objects", "garbage-collect"))
         };
         let counts = GcCounts {
             auth_requests: purge("DELETE FROM auth_request WHERE expiry < ?1")?,
@@ -694,19 +786,22 @@ impl Storage for SqliteStorage {
                 "DELETE FROM auth_session WHERE absolute_expiry < ?1 OR idle_expiry < ?1",
             )?,
         };
-        tx.commit()
-            .map_err(db("expired objects", "commit garbage collection of"))?;
+        tx.commit().map_err(db(
+            &self.path,
+            "expired objects",
+            "commit garbage collection of",
+        ))?;
         Ok(counts)
     }
 }
 
-fn read_keys(conn: &Connection) -> StorageResult<Option<Keys>> {
+fn read_keys(conn: &Connection, path: &str) -> StorageResult<Option<Keys>> {
     let data: Option<String> = conn
         .query_row("SELECT data FROM signing_keys WHERE id = 1", [], |row| {
             row.get(0)
         })
         .optional()
-        .map_err(db("signing keys", "get"))?;
+        .map_err(db(path, "signing keys", "get"))?;
     data.map(|json| {
         serde_json::from_str(&json)
             .map_err(|e| StorageError::Backend(format!("corrupt signing keys row: {e}")))
@@ -967,6 +1062,74 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.get_refresh_token("rt").unwrap().token, "after");
+    }
+
+    /// A full disk and a read-only database are `Unavailable` (503 upstream),
+    /// named by path and SQLite cause, and nothing is half-written; once the cause
+    /// is gone the same handle writes again.
+    #[test]
+    fn full_or_read_only_database_is_unavailable_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let s = SqliteStorage::open(&path).unwrap();
+        let fill = |s: &SqliteStorage, from: usize| -> StorageError {
+            for i in from..from + 10_000 {
+                let mut token = fixtures::refresh_token(&format!("rt-{i}"));
+                token.token = "x".repeat(2_000);
+                if let Err(err) = s.create_refresh_token(&token) {
+                    return err;
+                }
+            }
+            panic!("the database never filled up");
+        };
+
+        // Disk full: SQLite's page limit answers SQLITE_FULL as a full disk does.
+        let pages: i64 = s
+            .lock()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        s.lock()
+            .pragma_update(None, "max_page_count", pages + 2)
+            .unwrap();
+        let err = fill(&s, 0);
+        let StorageError::Unavailable(message) = &err else {
+            panic!("disk full is not Unavailable: {err:?}");
+        };
+        assert!(message.contains("SQLITE_FULL"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        let stored = s.list_refresh_tokens().unwrap().len();
+        s.lock()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        s.create_refresh_token(&fixtures::refresh_token("after-full"))
+            .unwrap();
+        assert_eq!(s.list_refresh_tokens().unwrap().len(), stored + 1);
+
+        // Read-only: every kind of write is Unavailable with SQLITE_READONLY.
+        s.lock().pragma_update(None, "query_only", true).unwrap();
+        let errors = [
+            s.create_refresh_token(&fixtures::refresh_token("ro"))
+                .unwrap_err(),
+            s.update_refresh_token("after-full", &mut Ok).unwrap_err(),
+            s.delete_refresh_token("after-full").unwrap_err(),
+            s.garbage_collect(fixtures::instant(1)).unwrap_err(),
+        ];
+        for err in errors {
+            let StorageError::Unavailable(message) = &err else {
+                panic!("read-only write is not Unavailable: {err:?}");
+            };
+            assert!(message.contains("SQLITE_READONLY"), "{message}");
+        }
+        // Reads keep working.
+        assert!(s.get_refresh_token("after-full").is_ok());
+        s.lock().pragma_update(None, "query_only", false).unwrap();
+        s.delete_refresh_token("after-full").unwrap();
+
+        let integrity: String = s
+            .lock()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod device;
 mod discovery;
+mod faults;
 mod forgejo;
 mod hostile;
 mod introspect;

@@ -500,7 +500,7 @@ async fn lost_database_gives_503_and_recovers_without_restart() {
     relay.cut();
     let (status, retry_after, body) = refresh_unknown().await;
     assert_eq!(status, 503, "database down: {body}");
-    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert_eq!(body["error"], "server_error", "{body}");
     assert!(retry_after.is_some(), "no Retry-After");
     let report = server.state.health.latest();
     assert!(!report.healthy, "readiness still green: {report:?}");
