@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check that runs on a plain Debian machine: formatting, lints, unit and
-# integration tests, the Nix offline checks and the Nix→oxidex rendering contract.
+# integration tests, a fuzzing smoke run, the Nix offline checks and the Nix→oxidex
+# rendering contract.
 # Installs missing prerequisites (as root, via apt-get) first. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,10 @@ cargo clippy --all-targets --locked -- -D warnings; record "clippy" $?
 
 step "cargo test (unit + integration)"
 cargo test --locked; record "cargo test" $?
+
+step "fuzzing smoke run (cargo fuzz on nightly, 20 s per target)"
+# run.sh bounds each target itself; this caps the build and all runs together.
+timeout --kill-after=30 5400 bash fuzz/run.sh 20; record "fuzz smoke run" $?
 
 step "Nix offline checks (parse, flake lock, evaluation)"
 bash checks/nix-offline.sh; record "nix offline checks" $?
