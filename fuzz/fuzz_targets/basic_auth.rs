@@ -53,14 +53,20 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Ok(found) = credentials.authenticate(&clients) {
             assert_eq!(found.id, credentials.client_id);
-            assert_eq!(credentials, ClientCredentials::new(&found.id, &found.secret));
+            assert_eq!(
+                credentials,
+                ClientCredentials::new(&found.id, &found.secret)
+            );
         }
         return;
     }
     // A colon in the id would end it early; RFC 7617 forbids it unencoded,
     // and the form encoding below escapes it.
     let (id, secret) = text.split_once('\0').unwrap_or((text, ""));
-    let header = format!("Basic {}", STANDARD.encode(format!("{}:{}", encode(id), encode(secret))));
+    let header = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
+    );
     let credentials = ClientCredentials::from_request(Some(&header), "form-id", "form-secret");
     assert_eq!(
         credentials.as_ref().ok(),

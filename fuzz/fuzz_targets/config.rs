@@ -63,10 +63,16 @@ fuzz_target!(|data: &[u8]| {
     let redacted = redacted_json(settings);
     let hidden = |value: &Value| matches!(value.as_str(), Some("") | Some(REDACTED));
     for i in 0..settings.clients.len() {
-        assert!(hidden(&redacted["clients"][i]["secret"]), "client {i} secret");
+        assert!(
+            hidden(&redacted["clients"][i]["secret"]),
+            "client {i} secret"
+        );
     }
     for i in 0..settings.passwords.len() {
         let entry = &redacted["passwords"][i];
-        assert!(entry.get("hash").is_none_or(hidden), "password {i} hash: {entry}");
+        assert!(
+            entry.get("hash").is_none_or(hidden),
+            "password {i} hash: {entry}"
+        );
     }
 });

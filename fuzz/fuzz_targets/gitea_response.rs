@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(token) = read_token_response(status, form_encoded, body, URL, now) {
                 assert!(status.is_success());
                 assert!(!token.access_token.is_empty());
-                let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let now_secs = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
                 assert!(token.expires_at == 0 || token.expires_at > now_secs);
             }
         }

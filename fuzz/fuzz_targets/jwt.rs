@@ -99,9 +99,15 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Some(token) = bearer_token(Some(text)) {
             assert!(!token.is_empty() && token.trim() == token);
-            assert!(f.keys.verify_jwt(token).is_err(), "forged bearer token accepted");
+            assert!(
+                f.keys.verify_jwt(token).is_err(),
+                "forged bearer token accepted"
+            );
         }
-        assert!(f.keys.verify_jwt(text).is_err(), "forged token accepted: {text:?}");
+        assert!(
+            f.keys.verify_jwt(text).is_err(),
+            "forged token accepted: {text:?}"
+        );
         let active = introspect(&context, app, text).expect("introspection of an unknown token");
         assert!(active.is_none(), "forged token reported active: {text:?}");
         return;
@@ -115,16 +121,22 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let (signing_input, signature) = token.rsplit_once('.').expect("three parts");
-    let mut bytes = URL_SAFE_NO_PAD.decode(signature).expect("our signature is base64url");
+    let mut bytes = URL_SAFE_NO_PAD
+        .decode(signature)
+        .expect("our signature is base64url");
     let at = usize::from(mode / 2) % bytes.len();
     bytes[at] ^= 1 << (mode % 8);
     let tampered = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&bytes));
-    assert!(f.keys.verify_jwt(&tampered).is_err(), "tampered signature accepted");
+    assert!(
+        f.keys.verify_jwt(&tampered).is_err(),
+        "tampered signature accepted"
+    );
 
     let Ok(claims) = verified else {
         return;
     };
-    let claims_ok = check_token_claims(&Value::Object(claims), &f.settings.issuer.url, f.now).is_ok();
+    let claims_ok =
+        check_token_claims(&Value::Object(claims), &f.settings.issuer.url, f.now).is_ok();
     for client in &f.settings.clients {
         let Some(active) = introspect(&context, client, &token).expect("introspection") else {
             continue;

@@ -71,10 +71,22 @@ fn check_mapping(config: &OidcConfig, claims: &Map<String, Value>) {
         assert!(identity.groups.is_empty());
     } else if !config.allowed_groups.is_empty() {
         assert!(!identity.groups.is_empty());
-        assert!(identity.groups.iter().all(|g| config.allowed_groups.contains(g)));
+        assert!(
+            identity
+                .groups
+                .iter()
+                .all(|g| config.allowed_groups.contains(g))
+        );
     }
-    let id_key = if config.user_id_key.is_empty() { "sub" } else { &config.user_id_key };
-    assert_eq!(claims.get(id_key).and_then(Value::as_str), Some(identity.user_id.as_str()));
+    let id_key = if config.user_id_key.is_empty() {
+        "sub"
+    } else {
+        &config.user_id_key
+    };
+    assert_eq!(
+        claims.get(id_key).and_then(Value::as_str),
+        Some(identity.user_id.as_str())
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -89,7 +101,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            let Ok(status) = StatusCode::from_u16(100 + u16::from_be_bytes([*hi, *lo]) % 500) else {
+            let Ok(status) = StatusCode::from_u16(100 + u16::from_be_bytes([*hi, *lo]) % 500)
+            else {
                 return;
             };
             let expected = (bits % 2 == 1).then_some("user-1");
@@ -102,7 +115,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         2 => {
-            if let Ok(claims) = std::str::from_utf8(body).map_err(|_| ()).and_then(|t| jwt_payload(t).map_err(|_| ())) {
+            if let Ok(claims) = std::str::from_utf8(body)
+                .map_err(|_| ())
+                .and_then(|t| jwt_payload(t).map_err(|_| ()))
+            {
                 check_mapping(&config, &claims);
             }
         }

@@ -21,7 +21,11 @@ const REGISTERED: &[&str] = &["https://app.example/cb", "http://127.0.0.1:8000/c
 fn client(redirect_uris: &[&str], public: bool) -> Client {
     Client {
         id: "app".to_owned(),
-        secret: if public { String::new() } else { "secret".to_owned() },
+        secret: if public {
+            String::new()
+        } else {
+            "secret".to_owned()
+        },
         redirect_uris: redirect_uris.iter().map(|u| (*u).to_owned()).collect(),
         trusted_peers: Vec::new(),
         public,
@@ -58,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
     };
     for public in [false, true] {
         let accepted = valid_redirect_uri(&client(REGISTERED, public), uri);
-        assert_eq!(accepted, REGISTERED.contains(&uri), "public={public} {uri:?}");
+        assert_eq!(
+            accepted,
+            REGISTERED.contains(&uri),
+            "public={public} {uri:?}"
+        );
     }
     if valid_redirect_uri(&client(&[], true), uri) {
         assert!(
