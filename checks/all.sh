@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check that runs on a plain Debian machine: formatting, lints, unit and
-# integration tests, PostgreSQL storage on a throwaway cluster, the Nix offline checks and the Nix→oxidex rendering contract.
+# integration tests, PostgreSQL storage on a throwaway cluster, a real OpenLDAP, fault injection,
+# a fuzzing smoke run, the Nix offline checks and the Nix→oxidex rendering contract.
 # Installs missing prerequisites (as root, via apt-get) first. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,9 @@ step "PostgreSQL (throwaway cluster: conformance suite, two replicas on one data
 bash checks/postgres/run.sh; record "postgres" $?
 step "faults: SIGKILL x5 mid-rotation, full disk (tmpfs, root), clock steps, online backup"
 bash checks/faults/ci.sh; record "faults" $?
+step "fuzzing smoke run (cargo fuzz on nightly, 20 s per target)"
+# run.sh bounds each target itself; this caps the build and all runs together.
+timeout --kill-after=30 1800 bash fuzz/run.sh 20; record "fuzz smoke run" $?
 
 step "Nix offline checks (parse, flake lock, evaluation)"
 bash checks/nix-offline.sh; record "nix offline checks" $?

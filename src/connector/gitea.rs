@@ -27,6 +27,7 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -190,15 +191,19 @@ impl GiteaConfig {
 }
 
 /// What the connector keeps for refresh (the identity's `connector_data`), JSON.
+///
+/// `pub` (hidden) only for the fuzz targets, like the other types and
+/// functions below that read upstream answers.
+#[doc(hidden)]
 #[derive(Clone, Serialize, Deserialize)]
-struct UpstreamToken {
+pub struct UpstreamToken {
     #[serde(rename = "accessToken")]
-    access_token: String,
+    pub access_token: String,
     #[serde(rename = "refreshToken", default)]
-    refresh_token: String,
+    pub refresh_token: String,
     /// Unix seconds; 0 when the upstream gave no lifetime.
     #[serde(rename = "expiresAt", default)]
-    expires_at: u64,
+    pub expires_at: u64,
 }
 
 impl UpstreamToken {
@@ -208,7 +213,8 @@ impl UpstreamToken {
 }
 
 /// A token endpoint failure.
-enum TokenError {
+#[doc(hidden)]
+pub enum TokenError {
     /// An OAuth2 error answer (`invalid_grant`, `unauthorized_client`, …).
     Rejected(String),
     /// Network, timeout, 5xx or an unreadable answer.
@@ -216,9 +222,10 @@ enum TokenError {
 }
 
 /// A `/api/v1` failure.
-struct ApiError {
-    status: Option<u16>,
-    message: String,
+#[doc(hidden)]
+pub struct ApiError {
+    pub status: Option<u16>,
+    pub message: String,
 }
 
 #[derive(Deserialize)]
@@ -230,8 +237,9 @@ struct TokenResponse {
     expires_in: Option<Value>,
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct GiteaUser {
+pub struct GiteaUser {
     id: i64,
     #[serde(default)]
     login: String,
@@ -241,8 +249,9 @@ struct GiteaUser {
     email: String,
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct Team {
+pub struct Team {
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -328,53 +337,7 @@ impl GiteaConnector {
         let body = read_capped(response, MAX_UPSTREAM_BODY)
             .await
             .map_err(|e| TokenError::Failed(format!("POST {url}: {}", body_error(e))))?;
-        if !status.is_success() {
-            return Err(match parse_oauth_error(&body) {
-                Some((error, description)) if status.is_client_error() => {
-                    TokenError::Rejected(oauth_error_text(&error, &description))
-                }
-                _ => TokenError::Failed(format!("POST {url}: {status}: {}", quote_body(&body))),
-            });
-        }
-        let parsed: TokenResponse = if form_encoded {
-            let pairs: std::collections::HashMap<String, String> =
-                form_urlencoded::parse(&body).into_owned().collect();
-            if let Some(error) = pairs.get("error") {
-                let description = pairs.get("error_description").cloned().unwrap_or_default();
-                return Err(TokenError::Rejected(oauth_error_text(error, &description)));
-            }
-            TokenResponse {
-                access_token: pairs.get("access_token").cloned().unwrap_or_default(),
-                refresh_token: pairs.get("refresh_token").cloned().unwrap_or_default(),
-                expires_in: pairs.get("expires_in").map(|s| Value::String(s.clone())),
-            }
-        } else {
-            if let Some((error, description)) = parse_oauth_error(&body) {
-                return Err(TokenError::Rejected(oauth_error_text(&error, &description)));
-            }
-            serde_json::from_slice(&body).map_err(|e| {
-                TokenError::Failed(format!("POST {url}: unreadable token response: {e}"))
-            })?
-        };
-        if parsed.access_token.is_empty() {
-            return Err(TokenError::Failed(format!(
-                "POST {url}: the token response has no access_token"
-            )));
-        }
-        let expires_in = match &parsed.expires_in {
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-            Some(Value::String(s)) => s.parse().unwrap_or(0),
-            _ => 0,
-        };
-        Ok(UpstreamToken {
-            access_token: parsed.access_token,
-            refresh_token: parsed.refresh_token,
-            expires_at: if expires_in == 0 {
-                0
-            } else {
-                unix_seconds(now).saturating_add(expires_in)
-            },
-        })
+        read_token_response(status, form_encoded, &body, &url, now)
     }
 
     /// `GET /api/v1/...` with the user's token, decoded as `T`, plus `X-Total-Count`.
@@ -407,20 +370,7 @@ impl GiteaConnector {
                 status: None,
                 message: format!("GET {url}: {}", body_error(e)),
             })?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| quote_body(&body));
-            return Err(ApiError {
-                status: Some(status.as_u16()),
-                message: format!("GET {url}: {status}: {message}"),
-            });
-        }
-        let value = serde_json::from_slice(&body).map_err(|e| ApiError {
-            status: None,
-            message: format!("GET {url}: unreadable answer: {e}"),
-        })?;
+        let value = read_api_response(status, &body, &url)?;
         Ok((value, total))
     }
 
@@ -439,27 +389,7 @@ impl GiteaConnector {
                 return Ok(groups);
             }
             seen_teams += teams.len() as u64;
-            for team in &teams {
-                let Some(org) = team
-                    .organization
-                    .as_ref()
-                    .map(|o| {
-                        if o.username.is_empty() {
-                            &o.name
-                        } else {
-                            &o.username
-                        }
-                    })
-                    .filter(|o| !o.is_empty())
-                else {
-                    continue;
-                };
-                for group in [org.clone(), format!("{org}:{}", team.name)] {
-                    if !groups.contains(&group) {
-                        groups.push(group);
-                    }
-                }
-            }
+            add_team_groups(&mut groups, &teams);
             // Without X-Total-Count, go on until an empty page (the server may
             // clamp the page size below what was asked).
             if total.is_some_and(|total| seen_teams >= total) {
@@ -750,8 +680,119 @@ impl CallbackConnector for GiteaConnector {
     }
 }
 
+/// Reads a token endpoint's answer (JSON, or form-encoded when the content type
+/// says so). Pure, so the fuzz target `gitea_response` runs exactly this.
+#[doc(hidden)]
+pub fn read_token_response(
+    status: StatusCode,
+    form_encoded: bool,
+    body: &[u8],
+    url: &str,
+    now: SystemTime,
+) -> Result<UpstreamToken, TokenError> {
+    if !status.is_success() {
+        return Err(match parse_oauth_error(body) {
+            Some((error, description)) if status.is_client_error() => {
+                TokenError::Rejected(oauth_error_text(&error, &description))
+            }
+            _ => TokenError::Failed(format!("POST {url}: {status}: {}", quote_body(body))),
+        });
+    }
+    let parsed: TokenResponse = if form_encoded {
+        let pairs: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(body).into_owned().collect();
+        if let Some(error) = pairs.get("error") {
+            let description = pairs.get("error_description").cloned().unwrap_or_default();
+            return Err(TokenError::Rejected(oauth_error_text(error, &description)));
+        }
+        TokenResponse {
+            access_token: pairs.get("access_token").cloned().unwrap_or_default(),
+            refresh_token: pairs.get("refresh_token").cloned().unwrap_or_default(),
+            expires_in: pairs.get("expires_in").map(|s| Value::String(s.clone())),
+        }
+    } else {
+        if let Some((error, description)) = parse_oauth_error(body) {
+            return Err(TokenError::Rejected(oauth_error_text(&error, &description)));
+        }
+        serde_json::from_slice(body).map_err(|e| {
+            TokenError::Failed(format!("POST {url}: unreadable token response: {e}"))
+        })?
+    };
+    if parsed.access_token.is_empty() {
+        return Err(TokenError::Failed(format!(
+            "POST {url}: the token response has no access_token"
+        )));
+    }
+    let expires_in = match &parsed.expires_in {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    };
+    Ok(UpstreamToken {
+        access_token: parsed.access_token,
+        refresh_token: parsed.refresh_token,
+        expires_at: if expires_in == 0 {
+            0
+        } else {
+            unix_seconds(now).saturating_add(expires_in)
+        },
+    })
+}
+
+/// Reads a `/api/v1` answer: the decoded value, or the error with its status.
+#[doc(hidden)]
+pub fn read_api_response<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+    url: &str,
+) -> Result<T, ApiError> {
+    if !status.is_success() {
+        let message = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| quote_body(body));
+        return Err(ApiError {
+            status: Some(status.as_u16()),
+            message: format!("GET {url}: {status}: {message}"),
+        });
+    }
+    let value = serde_json::from_slice(body).map_err(|e| ApiError {
+        status: None,
+        message: format!("GET {url}: unreadable answer: {e}"),
+    })?;
+    Ok(value)
+}
+
+/// Adds each team's `org` and `org:team` to `groups`, first-seen order, no
+/// duplicates; a team without an organization gives nothing.
+#[doc(hidden)]
+pub fn add_team_groups(groups: &mut Vec<String>, teams: &[Team]) {
+    for team in teams {
+        let Some(org) = team
+            .organization
+            .as_ref()
+            .map(|o| {
+                if o.username.is_empty() {
+                    &o.name
+                } else {
+                    &o.username
+                }
+            })
+            .filter(|o| !o.is_empty())
+        else {
+            continue;
+        };
+        for group in [org.clone(), format!("{org}:{}", team.name)] {
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+    }
+}
+
 /// Dex: the full name, else the email; oxidex adds the login as a last resort.
-fn display_name(user: &GiteaUser) -> String {
+#[doc(hidden)]
+pub fn display_name(user: &GiteaUser) -> String {
     [&user.full_name, &user.email, &user.login]
         .into_iter()
         .find(|s| !s.is_empty())

@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use http::StatusCode;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata, CoreTokenResponse,
 };
@@ -450,116 +451,14 @@ impl OidcConnector {
                 BodyError::Transport(e) => format!("GET {url}: {}", e.without_url()),
                 too_large => format!("GET {url}: {too_large}"),
             })?;
-        if !status.is_success() {
-            return Err(format!("GET {url}: {status}: {}", quote_body(&body)));
-        }
-        let claims = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(format!("GET {url}: the answer is not a JSON object")),
-        };
-        let sub = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if let Some(expected) = expected_sub
-            && sub != expected
-        {
-            return Err(format!(
-                "userinfo is for subject {sub:?}, the ID token for {expected:?}"
-            ));
-        }
-        Ok(claims)
+        read_user_info(status, &body, url, expected_sub)
     }
 
-    /// Dex's claim rules (`createIdentity`).
     fn identity_from_claims(
         &self,
         claims: &Map<String, Value>,
     ) -> Result<Result<Identity, Vec<String>>, String> {
-        let c = &self.config;
-        let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_owned);
-        let subject = text("sub").ok_or("missing \"sub\" claim")?;
-        let name_key = if c.user_name_key.is_empty() {
-            "name"
-        } else {
-            c.user_name_key.as_str()
-        };
-        let name = text(name_key).ok_or_else(|| format!("missing {name_key:?} claim"))?;
-
-        let mut preferred_username = text("preferred_username");
-        if (preferred_username.is_none() || c.override_claim_mapping)
-            && !c.preferred_username_key.is_empty()
-        {
-            preferred_username = text(&c.preferred_username_key);
-        }
-
-        let has_email_scope = c.scopes.iter().any(|s| s == "email");
-        let mut email_key = "email";
-        let mut email = text(email_key);
-        if (email.is_none() || c.override_claim_mapping) && !c.email_key.is_empty() {
-            email_key = &c.email_key;
-            email = text(email_key);
-        }
-        if email.is_none() && has_email_scope {
-            return Err(format!("missing email claim, not found {email_key:?} key"));
-        }
-
-        let email_verified = match claims.get("email_verified") {
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-            _ if c.insecure_skip_email_verified => true,
-            _ if has_email_scope => return Err("missing \"email_verified\" claim".into()),
-            _ => false,
-        };
-
-        let mut groups = Vec::new();
-        if c.insecure_enable_groups {
-            let mut groups_key = "groups";
-            let mut value = claims.get(groups_key);
-            if (value.is_none() || c.override_claim_mapping) && !c.groups_key.is_empty() {
-                groups_key = &c.groups_key;
-                value = claims.get(groups_key);
-            }
-            match value {
-                None | Some(Value::Null) => {}
-                Some(Value::String(g)) => groups.push(g.clone()),
-                Some(Value::Array(items)) => {
-                    for item in items {
-                        match item {
-                            Value::String(g) => groups.push(g.clone()),
-                            Value::Object(o) => {
-                                if let Some(g) = o.get("name").and_then(Value::as_str) {
-                                    groups.push(g.to_owned());
-                                }
-                            }
-                            _ => return Err(format!("malformed {groups_key:?} claim")),
-                        }
-                    }
-                }
-                Some(_) => return Err(format!("malformed {groups_key:?} claim")),
-            }
-            if !c.allowed_groups.is_empty() {
-                groups.retain(|g| c.allowed_groups.contains(g));
-                if groups.is_empty() {
-                    return Ok(Err(Vec::new()));
-                }
-            }
-        }
-
-        let user_id = if c.user_id_key.is_empty() {
-            subject
-        } else {
-            text(&c.user_id_key).ok_or_else(|| format!("not found {:?} claim", c.user_id_key))?
-        };
-        Ok(Ok(Identity {
-            user_id,
-            username: name,
-            preferred_username: preferred_username.unwrap_or_default(),
-            email: email.unwrap_or_default(),
-            email_verified,
-            groups,
-            connector_data: None,
-        }))
+        identity_from_claims(&self.config, claims)
     }
 
     fn stored_data(&self, refresh_token: Option<&str>) -> Result<Option<Vec<u8>>, ConnectorError> {
@@ -620,8 +519,130 @@ impl OidcConnector {
     }
 }
 
+/// Dex's claim rules (`createIdentity`): the identity from the ID token's claims
+/// (overlaid with userinfo's); `Ok(Err(_))` when no group is allowed.
+#[doc(hidden)]
+pub fn identity_from_claims(
+    c: &OidcConfig,
+    claims: &Map<String, Value>,
+) -> Result<Result<Identity, Vec<String>>, String> {
+    let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_owned);
+    let subject = text("sub").ok_or("missing \"sub\" claim")?;
+    let name_key = if c.user_name_key.is_empty() {
+        "name"
+    } else {
+        c.user_name_key.as_str()
+    };
+    let name = text(name_key).ok_or_else(|| format!("missing {name_key:?} claim"))?;
+
+    let mut preferred_username = text("preferred_username");
+    if (preferred_username.is_none() || c.override_claim_mapping)
+        && !c.preferred_username_key.is_empty()
+    {
+        preferred_username = text(&c.preferred_username_key);
+    }
+
+    let has_email_scope = c.scopes.iter().any(|s| s == "email");
+    let mut email_key = "email";
+    let mut email = text(email_key);
+    if (email.is_none() || c.override_claim_mapping) && !c.email_key.is_empty() {
+        email_key = &c.email_key;
+        email = text(email_key);
+    }
+    if email.is_none() && has_email_scope {
+        return Err(format!("missing email claim, not found {email_key:?} key"));
+    }
+
+    let email_verified = match claims.get("email_verified") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        _ if c.insecure_skip_email_verified => true,
+        _ if has_email_scope => return Err("missing \"email_verified\" claim".into()),
+        _ => false,
+    };
+
+    let mut groups = Vec::new();
+    if c.insecure_enable_groups {
+        let mut groups_key = "groups";
+        let mut value = claims.get(groups_key);
+        if (value.is_none() || c.override_claim_mapping) && !c.groups_key.is_empty() {
+            groups_key = &c.groups_key;
+            value = claims.get(groups_key);
+        }
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::String(g)) => groups.push(g.clone()),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        Value::String(g) => groups.push(g.clone()),
+                        Value::Object(o) => {
+                            if let Some(g) = o.get("name").and_then(Value::as_str) {
+                                groups.push(g.to_owned());
+                            }
+                        }
+                        _ => return Err(format!("malformed {groups_key:?} claim")),
+                    }
+                }
+            }
+            Some(_) => return Err(format!("malformed {groups_key:?} claim")),
+        }
+        if !c.allowed_groups.is_empty() {
+            groups.retain(|g| c.allowed_groups.contains(g));
+            if groups.is_empty() {
+                return Ok(Err(Vec::new()));
+            }
+        }
+    }
+
+    let user_id = if c.user_id_key.is_empty() {
+        subject
+    } else {
+        text(&c.user_id_key).ok_or_else(|| format!("not found {:?} claim", c.user_id_key))?
+    };
+    Ok(Ok(Identity {
+        user_id,
+        username: name,
+        preferred_username: preferred_username.unwrap_or_default(),
+        email: email.unwrap_or_default(),
+        email_verified,
+        groups,
+        connector_data: None,
+    }))
+}
+
+/// Reads a userinfo answer: a JSON object whose `sub` is `expected_sub` when given.
+#[doc(hidden)]
+pub fn read_user_info(
+    status: StatusCode,
+    body: &[u8],
+    url: &str,
+    expected_sub: Option<&str>,
+) -> Result<Map<String, Value>, String> {
+    if !status.is_success() {
+        return Err(format!("GET {url}: {status}: {}", quote_body(body)));
+    }
+    let claims = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(format!("GET {url}: the answer is not a JSON object")),
+    };
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if let Some(expected) = expected_sub
+        && sub != expected
+    {
+        return Err(format!(
+            "userinfo is for subject {sub:?}, the ID token for {expected:?}"
+        ));
+    }
+    Ok(claims)
+}
+
 /// The JSON payload of a compact JWS (already verified by the caller).
-fn jwt_payload(token: &str) -> Result<Map<String, Value>, String> {
+#[doc(hidden)]
+pub fn jwt_payload(token: &str) -> Result<Map<String, Value>, String> {
     let payload = token
         .split('.')
         .nth(1)

@@ -55,8 +55,9 @@ fn first<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
 /// `application/x-www-form-urlencoded` decoding that, like Go's `ParseQuery`,
 /// refuses a malformed `%` escape instead of passing it through; values must
 /// also be UTF-8 (nothing here can use other bytes, and lossy decoding would
-/// alter a `state` echoed back to the client).
-fn decode(raw: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
+/// alter a `state` echoed back to the client). `pub` (hidden) for the fuzz target.
+#[doc(hidden)]
+pub fn decode(raw: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
     raw.split(|&b| b == b'&')
         .filter(|piece| !piece.is_empty())
         .map(|piece| {
