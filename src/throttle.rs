@@ -56,6 +56,17 @@ struct Entry {
     full_at: SystemTime,
     /// Times the bucket was emptied since it was last full: the escalation step.
     strikes: u32,
+    /// The latest `now` this key was seen at. A clock stepped back behind it
+    /// keeps what the key owed then, instead of adding the step to the wait
+    /// (an hour's step back would otherwise hold every tracked client an hour).
+    seen: SystemTime,
+}
+
+impl Entry {
+    /// What the key owes at `now`.
+    fn owed(&self, now: SystemTime) -> Duration {
+        owed(self.full_at, now.max(self.seen))
+    }
 }
 
 /// A keyed rate limit; see the module documentation.
@@ -87,9 +98,20 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
     pub fn acquire(&self, key: &K, now: SystemTime) -> Result<(), RetryAfter> {
         let mut entries = self.lock();
         let entry = entries.get(key).copied();
-        let owed = entry.map_or(Duration::ZERO, |e| owed(e.full_at, now));
+        let owed = entry.map_or(Duration::ZERO, |e| e.owed(now));
         let slack = self.slack();
         if owed > slack {
+            // After a step back, count the wait from the new clock from now on.
+            if let Some(e) = entry.filter(|e| now < e.seen) {
+                entries.insert(
+                    key.clone(),
+                    Entry {
+                        full_at: now + owed,
+                        seen: now,
+                        ..e
+                    },
+                );
+            }
             return Err(RetryAfter(owed - slack));
         }
         // A bucket that refilled completely forgets earlier escalation.
@@ -111,6 +133,7 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
             Entry {
                 full_at,
                 strikes: next_strikes,
+                seen: now,
             },
         );
         Ok(())
@@ -121,8 +144,9 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
     pub fn refund(&self, key: &K, now: SystemTime) {
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(key) {
-            let owed = owed(entry.full_at, now).saturating_sub(self.policy.interval);
+            let owed = entry.owed(now).saturating_sub(self.policy.interval);
             entry.full_at = now + owed;
+            entry.seen = now;
         }
     }
 
@@ -427,11 +451,15 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_going_back_does_not_panic_or_unlock() {
+    fn a_clock_going_back_neither_unlocks_nor_adds_the_step_to_the_wait() {
         let limiter = Limiter::new(policy(1, 60, 60, 10));
         assert!(limiter.acquire(&"k", t0()).is_ok());
         let back = t0() - secs(3600);
-        assert_eq!(limiter.acquire(&"k", back).unwrap_err().secs(), 3600 + 60);
+        // Still held for what it owed, not for the hour the clock went back.
+        assert_eq!(limiter.acquire(&"k", back).unwrap_err().secs(), 60);
+        assert!(limiter.acquire(&"k", back + secs(60)).is_ok());
+        // Other keys are untouched by the step.
+        assert!(limiter.acquire(&"other", back).is_ok());
     }
 
     #[test]

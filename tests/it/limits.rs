@@ -217,9 +217,22 @@ async fn auth_request_creation_is_rate_limited_per_client_and_unused_ones_expire
     server.stop().await;
 }
 
-/// The user-code form's cookie and CSRF token, as a browser at `ip` gets them.
+fn cookieless() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The user-code form's cookie and CSRF token, as a new browser at `ip` gets
+/// them (a client without a cookie store, so the cookie is always set afresh).
 async fn device_form(server: &TestServer, ip: &str) -> (String, String, String) {
-    let page = get_from(server, &format!("{}/device", server.issuer()), ip).await;
+    let page = cookieless()
+        .get(format!("{}/device", server.issuer()))
+        .header(XFF, ip)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let cookie = page.headers()[SET_COOKIE].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_owned();
@@ -230,8 +243,7 @@ async fn device_form(server: &TestServer, ip: &str) -> (String, String, String) 
 
 async fn guess(server: &TestServer, ip: &str, code: &str) -> reqwest::Response {
     let (action, cookie, csrf) = device_form(server, ip).await;
-    server
-        .http
+    cookieless()
         .post(action)
         .header(XFF, ip)
         .header(COOKIE, cookie)

@@ -286,6 +286,13 @@ async fn two_replicas_on_one_database_act_as_one_provider() {
     )
     .await;
     assert_eq!(status, 400, "code reused on the other replica: {body}");
+    // RFC 6749 §4.1.2: the replay revoked what the first exchange issued, and
+    // the other replica sees it.
+    let (status, body) = refresh(&b, &refresh_token_of(&tokens)).await;
+    assert_eq!(status, 400, "refresh token of a replayed code: {body}");
+    // A fresh login for the refresh rounds.
+    let code = login(&b).await;
+    let tokens = exchange(&a, &code).await;
 
     // Refresh, alternating replicas; every rotation is seen by the other one.
     let mut current = refresh_token_of(&tokens);
