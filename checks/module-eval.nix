@@ -102,6 +102,14 @@ let
     passwordFile = "/run/secrets/oxidex/postgres-password";
   };
   pgNoPassword = pgRemoteWith { host = "db.internal"; };
+  pgWithCa = pgRemoteWith {
+    host = "db.internal";
+    passwordFile = "${credentialsDirectory}/postgres-password";
+    ssl = {
+      mode = "verify-full";
+      caFile = "/etc/ssl/db-ca.pem";
+    };
+  };
   pgLocalOtherUser = evalWith {
     inherit (example) credentials;
     settings = example.settings // {
@@ -240,6 +248,11 @@ let
       && pgRemoteJson.storage.config.port == 5432
       && pgRemoteJson.storage.config.ssl.mode == "require"
       && pgRemoteJson.storage.config.maxOpenConns == 10;
+    "postgres remote: undeclared ssl keys pass through beside the typed mode" =
+      pgWithCa.services.oxidex.finalSettings.storage.config.ssl == {
+        mode = "verify-full";
+        caFile = "/etc/ssl/db-ca.pem";
+      };
     "postgres remote: no local server" =
       !(pgRemote.services.postgresql.enable or false) && !(lib.elem "postgresql.target" pgRemoteUnit.after);
     "postgres: an inline password fails an assertion naming the key" =
