@@ -35,7 +35,12 @@ let
 
   rendered = import ./render.nix {
     inherit (cfg) settings credentials;
-    inherit stateDirectory credentialsDirectory serviceUser;
+    inherit
+      stateDirectory
+      credentialsDirectory
+      serviceUser
+      postgresSocketDirectory
+      ;
   };
 
   isSqlite = cfg.settings.storage.type == "sqlite3";

@@ -10,6 +10,7 @@
 #   stateDirectory        where the default SQLite database goes
 #   credentialsDirectory  where systemd exposes the credentials to the unit
 #   serviceUser           the unit's user: with peer authentication, the PostgreSQL role
+#   postgresSocketDirectory  where services.postgresql puts its socket (its RuntimeDirectory)
 # Result: { config; errors; credentialPaths; }
 {
   settings ? { },
@@ -17,6 +18,7 @@
   stateDirectory ? "/var/lib/oxidex",
   credentialsDirectory ? "/run/credentials/oxidex.service",
   serviceUser ? "oxidex",
+  postgresSocketDirectory ? "/run/postgresql",
 }:
 let
   inherit (builtins)
@@ -102,9 +104,6 @@ let
       v;
 
   cleaned = stripNulls withDefaults;
-
-  # Where nixpkgs' services.postgresql puts its socket (its RuntimeDirectory).
-  postgresSocketDirectory = "/run/postgresql";
 
   storage =
     let
