@@ -19,6 +19,19 @@
         connectionTimeout = 5;
       };
     };
+    connectors = [
+      {
+        type = "gitea";
+        id = "forgejo";
+        name = "Forgejo";
+        config = {
+          baseURL = "https://git.example.org";
+          clientIDFile = "${credentialsDirectory}/forgejo-client-id";
+          clientSecretFile = "${credentialsDirectory}/forgejo-client-secret";
+          redirectURI = "https://sso.example.org/callback";
+        };
+      }
+    ];
     staticClients = [
       {
         id = "grafana";
@@ -31,5 +44,7 @@
   credentials = {
     postgres-password = "/run/secrets/oxidex/postgres-password";
     grafana-client-secret = "/run/secrets/oxidex/grafana-client-secret";
+    forgejo-client-id = "/run/secrets/oxidex/forgejo-client-id";
+    forgejo-client-secret = "/run/secrets/oxidex/forgejo-client-secret";
   };
 }
