@@ -57,6 +57,7 @@
           module-eval = import ./checks/module-eval.nix args;
           forgejo-grafana = pkgs.testers.runNixOSTest (import ./checks/forgejo-grafana.nix args);
           image = pkgs.testers.runNixOSTest (import ./checks/image.nix args);
+          ha-postgres = pkgs.testers.runNixOSTest (import ./checks/ha-postgres.nix args);
         }
       );
 

@@ -69,6 +69,70 @@ let
     credentials = example.credentials // { extra = path; };
   };
 
+  # PostgreSQL: the default (this host, socket, peer) and a server elsewhere (password credential).
+  remoteExample = import ./render-examples/postgres-remote.nix { inherit credentialsDirectory; };
+  pgLocal = evalWith {
+    inherit (example) credentials;
+    settings = example.settings // {
+      storage.type = "postgres";
+    };
+  };
+  pgRemote = evalWith {
+    inherit (remoteExample) settings credentials;
+    database.createLocally = false;
+  };
+  pgRemoteWith =
+    storageConfig:
+    evalWith {
+      inherit (remoteExample) credentials;
+      settings = remoteExample.settings // {
+        storage = {
+          type = "postgres";
+          config = storageConfig;
+        };
+      };
+      database.createLocally = false;
+    };
+  pgInline = pgRemoteWith {
+    host = "db.internal";
+    password = "inline";
+  };
+  pgNotCredential = pgRemoteWith {
+    host = "db.internal";
+    passwordFile = "/run/secrets/oxidex/postgres-password";
+  };
+  pgNoPassword = pgRemoteWith { host = "db.internal"; };
+  pgWithCa = pgRemoteWith {
+    host = "db.internal";
+    passwordFile = "${credentialsDirectory}/postgres-password";
+    ssl = {
+      mode = "verify-full";
+      caFile = "/etc/ssl/db-ca.pem";
+    };
+  };
+  pgLocalOtherUser = evalWith {
+    inherit (example) credentials;
+    settings = example.settings // {
+      storage = {
+        type = "postgres";
+        config.user = "someone";
+      };
+    };
+  };
+  pgLocalTcp = evalWith {
+    inherit (example) credentials;
+    settings = example.settings // {
+      storage = {
+        type = "postgres";
+        config.host = "db.internal";
+      };
+    };
+  };
+  pgLocalJson = pgLocal.services.oxidex.finalSettings;
+  pgRemoteJson = pgRemote.services.oxidex.finalSettings;
+  pgRemoteUnit = pgRemote.systemd.services.oxidex;
+  anyFailure = config: infix: lib.any (m: lib.hasInfix infix m) (failed config);
+
   ours = config: lib.filter (a: lib.hasInfix "services.oxidex" a.message) config.assertions;
   failed = config: map (a: a.message) (lib.filter (a: !a.assertion) (ours config));
 
@@ -138,6 +202,69 @@ let
     "an inline client secret fails an assertion naming the key" = lib.any (
       m: lib.hasInfix "services.oxidex.settings.staticClients[0].secret" m
     ) (failed bad);
+
+    "postgres defaults to the local socket with peer authentication" =
+      pgLocalJson.storage == {
+        type = "postgres";
+        config = {
+          host = "/run/postgresql";
+          database = "oxidex";
+          user = "oxidex";
+        };
+      };
+    "postgres default: module and pure renderer agree" =
+      pgLocalJson
+      == (import ../nixos-module/render.nix {
+        inherit (example) credentials;
+        settings = example.settings // {
+          storage.type = "postgres";
+        };
+        inherit credentialsDirectory;
+      }).config;
+    "postgres default: no assertion fails" = failed pgLocal == [ ];
+    "postgres default: the database and its owner are created" =
+      pgLocal.services.postgresql.enable
+      && pgLocal.services.postgresql.ensureDatabases == [ "oxidex" ]
+      # (nixpkgs' submodule adds ensureClauses; only these two matter here)
+      && map (u: { inherit (u) name ensureDBOwnership; }) pgLocal.services.postgresql.ensureUsers == [
+        {
+          name = "oxidex";
+          ensureDBOwnership = true;
+        }
+      ];
+    "postgres default: the unit's user is the role" =
+      pgLocal.systemd.services.oxidex.serviceConfig.User == "oxidex";
+    "postgres default: oxidex starts after the database is set up" =
+      lib.elem "postgresql.target" pgLocal.systemd.services.oxidex.after
+      && lib.elem "postgresql.target" pgLocal.systemd.services.oxidex.requires;
+    "sqlite does not pull in PostgreSQL" =
+      !(good.services.postgresql.enable or false) && !(lib.elem "postgresql.target" unit.after);
+    "postgres remote: no assertion fails" = failed pgRemote == [ ];
+    "postgres remote: the password is a loaded credential" =
+      pgRemoteJson.storage.config.passwordFile == "${credentialsDirectory}/postgres-password"
+      && lib.elem "postgres-password:/run/secrets/oxidex/postgres-password" pgRemoteUnit.serviceConfig.LoadCredential;
+    "postgres remote: typed keys and pass-through keys render" =
+      pgRemoteJson.storage.config.host == "db.internal"
+      && pgRemoteJson.storage.config.port == 5432
+      && pgRemoteJson.storage.config.ssl.mode == "require"
+      && pgRemoteJson.storage.config.maxOpenConns == 10;
+    "postgres remote: undeclared ssl keys pass through beside the typed mode" =
+      pgWithCa.services.oxidex.finalSettings.storage.config.ssl == {
+        mode = "verify-full";
+        caFile = "/etc/ssl/db-ca.pem";
+      };
+    "postgres remote: no local server" =
+      !(pgRemote.services.postgresql.enable or false) && !(lib.elem "postgresql.target" pgRemoteUnit.after);
+    "postgres: an inline password fails an assertion naming the key" =
+      anyFailure pgInline "services.oxidex.settings.storage.config.password holds a secret inline";
+    "postgres: a password file that is not a credential fails an assertion" =
+      anyFailure pgNotCredential "storage.config.passwordFile must name a credential";
+    "postgres: TCP without a password fails an assertion" =
+      anyFailure pgNoPassword "give the PostgreSQL password as a credential";
+    "postgres local: another role than the unit's user fails an assertion" =
+      anyFailure pgLocalOtherUser "storage.config.user must be \"oxidex\"";
+    "postgres local: a TCP host fails an assertion" =
+      anyFailure pgLocalTcp "createLocally uses the local PostgreSQL through its socket directory";
   };
   failures = lib.attrNames (lib.filterAttrs (_: v: !v) checks);
 in

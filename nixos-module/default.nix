@@ -28,11 +28,25 @@ let
 
   stateDirectory = "/var/lib/oxidex";
   credentialsDirectory = "/run/credentials/oxidex.service";
+  # Named, although the user is dynamic, so that it can be the PostgreSQL role under peer
+  # authentication (PostgreSQL resolves the peer's uid through NSS, nss-systemd knows it).
+  serviceUser = "oxidex";
+  postgresSocketDirectory = "/run/postgresql";
 
   rendered = import ./render.nix {
     inherit (cfg) settings credentials;
-    inherit stateDirectory credentialsDirectory;
+    inherit
+      stateDirectory
+      credentialsDirectory
+      serviceUser
+      postgresSocketDirectory
+      ;
   };
+
+  isSqlite = cfg.settings.storage.type == "sqlite3";
+  isPostgres = cfg.settings.storage.type == "postgres";
+  pgConfig = rendered.config.storage.config;
+  createPostgres = isPostgres && cfg.database.createLocally;
   configFile = settingsFormat.generate "oxidex.json" rendered.config;
 
   # "host:port", "[::]:port" or ":port" -> port
@@ -203,22 +217,78 @@ in
           type = mkOption {
             type = types.enum [
               "sqlite3"
+              "postgres"
               "memory"
             ];
             default = "sqlite3";
-            description = "Storage backend. `memory` loses every session and refresh token on restart.";
+            description = ''
+              Storage backend. `postgres` lets several replicas share one database; with the
+              defaults it uses PostgreSQL on this host (see {option}`${opt}.database.createLocally`).
+              `memory` loses every session and refresh token on restart.
+            '';
           };
           config = mkOption {
             type = jsonSubmodule {
               file = mkOption {
                 type = types.nullOr types.str;
-                default = if cfg.settings.storage.type == "sqlite3" then "${stateDirectory}/oxidex.db" else null;
+                default = if isSqlite then "${stateDirectory}/oxidex.db" else null;
                 defaultText = literalMD "`${stateDirectory}/oxidex.db` for `sqlite3`, otherwise `null`";
                 description = "SQLite database file. The default lies in the unit's `StateDirectory`, the only writable place.";
               };
+              host = mkOption {
+                type = types.nullOr types.str;
+                default = if isPostgres then postgresSocketDirectory else null;
+                defaultText = literalMD "`${postgresSocketDirectory}` (the local server's socket directory) for `postgres`, otherwise `null`";
+                example = "db.internal";
+                description = ''
+                  PostgreSQL server: a host name or address (`host:port` and `[v6]:port` work
+                  too), or the directory of a Unix socket (a path starting with `/`).
+                '';
+              };
+              port = mkOption {
+                type = types.nullOr types.port;
+                default = null;
+                description = "PostgreSQL port; oxidex's default (5432) when `null`. Also names the socket file in a socket directory.";
+              };
+              database = mkOption {
+                type = types.nullOr types.str;
+                default = if isPostgres then serviceUser else null;
+                defaultText = literalMD "`${serviceUser}` for `postgres`, otherwise `null`";
+                description = "PostgreSQL database. oxidex creates and migrates its tables in it at start.";
+              };
+              user = mkOption {
+                type = types.nullOr types.str;
+                default = if isPostgres then serviceUser else null;
+                defaultText = literalMD "`${serviceUser}` (the unit's user, as peer authentication needs) for `postgres`, otherwise `null`";
+                description = "PostgreSQL role.";
+              };
+              passwordFile = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                example = "${credentialsDirectory}/postgres-password";
+                description = ''
+                  File holding the PostgreSQL password (scram-sha-256 over TCP). It must be a
+                  credential: `"${credentialsDirectory}/<name>"` together with
+                  {option}`${opt}.credentials.<name>`. Not needed with peer authentication over the
+                  local socket. An inline `password` is rejected by an assertion (a
+                  `$VARIABLE` from {option}`${opt}.environmentFile` is accepted).
+                '';
+              };
+              ssl.mode = mkOption {
+                type = types.nullOr (
+                  types.enum [
+                    "disable"
+                    "require"
+                    "verify-ca"
+                    "verify-full"
+                  ]
+                );
+                default = null;
+                description = "TLS to PostgreSQL over TCP; Dex's default (`verify-full`) when `null`. A socket never uses TLS.";
+              };
             };
             default = { };
-            description = "Backend configuration.";
+            description = "Backend configuration, in Dex's keys; undeclared keys (e.g. `maxOpenConns`, `ssl.caFile`) pass through.";
           };
         };
 
@@ -300,6 +370,19 @@ in
       '';
     };
 
+    database.createLocally = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        With `postgres` storage: run PostgreSQL on this host ({option}`services.postgresql`),
+        create the database and its owner role, and start oxidex after it. oxidex reaches it
+        through the Unix socket in `${postgresSocketDirectory}` with peer authentication, so no
+        password is involved; the role and the database are named after the unit's user
+        (`${serviceUser}`). Set to `false` for a server elsewhere (then set
+        {option}`${opt}.settings.storage.config.host` and a `passwordFile`).
+      '';
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -325,10 +408,46 @@ in
     services.oxidex.finalSettings = rendered.config;
     services.oxidex.configFile = configFile;
 
-    assertions = map (message: {
-      assertion = false;
-      inherit message;
-    }) rendered.errors;
+    assertions =
+      map (message: {
+        assertion = false;
+        inherit message;
+      }) rendered.errors
+      ++ lib.optionals createPostgres [
+        {
+          assertion = pgConfig.host == postgresSocketDirectory;
+          message = "${opt}.database.createLocally uses the local PostgreSQL through its socket directory, but ${opt}.settings.storage.config.host is ${builtins.toJSON pgConfig.host}; set it to \"${postgresSocketDirectory}\" or set ${opt}.database.createLocally = false for a server elsewhere.";
+        }
+        {
+          assertion = pgConfig.user == serviceUser;
+          message = "${opt}.database.createLocally authenticates by peer (the unit's user is the role), so ${opt}.settings.storage.config.user must be \"${serviceUser}\" (got ${builtins.toJSON pgConfig.user}).";
+        }
+        {
+          assertion = pgConfig.database == pgConfig.user;
+          message = "${opt}.database.createLocally makes the role own the database of its own name (services.postgresql.ensureDBOwnership), so ${opt}.settings.storage.config.database must be ${builtins.toJSON pgConfig.user} (got ${builtins.toJSON pgConfig.database}).";
+        }
+      ]
+      ++ lib.optional (isPostgres && !cfg.database.createLocally) {
+        # Over TCP there is no peer authentication; without one of these the connection can
+        # only fail at start.
+        assertion =
+          lib.hasPrefix "/" pgConfig.host
+          || pgConfig ? passwordFile
+          || lib.hasPrefix "$" (pgConfig.password or "")
+          || (pgConfig.ssl.certFile or null) != null;
+        message = "${opt}.settings.storage.config.host is ${builtins.toJSON pgConfig.host} (TCP): give the PostgreSQL password as a credential (${opt}.credentials.<name> = <path>, ${opt}.settings.storage.config.passwordFile = \"${credentialsDirectory}/<name>\"), as a $VARIABLE from ${opt}.environmentFile, or a client certificate (ssl.certFile, ssl.keyFile).";
+      };
+
+    services.postgresql = mkIf createPostgres {
+      enable = true;
+      ensureDatabases = [ pgConfig.database ];
+      ensureUsers = [
+        {
+          name = pgConfig.user;
+          ensureDBOwnership = true;
+        }
+      ];
+    };
 
     environment.systemPackages = [ cfg.package ];
 
@@ -337,7 +456,14 @@ in
     systemd.services.oxidex = {
       description = "oxidex OpenID Connect identity provider";
       wantedBy = [ "multi-user.target" ];
-      after = [ "network.target" ];
+      # postgresql.target is reached once the server answers and postgresql-setup.service
+      # has created the role and the database. A server on this host that the module does
+      # not manage still goes first.
+      after = [
+        "network.target"
+      ]
+      ++ lib.optional (createPostgres || (isPostgres && config.services.postgresql.enable)) "postgresql.target";
+      requires = lib.optional createPostgres "postgresql.target";
       restartTriggers = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
 
       serviceConfig = {
@@ -347,6 +473,7 @@ in
         RestartSec = "5s";
 
         DynamicUser = true;
+        User = serviceUser;
         StateDirectory = "oxidex";
         StateDirectoryMode = "0700";
         RuntimeDirectory = "oxidex";

@@ -9,12 +9,16 @@
 #   credentials           attrset name -> source path (only the names matter here)
 #   stateDirectory        where the default SQLite database goes
 #   credentialsDirectory  where systemd exposes the credentials to the unit
+#   serviceUser           the unit's user: with peer authentication, the PostgreSQL role
+#   postgresSocketDirectory  where services.postgresql puts its socket (its RuntimeDirectory)
 # Result: { config; errors; credentialPaths; }
 {
   settings ? { },
   credentials ? { },
   stateDirectory ? "/var/lib/oxidex",
   credentialsDirectory ? "/run/credentials/oxidex.service",
+  serviceUser ? "oxidex",
+  postgresSocketDirectory ? "/run/postgresql",
 }:
 let
   inherit (builtins)
@@ -111,6 +115,18 @@ let
       // {
         config = {
           file = "${stateDirectory}/oxidex.db";
+        }
+        // givenConfig;
+      }
+    else if given.type == "postgres" then
+      given
+      // {
+        # PostgreSQL on this host through its Unix socket, peer authentication: the unit's
+        # user is the role, and owns the database of the same name.
+        config = {
+          host = postgresSocketDirectory;
+          database = serviceUser;
+          user = serviceUser;
         }
         // givenConfig;
       }
@@ -248,7 +264,16 @@ let
       else
         [ ]
     )
-    ++ fileFormErrors "settings.storage.config" sc;
+    ++ fileFormErrors "settings.storage.config" sc
+    ++ (
+      # The unit runs as a dynamic user, which can read a secret file only as a credential.
+      if config.storage.type == "postgres" && sc ? passwordFile && credentialOf sc.passwordFile == null then
+        [
+          "services.oxidex.settings.storage.config.passwordFile must name a credential the unit loads: set services.oxidex.credentials.<name> = <path of the password file> and services.oxidex.settings.storage.config.passwordFile = \"${credentialsDirectory}/<name>\" (got ${builtins.toJSON sc.passwordFile})."
+        ]
+      else
+        [ ]
+    );
 
   webErrors =
     if isStorePath (config.web.tlsKey or null) then [ (storeFileMessage "settings.web.tlsKey") ] else [ ];

@@ -62,8 +62,9 @@ PGPASSWORD="$superpass" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 
   -c "CREATE ROLE oxidex LOGIN CREATEDB PASSWORD '$password'" \
   -c "CREATE DATABASE oxidex OWNER oxidex"
 # The role's password is stored as a SCRAM verifier, so logins use scram-sha-256.
-PGPASSWORD="$superpass" "$bindir/psql" -X -qtA -h 127.0.0.1 -p "$port" -U postgres -d postgres \
-  -c "SELECT rolpassword LIKE 'SCRAM-SHA-256\$%' FROM pg_authid WHERE rolname = 'oxidex'" | grep -qx t
+scram=$(PGPASSWORD="$superpass" "$bindir/psql" -X -qtA -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+  -c "SELECT rolpassword LIKE 'SCRAM-SHA-256\$%' FROM pg_authid WHERE rolname = 'oxidex'")
+[ "$scram" = t ] || { echo "postgres: the oxidex role's password is not a SCRAM verifier" >&2; exit 1; }
 
 export OXIDEX_TEST_POSTGRES="host=127.0.0.1 port=$port user=oxidex password=$password dbname=oxidex"
 export CARGO_TERM_COLOR=never
