@@ -20,7 +20,10 @@ secs=${SECS:-5}
 target=${CARGO_TARGET_DIR:-$repo/target}
 bench_target=${CARGO_TARGET_DIR:-$repo/bench/target}
 
-cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello
+# The storage table needs no hello server.
+hello=(--example hello)
+[ -z "${STORAGE_ONLY:-}" ] || hello=()
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex "${hello[@]}"
 CARGO_TARGET_DIR=$bench_target cargo build --release --manifest-path "$repo/bench/Cargo.toml"
 
 if ! command -v wrk >/dev/null; then
