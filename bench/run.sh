@@ -4,9 +4,14 @@
 #
 #   bench/run.sh                 5 s per measurement (SECS=2 for a quick look)
 #   SKIP_DEX=1 SKIP_NODE=1 bench/run.sh     oxidex, hello and the ceilings only
+#   SKIP_PG=1 bench/run.sh       without the PostgreSQL columns
+#   STORAGE_ONLY=1 bench/run.sh  only the storage table: oxidex and Dex on SQLite and PostgreSQL
+#
+# The PostgreSQL columns run on a throwaway cluster (checks/lib/postgres-cluster.sh: initdb in
+# a temp dir, never as root, loopback only), stopped and removed on exit.
 #
 # Needs: cargo, wrk (installed with apt-get when missing and run as root), node + npm for
-# oidc-provider, go for Dex (built once into ${OXIDEX_CACHE:-$HOME/.cache/oxidex}/dex-<version>/).
+# oidc-provider, go for Dex, PostgreSQL's server binaries (Debian: postgresql) for the storage table (built once into ${OXIDEX_CACHE:-$HOME/.cache/oxidex}/dex-<version>/).
 # Load tests run on 127.0.0.1 only; every measurement is bounded in time and count.
 set -euo pipefail
 
@@ -15,7 +20,10 @@ secs=${SECS:-5}
 target=${CARGO_TARGET_DIR:-$repo/target}
 bench_target=${CARGO_TARGET_DIR:-$repo/bench/target}
 
-cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello
+# The storage table needs no hello server.
+hello=(--example hello)
+[ -z "${STORAGE_ONLY:-}" ] || hello=()
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex "${hello[@]}"
 CARGO_TARGET_DIR=$bench_target cargo build --release --manifest-path "$repo/bench/Cargo.toml"
 
 if ! command -v wrk >/dev/null; then
@@ -28,6 +36,25 @@ if ! command -v wrk >/dev/null; then
 fi
 
 peers=()
+mode=()
+if [ -n "${STORAGE_ONLY:-}" ]; then
+  [ -z "${SKIP_PG:-}" ] || { echo "run.sh: STORAGE_ONLY needs PostgreSQL (unset SKIP_PG)" >&2; exit 1; }
+  mode+=(--storage-only)
+  SKIP_NODE=1
+fi
+if [ -z "${SKIP_PG:-}" ]; then
+  . "$repo/checks/lib/postgres-cluster.sh"
+  trap pg_cluster_stop EXIT
+  pg_cluster_start
+  pg_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  pg_create_role bench "$pg_password"
+  pg_create_database oxidex bench
+  pg_create_database dex bench
+  # In the environment, not on the command line.
+  export OXIDEX_BENCH_POSTGRES="host=127.0.0.1 port=$PG_PORT user=bench password=$pg_password"
+  BENCH_POSTGRES_VERSION=$("$PG_BINDIR/postgres" --version)
+  export BENCH_POSTGRES_VERSION
+fi
 if [ -z "${SKIP_NODE:-}" ] && command -v node >/dev/null && command -v npm >/dev/null; then
   (cd "$repo/bench/peers/oidc-provider" && npm ci --no-audit --no-fund --silent)
   peers+=(--oidc-provider "$repo/bench/peers/oidc-provider")
@@ -46,4 +73,4 @@ out="$repo/bench/results/$(date -u +%F-%H%M)-$(hostname -s).md"
 BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) \
   "$bench_target/release/oxidex-bench" \
   --oxidex "$target/release/oxidex" --hello "$target/release/examples/hello" \
-  "${peers[@]}" --secs "$secs" --out "$out"
+  "${peers[@]}" "${mode[@]}" --secs "$secs" --out "$out"

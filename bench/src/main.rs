@@ -2,7 +2,11 @@
 //! peers, in one run, and prints one Markdown table. It builds nothing: see `bench/run.sh`.
 //!
 //!   oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH]
-//!                [--secs 5] [--out FILE]
+//!                [--secs 5] [--out FILE] [--storage-only]
+//!
+//! With `OXIDEX_BENCH_POSTGRES="host=H port=P user=U password=W"` (a role owning the empty
+//! databases `oxidex` and `dex`), oxidex and Dex also run on PostgreSQL: the storage table.
+//! `--storage-only` measures only that table's rows (code exchange, refresh, login flows).
 //!
 //! GETs are driven by wrk (-t2 -c64, keep-alive); POSTs and login flows by the Rust loop
 //! in `load.rs` (tokio + hyper, one keep-alive connection per worker). Every loop stops at
@@ -33,6 +37,55 @@ struct Args {
     dex: Option<PathBuf>,
     secs: f64,
     out: Option<PathBuf>,
+    storage_only: bool,
+    postgres: Option<Postgres>,
+}
+
+/// Where the throwaway PostgreSQL cluster of `bench/run.sh` listens.
+#[derive(Default)]
+struct Postgres {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+}
+
+impl Postgres {
+    /// `host=H port=P user=U password=W` (libpq keyword style; values without spaces).
+    fn parse(text: &str) -> Result<Self, Error> {
+        let mut pg = Postgres::default();
+        for pair in text.split_whitespace() {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("OXIDEX_BENCH_POSTGRES: {pair:?} is not key=value"))?;
+            match key {
+                "host" => pg.host = value.to_owned(),
+                "port" => pg.port = value.parse()?,
+                "user" => pg.user = value.to_owned(),
+                "password" => pg.password = value.to_owned(),
+                other => return Err(format!("OXIDEX_BENCH_POSTGRES: unknown key {other}").into()),
+            }
+        }
+        if pg.host.is_empty() || pg.port == 0 || pg.user.is_empty() {
+            return Err("OXIDEX_BENCH_POSTGRES needs host, port and user".into());
+        }
+        Ok(pg)
+    }
+
+    /// Dex's `storage` block, which oxidex reads too. Both pools get Dex's default size
+    /// (5 open, 5 idle), spelled out so the two stay equal.
+    fn storage(&self, database: &str) -> serde_json::Value {
+        json!({"type": "postgres", "config": {
+            "host": self.host,
+            "port": self.port,
+            "database": database,
+            "user": self.user,
+            "password": self.password,
+            "ssl": {"mode": "disable"},
+            "maxOpenConns": 5,
+            "maxIdleConns": 5
+        }})
+    }
 }
 
 fn args() -> Result<Args, Error> {
@@ -43,6 +96,8 @@ fn args() -> Result<Args, Error> {
         dex: None,
         secs: 5.0,
         out: None,
+        storage_only: false,
+        postgres: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,9 +109,12 @@ fn args() -> Result<Args, Error> {
             "--dex" => args.dex = Some(value()?.into()),
             "--secs" => args.secs = value()?.parse()?,
             "--out" => args.out = Some(value()?.into()),
+            "--storage-only" => args.storage_only = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE]"
+                    "usage: oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE] [--storage-only]\n\
+                     env OXIDEX_BENCH_POSTGRES=\"host=H port=P user=U password=W\": also oxidex and Dex on PostgreSQL \
+                     (databases `oxidex` and `dex`, empty)"
                 );
                 std::process::exit(0);
             }
@@ -65,6 +123,12 @@ fn args() -> Result<Args, Error> {
     }
     if args.oxidex.as_os_str().is_empty() || args.hello.as_os_str().is_empty() {
         return Err("--oxidex and --hello are required (see --help)".into());
+    }
+    if let Ok(text) = std::env::var("OXIDEX_BENCH_POSTGRES") {
+        args.postgres = Some(Postgres::parse(&text)?);
+    }
+    if args.storage_only && args.postgres.is_none() {
+        return Err("--storage-only needs OXIDEX_BENCH_POSTGRES (see --help)".into());
     }
     Ok(args)
 }
@@ -97,13 +161,14 @@ async fn run() -> Result<(), Error> {
     let work = std::env::temp_dir().join(format!("oxidex-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut report = Report::new(args.secs);
+    report.storage_only = args.storage_only;
     report.context = context(&args);
 
     progress("signature ceilings");
     report.ceilings = Some(tokio::task::spawn_blocking(move || ceiling::measure(window)).await??);
 
-    progress("hello");
-    {
+    if !args.storage_only {
+        progress("hello");
         let addr = free_addr()?;
         let mut cmd = Command::new(&args.hello);
         cmd.arg(addr.to_string());
@@ -125,25 +190,64 @@ async fn run() -> Result<(), Error> {
         .as_ref()
         .map_or(10_000.0, |c| c.es256[1] / 2.0);
 
+    let gets = !args.storage_only;
     progress("oxidex (RS256)");
-    report.oxidex = oxidex(&args, &work, "RS256", two_sig).await;
-    progress("oxidex (ES256)");
-    let es = oxidex(&args, &work, "ES256", two_sig_es).await;
-    report.oxidex.token_es256 = es.token;
-    report.oxidex_es256_flows = es.flows;
-    report.oxidex.errors.extend(
-        es.errors
-            .into_iter()
-            .map(|e| format!("ES256 instance: {e}")),
-    );
+    let sqlite =
+        |dir: &Path, file: &str| json!({"type": "sqlite3", "config": {"file": dir.join(file)}});
+    let dir = work.join("oxidex-RS256");
+    report.oxidex = oxidex(
+        &args,
+        &dir,
+        sqlite(&dir, "oxidex.db"),
+        "RS256",
+        two_sig,
+        gets,
+    )
+    .await;
+    if !args.storage_only {
+        progress("oxidex (ES256)");
+        let dir = work.join("oxidex-ES256");
+        let es = oxidex(
+            &args,
+            &dir,
+            sqlite(&dir, "oxidex.db"),
+            "ES256",
+            two_sig_es,
+            false,
+        )
+        .await;
+        report.oxidex.token_es256 = es.token;
+        report.oxidex_es256_flows = es.flows;
+        report.oxidex.errors.extend(
+            es.errors
+                .into_iter()
+                .map(|e| format!("ES256 instance: {e}")),
+        );
+    }
+    if let Some(pg) = &args.postgres {
+        progress("oxidex on PostgreSQL (RS256)");
+        let dir = work.join("oxidex-postgres");
+        report.oxidex_pg =
+            Some(oxidex(&args, &dir, pg.storage("oxidex"), "RS256", two_sig, false).await);
+    }
 
-    if let Some(dir) = &args.node_peer {
+    if let Some(dir) = &args.node_peer
+        && !args.storage_only
+    {
         progress("oidc-provider");
         report.node = Some(node_peer(dir, &work, &args, two_sig).await);
     }
     if let Some(dex) = &args.dex {
         progress("Dex");
-        report.dex = Some(dex_peer(dex, &work, &args, two_sig).await);
+        let dir = work.join("dex");
+        let storage = sqlite(&dir, "dex.db");
+        report.dex = Some(dex_peer(dex, &dir, storage, &args, two_sig, gets).await);
+        if let Some(pg) = &args.postgres {
+            progress("Dex on PostgreSQL");
+            let dir = work.join("dex-postgres");
+            let storage = pg.storage("dex");
+            report.dex_pg = Some(dex_peer(dex, &dir, storage, &args, two_sig, false).await);
+        }
     }
 
     let markdown = report.render();
@@ -231,6 +335,13 @@ fn context(args: &Args) -> Vec<String> {
          oidc-provider grants consent in `loadExistingGrant`), PKCE S256, scopes `openid email profile offline_access`."
             .into(),
     );
+    if args.postgres.is_some() {
+        lines.push(format!(
+            "PostgreSQL columns: {} (a throwaway cluster of `bench/run.sh` on 127.0.0.1, TCP, scram-sha-256, no TLS), \
+             an empty database per provider, each pool 5 connections (Dex's default).",
+            std::env::var("BENCH_POSTGRES_VERSION").unwrap_or_else(|_| "PostgreSQL".into())
+        ));
+    }
     lines
 }
 
@@ -262,10 +373,14 @@ fn static_clients() -> serde_json::Value {
     serde_json::Value::Array(clients)
 }
 
-fn oxidex_config(addr: std::net::SocketAddr, dir: &Path, algorithm: &str) -> serde_json::Value {
+fn oxidex_config(
+    addr: std::net::SocketAddr,
+    storage: serde_json::Value,
+    algorithm: &str,
+) -> serde_json::Value {
     json!({
         "issuer": format!("http://{addr}/dex"),
-        "storage": {"type": "sqlite3", "config": {"file": dir.join("oxidex.db")}},
+        "storage": storage,
         "web": {
             "http": addr.to_string(),
             // The bench is the proxy in front of many simulated clients (see
@@ -280,12 +395,28 @@ fn oxidex_config(addr: std::net::SocketAddr, dir: &Path, algorithm: &str) -> ser
     })
 }
 
-async fn oxidex(args: &Args, work: &Path, algorithm: &str, token_estimate: f64) -> SystemResult {
+async fn oxidex(
+    args: &Args,
+    dir: &Path,
+    storage: serde_json::Value,
+    algorithm: &str,
+    token_estimate: f64,
+    gets: bool,
+) -> SystemResult {
     let mut result = SystemResult {
         binary_mb: file_mb(&args.oxidex),
         ..SystemResult::default()
     };
-    if let Err(e) = oxidex_inner(args, work, algorithm, token_estimate, &mut result).await {
+    let run = oxidex_inner(
+        args,
+        dir,
+        storage,
+        algorithm,
+        token_estimate,
+        gets,
+        &mut result,
+    );
+    if let Err(e) = run.await {
         result.errors.push(e.to_string());
     }
     result
@@ -293,16 +424,17 @@ async fn oxidex(args: &Args, work: &Path, algorithm: &str, token_estimate: f64) 
 
 async fn oxidex_inner(
     args: &Args,
-    work: &Path,
+    dir: &Path,
+    storage: serde_json::Value,
     algorithm: &str,
     token_estimate: f64,
+    gets: bool,
     result: &mut SystemResult,
 ) -> Result<(), Error> {
-    let dir = work.join(format!("oxidex-{algorithm}"));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let addr = free_addr()?;
     let config = dir.join("config.json");
-    write_json(&config, &oxidex_config(addr, &dir, algorithm))?;
+    write_json(&config, &oxidex_config(addr, storage, algorithm))?;
     let start = || {
         let mut cmd = Command::new(&args.oxidex);
         cmd.arg("serve").arg(&config);
@@ -326,7 +458,7 @@ async fn oxidex_inner(
         "/dex/.well-known/openid-configuration",
         "/dex/keys",
         token_estimate,
-        full,
+        gets,
         true,
         full,
         result,
@@ -504,19 +636,24 @@ async fn node_peer(dir: &Path, work: &Path, args: &Args, token_estimate: f64) ->
     result
 }
 
-async fn dex_peer(dex: &Path, work: &Path, args: &Args, token_estimate: f64) -> SystemResult {
+async fn dex_peer(
+    dex: &Path,
+    dir: &Path,
+    storage: serde_json::Value,
+    args: &Args,
+    token_estimate: f64,
+    gets: bool,
+) -> SystemResult {
     let mut result = SystemResult {
         binary_mb: file_mb(dex),
         ..SystemResult::default()
     };
     let run = async {
-        let dir = work.join("dex");
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir)?;
         let addr = free_addr()?;
-        let mut config = oxidex_config(addr, &dir, "RS256");
+        let mut config = oxidex_config(addr, storage, "RS256");
         if let Some(map) = config.as_object_mut() {
             map.remove("signer");
-            map["storage"] = json!({"type": "sqlite3", "config": {"file": dir.join("dex.db")}});
         }
         let path = dir.join("config.json");
         write_json(&path, &config)?;
@@ -541,7 +678,7 @@ async fn dex_peer(dex: &Path, work: &Path, args: &Args, token_estimate: f64) -> 
             "/dex/.well-known/openid-configuration",
             "/dex/keys",
             token_estimate,
-            true,
+            gets,
             true,
             true,
             &mut result,

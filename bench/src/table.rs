@@ -53,6 +53,11 @@ pub struct Report {
     pub oxidex_es256_flows: [Option<Measured>; 2],
     pub node: Option<SystemResult>,
     pub dex: Option<SystemResult>,
+    /// oxidex (RS256) and Dex on PostgreSQL: the storage table.
+    pub oxidex_pg: Option<SystemResult>,
+    pub dex_pg: Option<SystemResult>,
+    /// Only the storage table was measured.
+    pub storage_only: bool,
 }
 
 /// 12345.6 → "12,346"; 12.34 → "12.3"; 1.234 → "1.23".
@@ -129,7 +134,78 @@ impl Report {
             oxidex_es256_flows: [None, None],
             node: None,
             dex: None,
+            oxidex_pg: None,
+            dex_pg: None,
+            storage_only: false,
         }
+    }
+
+    /// oxidex and Dex on SQLite and on PostgreSQL, the same workload, one row per storage-bound
+    /// measurement; ratios against the two-signature ceiling and between the columns.
+    fn storage_table(&self) -> String {
+        let none = SystemResult::default();
+        let ox = &self.oxidex;
+        let ox_pg = self.oxidex_pg.as_ref().unwrap_or(&none);
+        let dex = self.dex.as_ref().unwrap_or(&none);
+        let dex_pg = self.dex_pg.as_ref().unwrap_or(&none);
+        let two_sig = self
+            .ceilings
+            .as_ref()
+            .map_or(f64::NAN, |c| c.rs256[1] / 2.0);
+        let mut out = String::from(
+            "| measure (RS256) | oxidex SQLite | oxidex PostgreSQL | Dex SQLite | Dex PostgreSQL | ceiling / ratio |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        type Pick = fn(&SystemResult) -> Option<Measured>;
+        let rows: [(&str, Pick); 4] = [
+            ("POST /token code exchange/s", |s| s.token),
+            ("POST /token refresh_token grants/s", |s| s.refresh),
+            ("login flows/s, concurrency 1", |s| s.flows[0]),
+            ("login flows/s, concurrency 32", |s| s.flows[1]),
+        ];
+        for (i, (name, pick)) in rows.into_iter().enumerate() {
+            let rate = |s: &SystemResult| pick(s).map_or(f64::NAN, |m| m.rate);
+            let mut ratio = format!(
+                "oxidex PostgreSQL = {} × oxidex SQLite, {} × Dex PostgreSQL; Dex PostgreSQL = {} × Dex SQLite",
+                num(rate(ox_pg) / rate(ox)),
+                num(rate(ox_pg) / rate(dex_pg)),
+                num(rate(dex_pg) / rate(dex)),
+            );
+            if i == 0 {
+                ratio = format!(
+                    "two-signature ceiling {}: oxidex SQLite {} ×, PostgreSQL {} × it; {ratio}",
+                    num(two_sig),
+                    num(rate(ox) / two_sig),
+                    num(rate(ox_pg) / two_sig),
+                );
+            }
+            out.push_str(&format!(
+                "| {name} | {} | {} | {} | {} | {ratio} |\n",
+                measured_cell(&pick(ox)),
+                measured_cell(&pick(ox_pg)),
+                measured_cell(&pick(dex)),
+                measured_cell(&pick(dex_pg)),
+            ));
+        }
+        let ready = |s: &SystemResult| match (s.ready_first_ms, s.ready_restart_ms) {
+            (Some(a), Some(b)) => format!("{} / {}", num(a), num(b)),
+            _ => "—".into(),
+        };
+        out.push_str(&format!(
+            "| exec → ready ms (empty DB / restart) | {} | {} | {} | {} | |\n",
+            ready(ox),
+            ready(ox_pg),
+            ready(dex),
+            ready(dex_pg)
+        ));
+        out.push_str(&format!(
+            "| RSS after the load, MB | {} | {} | {} | {} | |\n",
+            opt(ox.rss_after_mb, ""),
+            opt(ox_pg.rss_after_mb, ""),
+            opt(dex.rss_after_mb, ""),
+            opt(dex_pg.rss_after_mb, "")
+        ));
+        out
     }
 
     pub fn render(&self) -> String {
@@ -323,16 +399,36 @@ impl Report {
             out.push('\n');
         }
         out.push('\n');
-        out.push_str(
-            "| measure | oxidex | oidc-provider | Dex | ceiling / ratio | oxidex target |\n",
-        );
-        out.push_str("|---|---|---|---|---|---|\n");
-        for r in rows {
-            out.push_str(&format!("| {} |\n", r.join(" | ")));
+        if !self.storage_only {
+            out.push_str(
+                "| measure | oxidex | oidc-provider | Dex | ceiling / ratio | oxidex target |\n",
+            );
+            out.push_str("|---|---|---|---|---|---|\n");
+            for r in rows {
+                out.push_str(&format!("| {} |\n", r.join(" | ")));
+            }
+        }
+        if self.storage_only || self.oxidex_pg.is_some() || self.dex_pg.is_some() {
+            if !self.storage_only {
+                out.push_str("\nStorage: the same workload on SQLite and on PostgreSQL.\n\n");
+            }
+            out.push_str(&self.storage_table());
         }
         let mut errors = Vec::new();
-        for (name, s) in [("oxidex", ox), ("oidc-provider", node), ("Dex", dex)] {
-            for e in &s.errors {
+        for (name, errs) in [
+            ("oxidex", &ox.errors[..]),
+            ("oidc-provider", &node.errors[..]),
+            ("Dex", &dex.errors[..]),
+            (
+                "oxidex on PostgreSQL",
+                &self.oxidex_pg.as_ref().unwrap_or(&none).errors[..],
+            ),
+            (
+                "Dex on PostgreSQL",
+                &self.dex_pg.as_ref().unwrap_or(&none).errors[..],
+            ),
+        ] {
+            for e in errs {
                 errors.push(format!("- {name}: {e}"));
             }
         }
@@ -372,5 +468,31 @@ mod tests {
             1
         );
         assert!(text.contains("≥ 0.85 × ceiling ✘"));
+        assert!(!text.contains("oxidex PostgreSQL"));
+    }
+
+    #[test]
+    fn storage_only_renders_just_the_storage_table() {
+        let mut report = Report::new(1.0);
+        report.storage_only = true;
+        report.oxidex.token = Some(Measured {
+            rate: 100.0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+        });
+        report.oxidex_pg = Some(SystemResult {
+            token: Some(Measured {
+                rate: 50.0,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+            }),
+            errors: vec!["boom".into()],
+            ..SystemResult::default()
+        });
+        let text = report.render();
+        assert!(!text.contains("| measure | oxidex | oidc-provider"));
+        assert!(text.contains("| measure (RS256) | oxidex SQLite | oxidex PostgreSQL"));
+        assert!(text.contains("oxidex PostgreSQL = 0.50 × oxidex SQLite"));
+        assert!(text.contains("- oxidex on PostgreSQL: boom"));
     }
 }
