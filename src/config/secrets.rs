@@ -18,7 +18,7 @@ use super::nix_store::is_in_nix_store;
 /// already leaked to every local user (every `…File` form comes through here).
 pub fn read_secret_file(file: &str) -> Result<String, String> {
     refuse_store_file(Path::new(file))?;
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read file {file:?}: {e}"))?;
+    let bytes = read_bounded(file)?;
     let mut text =
         String::from_utf8(bytes).map_err(|_| format!("file {file:?} is not valid UTF-8"))?;
     if text.ends_with("\r\n") {
@@ -30,6 +30,36 @@ pub fn read_secret_file(file: &str) -> Result<String, String> {
         return Err(format!("file {file:?} is empty"));
     }
     Ok(text)
+}
+
+/// Largest secret file read. Secrets are short (a client secret, a password, a
+/// bcrypt hash); anything larger is a mistake such as a path to the wrong file.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A regular file's contents, at most [`MAX_SECRET_FILE`] bytes. A device, FIFO
+/// or socket (`/dev/stdin`, `/dev/zero`, a named pipe) would block start-up or
+/// never end, so only regular files (after symlinks) are read.
+fn read_bounded(file: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let opened =
+        std::fs::File::open(file).map_err(|e| format!("cannot read file {file:?}: {e}"))?;
+    let metadata = opened
+        .metadata()
+        .map_err(|e| format!("cannot read file {file:?}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(format!("file {file:?} is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read file {file:?}: {e}"))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "file {file:?} is larger than {MAX_SECRET_FILE} bytes; is it the right file?"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn refuse_store_file(file: &Path) -> Result<(), String> {
@@ -308,5 +338,22 @@ mod tests {
         ] {
             assert!(!is_inline_secret_key(key), "{key}");
         }
+    }
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; (MAX_SECRET_FILE + 1) as usize]).unwrap();
+        let err = read_secret_file(big.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        // A device never ends (or blocks start-up): refused before reading.
+        let err = read_secret_file("/dev/zero").unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = read_secret_file(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, "s3cret\n").unwrap();
+        assert_eq!(read_secret_file(ok.to_str().unwrap()).unwrap(), "s3cret");
     }
 }
