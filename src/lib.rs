@@ -12,6 +12,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;
+mod tls;
 pub mod web;
 
 /// The time source. Production uses the system clock; tests inject their own so
