@@ -1,11 +1,13 @@
 //! oxidex: a Dex-compatible OpenID Connect identity provider.
 
+pub mod blocking;
 pub mod config;
 pub mod connector;
 pub mod health;
 pub mod http;
 pub mod keys;
 pub mod oidc;
+pub mod provider;
 pub mod random;
 pub mod server;
 pub mod shutdown;

@@ -11,6 +11,7 @@ use crate::health::HealthChecker;
 use crate::http::serve::ConnectionLimits;
 use crate::http::{self, AppContext, AppState};
 use crate::keys::{KeyManager, KeyPolicy};
+use crate::provider::Provider;
 use crate::shutdown::Shutdown;
 use crate::{Clock, storage};
 
@@ -53,7 +54,7 @@ pub async fn start_services(
     // Install the metrics recorder before the first request is counted.
     let _ = crate::telemetry::prometheus();
     let storage_settings = settings.storage.clone();
-    let storage = tokio::task::spawn_blocking(move || storage::open(&storage_settings))
+    let storage = crate::blocking::run(move || storage::open(&storage_settings))
         .await
         .map_err(|e| storage::StorageError::Backend(e.to_string()))??;
     let policy = KeyPolicy::from_settings(&settings);
@@ -62,7 +63,6 @@ pub async fn start_services(
         .map_err(|e| ServerError::Keys(e.to_string()))?;
     let connectors = Arc::new(crate::connector::build_connectors(&settings)?);
     let templates = Arc::new(crate::web::Templates::load(&settings.frontend)?);
-    let discovery = Arc::new(http::discovery::DiscoveryCache::new(&settings)?);
     let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));
     health.check(clock()).await;
 
@@ -81,18 +81,13 @@ pub async fn start_services(
         ),
     ];
 
+    let settings = Arc::new(settings);
+    let provider = Provider::new(settings.clone(), storage, keys, connectors, clock)?;
     let state = AppState::new(AppContext {
-        settings: Arc::new(settings),
-        storage,
-        keys,
-        discovery,
+        settings,
+        provider: Arc::new(provider),
         health,
-        connectors,
         templates,
-        refresh_locks: Arc::default(),
-        form_key: Arc::new(rand::random()),
-        limits: http::limits::Limits::default(),
-        clock,
     });
     Ok(Services {
         state,

@@ -16,9 +16,37 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+/// The key a client is rate-limited under: its IPv4 address, or the /64 prefix of
+/// its IPv6 address (one host usually holds a whole /64, so keying by address
+/// would let it rotate through 2^64 fresh keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(IpAddr);
+
+impl ClientKey {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !(u128::from(u64::MAX));
+                Self(IpAddr::V6(Ipv6Addr::from(prefix)))
+            }
+            v4 => Self(v4),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => v4.fmt(f),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
 
 /// How often a key may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,11 +290,15 @@ impl Gate {
         self.peak.load(Ordering::SeqCst)
     }
 
-    /// Runs `job` on the blocking pool once a permit is free, or refuses at once
+    /// Runs `job` through the blocking gate ([`crate::blocking`]) once a permit
+    /// of this gate is free, or refuses at once
     /// when `queue` jobs already wait. The permit moves into the blocking task, so
     /// a caller that gives up (a client that disconnects) cannot free it while the
     /// job still runs.
-    pub async fn run<T, F>(&self, job: F) -> Result<Result<T, tokio::task::JoinError>, GateFull>
+    pub async fn run<T, F>(
+        &self,
+        job: F,
+    ) -> Result<Result<T, crate::blocking::BlockingError>, GateFull>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -284,7 +316,7 @@ impl Gate {
         let running = Arc::clone(&self.running);
         let now_running = running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now_running, Ordering::SeqCst);
-        Ok(tokio::task::spawn_blocking(move || {
+        Ok(crate::blocking::run(move || {
             let permit = permit;
             // Dropped before the permit (reverse order), also if `job` panics, so
             // `running` never exceeds the permits.

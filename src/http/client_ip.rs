@@ -13,33 +13,7 @@ use ipnet::IpNet;
 
 use super::AppState;
 use crate::config::settings::ClientIpSettings;
-
-/// The key a client is rate-limited under: its IPv4 address, or the /64 prefix of
-/// its IPv6 address (one host usually holds a whole /64, so keying by address
-/// would let it rotate through 2^64 fresh keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientKey(IpAddr);
-
-impl ClientKey {
-    pub fn of(ip: IpAddr) -> Self {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => {
-                let prefix = u128::from(v6) & !(u128::from(u64::MAX));
-                Self(IpAddr::V6(Ipv6Addr::from(prefix)))
-            }
-            v4 => Self(v4),
-        }
-    }
-}
-
-impl std::fmt::Display for ClientKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            IpAddr::V4(v4) => v4.fmt(f),
-            IpAddr::V6(v6) => write!(f, "{v6}/64"),
-        }
-    }
-}
+use crate::throttle::ClientKey;
 
 /// Resolves the client's address from the TCP `peer` and the request headers.
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, settings: &ClientIpSettings) -> IpAddr {

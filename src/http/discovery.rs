@@ -5,11 +5,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::any;
-use serde::Serialize;
 
 use super::AppState;
-use crate::config::Settings;
-use crate::keys::SigningAlgorithm;
 
 /// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
 pub fn routes(prefix: &str) -> Router<AppState> {
@@ -20,95 +17,8 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 }
 
 async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
-    let algorithm = state.keys.keyset().algorithm();
-    let body = state.discovery.document(algorithm);
-    ([(header::CONTENT_TYPE, "application/json")], body)
-}
-
-/// The discovery document, in Dex's member order.
-#[derive(Serialize)]
-struct Document<'a> {
-    issuer: &'a str,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    jwks_uri: String,
-    userinfo_endpoint: String,
-    device_authorization_endpoint: String,
-    introspection_endpoint: String,
-    grant_types_supported: &'a [String],
-    response_types_supported: &'a [String],
-    subject_types_supported: [&'static str; 1],
-    id_token_signing_alg_values_supported: [&'static str; 1],
-    code_challenge_methods_supported: &'a [String],
-    scopes_supported: [&'static str; 5],
-    token_endpoint_auth_methods_supported: [&'static str; 2],
-    claims_supported: [&'static str; 13],
-}
-
-/// Rendered documents, one per signing algorithm: the advertised algorithm follows
-/// the current key, which can change at a rotation.
-pub struct DiscoveryCache {
-    rendered: Vec<(SigningAlgorithm, bytes::Bytes)>,
-}
-
-impl DiscoveryCache {
-    pub fn new(settings: &Settings) -> Result<Self, serde_json::Error> {
-        let algorithms = [
-            SigningAlgorithm::RS256,
-            SigningAlgorithm::ES256,
-            SigningAlgorithm::EdDSA,
-        ];
-        let mut rendered = Vec::with_capacity(algorithms.len());
-        for algorithm in algorithms {
-            rendered.push((algorithm, bytes::Bytes::from(render(settings, algorithm)?)));
-        }
-        Ok(Self { rendered })
-    }
-
-    pub fn document(&self, algorithm: SigningAlgorithm) -> bytes::Bytes {
-        self.rendered
-            .iter()
-            .find(|(alg, _)| *alg == algorithm)
-            .map(|(_, body)| body.clone())
-            .unwrap_or_default()
-    }
-}
-
-pub fn render(
-    settings: &Settings,
-    algorithm: SigningAlgorithm,
-) -> Result<Vec<u8>, serde_json::Error> {
-    let issuer = &settings.issuer;
-    let document = Document {
-        issuer: &issuer.url,
-        authorization_endpoint: issuer.endpoint("/auth"),
-        token_endpoint: issuer.endpoint("/token"),
-        jwks_uri: issuer.endpoint("/keys"),
-        userinfo_endpoint: issuer.endpoint("/userinfo"),
-        device_authorization_endpoint: issuer.endpoint("/device/code"),
-        introspection_endpoint: issuer.endpoint("/token/introspect"),
-        grant_types_supported: &settings.oauth2.grant_types,
-        response_types_supported: &settings.oauth2.response_types,
-        subject_types_supported: ["public"],
-        id_token_signing_alg_values_supported: [algorithm.as_str()],
-        code_challenge_methods_supported: &settings.oauth2.pkce_methods,
-        scopes_supported: ["openid", "email", "groups", "profile", "offline_access"],
-        token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
-        claims_supported: [
-            "iss",
-            "sub",
-            "aud",
-            "iat",
-            "exp",
-            "email",
-            "email_verified",
-            "locale",
-            "name",
-            "preferred_username",
-            "at_hash",
-            "groups",
-            "federated_claims",
-        ],
-    };
-    serde_json::to_vec_pretty(&document)
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.provider.discovery_document(),
+    )
 }

@@ -1,107 +1,47 @@
-//! The one error type of the HTTP boundary: OAuth JSON errors for API endpoints,
-//! HTML error pages for the browser flow, and redirects back to the client.
+//! Responses for the provider's errors: OAuth JSON errors for API endpoints,
+//! HTML error pages for the browser flow, and redirects back to the client; and
+//! the response shapes every handler shares (pages, redirects, `no-store` JSON).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::oidc::{AuthorizeError, ErrorCode, OAuthError};
-use crate::throttle::RetryAfter;
+use crate::oidc::{ErrorCode, OAuthError};
+use crate::provider::ProviderError;
 use crate::web::{ErrorPage, Templates};
 
-#[derive(Debug)]
-pub enum HttpError {
-    /// `{"error": …, "error_description": …}` with the error's status.
-    OAuth(OAuthError),
-    /// An HTML error page (the user's browser is talking to us directly).
-    Page { status: u16, message: String },
-    /// 303 See Other to the client (errors that RFC 6749 says to redirect).
-    Redirect(String),
-    /// 429 Too Many Requests, or 503 when the server is `busy`, with
-    /// `Retry-After`: `temporarily_unavailable` JSON for OAuth endpoints (`oauth`),
-    /// a page for the browser.
-    TryLater {
-        retry_after_secs: u64,
-        busy: bool,
-        oauth: bool,
-    },
-}
-
-impl HttpError {
-    pub fn page(status: u16, message: impl Into<String>) -> Self {
-        Self::Page {
-            status,
-            message: message.into(),
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::page(400, message)
-    }
-
-    pub fn internal() -> Self {
-        Self::page(500, "Internal server error.")
-    }
-
-    /// 429 for the browser: this client must wait `retry_after`.
-    pub fn too_many(retry_after: RetryAfter) -> Self {
-        Self::TryLater {
-            retry_after_secs: retry_after.secs(),
-            busy: false,
-            oauth: false,
-        }
-    }
-
-    /// 503 for the browser: every password check slot is taken.
-    pub fn busy() -> Self {
-        Self::TryLater {
-            retry_after_secs: BUSY_RETRY_AFTER_SECS,
-            busy: true,
-            oauth: false,
-        }
-    }
-
-    /// The same error as `temporarily_unavailable` JSON, for OAuth endpoints.
-    pub fn as_oauth(self) -> Self {
-        match self {
-            Self::TryLater {
-                retry_after_secs,
-                busy,
-                ..
-            } => Self::TryLater {
-                retry_after_secs,
-                busy,
-                oauth: true,
-            },
-            other => other,
-        }
-    }
-
-    /// Renders the error; pages use the configured templates.
-    pub fn into_response_with(self, templates: &Templates) -> Response {
-        match self {
-            Self::OAuth(error) => oauth_error_response(&error),
-            Self::Page { status, message } => {
-                let body = templates.error(&ErrorPage { status, message });
-                let mut response = html(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    body,
-                );
-                retry_after_if_unavailable(&mut response);
-                response
-            }
-            Self::Redirect(location) => see_other(&location),
-            Self::TryLater {
-                retry_after_secs,
-                busy,
-                oauth,
-            } => try_later(templates, retry_after_secs, busy, oauth),
-        }
+/// Renders a [`ProviderError`]; pages use the configured templates and name
+/// `request_id` where the user should quote it.
+pub fn render(error: ProviderError, templates: &Templates, request_id: &str) -> Response {
+    match error {
+        ProviderError::OAuth(error) => oauth_error_response(&error),
+        ProviderError::Page { status, message } => error_page(templates, status, message),
+        ProviderError::Upstream { connector_name } => error_page(
+            templates,
+            502,
+            format!(
+                "Login through {connector_name} failed. Please try again; if it keeps failing, \
+                 tell your administrator the request id {request_id}."
+            ),
+        ),
+        ProviderError::Redirect(location) => see_other(&location),
+        ProviderError::TryLater {
+            retry_after_secs,
+            busy,
+            oauth,
+        } => try_later(templates, retry_after_secs, busy, oauth),
     }
 }
 
-/// `Retry-After` for a full password gate: the queue drains within about a second.
-const BUSY_RETRY_AFTER_SECS: u64 = 1;
+fn error_page(templates: &Templates, status: u16, message: String) -> Response {
+    let body = templates.error(&ErrorPage { status, message });
+    let mut response = html(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    );
+    retry_after_if_unavailable(&mut response);
+    response
+}
 
 fn try_later(templates: &Templates, retry_after_secs: u64, busy: bool, oauth: bool) -> Response {
     let (status, message) = if busy {
@@ -129,21 +69,6 @@ fn try_later(templates: &Templates, retry_after_secs: u64, busy: bool, oauth: bo
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     response
-}
-
-impl From<OAuthError> for HttpError {
-    fn from(error: OAuthError) -> Self {
-        Self::OAuth(error)
-    }
-}
-
-impl From<AuthorizeError> for HttpError {
-    fn from(error: AuthorizeError) -> Self {
-        match error {
-            AuthorizeError::Page { status, message } => Self::Page { status, message },
-            AuthorizeError::Redirect(redirect) => Self::Redirect(redirect.location()),
-        }
-    }
 }
 
 /// JSON OAuth error; 401s on the token endpoint carry no `WWW-Authenticate`, as Dex.
@@ -216,4 +141,17 @@ pub fn no_store(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// A JSON body that must not be cached (token responses, device authorizations,
+/// introspection).
+pub fn json_no_store(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response();
+    no_store(&mut response);
+    response
 }

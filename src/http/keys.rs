@@ -14,12 +14,11 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 }
 
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    let keyset = state.keys.keyset();
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "max-age=600, must-revalidate"),
         ],
-        keyset.jwks_json(),
+        state.provider.jwks(),
     )
 }

@@ -11,9 +11,9 @@ pub mod error;
 pub mod health;
 pub mod introspect;
 pub mod keys;
-pub mod limits;
 mod middleware;
 pub mod params;
+mod respond;
 pub mod serve;
 pub mod token;
 pub mod userinfo;
@@ -23,12 +23,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 
-use crate::Clock;
 use crate::config::Settings;
-use crate::connector::Connectors;
 use crate::health::HealthChecker;
-use crate::keys::KeyManager;
-use crate::storage::SharedStorage;
+use crate::provider::Provider;
 use crate::web::Templates;
 
 /// Everything a request handler may need, behind one reference count: axum clones
@@ -52,22 +49,13 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The contents of [`AppState`].
+/// The contents of [`AppState`]: the provider the handlers call, and what they
+/// need to read requests and render answers.
 pub struct AppContext {
     pub settings: Arc<Settings>,
-    pub storage: SharedStorage,
-    pub keys: Arc<KeyManager>,
-    pub discovery: Arc<discovery::DiscoveryCache>,
+    pub provider: Arc<Provider>,
     pub health: Arc<HealthChecker>,
-    pub connectors: Arc<Connectors>,
     pub templates: Arc<Templates>,
-    pub refresh_locks: Arc<token::RefreshLocks>,
-    /// Random per-process key for CSRF tokens of forms not tied to an auth
-    /// request (the device user-code form).
-    pub form_key: Arc<[u8; 32]>,
-    /// Rate limits of the login flows.
-    pub limits: limits::Limits,
-    pub clock: Clock,
 }
 
 /// The main listener's router: every route lives under the issuer's path
@@ -99,68 +87,6 @@ pub fn app(state: AppState) -> Router {
     middleware::wrap(routes.fallback(not_found), &extra_headers)
 }
 
-/// Runs storage work (SQLite behind one connection) and signing on the blocking pool,
-/// at most a few calls at a time. Without the gate, 64 concurrent `/token` requests
-/// become 64 blocking threads convoying on the storage mutex: each hand-off is a
-/// context switch, and /token reached only ~0.1 × the ES256 signature ceiling.
-pub(crate) async fn run_blocking<T, F>(call: F) -> Result<T, BlockingError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    static GATE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    let gate = GATE.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(2 * cores)
-    });
-    run_gated(gate, call).await
-}
-
-/// Why [`run_blocking`] did not return the call's value.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BlockingError {
-    /// The gate is closed: the call was not run, rather than run ungated.
-    #[error("the blocking-work gate is closed; the call was not run")]
-    GateClosed,
-    #[error("blocking task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-async fn run_gated<T, F>(gate: &tokio::sync::Semaphore, call: F) -> Result<T, BlockingError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let _permit = gate.acquire().await.map_err(|_| {
-        tracing::error!("the blocking-work gate is closed; refusing to run without it");
-        BlockingError::GateClosed
-    })?;
-    Ok(tokio::task::spawn_blocking(call).await?)
-}
-
 async fn not_found() -> (StatusCode, &'static str) {
     (StatusCode::NOT_FOUND, "404 page not found\n")
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_closed_gate_fails_closed_without_running_the_call() {
-        let gate = tokio::sync::Semaphore::new(1);
-        gate.close();
-        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = ran.clone();
-        let result = run_gated(&gate, move || {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        })
-        .await;
-        assert!(matches!(result, Err(BlockingError::GateClosed)));
-        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
-
-        let open = tokio::sync::Semaphore::new(1);
-        assert_eq!(run_gated(&open, || 7).await.unwrap(), 7);
-    }
 }

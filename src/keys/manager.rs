@@ -152,7 +152,7 @@ fn next_kid(keys: &Keys) -> Option<&str> {
     keys.next_key.as_ref().map(|next| next.kid.as_str())
 }
 
-/// Runs [`sync`] on the blocking pool: RSA generation and SQLite are slow.
+/// Runs [`sync`] through the blocking gate: RSA generation and SQLite are slow.
 async fn sync_off_thread(
     storage: &SharedStorage,
     policy: KeyPolicy,
@@ -160,9 +160,9 @@ async fn sync_off_thread(
     known: Option<Keys>,
 ) -> Result<Option<(Keys, KeySet)>, KeyError> {
     let storage = Arc::clone(storage);
-    tokio::task::spawn_blocking(move || sync(storage.as_ref(), &policy, now, known.as_ref()))
+    crate::blocking::run(move || sync(storage.as_ref(), &policy, now, known.as_ref()))
         .await
-        .map_err(|join| KeyError::Task(join.to_string()))?
+        .map_err(|error| KeyError::Task(error.to_string()))?
 }
 
 /// Brings storage up to date at `now` and returns the stored keys with their

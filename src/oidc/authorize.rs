@@ -377,6 +377,21 @@ pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
 pub const UNUSED_AUTH_REQUEST_LIFETIME: std::time::Duration =
     std::time::Duration::from_secs(10 * 60);
 
+/// Stores what a callback connector needs to finish its login (its PKCE
+/// verifier, nonce, …) in the auth request, before the browser is sent upstream.
+pub fn set_connector_data(
+    storage: &dyn Storage,
+    auth_request_id: &str,
+    connector_data: Option<Vec<u8>>,
+) -> Result<(), StorageError> {
+    storage
+        .update_auth_request(auth_request_id, &mut |mut request| {
+            request.connector_data = connector_data.clone();
+            Ok(request)
+        })
+        .map(|_| ())
+}
+
 /// Stores the auth request for a validated request at `/auth/{connector_id}`:
 /// 25-char id, expiry `now + min(expiry.authRequests, 10 min)`, a fresh HMAC key,
 /// bound to the browser `browser_binding` ([`super::binding::BrowserSecret::binding`]).

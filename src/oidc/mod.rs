@@ -13,6 +13,7 @@ pub mod authorize;
 pub mod binding;
 pub mod client_auth;
 pub mod device;
+pub mod discovery;
 pub mod error;
 pub mod ids;
 pub mod introspect;

@@ -196,14 +196,15 @@ pub fn open(settings: &crate::config::StorageSettings) -> StorageResult<SharedSt
     }
 }
 
-/// Runs a storage call on the blocking pool so async workers never wait on SQLite.
+/// Runs a storage call through the blocking gate ([`crate::blocking`]) so async
+/// workers never wait on the database.
 pub async fn blocking<T, F>(storage: &SharedStorage, call: F) -> StorageResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&dyn Storage) -> StorageResult<T> + Send + 'static,
 {
     let storage = Arc::clone(storage);
-    tokio::task::spawn_blocking(move || call(storage.as_ref()))
+    crate::blocking::run(move || call(storage.as_ref()))
         .await
-        .map_err(|join| StorageError::Backend(format!("storage task failed: {join}")))?
+        .map_err(|error| StorageError::Backend(format!("storage task failed: {error}")))?
 }

@@ -142,7 +142,12 @@ async fn password_form_refuses_another_browser_for_get_and_post() {
     let form_url = url(&server, &format!("/auth/local/login?state={state}"));
     assert_other_browser(b.get(&form_url).await).await;
     assert_other_browser(b.post_form(&action, &credentials(&csrf)).await).await;
-    let stored = server.state.storage.get_auth_request(&state).unwrap();
+    let stored = server
+        .state
+        .provider
+        .storage()
+        .get_auth_request(&state)
+        .unwrap();
     assert!(!stored.logged_in, "the refused POST changed nothing");
 
     let r = a.post_form(&action, &credentials(&csrf)).await;
@@ -207,11 +212,21 @@ async fn an_auth_request_takes_one_login_only() {
         a.post_form(&action, &credentials(&csrf)).await.status(),
         303
     );
-    let logged_in = server.state.storage.get_auth_request(&state).unwrap();
+    let logged_in = server
+        .state
+        .provider
+        .storage()
+        .get_auth_request(&state)
+        .unwrap();
     let (status, body) = page(a.post_form(&action, &credentials(&csrf)).await).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(
-        server.state.storage.get_auth_request(&state).unwrap(),
+        server
+            .state
+            .provider
+            .storage()
+            .get_auth_request(&state)
+            .unwrap(),
         logged_in,
         "nothing changed"
     );
@@ -223,7 +238,12 @@ async fn approval_hmac_computed_before_login_is_void_after() {
     let (server, a, _) = start().await;
     let callback = start_mock_login(&server, &a, &[]).await;
     let id = query_param(&callback, "state").unwrap();
-    let before = server.state.storage.get_auth_request(&id).unwrap();
+    let before = server
+        .state
+        .provider
+        .storage()
+        .get_auth_request(&id)
+        .unwrap();
     let early = oxidex::oidc::authorize::approval_hmac(&before);
     let approval = location(&a.get(&callback).await);
     assert_ne!(query_param(&approval, "hmac").unwrap(), early);

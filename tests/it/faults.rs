@@ -607,9 +607,15 @@ async fn start_stepped(config: Value, clock: &SteppedClock) -> (TestServer, temp
 /// Runs the rotation check a few times, as the 30 s task would.
 async fn rotation_checks(server: &TestServer, clock: &SteppedClock) -> String {
     for _ in 0..3 {
-        server.state.keys.refresh(clock.now()).await.unwrap();
+        server
+            .state
+            .provider
+            .keys()
+            .refresh(clock.now())
+            .await
+            .unwrap();
     }
-    server.state.keys.keyset().kid().to_owned()
+    server.state.provider.keys().keyset().kid().to_owned()
 }
 
 #[tokio::test]
@@ -674,11 +680,11 @@ async fn clock_step_forward_past_rotation_keeps_readiness() {
     let mut config = crate::support::base_config("http://127.0.0.1:5556/dex");
     config["signer"] = json!({"type": "local", "config": {"keysRotationPeriod": "90m"}});
     let (server, _dir) = start_stepped(config, &clock).await;
-    let first = server.state.keys.keyset().kid().to_owned();
+    let first = server.state.provider.keys().keyset().kid().to_owned();
     clock.forward(3 * HOUR);
     let report = server.state.health.check(clock.now()).await;
     assert!(report.healthy, "{report:?}");
-    let second = server.state.keys.keyset().kid().to_owned();
+    let second = server.state.provider.keys().keyset().kid().to_owned();
     assert_ne!(second, first);
     assert_eq!(
         rotation_checks(&server, &clock).await,
@@ -761,7 +767,7 @@ async fn clock_steps_keep_token_refresh_and_gc_expiry_right() {
         auth_time: None,
         browser_binding: String::new(),
     };
-    let storage = server.state.storage.clone();
+    let storage = server.state.provider.storage().clone();
     storage.create_auth_request(&request).unwrap();
     clock.back(HOUR);
     assert_eq!(
@@ -912,7 +918,7 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         dir.path(),
     );
     let server = TestServer::start_with(settings, oxidex::server::system_clock(), None).await;
-    let old = server.state.keys.keyset().kid().to_owned();
+    let old = server.state.provider.keys().keyset().kid().to_owned();
     let docs =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
             .unwrap();
@@ -927,8 +933,16 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .unwrap()
         .execute(FORCE_ROTATION_SQL, [])
         .unwrap();
-    assert!(server.state.keys.refresh(SystemTime::now()).await.unwrap());
-    let new = server.state.keys.keyset().kid().to_owned();
+    assert!(
+        server
+            .state
+            .provider
+            .keys()
+            .refresh(SystemTime::now())
+            .await
+            .unwrap()
+    );
+    let new = server.state.provider.keys().keyset().kid().to_owned();
     assert_ne!(new, old, "forcing the rotation time did not rotate");
     let kids = published_kids(&server).await;
     assert!(kids.contains(&old) && kids.contains(&new), "{kids:?}");
@@ -937,12 +951,18 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .unwrap()
         .execute(DROP_VERIFICATION_KEYS_SQL, [])
         .unwrap();
-    server.state.keys.refresh(SystemTime::now()).await.unwrap();
+    server
+        .state
+        .provider
+        .keys()
+        .refresh(SystemTime::now())
+        .await
+        .unwrap();
     let kids = published_kids(&server).await;
     assert!(
         !kids.contains(&old),
         "the retired key is still published: {kids:?}"
     );
-    assert_eq!(server.state.keys.keyset().kid(), new);
+    assert_eq!(server.state.provider.keys().keyset().kid(), new);
     server.stop().await;
 }

@@ -1314,14 +1314,20 @@ async fn token_huge_body_is_invalid_request_and_stores_nothing() {
     assert!(
         h.server
             .state
-            .storage
+            .provider
+            .storage()
             .list_refresh_tokens()
             .unwrap()
             .is_empty(),
         "no refresh token stored"
     );
     assert!(
-        h.server.state.storage.get_auth_code(&code).is_ok(),
+        h.server
+            .state
+            .provider
+            .storage()
+            .get_auth_code(&code)
+            .is_ok(),
         "the code was not spent"
     );
     h.done().await;

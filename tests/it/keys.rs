@@ -58,7 +58,8 @@ async fn token_signed_before_restart_verifies_with_keys_served_after() {
     .await;
     let token = first
         .state
-        .keys
+        .provider
+        .keys()
         .keyset()
         .sign_jwt(&json!({"iss": "http://127.0.0.1:5556/dex", "sub": "before-restart"}))
         .unwrap();
@@ -94,7 +95,8 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
     let (jwks0, _) = fetch_jwks(&server, "/keys").await;
     let signed_a = server
         .state
-        .keys
+        .provider
+        .keys()
         .keyset()
         .sign_jwt(&json!({"sub": "a"}))
         .unwrap();
@@ -111,18 +113,39 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
 
     // Just before the rotation nothing changes.
     clock.advance(Duration::from_secs(6 * 3600 - 1));
-    server.state.keys.refresh(clock.now()).await.unwrap();
+    server
+        .state
+        .provider
+        .keys()
+        .refresh(clock.now())
+        .await
+        .unwrap();
     assert_eq!(
-        header_kid(&server.state.keys.keyset().sign_jwt(&json!({})).unwrap()),
+        header_kid(
+            &server
+                .state
+                .provider
+                .keys()
+                .keyset()
+                .sign_jwt(&json!({}))
+                .unwrap()
+        ),
         a
     );
 
     // t0 + 6h: B signs — a key every cached JWKS already knew — and A stays.
     clock.advance(Duration::from_secs(1));
-    server.state.keys.refresh(clock.now()).await.unwrap();
+    server
+        .state
+        .provider
+        .keys()
+        .refresh(clock.now())
+        .await
+        .unwrap();
     let signed_b = server
         .state
-        .keys
+        .provider
+        .keys()
         .keyset()
         .sign_jwt(&json!({"sub": "b"}))
         .unwrap();
@@ -137,7 +160,13 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
 
     // Past A's expiry (rotation + idTokens) and at the next rotation, A is gone.
     clock.advance(Duration::from_secs(6 * 3600));
-    server.state.keys.refresh(clock.now()).await.unwrap();
+    server
+        .state
+        .provider
+        .keys()
+        .refresh(clock.now())
+        .await
+        .unwrap();
     let (jwks2, _) = fetch_jwks(&server, "/keys").await;
     assert!(
         !kids(&jwks2).contains(&a),

@@ -1,4 +1,4 @@
-//! The rate limits of the login flows, per client IP (see [`super::client_ip`]):
+//! The rate limits of the login flows, per client IP ([`ClientKey`]):
 //! creating auth and device requests (rows an anonymous client makes us store),
 //! guessing device user codes, and password attempts. The numbers are documented
 //! in the README ("Limits") and `docs/security.md`.
@@ -7,10 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::client_ip::ClientKey;
-use super::error::HttpError;
+use super::ProviderError;
 use crate::connector::{ConnectorError, Identity, PasswordConnector, Scopes};
-use crate::throttle::{Limiter, Policy};
+use crate::throttle::{ClientKey, Limiter, Policy};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -75,22 +74,22 @@ impl Default for Limits {
 
 impl Limits {
     /// Before storing an auth or device request for `client`.
-    pub fn create_request(&self, client: ClientKey, now: SystemTime) -> Result<(), HttpError> {
+    pub fn create_request(&self, client: ClientKey, now: SystemTime) -> Result<(), ProviderError> {
         self.request_creation
             .acquire(&client, now)
             .map_err(|retry| {
                 refused("request_creation");
                 tracing::debug!(%client, "auth request creation rate-limited");
-                HttpError::too_many(retry)
+                ProviderError::too_many(retry)
             })
     }
 
     /// Before looking up a user code typed by `client`.
-    pub fn guess_user_code(&self, client: ClientKey, now: SystemTime) -> Result<(), HttpError> {
+    pub fn guess_user_code(&self, client: ClientKey, now: SystemTime) -> Result<(), ProviderError> {
         self.user_codes.acquire(&client, now).map_err(|retry| {
             refused("user_code");
             tracing::debug!(%client, "user code guesses rate-limited");
-            HttpError::too_many(retry)
+            ProviderError::too_many(retry)
         })
     }
 
@@ -117,7 +116,7 @@ impl Limits {
             .map_err(|retry| {
                 refused("password");
                 tracing::debug!(%client, "password attempts rate-limited");
-                PasswordLoginError::Refused(HttpError::too_many(retry))
+                PasswordLoginError::Refused(ProviderError::too_many(retry))
             })?;
         match connector.login(scopes, username, password).await {
             Ok(Some(identity)) => {
@@ -131,7 +130,7 @@ impl Limits {
             Err(ConnectorError::Busy) => {
                 refused("password_gate");
                 tracing::debug!("password check refused: every slot is busy");
-                Err(PasswordLoginError::Refused(HttpError::busy()))
+                Err(PasswordLoginError::Refused(ProviderError::busy()))
             }
             Err(error) => Err(PasswordLoginError::Connector(error)),
         }
@@ -142,7 +141,7 @@ impl Limits {
 #[derive(Debug)]
 pub enum PasswordLoginError {
     /// Rate-limited or busy: render as is (429/503 with `Retry-After`).
-    Refused(HttpError),
+    Refused(ProviderError),
     /// The connector failed; the caller logs it and answers as Dex does.
     Connector(ConnectorError),
 }

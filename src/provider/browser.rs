@@ -1,0 +1,566 @@
+//! The browser flow: choosing a connector, starting a login, the password form,
+//! the upstream's callback and the approval (consent) step.
+
+use crate::connector::{Connector, ConnectorEntry, ConnectorError, Identity, Scopes};
+use crate::oidc::authorize::{self as flow, AuthorizeParams, AuthorizeResponse};
+use crate::oidc::binding::{self, BrowserSecret};
+use crate::storage::{AuthRequest, StorageError};
+use crate::throttle::ClientKey;
+use crate::web::{ApprovalPage, ConnectorLink, CsrfToken, LoginPage, OobPage, PasswordPage};
+
+use super::limits::PasswordLoginError;
+use super::{Outcome, Page, Provider, ProviderError};
+
+type StepResult = Result<Outcome, ProviderError>;
+
+/// The request method of a browser step, as far as the flow cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Other,
+}
+
+/// `/auth/{connector}`: an authorization request handed to a connector.
+pub struct AuthorizeStart<'a> {
+    pub connector_id: &'a str,
+    /// Every parameter (form body first, then query).
+    pub params: &'a [(String, String)],
+    /// The query string's parameters only (kept in the "back" link).
+    pub query: &'a [(String, String)],
+    pub verb: Verb,
+    pub browser: &'a BrowserSecret,
+    pub client: ClientKey,
+}
+
+/// `/auth/{connector}/login`: the password form, shown (GET) or submitted (POST).
+pub struct PasswordSubmission<'a> {
+    pub connector_id: &'a str,
+    /// The auth request id.
+    pub state: &'a str,
+    pub back: &'a str,
+    pub verb: Verb,
+    pub browser: Option<&'a BrowserSecret>,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub client: ClientKey,
+}
+
+/// `/callback[/{connector}]`: the upstream sends the browser back.
+pub struct CallbackRequest<'a> {
+    /// The connector named in the path, if any.
+    pub connector_id: Option<&'a str>,
+    /// The auth request id.
+    pub state: &'a str,
+    /// The query string as the upstream sent it.
+    pub query: &'a [(String, String)],
+    pub browser: Option<&'a BrowserSecret>,
+}
+
+/// `/approval`: the consent page, shown (GET) or answered (POST).
+pub struct ApprovalSubmission<'a> {
+    pub req: &'a str,
+    pub hmac: &'a str,
+    pub verb: Verb,
+    pub browser: Option<&'a BrowserSecret>,
+    pub csrf: &'a str,
+    pub approved: bool,
+}
+
+impl Provider {
+    /// `/auth`: sends the browser to the one usable connector, or lists them.
+    pub fn choose_connector(&self, params: &[(String, String)]) -> StepResult {
+        let get = |name: &str| first(params, name);
+        let client_id = get("client_id");
+        let client = self.settings.clients.iter().find(|c| c.id == client_id);
+        // Connectors this client may use (all when the client is unknown: the
+        // request is validated once a connector is chosen, as in Dex), and whose
+        // `grantTypes` allow the grant the request implies (Dex HEAD).
+        let grant =
+            flow::implied_grant_type(get("response_type").split_whitespace(), get("redirect_uri"));
+        let usable: Vec<&ConnectorEntry> = self
+            .connectors
+            .iter()
+            .filter(|entry| client.is_none_or(|c| flow::connector_allowed(c, &entry.id)))
+            .filter(|entry| {
+                entry.grant_types.is_empty() || entry.grant_types.iter().any(|g| g == grant)
+            })
+            .collect();
+        if usable.is_empty() {
+            return Err(ProviderError::bad_request(
+                "No connectors available for this client.",
+            ));
+        }
+        let forwarded: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "connector_id")
+            .cloned()
+            .collect();
+        let requested = get("connector_id");
+        if !requested.is_empty() {
+            if !usable.iter().any(|e| e.id == requested) {
+                return Err(ProviderError::bad_request(
+                    "Connector ID does not match a valid Connector",
+                ));
+            }
+            return Ok(Outcome::Found(self.connector_path(requested, &forwarded)));
+        }
+        if let [only] = usable.as_slice()
+            && !self.settings.oauth2.always_show_login_screen
+        {
+            return Ok(Outcome::Found(self.connector_path(&only.id, &forwarded)));
+        }
+        let mut connectors: Vec<ConnectorLink> = usable
+            .iter()
+            .map(|entry| ConnectorLink {
+                id: entry.id.clone(),
+                name: entry.name.clone(),
+                kind: entry.kind.clone(),
+                url: self.connector_path(&entry.id, &forwarded),
+            })
+            .collect();
+        connectors.sort_by_key(|link| link.name.to_lowercase());
+        Ok(Outcome::Page(200, Page::Login(LoginPage { connectors })))
+    }
+
+    /// `/auth/{connector}`: validates the authorization request, stores it bound
+    /// to this browser, and hands the browser to the connector.
+    pub async fn start_login(&self, start: AuthorizeStart<'_>) -> StepResult {
+        let request = AuthorizeParams::from_pairs(start.params.iter().map(|(k, v)| (k, v)));
+        let ids: Vec<&str> = self.connectors.iter().map(|e| e.id.as_str()).collect();
+        let validated = flow::validate_authorize_request(&request, &self.settings, &ids)?;
+        let Some(entry) = self.connectors.get(start.connector_id) else {
+            return Err(unknown_resource());
+        };
+        if !entry.grant_types.is_empty()
+            && !entry
+                .grant_types
+                .iter()
+                .any(|g| g == validated.implied_grant_type())
+        {
+            return Err(ProviderError::bad_request(
+                "Requested connector does not support this grant type.",
+            ));
+        }
+        if start.verb != Verb::Get {
+            return Err(ProviderError::bad_request("Unsupported request method."));
+        }
+        let now = self.now();
+        self.limits.create_request(start.client, now)?;
+        let settings = self.settings.clone();
+        let path_connector = start.connector_id.to_owned();
+        let binding = start.browser.binding();
+        let auth_request = self
+            .with_storage(move |s| {
+                flow::create_auth_request(s, &settings, &validated, &path_connector, &binding, now)
+                    .map_err(ProviderError::from)
+            })
+            .await?;
+
+        match &entry.connector {
+            Connector::Callback(connector) => {
+                let scopes = Scopes::from_requested(&auth_request.scopes);
+                let callback_url = self.settings.issuer.endpoint("/callback");
+                connector
+                    .prepare()
+                    .await
+                    .map_err(|error| connector_failure(entry, &error))?;
+                let (url, connector_data) = connector
+                    .login_url(&scopes, &callback_url, &auth_request.id)
+                    .map_err(|error| connector_failure(entry, &error))?;
+                if connector_data.is_some() {
+                    let id = auth_request.id.clone();
+                    self.with_storage(move |s| {
+                        flow::set_connector_data(s, &id, connector_data)
+                            .map_err(|error| ProviderError::storage(&error))
+                    })
+                    .await?;
+                }
+                Ok(Outcome::Found(url))
+            }
+            Connector::Password(_) => {
+                let back = if self.connectors.len() > 1 {
+                    format!(
+                        "{}/auth?{}",
+                        self.settings.issuer.path_prefix,
+                        encode_query(start.query)
+                    )
+                } else {
+                    String::new()
+                };
+                Ok(Outcome::Found(self.password_form_path(
+                    &entry.id,
+                    &back,
+                    &auth_request.id,
+                )))
+            }
+        }
+    }
+
+    /// `/auth/{connector}/login`: shows the password form (GET) or checks the
+    /// credentials it posts (POST, counted against the password limits).
+    pub async fn password_login(&self, step: PasswordSubmission<'_>) -> StepResult {
+        let Some(entry) = self.connectors.get(step.connector_id) else {
+            return Err(unknown_resource());
+        };
+        let Connector::Password(connector) = &entry.connector else {
+            return Err(unknown_resource());
+        };
+        let auth_request = self.load_auth_request(step.state).await?;
+        if auth_request.connector_id != entry.id {
+            return Err(unknown_resource());
+        }
+        same_browser(&auth_request, step.browser)?;
+        let csrf = CsrfToken::new(&auth_request.hmac_key, &auth_request.id);
+        let back = safe_back_link(&self.settings.issuer.path_prefix, step.back);
+        let post_url = self.password_form_path(
+            &entry.id,
+            back.as_deref().unwrap_or_default(),
+            &auth_request.id,
+        );
+        let page = |username: &str, invalid: bool| {
+            Page::Password(PasswordPage {
+                post_url: post_url.clone(),
+                prompt: connector.prompt().to_owned(),
+                username: username.to_owned(),
+                invalid,
+                back_link: back.clone(),
+                csrf_token: csrf.as_str().to_owned(),
+            })
+        };
+
+        match step.verb {
+            Verb::Get => Ok(Outcome::Page(200, page("", false))),
+            Verb::Post => {
+                if !CsrfToken::verify(&auth_request.hmac_key, &auth_request.id, step.csrf) {
+                    return Err(invalid_form_token());
+                }
+                let scopes = Scopes::from_requested(&auth_request.scopes);
+                let identity = match self
+                    .limits
+                    .password_login(
+                        connector.as_ref(),
+                        &scopes,
+                        step.client,
+                        step.username,
+                        step.password,
+                        self.now(),
+                    )
+                    .await
+                {
+                    Ok(Some(identity)) => identity,
+                    Ok(None) => return Ok(Outcome::Page(401, page(step.username, true))),
+                    Err(PasswordLoginError::Refused(refused)) => return Err(refused),
+                    Err(PasswordLoginError::Connector(error)) => {
+                        tracing::error!(connector = %entry.id, %error, "password login failed");
+                        return Err(ProviderError::page(
+                            500,
+                            "Login error. Please contact your administrator or try again later.",
+                        ));
+                    }
+                };
+                self.finish_login(&auth_request, identity, connector.supports_refresh())
+                    .await
+            }
+            Verb::Other => Err(ProviderError::bad_request("Unsupported request method.")),
+        }
+    }
+
+    /// `/callback[/{connector}]`: completes the login with the upstream's answer.
+    pub async fn callback(&self, request: CallbackRequest<'_>) -> StepResult {
+        if request.state.is_empty() {
+            return Err(ProviderError::bad_request("User session error."));
+        }
+        let auth_request = match self.load_auth_request(request.state).await {
+            Ok(r) => r,
+            Err(ProviderError::Page { status: 400, .. }) => return Err(unknown_resource()),
+            Err(e) => return Err(e),
+        };
+        if request
+            .connector_id
+            .is_some_and(|id| id != auth_request.connector_id)
+        {
+            return Err(unknown_resource());
+        }
+        let Some(entry) = self.connectors.get(&auth_request.connector_id) else {
+            return Err(unknown_resource());
+        };
+        let Connector::Callback(connector) = &entry.connector else {
+            return Err(unknown_resource());
+        };
+        // Before the upstream is asked anything: the code in this URL may have
+        // been made for somebody else's login.
+        same_browser(&auth_request, request.browser)?;
+        let scopes = Scopes::from_requested(&auth_request.scopes);
+        let identity = connector
+            .handle_callback(
+                &scopes,
+                auth_request.connector_data.as_deref(),
+                request.query,
+            )
+            .await
+            .map_err(|error| connector_failure(entry, &error))?;
+        self.finish_login(&auth_request, identity, connector.supports_refresh())
+            .await
+    }
+
+    /// `/approval`: shows the consent page (GET) or records the answer (POST).
+    pub async fn approval(&self, step: ApprovalSubmission<'_>) -> StepResult {
+        let req = step.req.to_owned();
+        let hmac = step.hmac.to_owned();
+        let auth_request = self
+            .with_storage(move |s| {
+                flow::load_for_approval(s, &req, &hmac).map_err(ProviderError::from)
+            })
+            .await?;
+        same_browser(&auth_request, step.browser)?;
+        match step.verb {
+            Verb::Get => {
+                let client_name = self
+                    .settings
+                    .clients
+                    .iter()
+                    .find(|c| c.id == auth_request.client_id)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_else(|| auth_request.client_id.clone());
+                let page = ApprovalPage {
+                    client_name,
+                    username: auth_request.claims.username.clone(),
+                    scopes: auth_request.scopes.clone(),
+                    post_url: flow::approval_url(&self.settings, &auth_request),
+                    csrf_token: CsrfToken::new(&auth_request.hmac_key, &auth_request.id)
+                        .as_str()
+                        .to_owned(),
+                };
+                Ok(Outcome::Page(200, Page::Approval(page)))
+            }
+            Verb::Post => {
+                if !CsrfToken::verify(&auth_request.hmac_key, &auth_request.id, step.csrf) {
+                    return Err(invalid_form_token());
+                }
+                if step.approved {
+                    self.issue(&auth_request.id).await
+                } else {
+                    let id = auth_request.id.clone();
+                    let location = self
+                        .with_storage(move |s| {
+                            flow::reject_approval(s, &id).map_err(ProviderError::from)
+                        })
+                        .await?;
+                    Ok(Outcome::SeeOther(location))
+                }
+            }
+            Verb::Other => Err(ProviderError::bad_request("Unsupported request method.")),
+        }
+    }
+
+    /// Records the login, then shows the approval page or answers the client.
+    async fn finish_login(
+        &self,
+        auth_request: &AuthRequest,
+        identity: Identity,
+        supports_refresh: bool,
+    ) -> StepResult {
+        let now = self.now();
+        let id = auth_request.id.clone();
+        let claims = identity.claims();
+        let connector_data = identity.connector_data;
+        let settings = self.settings.clone();
+        let logged_in = self
+            .with_storage(move |s| {
+                flow::finalize_login(s, &id, claims, connector_data, supports_refresh, now)
+                    .and_then(|_| flow::extend_after_login(s, &settings, &id, now))
+                    .map_err(ProviderError::from)
+            })
+            .await?;
+        if flow::needs_approval(&logged_in, &self.settings) {
+            return Ok(Outcome::SeeOther(flow::approval_url(
+                &self.settings,
+                &logged_in,
+            )));
+        }
+        self.issue(&logged_in.id).await
+    }
+
+    /// Answers the client: the code (or tokens) in a redirect, or the OOB page.
+    async fn issue(&self, auth_request_id: &str) -> StepResult {
+        let id = auth_request_id.to_owned();
+        let response = self
+            .with_grant(move |ctx| {
+                flow::issue_response(ctx.storage, ctx.settings, ctx.signer, &id, ctx.now)
+                    .map_err(ProviderError::from)
+            })
+            .await?;
+        match response {
+            AuthorizeResponse::Redirect(url) => Ok(Outcome::SeeOther(url)),
+            AuthorizeResponse::Oob { code } => Ok(Outcome::Page(200, Page::Oob(OobPage { code }))),
+        }
+    }
+
+    async fn load_auth_request(&self, id: &str) -> Result<AuthRequest, ProviderError> {
+        if id.is_empty() {
+            return Err(ProviderError::bad_request("User session error."));
+        }
+        let id = id.to_owned();
+        self.with_storage(move |s| {
+            s.get_auth_request(&id).map_err(|error| match error {
+                StorageError::NotFound => ProviderError::bad_request("User session error."),
+                other => ProviderError::storage(&other),
+            })
+        })
+        .await
+    }
+
+    /// `/auth/{id}` under the issuer path, with `query` appended.
+    fn connector_path(&self, connector_id: &str, query: &[(String, String)]) -> String {
+        let mut path = format!(
+            "{}/auth/{}",
+            self.settings.issuer.path_prefix,
+            url_path_segment(connector_id)
+        );
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&encode_query(query));
+        }
+        path
+    }
+
+    /// `/auth/{id}/login?back=…&state=…` under the issuer path.
+    fn password_form_path(&self, connector_id: &str, back: &str, auth_request_id: &str) -> String {
+        let query = [
+            ("back".to_owned(), back.to_owned()),
+            ("state".to_owned(), auth_request_id.to_owned()),
+        ];
+        format!(
+            "{}/auth/{}/login?{}",
+            self.settings.issuer.path_prefix,
+            url_path_segment(connector_id),
+            encode_query(&query)
+        )
+    }
+}
+
+/// `back` must stay on this server, under the issuer's path (`prefix`). Judged on
+/// the value as received, nothing stripped or normalised first: a browser drops
+/// tab and newline and reads `\` as `/`, so `/\t/evil.example` would be
+/// `//evil.example` to it; any byte but visible ASCII, and `\`, is refused.
+pub fn safe_back_link(prefix: &str, back: &str) -> Option<String> {
+    let visible = back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let rest = back.strip_prefix(prefix)?;
+    (visible && rest.starts_with('/') && !rest.starts_with("//")).then(|| back.to_owned())
+}
+
+/// The error for a path naming no connector (or a step that does not fit it).
+pub fn unknown_resource() -> ProviderError {
+    ProviderError::bad_request("Requested resource does not exist.")
+}
+
+fn invalid_form_token() -> ProviderError {
+    ProviderError::page(
+        403,
+        "Invalid or missing form token. Please start the login again.",
+    )
+}
+
+/// Refuses a step of a login from another browser than the one that started it
+/// (403, changing nothing).
+fn same_browser(
+    auth_request: &AuthRequest,
+    presented: Option<&BrowserSecret>,
+) -> Result<(), ProviderError> {
+    binding::check_same_browser(&auth_request.browser_binding, presented)
+        .map_err(ProviderError::from)
+}
+
+/// The error for a failed connector step. Upstream text (an
+/// `error_description`, a quoted body) goes to the log only, escaped by
+/// [`ConnectorError`]'s `Display`; the user sees a fixed message.
+fn connector_failure(entry: &ConnectorEntry, error: &ConnectorError) -> ProviderError {
+    match error {
+        ConnectorError::NotInRequiredGroups { .. } => {
+            tracing::info!(connector = %entry.id, %error, "login refused");
+            ProviderError::page(
+                403,
+                "You are not a member of any of the required groups to authenticate.",
+            )
+        }
+        ConnectorError::Upstream(_) => {
+            tracing::warn!(connector = %entry.id, %error, "upstream login failed");
+            ProviderError::Upstream {
+                connector_name: entry.name.clone(),
+            }
+        }
+        _ => {
+            tracing::error!(connector = %entry.id, %error, "connector failed");
+            ProviderError::page(
+                500,
+                "Authentication failed. Please contact your administrator or try again later.",
+            )
+        }
+    }
+}
+
+fn first<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+fn url_path_segment(segment: &str) -> String {
+    form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+fn encode_query(pairs: &[(String, String)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        serializer.append_pair(k, v);
+    }
+    serializer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_back_link;
+
+    #[test]
+    fn back_link_stays_under_the_issuer_path() {
+        for (prefix, back) in [
+            ("/dex", "/dex/auth?client_id=a&state=b"),
+            ("/dex", "/dex/"),
+            ("", "/auth?x=%09"),
+        ] {
+            assert_eq!(safe_back_link(prefix, back).as_deref(), Some(back));
+        }
+        for (prefix, back) in [
+            ("", "/\t/evil.example"),
+            ("", "/\n/evil.example"),
+            ("", "/\r/evil.example"),
+            ("", "\t//evil.example"),
+            ("", "//evil.example"),
+            ("", "/\\evil.example"),
+            ("", "\\/evil.example"),
+            ("", "/ /evil.example"),
+            ("", "https://evil.example/"),
+            ("", "javascript:alert(1)"),
+            ("", "/caf\u{e9}"),
+            ("", "/\u{0}x"),
+            ("", "/\u{7f}x"),
+            ("", ""),
+            ("/dex", "/auth"),
+            ("/dex", "/dexterity/auth"),
+            ("/dex", "/dex//evil.example"),
+            ("/dex", "/dex/\t/x"),
+            ("/dex", "/dex"),
+        ] {
+            assert_eq!(
+                safe_back_link(prefix, back),
+                None,
+                "{back:?} under {prefix:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The application layer: one [`Provider`] owns storage, signing keys, connectors,
+//! rate limits, refresh locks, settings and the clock, and offers one async method
+//! per use case (authorize, log in, approve, exchange a code, refresh, …). The
+//! HTTP handlers extract a request, call one of these methods and render what it
+//! returns; the protocol rules they apply live in `crate::oidc`, free of HTTP and
+//! of the clock. Blocking work (storage, signing, bcrypt) goes through the one
+//! gate, [`crate::blocking::run`].
+//!
+//! A future admin surface (the gRPC API) calls the same methods.
+
+mod browser;
+mod device;
+mod error;
+mod introspect;
+pub mod limits;
+mod token;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use browser::{
+    ApprovalSubmission, AuthorizeStart, CallbackRequest, PasswordSubmission, Verb, safe_back_link,
+    unknown_resource,
+};
+pub use device::DeviceCodeRequest;
+pub use error::ProviderError;
+pub use limits::Limits;
+pub use token::{RefreshLocks, TokenRequest};
+
+use crate::Clock;
+use crate::config::Settings;
+use crate::connector::Connectors;
+use crate::keys::{KeyManager, KeySet};
+use crate::oidc::OAuthError;
+use crate::oidc::discovery::DiscoveryCache;
+use crate::oidc::token::GrantContext;
+use crate::storage::{SharedStorage, Storage};
+use crate::web::{ApprovalPage, DevicePage, DeviceSuccessPage, LoginPage, OobPage, PasswordPage};
+
+/// What the browser is sent next by a step of a login.
+#[derive(Debug)]
+pub enum Outcome {
+    /// 302 Found (a hop inside our own flow or to an upstream).
+    Found(String),
+    /// 303 See Other (after a form POST, and the final redirect to the client).
+    SeeOther(String),
+    /// A page, with its HTTP status.
+    Page(u16, Page),
+}
+
+/// The pages of the browser flow, as data; `crate::web` renders them.
+#[derive(Debug)]
+pub enum Page {
+    Login(LoginPage),
+    Password(PasswordPage),
+    Approval(ApprovalPage),
+    Oob(OobPage),
+    Device(DevicePage),
+    DeviceSuccess(DeviceSuccessPage),
+}
+
+/// The running identity provider (see the module documentation).
+pub struct Provider {
+    settings: Arc<Settings>,
+    storage: SharedStorage,
+    keys: Arc<KeyManager>,
+    connectors: Arc<Connectors>,
+    discovery: DiscoveryCache,
+    refresh_locks: RefreshLocks,
+    limits: Limits,
+    /// Random per-process key for CSRF tokens of forms not tied to an auth
+    /// request (the device user-code form).
+    form_key: [u8; 32],
+    clock: Clock,
+}
+
+impl Provider {
+    pub fn new(
+        settings: Arc<Settings>,
+        storage: SharedStorage,
+        keys: Arc<KeyManager>,
+        connectors: Arc<Connectors>,
+        clock: Clock,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            discovery: DiscoveryCache::new(&settings)?,
+            settings,
+            storage,
+            keys,
+            connectors,
+            refresh_locks: RefreshLocks::default(),
+            limits: Limits::default(),
+            form_key: rand::random(),
+            clock,
+        })
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// The storage, for the server's background tasks and for tests.
+    pub fn storage(&self) -> &SharedStorage {
+        &self.storage
+    }
+
+    /// The signing keys, for the server's background tasks and for tests.
+    pub fn keys(&self) -> &Arc<KeyManager> {
+        &self.keys
+    }
+
+    pub fn connectors(&self) -> &Connectors {
+        &self.connectors
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    // -----------------------------------------------------------------------
+    // Discovery and keys: precomputed, no blocking work.
+    // -----------------------------------------------------------------------
+
+    /// The discovery document for the current key's algorithm.
+    pub fn discovery_document(&self) -> bytes::Bytes {
+        self.discovery.document(self.keys.keyset().algorithm())
+    }
+
+    /// The JWKS: current key, next key, retired keys still valid.
+    pub fn jwks(&self) -> bytes::Bytes {
+        self.keys.keyset().jwks_json()
+    }
+
+    // -----------------------------------------------------------------------
+    // The gate to blocking work.
+    // -----------------------------------------------------------------------
+
+    /// Runs `call` with the storage through the blocking gate.
+    async fn with_storage<T, E, F>(&self, call: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<GateFailure> + Send + 'static,
+        F: FnOnce(&dyn Storage) -> Result<T, E> + Send + 'static,
+    {
+        let storage = Arc::clone(&self.storage);
+        crate::blocking::run(move || call(storage.as_ref()))
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "blocking task failed");
+                E::from(GateFailure)
+            })?
+    }
+
+    /// Runs a grant with storage, settings, the signing keys and `now`, through
+    /// the blocking gate (SQLite and RSA signatures are blocking work).
+    async fn with_grant<T, E, F>(&self, call: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<GateFailure> + Send + 'static,
+        F: FnOnce(&GrantContext<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let storage = Arc::clone(&self.storage);
+        let settings = Arc::clone(&self.settings);
+        let keyset: Arc<KeySet> = self.keys.keyset();
+        let now = self.now();
+        crate::blocking::run(move || {
+            call(&GrantContext {
+                storage: storage.as_ref(),
+                settings: settings.as_ref(),
+                signer: keyset.as_ref(),
+                now,
+            })
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "blocking task failed");
+            E::from(GateFailure)
+        })?
+    }
+}
+
+/// The blocking gate refused or lost a call (logged where it happened).
+struct GateFailure;
+
+impl From<GateFailure> for ProviderError {
+    fn from(_: GateFailure) -> Self {
+        ProviderError::internal()
+    }
+}
+
+impl From<GateFailure> for OAuthError {
+    fn from(_: GateFailure) -> Self {
+        OAuthError::server_error()
+    }
+}

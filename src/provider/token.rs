@@ -1,0 +1,236 @@
+//! `/token`: the authorization_code, refresh_token and password grants (the
+//! device_code grant is [`Provider::poll_device_token`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Client;
+use crate::connector::{Connector, ConnectorError, Identity, Scopes};
+use crate::oidc::client_auth::authenticate_client;
+use crate::oidc::token::{self as grants, CodeExchange, PasswordLogin, RefreshPlan};
+use crate::oidc::{OAuthError, TokenResponse};
+use crate::storage::Claims;
+use crate::throttle::ClientKey;
+
+use super::limits::PasswordLoginError;
+use super::{Provider, ProviderError};
+
+/// A token request's fields, all from the form body (RFC 6749 §2.3.1 forbids
+/// credentials in the URI; Dex reads `PostFormValue`). Absent fields are `""`.
+#[derive(Default)]
+pub struct TokenRequest<'a> {
+    pub grant_type: &'a str,
+    /// The `Authorization` header, for `client_secret_basic`.
+    pub authorization: Option<&'a str>,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub code: &'a str,
+    pub redirect_uri: &'a str,
+    pub code_verifier: &'a str,
+    pub refresh_token: &'a str,
+    pub scope: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub nonce: &'a str,
+}
+
+/// Serialises upstream refreshes per (user, connector): upstreams such as
+/// Forgejo rotate their refresh token and accept each one once, so two of our
+/// refresh tokens for one user must not spend the same upstream token at once.
+///
+/// The lock orders one user's refreshes and re-reads the stored upstream token
+/// under it; `connector::upstream::SingleFlight` is keyed by the upstream token
+/// itself, so a caller that still holds a just-spent one (a request retried
+/// within seconds) gets the rotated result rather than an upstream refusal.
+#[derive(Default)]
+pub struct RefreshLocks {
+    locks: Mutex<HashMap<OfflineSessionKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// (user id, connector id)
+type OfflineSessionKey = (String, String);
+
+impl RefreshLocks {
+    fn lock_for(&self, user_id: &str, connector_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds, so the map stays small.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks
+            .entry((user_id.to_owned(), connector_id.to_owned()))
+            .or_default()
+            .clone()
+    }
+}
+
+impl Provider {
+    /// `/token` for the grants that authenticate the client.
+    pub async fn token(
+        &self,
+        request: TokenRequest<'_>,
+        client_ip: ClientKey,
+    ) -> Result<TokenResponse, ProviderError> {
+        grants::check_grant_type(&self.settings, request.grant_type)?;
+        let client = authenticate_client(
+            &self.settings.clients,
+            request.authorization,
+            request.client_id,
+            request.client_secret,
+        )?
+        .clone();
+        match request.grant_type {
+            "authorization_code" => Ok(self.exchange_code(&request, client).await?),
+            "refresh_token" => Ok(self.refresh(&request, client).await?),
+            "password" => self.password_grant(&request, client, client_ip).await,
+            _ => Err(OAuthError::unsupported_grant_type().into()),
+        }
+    }
+
+    async fn exchange_code(
+        &self,
+        request: &TokenRequest<'_>,
+        client: Client,
+    ) -> Result<TokenResponse, OAuthError> {
+        let code = request.code.to_owned();
+        let redirect_uri = request.redirect_uri.to_owned();
+        let code_verifier = request.code_verifier.to_owned();
+        let connectors = self.connectors.clone();
+        self.with_grant(move |ctx| {
+            let exchange = CodeExchange {
+                code: &code,
+                redirect_uri: &redirect_uri,
+                code_verifier: &code_verifier,
+                refreshing_connectors: connectors.refreshing_ids(),
+            };
+            grants::exchange_code(ctx, &client, &exchange)
+        })
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        request: &TokenRequest<'_>,
+        client: Client,
+    ) -> Result<TokenResponse, OAuthError> {
+        let (presented, scope) = (request.refresh_token, request.scope);
+        let plan = self.begin_refresh(&client, presented, scope).await?;
+        if !plan.needs_upstream() {
+            return self.commit_refresh(plan, None).await;
+        }
+        // Re-validate under the per-user lock so the upstream credentials are the
+        // latest (a concurrent refresh may have rotated them meanwhile).
+        let lock = self
+            .refresh_locks
+            .lock_for(&plan.claims.user_id, &plan.connector_id);
+        let _guard = lock.lock().await;
+        let plan = self.begin_refresh(&client, presented, scope).await?;
+        if !plan.needs_upstream() {
+            return self.commit_refresh(plan, None).await;
+        }
+        let Some(entry) = self.connectors.get(&plan.connector_id) else {
+            return Err(OAuthError::invalid_request(
+                "Requested connector does not exist.",
+            ));
+        };
+        let identity = Identity::from_claims(&plan.claims, plan.connector_data.clone());
+        let scopes = Scopes::from_requested(&plan.scopes);
+        let refreshed = match entry.connector.refresh(&scopes, identity).await {
+            Ok(identity) => identity,
+            // The upstream said no for good: the client must send the user to log in.
+            Err(error @ ConnectorError::Refresh(_)) => {
+                tracing::info!(connector = %entry.id, %error, "upstream refused the refresh");
+                return Err(OAuthError::upstream_refresh_failed());
+            }
+            // Anything else (network, timeout, upstream 5xx) may pass: nothing was
+            // rotated, so the client can retry with the same refresh token.
+            Err(error) => {
+                tracing::warn!(connector = %entry.id, %error, "upstream refresh failed");
+                return Err(OAuthError::server_error());
+            }
+        };
+        let claims = refreshed.claims();
+        self.commit_refresh(plan, Some((claims, refreshed.connector_data)))
+            .await
+    }
+
+    async fn begin_refresh(
+        &self,
+        client: &Client,
+        presented: &str,
+        scope: &str,
+    ) -> Result<RefreshPlan, OAuthError> {
+        let client = client.clone();
+        let presented = presented.to_owned();
+        let scope = scope.to_owned();
+        self.with_grant(move |ctx| grants::begin_refresh(ctx, &client, &presented, &scope))
+            .await
+    }
+
+    async fn commit_refresh(
+        &self,
+        plan: RefreshPlan,
+        refreshed: Option<(Claims, Option<Vec<u8>>)>,
+    ) -> Result<TokenResponse, OAuthError> {
+        self.with_grant(move |ctx| grants::commit_refresh(ctx, &plan, refreshed))
+            .await
+    }
+
+    async fn password_grant(
+        &self,
+        request: &TokenRequest<'_>,
+        client: Client,
+        client_ip: ClientKey,
+    ) -> Result<TokenResponse, ProviderError> {
+        let scopes = grants::password_scopes(&self.settings, &client, request.scope)?;
+        let connector_id = self
+            .settings
+            .oauth2
+            .password_connector
+            .clone()
+            .unwrap_or_default();
+        let entry = self
+            .connectors
+            .get(&connector_id)
+            .ok_or_else(|| OAuthError::invalid_request("Requested connector does not exist."))?;
+        let Connector::Password(connector) = &entry.connector else {
+            return Err(OAuthError::invalid_request(
+                "Requested password connector does not correct type.",
+            )
+            .into());
+        };
+        let identity = match self
+            .limits
+            .password_login(
+                connector.as_ref(),
+                &Scopes::from_requested(&scopes),
+                client_ip,
+                request.username,
+                request.password,
+                self.now(),
+            )
+            .await
+        {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return Err(OAuthError::invalid_user_credentials().into()),
+            Err(PasswordLoginError::Refused(refused)) => return Err(refused),
+            Err(PasswordLoginError::Connector(error)) => {
+                tracing::error!(connector = %entry.id, %error, "password grant login failed");
+                return Err(OAuthError::password_login_failed().into());
+            }
+        };
+        let nonce = request.nonce.to_owned();
+        let supports_refresh = connector.supports_refresh();
+        self.with_grant(move |ctx| {
+            let login = PasswordLogin {
+                scopes: &scopes,
+                nonce: &nonce,
+                connector_id: &connector_id,
+                claims: identity.claims(),
+                connector_data: identity.connector_data.clone(),
+                connector_supports_refresh: supports_refresh,
+            };
+            grants::password_grant(ctx, &client, login)
+        })
+        .await
+        .map_err(ProviderError::from)
+    }
+}
