@@ -1,6 +1,7 @@
 //! The health checker: a storage round trip and a usable signing key, checked in
 //! the background so probes never wait on the database.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +16,10 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
     pub healthy: bool,
+    /// A shutdown has begun: the server finishes the requests it has and must
+    /// get no new ones (readiness fails first, so load balancers stop sending).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
     pub storage: CheckResult,
     pub signing_key: CheckResult,
     /// Seconds since the Unix epoch of the check.
@@ -47,6 +52,7 @@ pub struct HealthChecker {
     storage: SharedStorage,
     keys: Arc<KeyManager>,
     latest: RwLock<HealthReport>,
+    draining: AtomicBool,
 }
 
 impl HealthChecker {
@@ -58,8 +64,10 @@ impl HealthChecker {
         Self {
             storage,
             keys,
+            draining: AtomicBool::new(false),
             latest: RwLock::new(HealthReport {
                 healthy: false,
+                draining: false,
                 storage: unknown.clone(),
                 signing_key: unknown,
                 checked_at: 0,
@@ -81,7 +89,16 @@ impl HealthChecker {
                 error: Some(format!("storage unavailable: {reason}")),
             };
         }
+        if self.draining.load(Ordering::SeqCst) {
+            report.healthy = false;
+            report.draining = true;
+        }
         report
+    }
+
+    /// From now on readiness fails: a shutdown has begun.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     /// Runs every check once and records the result.
@@ -90,6 +107,7 @@ impl HealthChecker {
         let signing_key = CheckResult::from_result(self.check_signing_key(now).await);
         let report = HealthReport {
             healthy: storage.ok && signing_key.ok,
+            draining: false,
             storage,
             signing_key,
             checked_at: now

@@ -225,7 +225,6 @@ async fn serve_async(loaded: Loaded, started: Instant) -> Result<(), String> {
     }
     tokio::spawn(async move {
         shutdown::os_signal().await;
-        tracing::info!("shutting down");
         trigger.fire();
     });
     server::run(services, listener, telemetry, stop)

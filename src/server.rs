@@ -89,15 +89,22 @@ pub async fn start_services(
         health,
         templates,
     });
+    let limits = ConnectionLimits {
+        drain_timeout: state.settings.web.drain_timeout,
+        ..ConnectionLimits::default()
+    };
     Ok(Services {
         state,
         tasks,
-        limits: ConnectionLimits::default(),
+        limits,
     })
 }
 
 /// Serves the main router on `listener` (and telemetry on `telemetry`) until
-/// `shutdown`, then waits for in-flight requests and background tasks.
+/// `shutdown`. Then readiness fails at once, the main listener stops accepting
+/// and drains its requests in flight (within `web.drainTimeout`), and only then
+/// do the telemetry listener and the background tasks stop, so probes and
+/// scrapes see the drain.
 pub async fn run(
     services: Services,
     listener: TcpListener,
@@ -109,13 +116,29 @@ pub async fn run(
         tasks,
         limits,
     } = services;
+    let (telemetry_stop, telemetry_stopped) = crate::shutdown::channel();
     let telemetry_task = telemetry.map(|listener| {
         let app = crate::telemetry::telemetry_app(state.health.clone());
-        let stop = shutdown.clone().wait();
-        tokio::spawn(http::serve::serve(listener, app, limits, stop))
+        tokio::spawn(http::serve::serve(
+            listener,
+            app,
+            limits,
+            telemetry_stopped.wait(),
+        ))
     });
+    let health = state.health.clone();
+    let draining = async move {
+        shutdown.wait().await;
+        health.start_draining();
+        tracing::info!(
+            drain_timeout_secs = limits.drain_timeout.as_secs_f64(),
+            "shutting down: readiness fails, no new connections, finishing requests in flight"
+        );
+    };
     let app = http::app(state);
-    http::serve::serve(listener, app, limits, shutdown.wait()).await;
+    http::serve::serve(listener, app, limits, draining).await;
+    tracing::info!("every connection is closed");
+    telemetry_stop.fire();
     if let Some(task) = telemetry_task {
         let _ = task.await;
     }

@@ -111,6 +111,7 @@ const WEB: &[Field] = &[
     f("allowedOrigins", Shape::StrList),
     f("allowedHeaders", Shape::StrList),
     f("clientRemoteIP", Shape::Object(CLIENT_REMOTE_IP)),
+    f("drainTimeout", Shape::Str),
 ];
 
 const TELEMETRY: &[Field] = &[

@@ -493,6 +493,16 @@ impl Resolver<'_> {
                 web.allowed_headers.clone()
             },
             client_ip,
+            drain_timeout: if web.drain_timeout.text.is_empty() {
+                DEFAULT_DRAIN_TIMEOUT
+            } else {
+                self.positive_duration(
+                    "web.drainTimeout",
+                    "shutdown drain timeout",
+                    &web.drain_timeout,
+                )
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT)
+            },
         }
     }
 

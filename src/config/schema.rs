@@ -111,6 +111,9 @@ pub struct Web {
     pub allowed_headers: Vec<String>,
     #[serde(default, rename = "clientRemoteIP")]
     pub client_remote_ip: ClientRemoteIp,
+    /// oxidex extension: how long a shutdown waits for requests in flight.
+    #[serde(default, rename = "drainTimeout")]
+    pub drain_timeout: GoDuration,
 }
 
 /// Extra response headers; the JSON keys are the header names, as in Dex.

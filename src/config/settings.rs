@@ -153,7 +153,14 @@ pub struct WebSettings {
     pub allowed_headers: Vec<String>,
     /// `web.clientRemoteIP`: where rate limits find the client's address.
     pub client_ip: ClientIpSettings,
+    /// `web.drainTimeout`: how long a shutdown waits for requests in flight
+    /// before it closes the connections that still carry one.
+    pub drain_timeout: Duration,
 }
+
+/// `web.drainTimeout` when unset: Kubernetes sends SIGKILL 30 s after SIGTERM
+/// (`terminationGracePeriodSeconds`), so the drain ends well before that.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// `web.clientRemoteIP`, parsed. `header` is `None` when unset or when no
 /// proxies are trusted (the header could then be forged by anyone).

@@ -49,6 +49,9 @@ pub struct ConnectionLimits {
     pub body_read_timeout: Duration,
     pub max_connections: usize,
     pub max_h2_streams: u32,
+    /// After a shutdown begins, how long requests in flight may take before
+    /// their connections are closed anyway (`web.drainTimeout`).
+    pub drain_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -63,6 +66,7 @@ impl Default for ConnectionLimits {
             // SQLite, upstream connections and the telemetry listener.
             max_connections: 768,
             max_h2_streams: 100,
+            drain_timeout: crate::config::settings::DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -73,7 +77,8 @@ const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting,
-/// lets open connections finish their requests and waits for them.
+/// lets open connections finish their requests (at most
+/// [`ConnectionLimits::drain_timeout`] longer) and waits for them.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -186,9 +191,11 @@ impl Connection {
             tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = stop.changed(), if !closing => {
-                    // Process shutdown: the requests in flight finish first.
+                    // Process shutdown: the requests in flight finish first,
+                    // within the drain timeout.
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                    hard_deadline = Some(Instant::now() + self.limits.drain_timeout);
                 }
                 () = tokio::time::sleep_until(next_check), if !closing => {
                     let quiet_until = activity.last_read() + idle;
@@ -206,7 +213,15 @@ impl Connection {
                     }
                 }
                 () = sleep_until_opt(hard_deadline) => {
-                    tracing::debug!(peer = %self.peer, "dropping a connection that did not close");
+                    if activity.in_flight() > 0 {
+                        tracing::warn!(
+                            peer = %self.peer,
+                            "closing a connection whose request outlived the shutdown drain \
+                             timeout (web.drainTimeout)"
+                        );
+                    } else {
+                        tracing::debug!(peer = %self.peer, "dropping a connection that did not close");
+                    }
                     return;
                 }
             }

@@ -39,6 +39,7 @@ fn short_limits() -> ConnectionLimits {
         body_read_timeout: Duration::from_millis(400),
         max_connections: 4,
         max_h2_streams: 7,
+        drain_timeout: Duration::from_secs(5),
     }
 }
 
