@@ -1,5 +1,5 @@
-//! Reliability under faults (issue 16): a SIGKILL mid-load, a full disk, clock
-//! steps, and online backups.
+//! Reliability under faults (issue 16): a SIGKILL mid-load, a SIGTERM mid-load, a
+//! full disk, clock steps, and online backups.
 //!
 //! The crash and disk tests drive the real `oxidex` binary and are `#[ignore]`d
 //! in the default run (the disk test needs root for a private mount namespace);
@@ -77,12 +77,16 @@ async fn token(
 }
 
 async fn password_grant(http: &reqwest::Client, issuer: &str) -> (u16, Value) {
+    password_grant_as(http, issuer, "admin@example.com").await
+}
+
+async fn password_grant_as(http: &reqwest::Client, issuer: &str, user: &str) -> (u16, Value) {
     token(
         http,
         issuer,
         &[
             ("grant_type", "password"),
-            ("username", "admin@example.com"),
+            ("username", user),
             ("password", "password"),
             ("scope", "openid email offline_access"),
         ],
@@ -380,6 +384,196 @@ async fn sigkill_during_refresh_rotation_loses_only_unanswered_rotations() {
         total.rotations, total.in_flight, total.committed_unanswered
     );
     assert!(total.rotations > 0, "no rotation happened before the kills");
+}
+
+// ---------------------------------------------------------------------------
+// 1b. SIGTERM under load
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ShutdownFigures {
+    rotations: u64,
+    /// Rotations that committed but whose answer never arrived: accepted
+    /// requests that failed (the target is zero).
+    committed_unanswered: u64,
+    /// Requests refused at connect: the listener had closed (never accepted).
+    refused: u64,
+    /// Other transport errors on a request the server never processed (a
+    /// pooled connection the server closed as it was reused).
+    closed_unprocessed: u64,
+}
+
+const SHUTDOWN_USERS: usize = 4;
+
+/// One run: `clients` clients rotate refresh tokens until a SIGTERM at a random
+/// moment; then every rotation the server committed must have been answered,
+/// the process must exit 0, and after a restart every held token refreshes.
+async fn sigterm_once(clients: usize) -> ShutdownFigures {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("oxidex.db");
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}/dex");
+    let mut config = password_config(&issuer, &db);
+    config["web"]["http"] = json!(format!("127.0.0.1:{port}"));
+    config["staticPasswords"] = (0..SHUTDOWN_USERS)
+        .map(|i| {
+            json!({
+                "email": format!("user{i}@example.com"),
+                "hash": crate::login::PASSWORD_HASH,
+                "username": format!("user{i}"),
+                "userID": format!("user-{i}")
+            })
+        })
+        .collect();
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let log = dir.path().join("oxidex.log");
+
+    let mut served = Served::start(serve_command(&config_path), &issuer, &log).await;
+    let http = http_client();
+    let mut states = Vec::new();
+    for i in 0..clients {
+        // One user keeps at most 32 refresh tokens per client (the least recently
+        // used go first), so the clients are spread over several users.
+        let user = format!("user{}@example.com", i % SHUTDOWN_USERS);
+        let (status, body) = password_grant_as(&http, &issuer, &user).await;
+        assert_eq!(status, 200, "{body}");
+        states.push(Arc::new(Mutex::new(ClientState {
+            held: body["refresh_token"].as_str().unwrap().to_owned(),
+            ..ClientState::default()
+        })));
+    }
+    // How each client's last request ended: 0 answered, 1 refused, 2 other error.
+    let endings = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for state in &states {
+        let (state, endings, issuer) = (state.clone(), endings.clone(), issuer.clone());
+        let http = http_client();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let presented = {
+                    let mut s = state.lock().unwrap();
+                    s.in_flight = true;
+                    s.held.clone()
+                };
+                match refresh(&http, &issuer, &presented).await {
+                    Ok((200, body)) => {
+                        let mut s = state.lock().unwrap();
+                        s.held = body["refresh_token"].as_str().unwrap().to_owned();
+                        s.in_flight = false;
+                        s.rotations += 1;
+                    }
+                    Ok((status, body)) => {
+                        let mut s = state.lock().unwrap();
+                        s.in_flight = false;
+                        s.unexpected.push(format!("{status} {body}"));
+                        return;
+                    }
+                    Err(error) => {
+                        endings
+                            .lock()
+                            .unwrap()
+                            .push(if error.is_connect() { 1 } else { 2 });
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    let delay = rand::random_range(200..1_500);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = served.child.wait().unwrap();
+        (status, served)
+    });
+    let (status, served) = tokio::time::timeout(Duration::from_secs(30), exited)
+        .await
+        .expect("oxidex did not exit within 30 s of SIGTERM")
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        served.log_text()
+    );
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("client did not stop after the shutdown")
+            .unwrap();
+    }
+
+    assert_eq!(integrity_check(&db), "ok");
+    let mut figures = ShutdownFigures::default();
+    for ending in endings.lock().unwrap().iter() {
+        match ending {
+            1 => figures.refused += 1,
+            _ => figures.closed_unprocessed += 1,
+        }
+    }
+    for state in &states {
+        let s = state.lock().unwrap();
+        assert!(
+            s.unexpected.is_empty(),
+            "refresh failed during the shutdown: {:?}\n{}",
+            s.unexpected,
+            served.log_text()
+        );
+        figures.rotations += s.rotations;
+        let wire = RefreshTokenWire::decode(&s.held);
+        let (current, _) = stored_secrets(&db, &wire.id).unwrap();
+        if current != wire.token {
+            figures.committed_unanswered += 1;
+        }
+    }
+    figures.closed_unprocessed -= figures.committed_unanswered.min(figures.closed_unprocessed);
+
+    let restarted = Served::start(serve_command(&config_path), &issuer, &log).await;
+    for state in &states {
+        let held = state.lock().unwrap().held.clone();
+        let (status, body) = refresh(&http, &issuer, &held).await.unwrap();
+        assert_eq!(status, 200, "a held token no longer refreshes: {body}");
+    }
+    drop(restarted);
+    figures
+}
+
+/// CI: 2 shutdowns under 64 clients (set `OXIDEX_SHUTDOWN_RUNS` for the long run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "drives the oxidex binary; run by checks/faults/ci.sh"]
+async fn sigterm_under_load_answers_every_accepted_request() {
+    let runs: usize = std::env::var("OXIDEX_SHUTDOWN_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut total = ShutdownFigures::default();
+    for run in 1..=runs {
+        let f = sigterm_once(64).await;
+        eprintln!(
+            "shutdown run {run}: rotations {} committed-unanswered (failed accepted) {} refused {} closed-unprocessed {}",
+            f.rotations, f.committed_unanswered, f.refused, f.closed_unprocessed
+        );
+        total.rotations += f.rotations;
+        total.committed_unanswered += f.committed_unanswered;
+        total.refused += f.refused;
+        total.closed_unprocessed += f.closed_unprocessed;
+    }
+    eprintln!(
+        "shutdown total over {runs} SIGTERMs: rotations {} failed accepted requests {} refused {} closed-unprocessed {}",
+        total.rotations, total.committed_unanswered, total.refused, total.closed_unprocessed
+    );
+    assert!(
+        total.rotations > 0,
+        "no rotation happened before the shutdowns"
+    );
+    assert_eq!(
+        total.committed_unanswered, 0,
+        "a request the server processed during the shutdown was not answered"
+    );
 }
 
 // ---------------------------------------------------------------------------
