@@ -161,8 +161,12 @@ let
       (lib.head json.connectors).config.clientSecretFile == "${credentialsDirectory}/forgejo-client-secret";
     "no inline secret in the JSON" = !(lib.hasInfix "\"secret\"" (builtins.toJSON json));
     "unset options leave no nulls" = !(lib.hasInfix "null" (builtins.toJSON json));
-    "ExecStart serves the generated file" =
-      lib.hasSuffix "/bin/oxidex serve ${good.services.oxidex.configFile}" sc.ExecStart;
+    "ExecStart serves the generated file from a stable path" =
+      lib.hasSuffix "/bin/oxidex serve /etc/oxidex/config.json" sc.ExecStart
+      && good.environment.etc."oxidex/config.json".source == good.services.oxidex.configFile;
+    "a settings change reloads, a restart-only change restarts" =
+      good.systemd.services.oxidex.reloadTriggers == [ good.services.oxidex.configFile ]
+      && lib.hasInfix "kill -HUP" sc.ExecReload;
     "credentials are loaded" =
       lib.sort lib.lessThan sc.LoadCredential == [
         "forgejo-client-secret:/run/secrets/oxidex/forgejo-client-secret"

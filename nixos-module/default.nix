@@ -48,6 +48,19 @@ let
   pgConfig = rendered.config.storage.config;
   createPostgres = isPostgres && cfg.database.createLocally;
   configFile = settingsFormat.generate "oxidex.json" rendered.config;
+  # The service reads its config from a stable path, so a change of the settings
+  # can reload it (SIGHUP) instead of restarting it.
+  configPath = "/etc/oxidex/config.json";
+  # What oxidex only changes with a restart (a reload refuses these): when they
+  # change, the unit restarts; any other change reloads it.
+  restartOnly = {
+    inherit (rendered.config) issuer storage web;
+    telemetry = rendered.config.telemetry or null;
+    signer = rendered.config.signer or null;
+    idTokens = rendered.config.expiry.idTokens or null;
+    logFormat = rendered.config.logger.format or null;
+    gc = rendered.config.gc or null;
+  };
 
   # "host:port", "[::]:port" or ":port" -> port
   portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
@@ -407,6 +420,7 @@ in
   config = mkIf cfg.enable {
     services.oxidex.finalSettings = rendered.config;
     services.oxidex.configFile = configFile;
+    environment.etc."oxidex/config.json".source = configFile;
 
     assertions =
       map (message: {
@@ -464,11 +478,16 @@ in
       ]
       ++ lib.optional (createPostgres || (isPostgres && config.services.postgresql.enable)) "postgresql.target";
       requires = lib.optional createPostgres "postgresql.target";
-      restartTriggers = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+      restartTriggers = [
+        (builtins.toJSON restartOnly)
+      ]
+      ++ lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+      reloadTriggers = [ configFile ];
 
       serviceConfig = {
         Type = "exec";
-        ExecStart = "${lib.getExe cfg.package} serve ${configFile}";
+        ExecStart = "${lib.getExe cfg.package} serve ${configPath}";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         Restart = "on-failure";
         RestartSec = "5s";
 

@@ -105,24 +105,13 @@ fn check_config(args: CheckArgs) -> ExitCode {
         Err(code) => return code,
     };
     // Connector configs (clientID, redirectURI, rootCA files…) and templates,
-    // checked offline: their problems show here, not at the first login.
-    let problems = oxidex::connector::validate_connectors(&loaded.settings);
-    if !problems.is_empty() {
+    // checked offline as a reload checks them: their problems show here, not at
+    // the first login.
+    if let Err(problems) = server::prepare(&loaded.settings) {
         eprintln!("invalid config {}:", args.config.display());
         for problem in problems {
             eprintln!("  {problem}");
         }
-        return ExitCode::from(2);
-    }
-    if let Err(error) = oxidex::connector::build_connectors(&loaded.settings) {
-        eprintln!("invalid config {}:\n{error}", args.config.display());
-        return ExitCode::from(2);
-    }
-    if let Err(error) = oxidex::web::Templates::load(&loaded.settings.frontend) {
-        eprintln!(
-            "invalid config {}:\nfrontend: {error}",
-            args.config.display()
-        );
         return ExitCode::from(2);
     }
     match serde_json::to_string_pretty(&config::redacted_json(&loaded.settings)) {
@@ -165,6 +154,14 @@ fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         web_https: args.web_https_addr,
         telemetry_http: args.telemetry_addr,
     };
+    let reload = ReloadSource {
+        options: LoadOptions {
+            strict: args.strict,
+            overrides: overrides.clone(),
+            ..LoadOptions::default()
+        },
+        path: args.config.clone(),
+    };
     let loaded = match load(&args.config, args.strict, overrides) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -183,7 +180,7 @@ fn serve(args: ServeArgs, started: Instant) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve_async(loaded, started)) {
+    match runtime.block_on(serve_async(loaded, reload, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -193,7 +190,7 @@ fn serve(args: ServeArgs, started: Instant) -> ExitCode {
     }
 }
 
-async fn serve_async(loaded: Loaded, started: Instant) -> Result<(), String> {
+async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> Result<(), String> {
     let settings = loaded.settings;
     // Validation refuses web.https, so a valid config always has web.http.
     let Some(http_addr) = settings.web.http.clone() else {
@@ -227,7 +224,62 @@ async fn serve_async(loaded: Loaded, started: Instant) -> Result<(), String> {
         shutdown::os_signal().await;
         trigger.fire();
     });
+    tokio::spawn(reload_on_sighup(services.state.clone(), reload));
     server::run(services, listener, telemetry, stop)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Where a reload reads the configuration from: the file and options `serve`
+/// started with.
+struct ReloadSource {
+    path: PathBuf,
+    options: LoadOptions,
+}
+
+/// Re-reads the configuration on every SIGHUP and applies it
+/// ([`server::reload`]); a refused one is logged with every problem and the
+/// running configuration stays.
+async fn reload_on_sighup(state: oxidex::http::AppState, source: ReloadSource) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; configuration reload is off");
+                return;
+            }
+        };
+        let source = std::sync::Arc::new(source);
+        while hangups.recv().await.is_some() {
+            let read = source.clone();
+            let loaded =
+                oxidex::blocking::run(move || config::load_file(&read.path, &read.options)).await;
+            let config = source.path.display();
+            match loaded {
+                Ok(Ok(loaded)) => {
+                    for warning in &loaded.warnings {
+                        tracing::warn!(%config, "{warning}");
+                    }
+                    match server::reload(&state, loaded.settings) {
+                        Ok(()) => tracing::info!(%config, "configuration reloaded"),
+                        Err(error) => tracing::error!(
+                            %config,
+                            "configuration reload refused, the running configuration stays: {error}"
+                        ),
+                    }
+                }
+                Ok(Err(error)) => tracing::error!(
+                    %config,
+                    "configuration reload refused, the running configuration stays: invalid config:\n{error}"
+                ),
+                Err(error) => tracing::error!(%error, "configuration reload failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (state, source);
+    }
 }

@@ -7,12 +7,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
+use crate::connector::Connectors;
 use crate::health::HealthChecker;
 use crate::http::serve::ConnectionLimits;
-use crate::http::{self, AppContext, AppState};
+use crate::http::{self, AppContext, AppState, Live};
 use crate::keys::{KeyManager, KeyPolicy};
 use crate::provider::Provider;
 use crate::shutdown::Shutdown;
+use crate::web::Templates;
 use crate::{Clock, storage};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,7 @@ pub async fn start_services(
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
     let connectors = Arc::new(crate::connector::build_connectors(&settings)?);
-    let templates = Arc::new(crate::web::Templates::load(&settings.frontend)?);
+    let templates = crate::web::Templates::load(&settings.frontend)?;
     let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));
     health.check(clock()).await;
 
@@ -83,12 +85,14 @@ pub async fn start_services(
 
     let settings = Arc::new(settings);
     let provider = Provider::new(settings.clone(), storage, keys, connectors, clock)?;
-    let state = AppState::new(AppContext {
+    let state = AppState::new(AppContext::new(
         settings,
-        provider: Arc::new(provider),
         health,
-        templates,
-    });
+        Live {
+            provider,
+            templates,
+        },
+    ));
     let limits = ConnectionLimits {
         drain_timeout: state.settings.web.drain_timeout,
         ..ConnectionLimits::default()
@@ -146,4 +150,96 @@ pub async fn run(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// What a configuration needs beyond its validated settings before it can
+/// serve: its connectors built and its templates loaded. `check-config` and a
+/// reload both go through here, so they accept and refuse the same configs.
+pub struct Prepared {
+    pub connectors: Connectors,
+    pub templates: Templates,
+}
+
+/// Builds what `settings` needs, or lists every problem found.
+pub fn prepare(settings: &Settings) -> Result<Prepared, Vec<String>> {
+    let mut problems = crate::connector::validate_connectors(settings);
+    let connectors = crate::connector::build_connectors(settings)
+        .map_err(|error| problems.push(error.to_string()))
+        .ok();
+    let templates = Templates::load(&settings.frontend)
+        .map_err(|error| problems.push(format!("frontend: {error}")))
+        .ok();
+    match (connectors, templates) {
+        (Some(connectors), Some(templates)) if problems.is_empty() => Ok(Prepared {
+            connectors,
+            templates,
+        }),
+        _ => Err(problems),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("invalid config:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+    #[error("these settings only change with a restart: {}", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+}
+
+/// Applies a reloaded configuration (SIGHUP): clients, connectors, static
+/// passwords, templates, `oauth2`, `expiry` (but `idTokens`) and the log level
+/// change; requests in flight finish with the configuration they started with.
+/// A configuration that changes what only a restart can (see
+/// [`restart_only_changes`]) or that cannot be prepared is refused as a whole,
+/// and the running one stays.
+pub fn reload(state: &AppState, settings: Settings) -> Result<(), ReloadError> {
+    let fixed = restart_only_changes(&state.settings, &settings);
+    if !fixed.is_empty() {
+        return Err(ReloadError::NeedsRestart(fixed));
+    }
+    let prepared = prepare(&settings).map_err(ReloadError::Invalid)?;
+    let level = settings.logger.level.clone();
+    let current = state.live();
+    let provider = current
+        .provider
+        .reconfigured(Arc::new(settings), Arc::new(prepared.connectors))
+        .map_err(|error| ReloadError::Invalid(vec![error.to_string()]))?;
+    crate::telemetry::set_log_level(&level)
+        .map_err(|error| ReloadError::Invalid(vec![format!("logger.level: {error}")]))?;
+    state.replace_live(Live {
+        provider,
+        templates: prepared.templates,
+    });
+    Ok(())
+}
+
+/// The settings a running server cannot change: where it listens and how
+/// (`web`, `telemetry`), what it is (`issuer`), where its state lives
+/// (`storage`), its signing-key policy (`signer`, `expiry.idTokens`), the log
+/// format and the garbage-collection interval.
+pub fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str> {
+    fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+        serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+    }
+    let mut changed = Vec::new();
+    let mut check = |name: &'static str, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("issuer", running.issuer.url != new.issuer.url);
+    check("storage", running.storage != new.storage);
+    check("web", json(&running.web) != json(&new.web));
+    check("telemetry", running.telemetry_http != new.telemetry_http);
+    check("signer", json(&running.signer) != json(&new.signer));
+    check(
+        "expiry.idTokens",
+        running.expiry.id_tokens != new.expiry.id_tokens,
+    );
+    check(
+        "logger.format",
+        json(&running.logger.format) != json(&new.logger.format),
+    );
+    check("gc.interval", running.gc_interval != new.gc_interval);
+    changed
 }

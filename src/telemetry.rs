@@ -11,7 +11,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogFormat, LoggerSettings};
 use crate::health::HealthChecker;
@@ -19,20 +21,52 @@ use crate::health::HealthChecker;
 /// Installs the global tracing subscriber. `RUST_LOG`, when set, wins over
 /// `logger.level` so an operator can turn on debug output without editing config.
 pub fn init_logging(logger: &LoggerSettings) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
-        _ => EnvFilter::try_new(&logger.level),
-    }
-    .map_err(|e| format!("invalid log level {:?}: {e}", logger.level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+    let filter = log_filter(&logger.level)?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     let result = match logger.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    result.map_err(|e| format!("cannot install the logger: {e}"))?;
+    let _ = LOG_FILTER.set(handle);
+    Ok(())
+}
+
+/// The installed logger's filter, changed by a configuration reload.
+static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+fn log_filter(level: &str) -> Result<EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
+        _ => EnvFilter::try_new(level),
+    }
+    .map_err(|e| format!("invalid log level {level:?}: {e}"))
+}
+
+/// Applies a reloaded `logger.level` (`RUST_LOG`, when set, still wins). Without
+/// an installed logger (tests) there is nothing to change.
+pub fn set_log_level(level: &str) -> Result<(), String> {
+    let filter = log_filter(level)?;
+    match LOG_FILTER.get() {
+        Some(handle) => handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log level: {e}")),
+        None => Ok(()),
+    }
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -43,8 +43,9 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 }
 
 async fn choose_connector(State(state): State<AppState>, params: Params) -> Response {
-    let result = readable(&params).and_then(|()| state.provider.choose_connector(&params.pairs));
-    respond(&state, &params, result)
+    let live = state.live();
+    let result = readable(&params).and_then(|()| live.provider.choose_connector(&params.pairs));
+    respond(&live, &params, result)
 }
 
 async fn connector_login(
@@ -53,6 +54,7 @@ async fn connector_login(
     ClientIp(client): ClientIp,
     params: Params,
 ) -> Response {
+    let live = state.live();
     let (secret, fresh) = browser::ensure(&params.headers);
     let result = match readable(&params) {
         Ok(()) => {
@@ -64,11 +66,11 @@ async fn connector_login(
                 browser: &secret,
                 client,
             };
-            state.provider.start_login(start).await
+            live.provider.start_login(start).await
         }
         Err(error) => Err(error),
     };
-    let mut response = respond(&state, &params, result);
+    let mut response = respond(&live, &params, result);
     if fresh {
         browser::set_cookie(&state.settings, &mut response, &secret);
     }
@@ -81,6 +83,7 @@ async fn password_login(
     ClientIp(client): ClientIp,
     params: Params,
 ) -> Response {
+    let live = state.live();
     let result = match readable(&params) {
         Ok(()) => {
             let browser = browser::presented(&params.headers);
@@ -96,16 +99,17 @@ async fn password_login(
                 password: params.form_get("password"),
                 client,
             };
-            state.provider.password_login(step).await
+            live.provider.password_login(step).await
         }
         Err(error) => Err(error),
     };
-    respond(&state, &params, result)
+    respond(&live, &params, result)
 }
 
 async fn callback(State(state): State<AppState>, params: Params) -> Response {
+    let live = state.live();
     let result = handle_callback(&state, None, &params).await;
-    respond(&state, &params, result)
+    respond(&live, &params, result)
 }
 
 async fn callback_for_connector(
@@ -113,8 +117,9 @@ async fn callback_for_connector(
     ConnectorId(connector_id): ConnectorId,
     params: Params,
 ) -> Response {
+    let live = state.live();
     let result = handle_callback(&state, Some(&connector_id), &params).await;
-    respond(&state, &params, result)
+    respond(&live, &params, result)
 }
 
 async fn handle_callback(
@@ -122,6 +127,7 @@ async fn handle_callback(
     connector_id: Option<&str>,
     params: &Params,
 ) -> Result<crate::provider::Outcome, ProviderError> {
+    let live = state.live();
     readable(params)?;
     if params.method != Method::GET {
         return Err(ProviderError::bad_request("Method not supported"));
@@ -133,10 +139,11 @@ async fn handle_callback(
         query: &params.query_pairs,
         browser: browser.as_ref(),
     };
-    state.provider.callback(request).await
+    live.provider.callback(request).await
 }
 
 async fn approval(State(state): State<AppState>, params: Params) -> Response {
+    let live = state.live();
     let result = match readable(&params) {
         Ok(()) => {
             let browser = browser::presented(&params.headers);
@@ -148,11 +155,11 @@ async fn approval(State(state): State<AppState>, params: Params) -> Response {
                 csrf: params.form_get(CSRF_FIELD),
                 approved: params.form_get("approval") == "approve",
             };
-            state.provider.approval(step).await
+            live.provider.approval(step).await
         }
         Err(error) => Err(error),
     };
-    respond(&state, &params, result)
+    respond(&live, &params, result)
 }
 
 pub(super) fn verb(method: &Method) -> Verb {
@@ -188,7 +195,7 @@ impl FromRequestParts<AppState> for ConnectorId {
             Ok(Path(id)) => Ok(ConnectorId(id)),
             Err(_) => Err(render(
                 crate::provider::unknown_resource(),
-                &state.templates,
+                &state.live().templates,
                 "-",
             )),
         }

@@ -36,6 +36,7 @@ async fn device_code(
     ClientIp(client_ip): ClientIp,
     params: Params,
 ) -> Response {
+    let live = state.live();
     let result = if params.method == Method::POST {
         let request = DeviceCodeRequest {
             authorization: params.header(header::AUTHORIZATION),
@@ -45,22 +46,23 @@ async fn device_code(
             code_challenge: params.form_get("code_challenge"),
             code_challenge_method: params.form_get("code_challenge_method"),
         };
-        state.provider.start_device(request, client_ip).await
+        live.provider.start_device(request, client_ip).await
     } else {
         Err(OAuthError::invalid_request("Invalid device code request type").into())
     };
     match result {
         Ok(body) => json_no_store(StatusCode::OK, body),
-        Err(error) => render(error.as_oauth(), &state.templates, request_id(&params)),
+        Err(error) => render(error.as_oauth(), &live.templates, request_id(&params)),
     }
 }
 
 /// `GET /device`: the user-code form. It makes sure the browser has its browser
 /// cookie, which the form's CSRF token is bound to.
 async fn device_page(State(state): State<AppState>, params: Params) -> Response {
+    let live = state.live();
     if params.method != Method::GET {
         return respond(
-            &state,
+            &live,
             &params,
             Err(ProviderError::bad_request(
                 "Requested resource does not exist.",
@@ -69,10 +71,10 @@ async fn device_page(State(state): State<AppState>, params: Params) -> Response 
     }
     let (secret, fresh) = browser::ensure(&params.headers);
     let invalid = params.get("invalid").eq_ignore_ascii_case("true");
-    let form = state
+    let form = live
         .provider
         .device_form(200, &secret, params.get("user_code"), invalid);
-    let mut response = respond(&state, &params, Ok(form));
+    let mut response = respond(&live, &params, Ok(form));
     if fresh {
         browser::set_cookie(&state.settings, &mut response, &secret);
     }
@@ -84,10 +86,10 @@ async fn verify_code(
     ClientIp(client_ip): ClientIp,
     params: Params,
 ) -> Response {
+    let live = state.live();
     let result = if params.method == Method::POST {
         let browser = browser::presented(&params.headers);
-        state
-            .provider
+        live.provider
             .verify_user_code(
                 browser.as_ref(),
                 params.form_get(CSRF_FIELD),
@@ -100,10 +102,11 @@ async fn verify_code(
             "Requested resource does not exist.",
         ))
     };
-    respond(&state, &params, result)
+    respond(&live, &params, result)
 }
 
 async fn device_callback(State(state): State<AppState>, params: Params) -> Response {
+    let live = state.live();
     let result = if params.method != Method::GET {
         Err(ProviderError::bad_request("Method not supported"))
     } else if !params.get("error").is_empty() {
@@ -117,10 +120,9 @@ async fn device_callback(State(state): State<AppState>, params: Params) -> Respo
         ))
     } else {
         let browser = browser::presented(&params.headers);
-        state
-            .provider
+        live.provider
             .complete_device(params.get("state"), params.get("code"), browser.as_ref())
             .await
     };
-    respond(&state, &params, result)
+    respond(&live, &params, result)
 }

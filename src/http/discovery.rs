@@ -17,8 +17,9 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 }
 
 async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
+    let live = state.live();
     (
         [(header::CONTENT_TYPE, "application/json")],
-        state.provider.discovery_document(),
+        live.provider.discovery_document(),
     )
 }

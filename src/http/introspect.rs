@@ -22,13 +22,14 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 }
 
 async fn handle(State(state): State<AppState>, params: Params) -> Response {
+    let live = state.live();
     if params.method != Method::POST {
         return oauth_error_response(&OAuthError::invalid_request(format!(
             "HTTP method is \"{}\", expected \"POST\".",
             params.method
         )));
     }
-    let introspected = state
+    let introspected = live
         .provider
         .introspect(params.header(header::AUTHORIZATION), &params.body_pairs)
         .await;

@@ -14,11 +14,12 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 }
 
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    let live = state.live();
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "max-age=600, must-revalidate"),
         ],
-        state.provider.jwks(),
+        live.provider.jwks(),
     )
 }

@@ -18,7 +18,7 @@ pub mod serve;
 pub mod token;
 pub mod userinfo;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -49,13 +49,48 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The contents of [`AppState`]: the provider the handlers call, and what they
-/// need to read requests and render answers.
+/// The contents of [`AppState`]. `web`-level settings (listeners, headers, CORS,
+/// client addresses) are fixed for the process; what a configuration reload may
+/// change (clients, connectors, passwords, templates…) lives in [`Live`].
 pub struct AppContext {
     pub settings: Arc<Settings>,
-    pub provider: Arc<Provider>,
     pub health: Arc<HealthChecker>,
-    pub templates: Arc<Templates>,
+    live: RwLock<Arc<Live>>,
+}
+
+/// The provider and the templates of the current configuration. A request takes
+/// one snapshot ([`AppState::live`]) and finishes with it, also when a reload
+/// swaps in a new one meanwhile.
+pub struct Live {
+    pub provider: Provider,
+    pub templates: Templates,
+}
+
+impl AppContext {
+    pub fn new(settings: Arc<Settings>, health: Arc<HealthChecker>, live: Live) -> Self {
+        Self {
+            settings,
+            health,
+            live: RwLock::new(Arc::new(live)),
+        }
+    }
+
+    /// The current configuration's provider and templates.
+    pub fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(live) => live.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a reloaded configuration; requests in flight keep the old one.
+    pub fn replace_live(&self, live: Live) {
+        let live = Arc::new(live);
+        match self.live.write() {
+            Ok(mut current) => *current = live,
+            Err(poisoned) => *poisoned.into_inner() = live,
+        }
+    }
 }
 
 /// The main listener's router: every route lives under the issuer's path

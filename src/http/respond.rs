@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::AppState;
+use super::Live;
 use super::error::{found, html, render, see_other};
 use super::params::Params;
 use crate::provider::{Outcome, Page, ProviderError};
@@ -12,14 +12,10 @@ use crate::web::Templates;
 
 /// The response for a browser step's result; errors become pages (or redirects
 /// to the client) that quote this request's id where it helps.
-pub fn respond(
-    state: &AppState,
-    params: &Params,
-    result: Result<Outcome, ProviderError>,
-) -> Response {
+pub fn respond(live: &Live, params: &Params, result: Result<Outcome, ProviderError>) -> Response {
     match result {
-        Ok(outcome) => render_outcome(&state.templates, outcome),
-        Err(error) => render(error, &state.templates, request_id(params)),
+        Ok(outcome) => render_outcome(&live.templates, outcome),
+        Err(error) => render(error, &live.templates, request_id(params)),
     }
 }
 

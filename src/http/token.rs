@@ -27,8 +27,9 @@ async fn token(
     ClientIp(client_ip): ClientIp,
     params: Params,
 ) -> Response {
+    let live = state.live();
     if params.method == Method::POST && params.form_get("grant_type") == DEVICE_CODE_GRANT {
-        let polled = state
+        let polled = live
             .provider
             .poll_device_token(
                 params.form_get("device_code"),
@@ -62,12 +63,12 @@ async fn token(
         password: params.form_get("password"),
         nonce: params.form_get("nonce"),
     };
-    match state.provider.token(request, client_ip).await {
+    match live.provider.token(request, client_ip).await {
         Ok(tokens) => {
             let mut response = (StatusCode::OK, axum::Json(tokens)).into_response();
             super::error::no_store(&mut response);
             response
         }
-        Err(error) => render(error.as_oauth(), &state.templates, request_id(&params)),
+        Err(error) => render(error.as_oauth(), &live.templates, request_id(&params)),
     }
 }

@@ -16,6 +16,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 }
 
 async fn userinfo(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let live = state.live();
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -26,7 +27,7 @@ async fn userinfo(State(state): State<AppState>, headers: axum::http::HeaderMap)
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
-    match state.provider.userinfo(token) {
+    match live.provider.userinfo(token) {
         Ok(claims) => (StatusCode::OK, Json(claims)).into_response(),
         Err(error) => oauth_error_response(&error),
     }

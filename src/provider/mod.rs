@@ -66,8 +66,10 @@ pub struct Provider {
     keys: Arc<KeyManager>,
     connectors: Arc<Connectors>,
     discovery: DiscoveryCache,
-    refresh_locks: RefreshLocks,
-    limits: Limits,
+    // Kept across configuration reloads: a reload must not reset rate limits,
+    // release refresh locks held by requests in flight, or void open forms.
+    refresh_locks: Arc<RefreshLocks>,
+    limits: Arc<Limits>,
     /// Random per-process key for CSRF tokens of forms not tied to an auth
     /// request (the device user-code form).
     form_key: [u8; 32],
@@ -88,10 +90,31 @@ impl Provider {
             storage,
             keys,
             connectors,
-            refresh_locks: RefreshLocks::default(),
-            limits: Limits::default(),
+            refresh_locks: Arc::default(),
+            limits: Arc::default(),
             form_key: rand::random(),
             clock,
+        })
+    }
+
+    /// The same provider on a reloaded configuration: new settings and
+    /// connectors; the same storage, keys, clock, rate limits, refresh locks and
+    /// form key.
+    pub fn reconfigured(
+        &self,
+        settings: Arc<Settings>,
+        connectors: Arc<Connectors>,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            discovery: DiscoveryCache::new(&settings)?,
+            settings,
+            storage: self.storage.clone(),
+            keys: self.keys.clone(),
+            connectors,
+            refresh_locks: self.refresh_locks.clone(),
+            limits: self.limits.clone(),
+            form_key: self.form_key,
+            clock: self.clock.clone(),
         })
     }
 

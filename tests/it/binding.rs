@@ -144,6 +144,7 @@ async fn password_form_refuses_another_browser_for_get_and_post() {
     assert_other_browser(b.post_form(&action, &credentials(&csrf)).await).await;
     let stored = server
         .state
+        .live()
         .provider
         .storage()
         .get_auth_request(&state)
@@ -214,6 +215,7 @@ async fn an_auth_request_takes_one_login_only() {
     );
     let logged_in = server
         .state
+        .live()
         .provider
         .storage()
         .get_auth_request(&state)
@@ -223,6 +225,7 @@ async fn an_auth_request_takes_one_login_only() {
     assert_eq!(
         server
             .state
+            .live()
             .provider
             .storage()
             .get_auth_request(&state)
@@ -240,6 +243,7 @@ async fn approval_hmac_computed_before_login_is_void_after() {
     let id = query_param(&callback, "state").unwrap();
     let before = server
         .state
+        .live()
         .provider
         .storage()
         .get_auth_request(&id)

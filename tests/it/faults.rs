@@ -803,13 +803,21 @@ async fn rotation_checks(server: &TestServer, clock: &SteppedClock) -> String {
     for _ in 0..3 {
         server
             .state
+            .live()
             .provider
             .keys()
             .refresh(clock.now())
             .await
             .unwrap();
     }
-    server.state.provider.keys().keyset().kid().to_owned()
+    server
+        .state
+        .live()
+        .provider
+        .keys()
+        .keyset()
+        .kid()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -874,11 +882,25 @@ async fn clock_step_forward_past_rotation_keeps_readiness() {
     let mut config = crate::support::base_config("http://127.0.0.1:5556/dex");
     config["signer"] = json!({"type": "local", "config": {"keysRotationPeriod": "90m"}});
     let (server, _dir) = start_stepped(config, &clock).await;
-    let first = server.state.provider.keys().keyset().kid().to_owned();
+    let first = server
+        .state
+        .live()
+        .provider
+        .keys()
+        .keyset()
+        .kid()
+        .to_owned();
     clock.forward(3 * HOUR);
     let report = server.state.health.check(clock.now()).await;
     assert!(report.healthy, "{report:?}");
-    let second = server.state.provider.keys().keyset().kid().to_owned();
+    let second = server
+        .state
+        .live()
+        .provider
+        .keys()
+        .keyset()
+        .kid()
+        .to_owned();
     assert_ne!(second, first);
     assert_eq!(
         rotation_checks(&server, &clock).await,
@@ -961,7 +983,7 @@ async fn clock_steps_keep_token_refresh_and_gc_expiry_right() {
         auth_time: None,
         browser_binding: String::new(),
     };
-    let storage = server.state.provider.storage().clone();
+    let storage = server.state.live().provider.storage().clone();
     storage.create_auth_request(&request).unwrap();
     clock.back(HOUR);
     assert_eq!(
@@ -1112,7 +1134,14 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         dir.path(),
     );
     let server = TestServer::start_with(settings, oxidex::server::system_clock(), None).await;
-    let old = server.state.provider.keys().keyset().kid().to_owned();
+    let old = server
+        .state
+        .live()
+        .provider
+        .keys()
+        .keyset()
+        .kid()
+        .to_owned();
     let docs =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
             .unwrap();
@@ -1130,13 +1159,21 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
     assert!(
         server
             .state
+            .live()
             .provider
             .keys()
             .refresh(SystemTime::now())
             .await
             .unwrap()
     );
-    let new = server.state.provider.keys().keyset().kid().to_owned();
+    let new = server
+        .state
+        .live()
+        .provider
+        .keys()
+        .keyset()
+        .kid()
+        .to_owned();
     assert_ne!(new, old, "forcing the rotation time did not rotate");
     let kids = published_kids(&server).await;
     assert!(kids.contains(&old) && kids.contains(&new), "{kids:?}");
@@ -1147,6 +1184,7 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .unwrap();
     server
         .state
+        .live()
         .provider
         .keys()
         .refresh(SystemTime::now())
@@ -1157,6 +1195,6 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         !kids.contains(&old),
         "the retired key is still published: {kids:?}"
     );
-    assert_eq!(server.state.provider.keys().keyset().kid(), new);
+    assert_eq!(server.state.live().provider.keys().keyset().kid(), new);
     server.stop().await;
 }

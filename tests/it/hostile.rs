@@ -1314,6 +1314,7 @@ async fn token_huge_body_is_invalid_request_and_stores_nothing() {
     assert!(
         h.server
             .state
+            .live()
             .provider
             .storage()
             .list_refresh_tokens()
@@ -1324,6 +1325,7 @@ async fn token_huge_body_is_invalid_request_and_stores_nothing() {
     assert!(
         h.server
             .state
+            .live()
             .provider
             .storage()
             .get_auth_code(&code)

@@ -58,6 +58,7 @@ async fn token_signed_before_restart_verifies_with_keys_served_after() {
     .await;
     let token = first
         .state
+        .live()
         .provider
         .keys()
         .keyset()
@@ -95,6 +96,7 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
     let (jwks0, _) = fetch_jwks(&server, "/keys").await;
     let signed_a = server
         .state
+        .live()
         .provider
         .keys()
         .keyset()
@@ -115,6 +117,7 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
     clock.advance(Duration::from_secs(6 * 3600 - 1));
     server
         .state
+        .live()
         .provider
         .keys()
         .refresh(clock.now())
@@ -124,6 +127,7 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
         header_kid(
             &server
                 .state
+                .live()
                 .provider
                 .keys()
                 .keyset()
@@ -137,6 +141,7 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
     clock.advance(Duration::from_secs(1));
     server
         .state
+        .live()
         .provider
         .keys()
         .refresh(clock.now())
@@ -144,6 +149,7 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
         .unwrap();
     let signed_b = server
         .state
+        .live()
         .provider
         .keys()
         .keyset()
@@ -162,6 +168,7 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
     clock.advance(Duration::from_secs(6 * 3600));
     server
         .state
+        .live()
         .provider
         .keys()
         .refresh(clock.now())

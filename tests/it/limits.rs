@@ -65,6 +65,7 @@ fn stored_auth_requests(server: &TestServer, clock: &ManualClock) -> u64 {
     let later = clock.now() + Duration::from_secs(365 * 24 * 3600);
     server
         .state
+        .live()
         .provider
         .storage()
         .garbage_collect(later)
@@ -210,6 +211,7 @@ async fn auth_request_creation_is_rate_limited_per_client_and_unused_ones_expire
     clock.advance(Duration::from_secs(10 * 60 + 1));
     let expired = server
         .state
+        .live()
         .provider
         .storage()
         .garbage_collect(clock.now())
@@ -403,7 +405,8 @@ async fn password_form_failures_get_a_429_page() {
 async fn concurrent_password_checks_never_exceed_the_gate() {
     let clock = clock();
     let server = start_with_clock(&clock, password_config).await;
-    let gate = server.state.provider.connectors().hash_gate();
+    let live = server.state.live();
+    let gate = live.provider.connectors().hash_gate();
     let attempts = 4 * gate.size() + 4;
     assert!(
         attempts <= gate.size() + gate.queue(),

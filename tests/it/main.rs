@@ -18,6 +18,7 @@ mod limits;
 mod login;
 mod ops;
 mod postgres;
+mod reload;
 mod shutdown;
 mod support;
 mod transport;

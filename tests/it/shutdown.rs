@@ -18,10 +18,10 @@ use tokio::net::TcpListener;
 
 use crate::support::{base_config, settings_from};
 
-const CLIENT_REDIRECT: &str = "http://127.0.0.1:5555/callback";
+pub const CLIENT_REDIRECT: &str = "http://127.0.0.1:5555/callback";
 
 /// A forge whose token endpoint takes `delay`; counts the exchanges it received.
-async fn slow_forge(delay: Duration) -> (String, Arc<AtomicUsize>) {
+pub async fn slow_forge(delay: Duration) -> (String, Arc<AtomicUsize>) {
     #[derive(Clone)]
     struct Forge {
         delay: Duration,
