@@ -2,11 +2,11 @@
 
 pub mod config;
 pub mod connector;
+pub mod crypto;
 pub mod health;
 pub mod http;
 pub mod keys;
 pub mod oidc;
-pub mod random;
 pub mod server;
 pub mod shutdown;
 pub mod storage;

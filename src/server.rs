@@ -90,7 +90,7 @@ pub async fn start_services(
         connectors,
         templates,
         refresh_locks: Arc::default(),
-        form_key: Arc::new(rand::random()),
+        form_key: Arc::new(crate::crypto::random_bytes()),
         limits: http::limits::Limits::default(),
         clock,
     });

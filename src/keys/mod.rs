@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use generate::{generate_key, new_kid};
 pub use manager::{KeyManager, ROTATION_CHECK_INTERVAL};
 pub use rotation::{KeyPolicy, rotate};
-pub use signer::{KeySet, check_expiry, check_issuer, token_hash};
+pub use signer::{KeySet, check_expiry, check_issuer};
 
 use crate::storage::StorageError;
 

@@ -3,7 +3,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::digest::{SHA256, SHA512, digest};
 use aws_lc_rs::rand::SystemRandom;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -163,11 +162,6 @@ impl KeySet {
         Ok(token)
     }
 
-    /// `at_hash` / `c_hash` of `token` for the current signing algorithm.
-    pub fn token_hash(&self, token: &str) -> String {
-        token_hash(self.algorithm, token)
-    }
-
     /// Checks a compact JWS signed by one of our keys (current, next or
     /// verification) and returns its claims. The key is chosen by `kid`; a token
     /// without `kid` is tried against every key of its algorithm. Only RS256,
@@ -247,23 +241,6 @@ impl KeySet {
                 "payload is not a base64url JSON object",
             ))
     }
-}
-
-/// `at_hash` / `c_hash` (OIDC Core §3.1.3.6, §3.3.2.11): the left half of the
-/// hash of the ASCII token, base64url without padding.
-///
-/// RS256 and ES256 use SHA-256, as the spec says ("the hash algorithm used in the
-/// alg Header Parameter"). EdDSA names no hash; Dex has no answer (its table has
-/// no EdDSA entry, so it cannot issue such tokens). We use SHA-512 for Ed25519,
-/// the hash inside Ed25519 itself, as the openidconnect crate and panva's
-/// oidc-token-hash (node-openid-client) expect when they check `at_hash`.
-pub fn token_hash(algorithm: SigningAlgorithm, token: &str) -> String {
-    let hash = match algorithm {
-        SigningAlgorithm::RS256 | SigningAlgorithm::ES256 => digest(&SHA256, token.as_bytes()),
-        SigningAlgorithm::EdDSA => digest(&SHA512, token.as_bytes()),
-    };
-    let bytes = hash.as_ref();
-    URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
 }
 
 /// Checks that `iss` is exactly `issuer`.

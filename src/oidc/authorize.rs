@@ -4,17 +4,13 @@
 
 use std::time::SystemTime;
 
-use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use super::error::{AuthorizeError, ErrorCode, RedirectError};
-use super::ids::{new_hmac_key, new_id};
 use super::scopes::{self, check_scopes, go_quote};
 use super::token::upsert_offline_session;
 use super::tokens::{Minter, TokenSigner, TokenSubject};
 use super::{MAX_NONCE_LEN, MAX_PARAM_LEN, MAX_RESPONSE_TYPE_LEN, MAX_SCOPE_LEN, MAX_STATE_LEN};
 use crate::config::settings::{AUTH_CODE_LIFETIME, Client, Settings};
+use crate::crypto::{self, new_hmac_key, new_id};
 use crate::storage::{AuthCode, AuthRequest, Claims, Pkce, Storage, StorageError};
 
 /// The out-of-band redirect URI: the code is shown on a page instead.
@@ -443,7 +439,7 @@ pub fn create_auth_request(
 /// The `hmac` query parameter of the approval URL:
 /// `base64url(HMAC-SHA256(auth request key, auth request id))`, no padding.
 pub fn approval_hmac(auth_request: &AuthRequest) -> String {
-    URL_SAFE_NO_PAD.encode(approval_tag(auth_request))
+    crypto::hmac_sha256_b64(&auth_request.hmac_key, auth_request.id.as_bytes())
 }
 
 /// The approval screen's URL for a logged-in auth request:
@@ -458,23 +454,11 @@ pub fn approval_url(settings: &Settings, auth_request: &AuthRequest) -> String {
 
 /// Checks a presented approval `hmac` in constant time.
 pub fn verify_approval_hmac(auth_request: &AuthRequest, presented: &str) -> bool {
-    let Ok(presented) = URL_SAFE_NO_PAD.decode(presented) else {
-        return false;
-    };
-    hmac::verify(
-        &approval_key(auth_request),
+    crypto::hmac_sha256_b64_verify(
+        &auth_request.hmac_key,
         auth_request.id.as_bytes(),
-        &presented,
+        presented,
     )
-    .is_ok()
-}
-
-fn approval_key(auth_request: &AuthRequest) -> hmac::Key {
-    hmac::Key::new(hmac::HMAC_SHA256, &auth_request.hmac_key)
-}
-
-fn approval_tag(auth_request: &AuthRequest) -> hmac::Tag {
-    hmac::sign(&approval_key(auth_request), auth_request.id.as_bytes())
 }
 
 /// Loads an auth request for the approval screen (dex-protocol.md §5.5): `hmac`
@@ -845,9 +829,9 @@ fn encode_pairs(pairs: &[(String, String)]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::crypto::token_hash;
     use crate::keys::SigningAlgorithm;
     use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
-    use crate::oidc::tokens::token_hash;
     use crate::storage::memory::MemoryStorage;
 
     const CONNECTORS: [&str; 2] = ["mock", "ldap"];

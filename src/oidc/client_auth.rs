@@ -7,7 +7,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use subtle::ConstantTimeEq;
 
 use super::error::OAuthError;
 use crate::config::settings::Client;
@@ -67,7 +66,7 @@ impl ClientCredentials {
             .iter()
             .find(|c| c.id == self.client_id)
             .ok_or_else(OAuthError::invalid_client)?;
-        if bool::from(client.secret.as_bytes().ct_eq(&self.secret)) {
+        if crate::crypto::constant_time_eq(client.secret.as_bytes(), &self.secret) {
             Ok(client)
         } else {
             Err(OAuthError::invalid_client())

@@ -30,17 +30,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::Rng;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::authorize::DEVICE_CALLBACK_PATH;
 use super::binding::{self, BrowserSecret};
 use super::check_param_len;
 use super::error::{AuthorizeError, ErrorCode, OAuthError};
-use super::ids::encode_id;
 use super::scopes::{self, check_scopes, go_quote};
 use super::token::{CodeExchange, GrantContext, exchange_code, verify_pkce};
 use crate::config::settings::{Client, Settings};
@@ -59,31 +54,20 @@ pub const STATUS_PENDING: &str = "authorization_pending";
 pub const STATUS_COMPLETE: &str = "complete";
 pub const STATUS_REDEEMED: &str = "redeemed";
 
-/// Length of the hop's PKCE verifier in [`crate::random::token`] characters
+/// Length of the hop's PKCE verifier in [`crate::crypto::random_token`] characters
 /// (RFC 7636 §4.1: 43–128 unreserved characters; 64 × 5 = 320 bits).
 const HOP_VERIFIER_LEN: usize = 64;
 
 /// A device code: Dex's id scheme over 32 random bytes (51 characters).
 pub fn new_device_code() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill(&mut bytes);
-    encode_id(&bytes)
+    crate::crypto::new_long_id()
 }
 
 /// A user code: 8 characters of [`USER_CODE_ALPHABET`], shown `XXXX-XXXX`.
 pub fn new_user_code() -> String {
-    let mut rng = rand::rng();
-    let mut code = String::with_capacity(9);
-    for i in 0..8 {
-        if i == 4 {
-            code.push('-');
-        }
-        let pick = rng.random_range(0..USER_CODE_ALPHABET.len());
-        code.push(char::from(
-            USER_CODE_ALPHABET.get(pick).copied().unwrap_or(b'B'),
-        ));
-    }
-    code
+    let code = crate::crypto::random_string(USER_CODE_ALPHABET, 8);
+    let (first, second) = code.split_at_checked(4).unwrap_or((&code, ""));
+    format!("{first}-{second}")
 }
 
 /// The stored form of a typed user code: upper-cased (as Dex), spaces trimmed, and
@@ -282,7 +266,7 @@ pub fn verify_user_code(
             return Err(user_code_storage_error(&error));
         }
     };
-    let verifier = crate::random::token(HOP_VERIFIER_LEN);
+    let verifier = crate::crypto::random_token(HOP_VERIFIER_LEN);
     let Some((challenge, method)) = hop_challenge(settings, &verifier) else {
         // Config validation always leaves a method; never run the hop without PKCE.
         tracing::error!("no PKCE method enabled for the device flow's browser hop");
@@ -329,10 +313,7 @@ pub fn verify_user_code(
 fn hop_challenge(settings: &Settings, verifier: &str) -> Option<(String, &'static str)> {
     let enabled = |m: &str| settings.oauth2.pkce_methods.iter().any(|x| x == m);
     if enabled("S256") {
-        Some((
-            URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
-            "S256",
-        ))
+        Some((crate::crypto::s256_challenge(verifier), "S256"))
     } else if enabled("plain") {
         Some((verifier.to_owned(), "plain"))
     } else {
@@ -772,7 +753,7 @@ mod tests {
         let storage = MemoryStorage::new();
         let settings = device_settings();
         let verifier = "a-device-verifier-that-is-long-enough-0123456789";
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let challenge = crate::crypto::s256_challenge(verifier);
         let got = start(
             &storage,
             &settings,

@@ -14,7 +14,6 @@ pub mod binding;
 pub mod client_auth;
 pub mod device;
 pub mod error;
-pub mod ids;
 pub mod introspect;
 pub mod redirect_uri;
 pub mod scopes;

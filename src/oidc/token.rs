@@ -5,20 +5,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::authorize::connector_allowed;
 use super::check_param_len;
 use super::error::{ErrorCode, OAuthError, REFRESH_CLAIMED};
-use super::ids::new_id;
 use super::scopes::{self, check_scopes, go_quote_list};
 use super::subject::RefreshTokenWire;
 use super::tokens::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
 use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
+use crate::crypto::new_id;
 use crate::storage::{
     Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
     StorageError, StorageResult,
@@ -196,14 +192,15 @@ pub fn verify_pkce(code_verifier: &str, pkce: &Pkce) -> Result<(), OAuthError> {
     match (code_verifier.is_empty(), pkce.code_challenge.is_empty()) {
         (false, false) => {
             let computed = match pkce.code_challenge_method.as_str() {
-                "S256" => URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes())),
+                "S256" => crate::crypto::s256_challenge(code_verifier),
                 "plain" | "" => code_verifier.to_owned(),
                 other => {
                     tracing::error!(method = other, "stored PKCE method is unknown");
                     return Err(OAuthError::server_error());
                 }
             };
-            if bool::from(computed.as_bytes().ct_eq(pkce.code_challenge.as_bytes())) {
+            if crate::crypto::constant_time_eq(computed.as_bytes(), pkce.code_challenge.as_bytes())
+            {
                 Ok(())
             } else {
                 Err(OAuthError::invalid_grant("Invalid code_verifier."))
@@ -478,7 +475,7 @@ pub(crate) fn refresh_expired(
 pub(crate) fn secret_matches(presented: &str, stored: &str) -> bool {
     !presented.is_empty()
         && !stored.is_empty()
-        && bool::from(presented.as_bytes().ct_eq(stored.as_bytes()))
+        && crate::crypto::constant_time_eq(presented.as_bytes(), stored.as_bytes())
 }
 
 /// Dex answers internal refresh failures with 500 `invalid_request`.
@@ -955,9 +952,9 @@ pub fn missing_bearer_error() -> OAuthError {
 mod tests {
     use super::*;
     use crate::config::settings::AUTH_CODE_LIFETIME;
+    use crate::crypto::token_hash;
     use crate::keys::SigningAlgorithm;
     use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
-    use crate::oidc::tokens::token_hash;
     use crate::storage::AuthCode;
     use crate::storage::memory::MemoryStorage;
     use serde_json::json;
@@ -1070,7 +1067,7 @@ mod tests {
 
     fn s256(verifier: &str) -> Pkce {
         Pkce {
-            code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+            code_challenge: crate::crypto::s256_challenge(verifier),
             code_challenge_method: "S256".into(),
         }
     }
