@@ -13,6 +13,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod throttle;
 mod tls;
+pub mod urlencoded;
 pub mod web;
 
 /// The time source. Production uses the system clock; tests inject their own so
