@@ -1,7 +1,7 @@
 //! [`KeySet`]: the parsed form of the stored [`Keys`]. Keys are parsed once when
 //! the set is built; signing and verifying only use the parsed keys.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use aws_lc_rs::rand::SystemRandom;
 use base64::Engine;
@@ -167,7 +167,7 @@ impl KeySet {
     /// without `kid` is tried against every key of its algorithm. Only RS256,
     /// ES256 and EdDSA are accepted (never `none`), and the token's `alg` must be
     /// the key's. Issuer, expiry and audience are the caller's to check
-    /// ([`check_issuer`], [`check_expiry`]).
+    /// ([`crate::oidc::token::check_token_claims`]).
     pub fn verify_jwt(&self, token: &str) -> Result<Claims, VerifyError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -240,33 +240,6 @@ impl KeySet {
             .ok_or(VerifyError::Malformed(
                 "payload is not a base64url JSON object",
             ))
-    }
-}
-
-/// Checks that `iss` is exactly `issuer`.
-pub fn check_issuer(claims: &Claims, issuer: &str) -> Result<(), VerifyError> {
-    match claims.get("iss").and_then(Value::as_str) {
-        None => Err(VerifyError::MissingClaim("iss")),
-        Some(iss) if iss == issuer => Ok(()),
-        Some(iss) => Err(VerifyError::WrongIssuer(iss.to_owned())),
-    }
-}
-
-/// Checks that `exp` (seconds since the epoch) is after `now`; a token is expired
-/// at its `exp` second (RFC 7519 §4.1.4: "on or after").
-pub fn check_expiry(claims: &Claims, now: SystemTime) -> Result<(), VerifyError> {
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_f64)
-        .ok_or(VerifyError::MissingClaim("exp"))?;
-    let now = now
-        .duration_since(UNIX_EPOCH)
-        .map(|since| since.as_secs_f64())
-        .unwrap_or(0.0);
-    if now >= exp {
-        Err(VerifyError::Expired)
-    } else {
-        Ok(())
     }
 }
 

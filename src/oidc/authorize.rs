@@ -5,6 +5,7 @@
 use std::time::SystemTime;
 
 use super::error::{AuthorizeError, ErrorCode, RedirectError};
+use super::is_expired;
 use super::scopes::{self, check_scopes, go_quote};
 use super::token::upsert_offline_session;
 use super::tokens::{Minter, TokenSigner, TokenSubject};
@@ -226,34 +227,13 @@ pub fn validate_authorize_request<S: AsRef<str>>(
         ));
     }
 
-    let method = if params.code_challenge_method.is_empty() {
-        "plain"
-    } else {
-        params.code_challenge_method.as_str()
-    };
-    if !params.code_challenge.is_empty()
-        && !settings.oauth2.pkce_methods.iter().any(|m| m == method)
-    {
-        return Err(redirect(
-            ErrorCode::InvalidRequest,
-            format!("Unsupported PKCE challenge method ({}).", go_quote(method)),
-        ));
-    }
-    // `oauth2.pkce.enforce`, and beyond Dex the per-client `requirePKCE`.
-    if (settings.oauth2.pkce_enforce || client.require_pkce) && params.code_challenge.is_empty() {
-        return Err(redirect(
-            ErrorCode::InvalidRequest,
-            "PKCE is required. The code_challenge parameter must be provided.".into(),
-        ));
-    }
-    if !params.code_challenge.is_empty() && !valid_code_challenge(&params.code_challenge, method) {
-        return Err(redirect(
-            ErrorCode::InvalidRequest,
-            "Invalid code_challenge: RFC 7636 §4.2 allows 43 to 128 characters of \
-             [A-Za-z0-9-._~] (exactly 43 for S256)."
-                .into(),
-        ));
-    }
+    let method = check_pkce(
+        settings,
+        client,
+        &params.code_challenge,
+        &params.code_challenge_method,
+    )
+    .map_err(|description| redirect(ErrorCode::InvalidRequest, description))?;
 
     let scopes = scopes::parse_scopes(&params.scope);
     if let Err(violation) = check_scopes(&scopes, &client.id, &settings.clients, true) {
@@ -326,6 +306,38 @@ pub fn validate_authorize_request<S: AsRef<str>>(
 pub const MAX_PKCE_LEN: usize = 128;
 /// Shortest PKCE code verifier (RFC 7636 §4.1); an S256 challenge is always this long.
 pub const MIN_PKCE_LEN: usize = 43;
+
+/// The PKCE parameters of an authorization or a device request, checked the same
+/// way for both (Dex's `/auth` and `/device/code`): the method (empty means
+/// `plain`) must be enabled in `oauth2.pkceChallengeMethods` when a challenge is
+/// given; `oauth2.pkce.enforce` and, beyond Dex, the client's `requirePKCE` demand
+/// a challenge; beyond Dex, the challenge must have its RFC 7636 shape. Returns the
+/// method to store, or the `invalid_request` description.
+pub(crate) fn check_pkce<'a>(
+    settings: &Settings,
+    client: &Client,
+    challenge: &str,
+    method: &'a str,
+) -> Result<&'a str, String> {
+    let method = if method.is_empty() { "plain" } else { method };
+    if !challenge.is_empty() && !settings.oauth2.pkce_methods.iter().any(|m| m == method) {
+        return Err(format!(
+            "Unsupported PKCE challenge method ({}).",
+            go_quote(method)
+        ));
+    }
+    if (settings.oauth2.pkce_enforce || client.require_pkce) && challenge.is_empty() {
+        return Err("PKCE is required. The code_challenge parameter must be provided.".into());
+    }
+    if !challenge.is_empty() && !valid_code_challenge(challenge, method) {
+        return Err(
+            "Invalid code_challenge: RFC 7636 §4.2 allows 43 to 128 characters of \
+             [A-Za-z0-9-._~] (exactly 43 for S256)."
+                .into(),
+        );
+    }
+    Ok(method)
+}
 
 /// Beyond Dex: the challenge has the shape RFC 7636 §4.1–4.2 gives it: a `plain`
 /// challenge is a verifier (43–128 unreserved characters), an S256 one the
@@ -525,7 +537,7 @@ pub fn finalize_login(
     let hmac_key = new_hmac_key();
     let updated = storage
         .update_auth_request(auth_request_id, &mut |mut request| {
-            if now > request.expiry {
+            if is_expired(request.expiry, now) {
                 return Err(StorageError::Rejected("auth request expired".into()));
             }
             if request.logged_in {
@@ -631,7 +643,7 @@ pub fn issue_response(
             "Login process not yet finalized.",
         ));
     }
-    if now > request.expiry {
+    if is_expired(request.expiry, now) {
         return Err(AuthorizeError::page(400, "User session has expired."));
     }
     storage
