@@ -243,8 +243,8 @@ mod tests {
     }
 
     #[test]
-    fn token_hash_uses_the_algorithms_hash() {
-        // OIDC Core §A.3's example: at_hash of this access token under RS256.
+    fn at_hash_follows_the_algorithm() {
+        // OIDC Core example: at_hash of "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" (RS256).
         assert_eq!(
             token_hash(
                 SigningAlgorithm::RS256,
@@ -253,6 +253,7 @@ mod tests {
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
         assert_eq!(token_hash(SigningAlgorithm::ES256, "x").len(), 22);
+        // SHA-512 half = 32 bytes = 43 base64url chars.
         assert_eq!(token_hash(SigningAlgorithm::EdDSA, "x").len(), 43);
     }
 

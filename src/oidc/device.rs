@@ -564,6 +564,21 @@ mod tests {
         start_device_authorization(storage, settings, &client(client_id), &request, t0()).unwrap()
     }
 
+    /// [`start`] for a request that must be refused.
+    fn start_refused(
+        storage: &MemoryStorage,
+        settings: &Settings,
+        challenge: (&str, &str),
+    ) -> OAuthError {
+        let request = DeviceAuthorizationRequest {
+            scope: "openid",
+            code_challenge: challenge.0,
+            code_challenge_method: challenge.1,
+        };
+        start_device_authorization(storage, settings, &client("public-cli"), &request, t0())
+            .unwrap_err()
+    }
+
     /// The browser part: /auth with the URL from `verify_user_code`, login,
     /// approval; returns the `code` the callback receives.
     fn browser_code(
@@ -732,19 +747,7 @@ mod tests {
             (&format!("{s256}="), "S256"),
             (&"é".repeat(30), "plain"),
         ] {
-            let request = DeviceAuthorizationRequest {
-                scope: "openid",
-                code_challenge: challenge,
-                code_challenge_method: method,
-            };
-            let err = start_device_authorization(
-                &storage,
-                &settings,
-                &client("public-cli"),
-                &request,
-                t0(),
-            )
-            .unwrap_err();
+            let err = start_refused(&storage, &settings, (challenge, method));
             assert_eq!(
                 err.code,
                 ErrorCode::InvalidRequest,

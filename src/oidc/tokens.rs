@@ -240,21 +240,6 @@ mod tests {
     }
 
     #[test]
-    fn at_hash_follows_the_algorithm() {
-        // OIDC Core example: at_hash of "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" (RS256).
-        assert_eq!(
-            token_hash(
-                SigningAlgorithm::RS256,
-                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
-            ),
-            "77QmUPtjPfzWtF2AnpK9RQ"
-        );
-        assert_eq!(token_hash(SigningAlgorithm::ES256, "x").len(), 22);
-        // SHA-512 half = 32 bytes = 43 base64url chars.
-        assert_eq!(token_hash(SigningAlgorithm::EdDSA, "x").len(), 43);
-    }
-
-    #[test]
     fn id_token_claims_in_dex_order_with_all_scopes() {
         let settings = settings();
         let signer = TestSigner::default();
