@@ -124,7 +124,7 @@ impl HealthChecker {
 
     /// Creates and deletes a short-lived auth request, like Dex's storage check.
     async fn check_storage(&self, now: SystemTime) -> Result<(), String> {
-        let id = format!("healthcheck-{}", crate::random::token(12));
+        let id = format!("healthcheck-{}", crate::crypto::random_token(12));
         let probe = AuthRequest {
             id: id.clone(),
             client_id: String::new(),

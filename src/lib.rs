@@ -3,18 +3,19 @@
 pub mod blocking;
 pub mod config;
 pub mod connector;
+pub mod crypto;
 pub mod health;
 pub mod http;
 pub mod keys;
 pub mod oidc;
 pub mod provider;
-pub mod random;
 pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;
 mod tls;
+pub mod urlencoded;
 pub mod web;
 
 /// The time source. Production uses the system clock; tests inject their own so

@@ -36,9 +36,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::keys::{KeySet, SigningAlgorithm, generate_key};
 use crate::storage::Keys;
@@ -226,7 +225,7 @@ impl Drop for FakeForgejo {
 }
 
 fn random(prefix: &str) -> String {
-    format!("{prefix}{}", crate::random::token(32))
+    format!("{prefix}{}", crate::crypto::random_token(32))
 }
 
 impl FakeForgejo {
@@ -666,9 +665,7 @@ async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: B
             if let Some((challenge, method)) = &code.challenge {
                 let verifier = get("code_verifier");
                 let ok = match method.as_str() {
-                    "S256" => {
-                        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == *challenge
-                    }
+                    "S256" => crate::crypto::s256_challenge(&verifier) == *challenge,
                     _ => verifier == *challenge,
                 };
                 if !ok {

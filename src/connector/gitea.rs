@@ -309,6 +309,19 @@ impl GiteaConnector {
         !self.config.orgs.is_empty() || (self.config.load_all_groups && scopes.groups)
     }
 
+    /// One token endpoint exchange, written by hand rather than through the
+    /// `oauth2` 5 core that `openidconnect` brings (the `oidc` connector's path).
+    /// Both would share the client, so the 1 MiB body cap ([`read_capped`]), the
+    /// timeout and the redirect policy are the same either way; what differs is the
+    /// reading. Of ten token answers fed to both (the three Forgejo 1.26 answers
+    /// recorded in `checks/forgejo`, and seven others), the recorded three read the
+    /// same, and five of the others read differently under `oauth2`: three that
+    /// Dex's golang.org/x/oauth2 accepts are refused (a form-encoded answer,
+    /// `expires_in` as a string, no `token_type`), and two lose the split between
+    /// a refused grant and a failing upstream (an OAuth error in a 200 answer, and
+    /// a 5xx whose body is an OAuth error: `oauth2` keeps no status). That split
+    /// decides whether a refresh failure ends the user's session. `oauth2` would
+    /// read nothing this code does not (tests: `token_response_tests`).
     async fn token_request(
         &self,
         grant: &[(&str, &str)],
@@ -1316,5 +1329,76 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ConnectorError::Refresh(_)), "{e:?}");
         assert!(e.to_string().contains("no longer a member"), "{e}");
+    }
+}
+
+/// The token answers that `oauth2` 5 (the core `openidconnect` brings) would read
+/// differently, see [`GiteaConnector::token_request`]: each is read here as Dex's
+/// golang.org/x/oauth2 reads it.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod token_response_tests {
+    use super::*;
+
+    const URL: &str = "https://forge.example/login/oauth/access_token";
+
+    fn read(status: u16, form_encoded: bool, body: &str) -> Result<UpstreamToken, TokenError> {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        read_token_response(
+            StatusCode::from_u16(status).unwrap(),
+            form_encoded,
+            body.as_bytes(),
+            URL,
+            now,
+        )
+    }
+
+    #[test]
+    fn answers_oauth2_would_refuse_are_tokens() {
+        for (form_encoded, body) in [
+            (
+                true,
+                "access_token=a&token_type=bearer&expires_in=60&refresh_token=r",
+            ),
+            (
+                false,
+                r#"{"access_token":"a","expires_in":"60","refresh_token":"r"}"#,
+            ),
+            (
+                false,
+                r#"{"access_token":"a","expires_in":60,"refresh_token":"r"}"#,
+            ),
+        ] {
+            let Ok(token) = read(200, form_encoded, body) else {
+                panic!("{body} refused");
+            };
+            assert_eq!(
+                (token.access_token.as_str(), token.refresh_token.as_str()),
+                ("a", "r")
+            );
+            assert_eq!(token.expires_at, 1_700_000_060, "{body}");
+        }
+    }
+
+    #[test]
+    fn oauth_errors_are_rejections_only_when_the_status_says_so() {
+        let error = r#"{"error":"invalid_grant","error_description":"gone"}"#;
+        // In a 200 answer (GitHub does this) and in a 400: the grant is refused.
+        for status in [200, 400] {
+            assert!(
+                matches!(read(status, false, error), Err(TokenError::Rejected(r)) if r == "invalid_grant: gone"),
+                "{status}"
+            );
+        }
+        // A 5xx is the upstream failing, whatever its body says: not a refused grant
+        // (which would end the user's session).
+        assert!(matches!(
+            read(500, false, error),
+            Err(TokenError::Failed(_))
+        ));
+        assert!(matches!(
+            read(503, false, "<html>"),
+            Err(TokenError::Failed(_))
+        ));
     }
 }

@@ -8,7 +8,8 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
+
+use crate::crypto::constant_time_eq;
 
 use super::{CallbackConnector, ConnectorError, Identity, PasswordConnector, Scopes};
 
@@ -165,9 +166,10 @@ impl PasswordConnector for MockPassword {
         username: &str,
         password: &str,
     ) -> Result<Option<Identity>, ConnectorError> {
-        let user_ok = username.as_bytes().ct_eq(self.username.as_bytes());
-        let pass_ok = password.as_bytes().ct_eq(self.password.as_bytes());
-        Ok(bool::from(user_ok & pass_ok).then(mock_password_identity))
+        let user_ok = constant_time_eq(username.as_bytes(), self.username.as_bytes());
+        let pass_ok = constant_time_eq(password.as_bytes(), self.password.as_bytes());
+        // `&`, not `&&`: both comparisons always run.
+        Ok((user_ok & pass_ok).then(mock_password_identity))
     }
 
     fn supports_refresh(&self) -> bool {

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::ConnectorError;
 
@@ -390,7 +389,7 @@ impl<T: Clone> SingleFlight<T> {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, ConnectorError>>,
     {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = crate::crypto::sha256(token.as_bytes());
         let slot = {
             let mut slots = self
                 .slots

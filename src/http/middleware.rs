@@ -20,7 +20,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use metrics::{Counter, Histogram};
-use rand::Rng;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -179,10 +178,10 @@ fn is_plain_request_id(id: &HeaderValue) -> bool {
 
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// A UUID v4 from the thread-local CSPRNG (tower-http's `MakeRequestUuid` makes a
-/// system call for every id).
+/// A UUID v4 from AWS-LC's CSPRNG (tower-http's `MakeRequestUuid` makes a system
+/// call for every id).
 fn new_request_id() -> HeaderValue {
-    let id = uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid();
+    let id = uuid::Builder::from_random_bytes(crate::crypto::random_bytes()).into_uuid();
     let mut buf = uuid::Uuid::encode_buffer();
     HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
         .unwrap_or(HeaderValue::from_static("-"))

@@ -6,6 +6,8 @@ use std::convert::Infallible;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, Method, header};
 
+use crate::urlencoded::query_unescape;
+
 /// Largest request body we read: forms here are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -71,30 +73,8 @@ pub fn decode(raw: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
 }
 
 fn unescape(raw: &[u8]) -> Result<String, &'static str> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        match b {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let hex = |at: usize| raw.get(at).and_then(|&c| (c as char).to_digit(16));
-                let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
-                    return Err("invalid percent-encoding");
-                };
-                // Two hex digits: at most 0xff.
-                out.push(u8::try_from(hi << 4 | lo).unwrap_or(u8::MAX));
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| "parameters are not UTF-8")
+    let bytes = query_unescape(raw).map_err(|_| "invalid percent-encoding")?;
+    String::from_utf8(bytes).map_err(|_| "parameters are not UTF-8")
 }
 
 impl<S: Send + Sync> FromRequest<S> for Params {

@@ -1,9 +1,8 @@
 //! [`KeySet`]: the parsed form of the stored [`Keys`]. Keys are parsed once when
 //! the set is built; signing and verifying only use the parsed keys.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use aws_lc_rs::digest::{SHA256, SHA512, digest};
 use aws_lc_rs::rand::SystemRandom;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -163,17 +162,12 @@ impl KeySet {
         Ok(token)
     }
 
-    /// `at_hash` / `c_hash` of `token` for the current signing algorithm.
-    pub fn token_hash(&self, token: &str) -> String {
-        token_hash(self.algorithm, token)
-    }
-
     /// Checks a compact JWS signed by one of our keys (current, next or
     /// verification) and returns its claims. The key is chosen by `kid`; a token
     /// without `kid` is tried against every key of its algorithm. Only RS256,
     /// ES256 and EdDSA are accepted (never `none`), and the token's `alg` must be
     /// the key's. Issuer, expiry and audience are the caller's to check
-    /// ([`check_issuer`], [`check_expiry`]).
+    /// ([`crate::oidc::token::check_token_claims`]).
     pub fn verify_jwt(&self, token: &str) -> Result<Claims, VerifyError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -246,50 +240,6 @@ impl KeySet {
             .ok_or(VerifyError::Malformed(
                 "payload is not a base64url JSON object",
             ))
-    }
-}
-
-/// `at_hash` / `c_hash` (OIDC Core §3.1.3.6, §3.3.2.11): the left half of the
-/// hash of the ASCII token, base64url without padding.
-///
-/// RS256 and ES256 use SHA-256, as the spec says ("the hash algorithm used in the
-/// alg Header Parameter"). EdDSA names no hash; Dex has no answer (its table has
-/// no EdDSA entry, so it cannot issue such tokens). We use SHA-512 for Ed25519,
-/// the hash inside Ed25519 itself, as the openidconnect crate and panva's
-/// oidc-token-hash (node-openid-client) expect when they check `at_hash`.
-pub fn token_hash(algorithm: SigningAlgorithm, token: &str) -> String {
-    let hash = match algorithm {
-        SigningAlgorithm::RS256 | SigningAlgorithm::ES256 => digest(&SHA256, token.as_bytes()),
-        SigningAlgorithm::EdDSA => digest(&SHA512, token.as_bytes()),
-    };
-    let bytes = hash.as_ref();
-    URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
-}
-
-/// Checks that `iss` is exactly `issuer`.
-pub fn check_issuer(claims: &Claims, issuer: &str) -> Result<(), VerifyError> {
-    match claims.get("iss").and_then(Value::as_str) {
-        None => Err(VerifyError::MissingClaim("iss")),
-        Some(iss) if iss == issuer => Ok(()),
-        Some(iss) => Err(VerifyError::WrongIssuer(iss.to_owned())),
-    }
-}
-
-/// Checks that `exp` (seconds since the epoch) is after `now`; a token is expired
-/// at its `exp` second (RFC 7519 §4.1.4: "on or after").
-pub fn check_expiry(claims: &Claims, now: SystemTime) -> Result<(), VerifyError> {
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_f64)
-        .ok_or(VerifyError::MissingClaim("exp"))?;
-    let now = now
-        .duration_since(UNIX_EPOCH)
-        .map(|since| since.as_secs_f64())
-        .unwrap_or(0.0);
-    if now >= exp {
-        Err(VerifyError::Expired)
-    } else {
-        Ok(())
     }
 }
 

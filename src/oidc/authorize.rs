@@ -4,17 +4,14 @@
 
 use std::time::SystemTime;
 
-use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use super::error::{AuthorizeError, ErrorCode, RedirectError};
-use super::ids::{new_hmac_key, new_id};
+use super::is_expired;
 use super::scopes::{self, check_scopes, go_quote};
 use super::token::upsert_offline_session;
 use super::tokens::{Minter, TokenSigner, TokenSubject};
 use super::{MAX_NONCE_LEN, MAX_PARAM_LEN, MAX_RESPONSE_TYPE_LEN, MAX_SCOPE_LEN, MAX_STATE_LEN};
 use crate::config::settings::{AUTH_CODE_LIFETIME, Client, Settings};
+use crate::crypto::{self, new_hmac_key, new_id};
 use crate::storage::{AuthCode, AuthRequest, Claims, Pkce, Storage, StorageError};
 
 /// The out-of-band redirect URI: the code is shown on a page instead.
@@ -230,34 +227,13 @@ pub fn validate_authorize_request<S: AsRef<str>>(
         ));
     }
 
-    let method = if params.code_challenge_method.is_empty() {
-        "plain"
-    } else {
-        params.code_challenge_method.as_str()
-    };
-    if !params.code_challenge.is_empty()
-        && !settings.oauth2.pkce_methods.iter().any(|m| m == method)
-    {
-        return Err(redirect(
-            ErrorCode::InvalidRequest,
-            format!("Unsupported PKCE challenge method ({}).", go_quote(method)),
-        ));
-    }
-    // `oauth2.pkce.enforce`, and beyond Dex the per-client `requirePKCE`.
-    if (settings.oauth2.pkce_enforce || client.require_pkce) && params.code_challenge.is_empty() {
-        return Err(redirect(
-            ErrorCode::InvalidRequest,
-            "PKCE is required. The code_challenge parameter must be provided.".into(),
-        ));
-    }
-    if !params.code_challenge.is_empty() && !valid_code_challenge(&params.code_challenge, method) {
-        return Err(redirect(
-            ErrorCode::InvalidRequest,
-            "Invalid code_challenge: RFC 7636 §4.2 allows 43 to 128 characters of \
-             [A-Za-z0-9-._~] (exactly 43 for S256)."
-                .into(),
-        ));
-    }
+    let method = check_pkce(
+        settings,
+        client,
+        &params.code_challenge,
+        &params.code_challenge_method,
+    )
+    .map_err(|description| redirect(ErrorCode::InvalidRequest, description))?;
 
     let scopes = scopes::parse_scopes(&params.scope);
     if let Err(violation) = check_scopes(&scopes, &client.id, &settings.clients, true) {
@@ -330,6 +306,38 @@ pub fn validate_authorize_request<S: AsRef<str>>(
 pub const MAX_PKCE_LEN: usize = 128;
 /// Shortest PKCE code verifier (RFC 7636 §4.1); an S256 challenge is always this long.
 pub const MIN_PKCE_LEN: usize = 43;
+
+/// The PKCE parameters of an authorization or a device request, checked the same
+/// way for both (Dex's `/auth` and `/device/code`): the method (empty means
+/// `plain`) must be enabled in `oauth2.pkceChallengeMethods` when a challenge is
+/// given; `oauth2.pkce.enforce` and, beyond Dex, the client's `requirePKCE` demand
+/// a challenge; beyond Dex, the challenge must have its RFC 7636 shape. Returns the
+/// method to store, or the `invalid_request` description.
+pub(crate) fn check_pkce<'a>(
+    settings: &Settings,
+    client: &Client,
+    challenge: &str,
+    method: &'a str,
+) -> Result<&'a str, String> {
+    let method = if method.is_empty() { "plain" } else { method };
+    if !challenge.is_empty() && !settings.oauth2.pkce_methods.iter().any(|m| m == method) {
+        return Err(format!(
+            "Unsupported PKCE challenge method ({}).",
+            go_quote(method)
+        ));
+    }
+    if (settings.oauth2.pkce_enforce || client.require_pkce) && challenge.is_empty() {
+        return Err("PKCE is required. The code_challenge parameter must be provided.".into());
+    }
+    if !challenge.is_empty() && !valid_code_challenge(challenge, method) {
+        return Err(
+            "Invalid code_challenge: RFC 7636 §4.2 allows 43 to 128 characters of \
+             [A-Za-z0-9-._~] (exactly 43 for S256)."
+                .into(),
+        );
+    }
+    Ok(method)
+}
 
 /// Beyond Dex: the challenge has the shape RFC 7636 §4.1–4.2 gives it: a `plain`
 /// challenge is a verifier (43–128 unreserved characters), an S256 one the
@@ -458,7 +466,7 @@ pub fn create_auth_request(
 /// The `hmac` query parameter of the approval URL:
 /// `base64url(HMAC-SHA256(auth request key, auth request id))`, no padding.
 pub fn approval_hmac(auth_request: &AuthRequest) -> String {
-    URL_SAFE_NO_PAD.encode(approval_tag(auth_request))
+    crypto::hmac_sha256_b64(&auth_request.hmac_key, auth_request.id.as_bytes())
 }
 
 /// The approval screen's URL for a logged-in auth request:
@@ -473,23 +481,11 @@ pub fn approval_url(settings: &Settings, auth_request: &AuthRequest) -> String {
 
 /// Checks a presented approval `hmac` in constant time.
 pub fn verify_approval_hmac(auth_request: &AuthRequest, presented: &str) -> bool {
-    let Ok(presented) = URL_SAFE_NO_PAD.decode(presented) else {
-        return false;
-    };
-    hmac::verify(
-        &approval_key(auth_request),
+    crypto::hmac_sha256_b64_verify(
+        &auth_request.hmac_key,
         auth_request.id.as_bytes(),
-        &presented,
+        presented,
     )
-    .is_ok()
-}
-
-fn approval_key(auth_request: &AuthRequest) -> hmac::Key {
-    hmac::Key::new(hmac::HMAC_SHA256, &auth_request.hmac_key)
-}
-
-fn approval_tag(auth_request: &AuthRequest) -> hmac::Tag {
-    hmac::sign(&approval_key(auth_request), auth_request.id.as_bytes())
 }
 
 /// Loads an auth request for the approval screen (dex-protocol.md §5.5): `hmac`
@@ -556,7 +552,7 @@ pub fn finalize_login(
     let hmac_key = new_hmac_key();
     let updated = storage
         .update_auth_request(auth_request_id, &mut |mut request| {
-            if now > request.expiry {
+            if is_expired(request.expiry, now) {
                 return Err(StorageError::Rejected("auth request expired".into()));
             }
             if request.logged_in {
@@ -662,7 +658,7 @@ pub fn issue_response(
             "Login process not yet finalized.",
         ));
     }
-    if now > request.expiry {
+    if is_expired(request.expiry, now) {
         return Err(AuthorizeError::page(400, "User session has expired."));
     }
     storage
@@ -860,9 +856,9 @@ fn encode_pairs(pairs: &[(String, String)]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::crypto::token_hash;
     use crate::keys::SigningAlgorithm;
     use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
-    use crate::oidc::tokens::token_hash;
     use crate::storage::memory::MemoryStorage;
 
     const CONNECTORS: [&str; 2] = ["mock", "ldap"];

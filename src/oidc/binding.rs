@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::error::AuthorizeError;
 
-/// Length of the secret in [`crate::random::token`] characters: 52 × 5 bits =
+/// Length of the secret in [`crate::crypto::random_token`] characters: 52 × 5 bits =
 /// 260 bits (more than 32 bytes).
 pub const SECRET_LEN: usize = 52;
 
@@ -35,7 +35,7 @@ pub struct BrowserSecret(String);
 
 impl BrowserSecret {
     pub fn generate() -> Self {
-        Self(crate::random::token(SECRET_LEN))
+        Self(crate::crypto::random_token(SECRET_LEN))
     }
 
     /// A cookie value we could have issued, or `None`.

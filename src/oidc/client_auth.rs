@@ -7,10 +7,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use subtle::ConstantTimeEq;
 
 use super::error::OAuthError;
 use crate::config::settings::Client;
+use crate::urlencoded::query_unescape;
 
 /// Credentials as presented, before they are checked.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,10 +38,10 @@ impl ClientCredentials {
         form_client_secret: &str,
     ) -> Result<Self, OAuthError> {
         if let Some((id, secret)) = authorization.and_then(parse_basic) {
-            let id = query_unescape(&id)
-                .ok_or_else(|| OAuthError::invalid_request("client_id improperly encoded"))?;
-            let secret = query_unescape(&secret)
-                .ok_or_else(|| OAuthError::invalid_request("client_secret improperly encoded"))?;
+            let id = query_unescape(id.as_bytes())
+                .map_err(|_| OAuthError::invalid_request("client_id improperly encoded"))?;
+            let secret = query_unescape(secret.as_bytes())
+                .map_err(|_| OAuthError::invalid_request("client_secret improperly encoded"))?;
             // A client id that is not UTF-8 can match no configured client.
             let client_id = String::from_utf8(id).map_err(|_| OAuthError::invalid_client())?;
             return Ok(Self { client_id, secret });
@@ -67,7 +67,7 @@ impl ClientCredentials {
             .iter()
             .find(|c| c.id == self.client_id)
             .ok_or_else(OAuthError::invalid_client)?;
-        if bool::from(client.secret.as_bytes().ct_eq(&self.secret)) {
+        if crate::crypto::constant_time_eq(client.secret.as_bytes(), &self.secret) {
             Ok(client)
         } else {
             Err(OAuthError::invalid_client())
@@ -99,41 +99,6 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
     Some((id.to_owned(), secret.to_owned()))
-}
-
-/// Go's `url.QueryUnescape`: `+` → space, `%XX` → byte; a malformed escape fails.
-fn query_unescape(input: &str) -> Option<Vec<u8>> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let hi = hex_value(*bytes.get(i + 1)?)?;
-                let lo = hex_value(*bytes.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -30,18 +30,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::Rng;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use super::authorize::DEVICE_CALLBACK_PATH;
+use super::authorize::{DEVICE_CALLBACK_PATH, check_pkce};
 use super::binding::{self, BrowserSecret};
 use super::check_param_len;
 use super::error::{AuthorizeError, ErrorCode, OAuthError};
-use super::ids::encode_id;
-use super::scopes::{self, check_scopes, go_quote};
+use super::is_expired;
+use super::scopes::{self, check_scopes};
 use super::token::{CodeExchange, GrantContext, exchange_code, verify_pkce};
 use crate::config::settings::{Client, Settings};
 use crate::storage::{DeviceRequest, DeviceToken, Pkce, Storage, StorageError};
@@ -59,31 +55,20 @@ pub const STATUS_PENDING: &str = "authorization_pending";
 pub const STATUS_COMPLETE: &str = "complete";
 pub const STATUS_REDEEMED: &str = "redeemed";
 
-/// Length of the hop's PKCE verifier in [`crate::random::token`] characters
+/// Length of the hop's PKCE verifier in [`crate::crypto::random_token`] characters
 /// (RFC 7636 §4.1: 43–128 unreserved characters; 64 × 5 = 320 bits).
 const HOP_VERIFIER_LEN: usize = 64;
 
 /// A device code: Dex's id scheme over 32 random bytes (51 characters).
 pub fn new_device_code() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill(&mut bytes);
-    encode_id(&bytes)
+    crate::crypto::new_long_id()
 }
 
 /// A user code: 8 characters of [`USER_CODE_ALPHABET`], shown `XXXX-XXXX`.
 pub fn new_user_code() -> String {
-    let mut rng = rand::rng();
-    let mut code = String::with_capacity(9);
-    for i in 0..8 {
-        if i == 4 {
-            code.push('-');
-        }
-        let pick = rng.random_range(0..USER_CODE_ALPHABET.len());
-        code.push(char::from(
-            USER_CODE_ALPHABET.get(pick).copied().unwrap_or(b'B'),
-        ));
-    }
-    code
+    let code = crate::crypto::random_string(USER_CODE_ALPHABET, 8);
+    let (first, second) = code.split_at_checked(4).unwrap_or((&code, ""));
+    format!("{first}-{second}")
 }
 
 /// The stored form of a typed user code: upper-cased (as Dex), spaces trimmed, and
@@ -140,24 +125,13 @@ pub fn start_device_authorization(
         return Err(OAuthError::invalid_scope(violation.description()));
     }
 
-    let method = if request.code_challenge_method.is_empty() {
-        "plain"
-    } else {
-        request.code_challenge_method
-    };
-    if !request.code_challenge.is_empty()
-        && !settings.oauth2.pkce_methods.iter().any(|m| m == method)
-    {
-        return Err(OAuthError::invalid_request(format!(
-            "Unsupported PKCE challenge method ({}).",
-            go_quote(method)
-        )));
-    }
-    if (settings.oauth2.pkce_enforce || client.require_pkce) && request.code_challenge.is_empty() {
-        return Err(OAuthError::invalid_request(
-            "PKCE is required. The code_challenge parameter must be provided.",
-        ));
-    }
+    let method = check_pkce(
+        settings,
+        client,
+        request.code_challenge,
+        request.code_challenge_method,
+    )
+    .map_err(OAuthError::invalid_request)?;
     let pkce = if request.code_challenge.is_empty() {
         Pkce::default()
     } else {
@@ -275,14 +249,14 @@ pub fn verify_user_code(
         return Err(UserCodeError::Invalid);
     }
     let request = match storage.get_device_request(&user_code) {
-        Ok(request) if now <= request.expiry => request,
+        Ok(request) if !is_expired(request.expiry, now) => request,
         Ok(_) | Err(StorageError::NotFound) => return Err(UserCodeError::Invalid),
         Err(error) => {
             tracing::error!(%error, "failed to get device request");
             return Err(user_code_storage_error(&error));
         }
     };
-    let verifier = crate::random::token(HOP_VERIFIER_LEN);
+    let verifier = crate::crypto::random_token(HOP_VERIFIER_LEN);
     let Some((challenge, method)) = hop_challenge(settings, &verifier) else {
         // Config validation always leaves a method; never run the hop without PKCE.
         tracing::error!("no PKCE method enabled for the device flow's browser hop");
@@ -293,7 +267,7 @@ pub fn verify_user_code(
         return Err(UserCodeError::Internal);
     }
     let bound = storage.update_device_token(&request.device_code, &mut |mut token| {
-        if token.status != STATUS_PENDING || now > token.expiry {
+        if token.status != STATUS_PENDING || is_expired(token.expiry, now) {
             return Err(StorageError::Rejected("device token not pending".into()));
         }
         token.browser_binding = browser_binding.to_owned();
@@ -329,10 +303,7 @@ pub fn verify_user_code(
 fn hop_challenge(settings: &Settings, verifier: &str) -> Option<(String, &'static str)> {
     let enabled = |m: &str| settings.oauth2.pkce_methods.iter().any(|x| x == m);
     if enabled("S256") {
-        Some((
-            URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
-            "S256",
-        ))
+        Some((crate::crypto::s256_challenge(verifier), "S256"))
     } else if enabled("plain") {
         Some((verifier.to_owned(), "plain"))
     } else {
@@ -375,12 +346,12 @@ pub fn complete_device_login(
         AuthorizeError::storage(&error)
     };
     let code = match ctx.storage.get_auth_code(callback.code) {
-        Ok(code) if ctx.now <= code.expiry => code,
+        Ok(code) if !is_expired(code.expiry, ctx.now) => code,
         Ok(_) | Err(StorageError::NotFound) => return Err(bad_code()),
         Err(error) => return Err(database(error)),
     };
     let request = match ctx.storage.get_device_request(callback.user_code) {
-        Ok(request) if ctx.now <= request.expiry => request,
+        Ok(request) if !is_expired(request.expiry, ctx.now) => request,
         Ok(_) | Err(StorageError::NotFound) => {
             return Err(page(400, "Invalid or expired user code."));
         }
@@ -398,8 +369,8 @@ pub fn complete_device_login(
         .find(|c| c.id == request.client_id)
         .ok_or_else(|| page(401, "Invalid client credentials."))?;
     let token = match ctx.storage.get_device_token(&request.device_code) {
-        Ok(token) if ctx.now <= token.expiry && token.status == STATUS_PENDING => token,
-        Ok(token) if ctx.now <= token.expiry => {
+        Ok(token) if !is_expired(token.expiry, ctx.now) && token.status == STATUS_PENDING => token,
+        Ok(token) if !is_expired(token.expiry, ctx.now) => {
             return Err(page(400, "This device has already been authorized."));
         }
         Ok(_) | Err(StorageError::NotFound) => {
@@ -483,7 +454,7 @@ pub fn poll_device_token(
             return Err(OAuthError::storage(&error));
         }
     };
-    if now > token.expiry {
+    if is_expired(token.expiry, now) {
         return Err(OAuthError::new(ErrorCode::ExpiredToken, 400, ""));
     }
     match token.status.as_str() {
@@ -591,6 +562,21 @@ mod tests {
             code_challenge_method: challenge.1,
         };
         start_device_authorization(storage, settings, &client(client_id), &request, t0()).unwrap()
+    }
+
+    /// [`start`] for a request that must be refused.
+    fn start_refused(
+        storage: &MemoryStorage,
+        settings: &Settings,
+        challenge: (&str, &str),
+    ) -> OAuthError {
+        let request = DeviceAuthorizationRequest {
+            scope: "openid",
+            code_challenge: challenge.0,
+            code_challenge_method: challenge.1,
+        };
+        start_device_authorization(storage, settings, &client("public-cli"), &request, t0())
+            .unwrap_err()
     }
 
     /// The browser part: /auth with the URL from `verify_user_code`, login,
@@ -739,9 +725,41 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
-        let ok = start(&storage, &settings, "public-cli", "openid", ("abc", ""));
+        let plain = "a-plain-challenge-that-is-long-enough-0123456789";
+        let ok = start(&storage, &settings, "public-cli", "openid", (plain, ""));
         let token = storage.get_device_token(&ok.device_code).unwrap();
         assert_eq!(token.pkce.code_challenge_method, "plain");
+    }
+
+    /// The device endpoint checks a challenge's shape exactly as `/auth` does
+    /// (`authorize::check_pkce`): a 3-character `plain` challenge would otherwise
+    /// let a 3-character verifier pass at `/token`.
+    #[test]
+    fn device_code_refuses_a_malformed_challenge_like_auth() {
+        let storage = MemoryStorage::new();
+        let settings = device_settings();
+        let s256 =
+            crate::crypto::s256_challenge("a-device-verifier-that-is-long-enough-0123456789");
+        for (challenge, method) in [
+            ("abc", ""),
+            ("abc", "plain"),
+            (&s256[..42], "S256"),
+            (&format!("{s256}="), "S256"),
+            (&"é".repeat(30), "plain"),
+        ] {
+            let err = start_refused(&storage, &settings, (challenge, method));
+            assert_eq!(
+                err.code,
+                ErrorCode::InvalidRequest,
+                "{challenge:?} {method}"
+            );
+            assert!(
+                err.description.starts_with("Invalid code_challenge"),
+                "{challenge:?} {method}: {}",
+                err.description
+            );
+        }
+        start(&storage, &settings, "public-cli", "openid", (&s256, "S256"));
     }
 
     #[test]
@@ -772,7 +790,7 @@ mod tests {
         let storage = MemoryStorage::new();
         let settings = device_settings();
         let verifier = "a-device-verifier-that-is-long-enough-0123456789";
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let challenge = crate::crypto::s256_challenge(verifier);
         let got = start(
             &storage,
             &settings,

@@ -15,7 +15,6 @@ pub mod client_auth;
 pub mod device;
 pub mod discovery;
 pub mod error;
-pub mod ids;
 pub mod introspect;
 pub mod redirect_uri;
 pub mod scopes;
@@ -28,6 +27,16 @@ pub(crate) mod test_support;
 
 pub use error::{AuthorizeError, ErrorCode, OAuthError, RedirectError};
 pub use tokens::{TokenResponse, TokenSigner};
+
+/// Whether what expires at `expiry` has expired at `now`: only once `now` is past
+/// it (at `expiry` itself it is still valid), compared to the nanosecond. This is
+/// Dex's boundary for every kind: stored objects (auth requests and codes, device
+/// requests and tokens, refresh lifetimes and the reuse window) are checked with
+/// `time.Now().After(expiry)`, and the JWTs `/userinfo` and `/introspect` accept
+/// go through go-oidc's verifier, which refuses them when `Expiry.Before(now)`.
+pub fn is_expired(expiry: std::time::SystemTime, now: std::time::SystemTime) -> bool {
+    now > expiry
+}
 
 /// Longest accepted value of any protocol parameter, in bytes (except `state`).
 ///

@@ -5,8 +5,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use super::tokens::TokenSigner;
 use crate::config::settings::*;
@@ -154,9 +152,8 @@ impl TokenSigner for TestSigner {
         }
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"test"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"test key").unwrap();
-        mac.update(format!("{header}.{payload}").as_bytes());
-        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let sig =
+            crate::crypto::hmac_sha256_b64(b"test key", format!("{header}.{payload}").as_bytes());
         Ok(format!("{header}.{payload}.{sig}"))
     }
 }

@@ -3,22 +3,19 @@
 //! plus PKCE verification and the userinfo-side claim checks.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::authorize::connector_allowed;
 use super::check_param_len;
 use super::error::{ErrorCode, OAuthError, REFRESH_CLAIMED};
-use super::ids::new_id;
+use super::is_expired;
 use super::scopes::{self, check_scopes, go_quote_list};
 use super::subject::RefreshTokenWire;
 use super::tokens::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
 use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
+use crate::crypto::new_id;
 use crate::storage::{
     Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
     StorageError, StorageResult,
@@ -105,7 +102,7 @@ pub fn exchange_code(
             return Err(OAuthError::storage(&err));
         }
     };
-    if ctx.now > code.expiry || code.client_id != client.id {
+    if is_expired(code.expiry, ctx.now) || code.client_id != client.id {
         return Err(invalid_code());
     }
     verify_pkce(request.code_verifier, &code.pkce)?;
@@ -174,7 +171,7 @@ pub fn exchange_code(
 /// offline-session reference) is deleted.
 fn revoke_if_replayed(ctx: &GrantContext<'_>, code: &str) {
     let redeemed = match ctx.storage.get_redeemed_code(code) {
-        Ok(redeemed) if redeemed.expiry >= ctx.now => redeemed,
+        Ok(redeemed) if !is_expired(redeemed.expiry, ctx.now) => redeemed,
         Ok(_) | Err(StorageError::NotFound) => return,
         Err(err) => {
             tracing::error!(%err, "failed to look up a redeemed auth code");
@@ -196,14 +193,15 @@ pub fn verify_pkce(code_verifier: &str, pkce: &Pkce) -> Result<(), OAuthError> {
     match (code_verifier.is_empty(), pkce.code_challenge.is_empty()) {
         (false, false) => {
             let computed = match pkce.code_challenge_method.as_str() {
-                "S256" => URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes())),
+                "S256" => crate::crypto::s256_challenge(code_verifier),
                 "plain" | "" => code_verifier.to_owned(),
                 other => {
                     tracing::error!(method = other, "stored PKCE method is unknown");
                     return Err(OAuthError::server_error());
                 }
             };
-            if bool::from(computed.as_bytes().ct_eq(pkce.code_challenge.as_bytes())) {
+            if crate::crypto::constant_time_eq(computed.as_bytes(), pkce.code_challenge.as_bytes())
+            {
                 Ok(())
             } else {
                 Err(OAuthError::invalid_grant("Invalid code_verifier."))
@@ -450,7 +448,9 @@ pub(crate) fn upsert_offline_session(
 
 fn after(now: SystemTime, base: SystemTime, interval: Option<Duration>) -> bool {
     match interval.filter(|d| !d.is_zero()) {
-        Some(d) => base.checked_add(d).is_some_and(|limit| now > limit),
+        Some(d) => base
+            .checked_add(d)
+            .is_some_and(|limit| is_expired(limit, now)),
         None => false,
     }
 }
@@ -463,7 +463,7 @@ pub(crate) fn reuse_allowed(
     !policy.reuse_interval.is_zero()
         && last_used
             .checked_add(policy.reuse_interval)
-            .is_none_or(|limit| now <= limit)
+            .is_none_or(|limit| !is_expired(limit, now))
 }
 
 pub(crate) fn refresh_expired(
@@ -478,7 +478,7 @@ pub(crate) fn refresh_expired(
 pub(crate) fn secret_matches(presented: &str, stored: &str) -> bool {
     !presented.is_empty()
         && !stored.is_empty()
-        && bool::from(presented.as_bytes().ct_eq(stored.as_bytes()))
+        && crate::crypto::constant_time_eq(presented.as_bytes(), stored.as_bytes())
 }
 
 /// Dex answers internal refresh failures with 500 `invalid_request`.
@@ -916,9 +916,12 @@ impl TokenClaimsError {
 /// Clock skew tolerated for `nbf`, as go-oidc.
 const NBF_LEEWAY_SECS: i64 = 300;
 
-/// Checks the claims of a token whose signature was verified: `iss` must equal
-/// the issuer exactly, `exp` must not have passed, `nbf` (if any) must have come
-/// (5 min leeway). The body `/userinfo` returns is then the payload verbatim.
+/// Checks the claims of a token whose signature was verified, as go-oidc's
+/// verifier does for Dex's `/userinfo` and `/introspect`: `iss` must equal the
+/// issuer exactly, `exp` must not have passed ([`is_expired`]: a token is still
+/// valid during its `exp` second and refused just after it), `nbf` (if any) must
+/// have come (5 min leeway). The body `/userinfo` returns is then the payload
+/// verbatim. The one claims check for tokens we issued.
 pub fn check_token_claims(
     claims: &Value,
     issuer: &str,
@@ -928,17 +931,24 @@ pub fn check_token_claims(
     if obj.get("iss").and_then(Value::as_str) != Some(issuer) {
         return Err(TokenClaimsError::WrongIssuer);
     }
-    let now = unix_seconds(now);
     let exp = obj
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or(TokenClaimsError::Malformed)?;
-    if now > exp {
+    let expired = match u64::try_from(exp) {
+        // Compared with `now` to the nanosecond, not to its whole second.
+        Ok(secs) => UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .is_some_and(|expiry| is_expired(expiry, now)),
+        Err(_) => true,
+    };
+    if expired {
         return Err(TokenClaimsError::Expired);
     }
     if let Some(nbf) = obj.get("nbf") {
         let nbf = nbf.as_i64().ok_or(TokenClaimsError::Malformed)?;
-        if now + NBF_LEEWAY_SECS < nbf {
+        // `nbf` is whole seconds, so comparing whole seconds of `now` is exact.
+        if unix_seconds(now) + NBF_LEEWAY_SECS < nbf {
             return Err(TokenClaimsError::NotYetValid);
         }
     }
@@ -955,9 +965,9 @@ pub fn missing_bearer_error() -> OAuthError {
 mod tests {
     use super::*;
     use crate::config::settings::AUTH_CODE_LIFETIME;
+    use crate::crypto::token_hash;
     use crate::keys::SigningAlgorithm;
     use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
-    use crate::oidc::tokens::token_hash;
     use crate::storage::AuthCode;
     use crate::storage::memory::MemoryStorage;
     use serde_json::json;
@@ -1070,7 +1080,7 @@ mod tests {
 
     fn s256(verifier: &str) -> Pkce {
         Pkce {
-            code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+            code_challenge: crate::crypto::s256_challenge(verifier),
             code_challenge_method: "S256".into(),
         }
     }
@@ -1871,6 +1881,20 @@ mod tests {
         );
         assert_eq!(
             check_token_claims(&claims, issuer, t0() + secs(86_401)),
+            Err(TokenClaimsError::Expired)
+        );
+        // Refused within the second after `exp` too, as go-oidc does.
+        assert_eq!(
+            check_token_claims(
+                &claims,
+                issuer,
+                t0() + secs(86_400) + Duration::from_millis(1)
+            ),
+            Err(TokenClaimsError::Expired)
+        );
+        let ancient = json!({"iss": issuer, "exp": -1});
+        assert_eq!(
+            check_token_claims(&ancient, issuer, t0()),
             Err(TokenClaimsError::Expired)
         );
         assert_eq!(

@@ -3,17 +3,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256, Sha512};
 
 use super::error::OAuthError;
-use super::ids::new_id;
 use super::scopes::{self, cross_client_peer, peer_trusts};
 use super::subject::encode_subject;
 use crate::config::settings::{Client, Settings};
+use crate::crypto::new_id;
+use crate::crypto::token_hash;
 use crate::keys::SigningAlgorithm;
 use crate::storage::Claims;
 
@@ -25,20 +23,6 @@ pub trait TokenSigner: Send + Sync {
     fn algorithm(&self) -> SigningAlgorithm;
     /// A compact JWS of `claims` (header with `alg` and `kid`).
     fn sign(&self, claims: &Value) -> Result<String, String>;
-}
-
-/// `at_hash` / `c_hash`: the left half of the hash of the ASCII value,
-/// base64url without padding. The hash is the one of the signing algorithm (OIDC
-/// Core §3.1.3.6): SHA-256 for RS256 and ES256, SHA-512 for EdDSA (Ed25519 hashes
-/// with SHA-512; Dex at HEAD does the same).
-pub fn token_hash(algorithm: SigningAlgorithm, value: &str) -> String {
-    let digest: Vec<u8> = match algorithm {
-        SigningAlgorithm::RS256 | SigningAlgorithm::ES256 => {
-            Sha256::digest(value.as_bytes()).to_vec()
-        }
-        SigningAlgorithm::EdDSA => Sha512::digest(value.as_bytes()).to_vec(),
-    };
-    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
 }
 
 /// Who and what a token is for (Dex's `Authorization`).
@@ -253,21 +237,6 @@ mod tests {
             nonce: "n-0S6",
             auth_time: None,
         }
-    }
-
-    #[test]
-    fn at_hash_follows_the_algorithm() {
-        // OIDC Core example: at_hash of "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" (RS256).
-        assert_eq!(
-            token_hash(
-                SigningAlgorithm::RS256,
-                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
-            ),
-            "77QmUPtjPfzWtF2AnpK9RQ"
-        );
-        assert_eq!(token_hash(SigningAlgorithm::ES256, "x").len(), 22);
-        // SHA-512 half = 32 bytes = 43 base64url chars.
-        assert_eq!(token_hash(SigningAlgorithm::EdDSA, "x").len(), 43);
     }
 
     #[test]

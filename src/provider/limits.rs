@@ -5,8 +5,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
-
 use super::ProviderError;
 use crate::connector::{ConnectorError, Identity, PasswordConnector, Scopes};
 use crate::throttle::{ClientKey, Limiter, Policy};
@@ -156,5 +154,5 @@ fn refused(limit: &'static str) {
 /// Usernames are case-insensitive (e-mails in the password DB) and of any length;
 /// the key is a fixed-size digest so a long name costs no more memory.
 fn user_key(username: &str) -> [u8; 32] {
-    Sha256::digest(username.to_lowercase().as_bytes()).into()
+    crate::crypto::sha256(username.to_lowercase().as_bytes())
 }

@@ -92,7 +92,7 @@ impl Provider {
             connectors,
             refresh_locks: Arc::default(),
             limits: Arc::default(),
-            form_key: rand::random(),
+            form_key: crate::crypto::random_bytes(),
             clock,
         })
     }

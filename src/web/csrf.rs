@@ -8,9 +8,7 @@
 //! The label keeps these tokens distinct from other MACs computed over the same id (for
 //! instance the approval-URL `hmac`), even if a caller passes the same key.
 
-use aws_lc_rs::hmac;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crate::crypto;
 
 /// The form field carrying the token.
 pub const CSRF_FIELD: &str = "csrf_token";
@@ -23,17 +21,13 @@ pub struct CsrfToken(String);
 impl CsrfToken {
     /// The token for forms of auth request `auth_request_id`.
     pub fn new(key: &[u8], auth_request_id: &str) -> Self {
-        let tag = hmac::sign(&hmac_key(key), &message(auth_request_id));
-        CsrfToken(URL_SAFE_NO_PAD.encode(tag))
+        CsrfToken(crypto::hmac_sha256_b64(key, &message(auth_request_id)))
     }
 
     /// Whether `presented` (the submitted form field) is the token for this auth request.
     /// Constant-time in the token's contents.
     pub fn verify(key: &[u8], auth_request_id: &str, presented: &str) -> bool {
-        let Ok(presented) = URL_SAFE_NO_PAD.decode(presented.as_bytes()) else {
-            return false;
-        };
-        hmac::verify(&hmac_key(key), &message(auth_request_id), &presented).is_ok()
+        crypto::hmac_sha256_b64_verify(key, &message(auth_request_id), presented)
     }
 
     pub fn as_str(&self) -> &str {
@@ -51,12 +45,6 @@ impl std::fmt::Debug for CsrfToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CsrfToken(<redacted>)")
     }
-}
-
-// aws-lc-rs HMAC keys take any length and signing cannot fail, so there is no
-// error path that could fall back to a guessable MAC.
-fn hmac_key(key: &[u8]) -> hmac::Key {
-    hmac::Key::new(hmac::HMAC_SHA256, key)
 }
 
 fn message(auth_request_id: &str) -> Vec<u8> {
@@ -102,8 +90,7 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        let plain = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, KEY), b"req");
-        let plain = URL_SAFE_NO_PAD.encode(plain);
+        let plain = crypto::hmac_sha256_b64(KEY, b"req");
         assert_ne!(token.as_str(), plain);
         assert_eq!(format!("{token:?}"), "CsrfToken(<redacted>)");
     }

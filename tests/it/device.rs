@@ -5,15 +5,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{CoreClient, CoreDeviceAuthorizationResponse, CoreProviderMetadata};
 use openidconnect::{
     ClientId, DeviceAuthorizationUrl, IssuerUrl, Nonce, OAuth2TokenResponse, Scope, TokenResponse,
 };
 use reqwest::header;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::browser::{Browser, form_action, input_value, location, query_param};
@@ -116,7 +113,7 @@ async fn device_flow_end_to_end_with_pkce_slow_down_and_one_time_tokens() {
     let issuer = server.issuer();
 
     let verifier = "device-verifier-0123456789-0123456789-0123456789";
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let challenge = oxidex::crypto::s256_challenge(verifier);
     let response = device_code(
         &server,
         &[

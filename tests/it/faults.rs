@@ -301,7 +301,7 @@ async fn crash_once(clients: usize) -> CrashFigures {
             }
         }));
     }
-    let delay = rand::random_range(200..1_500);
+    let delay = 200 + u64::from(u16::from_le_bytes(oxidex::crypto::random_bytes())) % 1_300;
     tokio::time::sleep(Duration::from_millis(delay)).await;
     served.kill();
     stop.store(true, Ordering::Relaxed);
@@ -480,7 +480,7 @@ async fn sigterm_once(clients: usize) -> ShutdownFigures {
             }
         }));
     }
-    let delay = rand::random_range(200..1_500);
+    let delay = 200 + u64::from(u16::from_le_bytes(oxidex::crypto::random_bytes())) % 1_300;
     tokio::time::sleep(Duration::from_millis(delay)).await;
     let status = Command::new("kill")
         .args(["-TERM", &served.child.id().to_string()])

@@ -12,7 +12,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::browser::{Browser, Followed, form_action, input_value, query_param};
@@ -342,7 +341,7 @@ fn assert_redirected(response: &Resp, redirect_uri: &str, error: &str) -> String
 }
 
 fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    oxidex::crypto::s256_challenge(verifier)
 }
 
 const VERIFIER: &str = "a-verifier-that-is-long-enough-0123456789-abcdefghijklmnop";

@@ -210,7 +210,7 @@ async fn http2_connections_get_a_stream_cap_and_are_closed_when_idle() {
 #[tokio::test]
 async fn unknown_methods_get_501_and_labels_stay_bounded() {
     let server = TestServer::start_at_issuer(base_config).await;
-    let marker = oxidex::random::token(12).to_ascii_uppercase();
+    let marker = oxidex::crypto::random_token(12).to_ascii_uppercase();
     for i in 0..20 {
         let method = reqwest::Method::from_bytes(format!("M{marker}{i}").as_bytes()).unwrap();
         let response = server
