@@ -150,6 +150,18 @@ impl OAuthError {
         Self::invalid_grant("Failed to refresh the identity with the upstream provider.")
     }
 
+    /// Refresh: the upstream could not be asked (down, timed out, answered 5xx
+    /// or garbage). Nothing rotated, so the same refresh token works once the
+    /// upstream is back: 503 `temporarily_unavailable` (sent with `Retry-After`)
+    /// tells the client to retry rather than to log the user in again.
+    pub fn upstream_unavailable() -> Self {
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            503,
+            "The upstream identity provider could not be reached. Try again later.",
+        )
+    }
+
     /// The JSON body to render.
     pub fn body(&self) -> OAuthErrorBody<'_> {
         OAuthErrorBody {

@@ -140,11 +140,11 @@ impl Provider {
                 tracing::info!(connector = %entry.id, %error, "upstream refused the refresh");
                 return Err(OAuthError::upstream_refresh_failed());
             }
-            // Anything else (network, timeout, upstream 5xx) may pass: nothing was
-            // rotated, so the client can retry with the same refresh token.
+            // Anything else (network, timeout, upstream 5xx or garbage) may pass:
+            // nothing was rotated, so the client can retry with the same token.
             Err(error) => {
                 tracing::warn!(connector = %entry.id, %error, "upstream refresh failed");
-                return Err(OAuthError::server_error());
+                return Err(OAuthError::upstream_unavailable());
             }
         };
         let claims = refreshed.claims();

@@ -22,4 +22,5 @@ mod reload;
 mod shutdown;
 mod support;
 mod transport;
+mod upstream_faults;
 mod upstream_tls;
