@@ -60,7 +60,10 @@ pub async fn start_services(
     let keys = KeyManager::start(storage.clone(), policy, clock())
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
-    let connectors = Arc::new(crate::connector::build_connectors(&settings)?);
+    let connectors = Arc::new(crate::connector::build_connectors(
+        &settings,
+        clock.clone(),
+    )?);
     let templates = Arc::new(crate::web::Templates::load(&settings.frontend)?);
     let discovery = Arc::new(http::discovery::DiscoveryCache::new(&settings)?);
     let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));

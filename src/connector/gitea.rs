@@ -32,9 +32,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::body::{BodyError, MAX_UPSTREAM_BODY, read_capped};
+pub use super::config::Org;
+use super::config::{self, ConfigReader, Problems, check_base_url};
 use super::upstream::{
-    self, ConfigReader, Problems, SingleFlight, TlsOptions, check_base_url, check_redirect_uri,
-    oauth_error_text, parse_oauth_error, quote_body, unix_seconds,
+    self, SingleFlight, TlsOptions, oauth_error_text, parse_oauth_error, quote_body, unix_seconds,
 };
 use super::{CallbackConnector, ConnectorError, Identity, Scopes};
 use crate::Clock;
@@ -48,7 +49,7 @@ const MAX_TEAM_PAGES: u32 = 200;
 /// An access token this close to its expiry is refreshed first (as golang.org/x/oauth2).
 const EXPIRY_SKEW: Duration = Duration::from_secs(10);
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "baseURL",
     "clientID",
     "clientSecret",
@@ -60,16 +61,6 @@ const KEYS: &[&str] = &[
     "rootCA",
     "insecureSkipVerify",
 ];
-const ORG_KEYS: &[&str] = &["name", "teams"];
-
-/// An `orgs` entry: login requires membership in one of the listed orgs; `teams`
-/// only selects which `org:team` groups are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Org {
-    pub name: String,
-    pub teams: Vec<String>,
-}
-
 #[derive(Clone)]
 pub struct GiteaConfig {
     /// Without a trailing slash.
@@ -110,83 +101,33 @@ impl GiteaConfig {
         value: &Value,
         callback: &str,
     ) -> Result<(Self, Vec<String>), Vec<String>> {
-        let reader = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
-        let mut p = Problems::default();
+        config::parse(path, value, KEYS, |r, p| Self::decode(r, p, Some(callback)))
+    }
 
-        let base = p.take(reader.string("baseURL"));
+    /// [`GiteaConfig::parse`]'s reading, problems left in `p`.
+    pub(super) fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
+        let base = p.take(r.string("baseURL"));
         let base_url = if base.is_empty() {
             DEFAULT_BASE_URL.to_owned()
         } else {
-            p.take(check_base_url(&reader.key_path("baseURL"), &base))
+            p.take(check_base_url(&r.key_path("baseURL"), &base))
         };
-        let client_id = p.take(reader.string("clientID"));
-        if client_id.is_empty() {
-            p.push(format!(
-                "{}: required (the OAuth2 application's client ID)",
-                reader.key_path("clientID")
-            ));
-        }
-        let client_secret = p.take(reader.string("clientSecret"));
-        if client_secret.is_empty() {
-            p.push(format!(
-                "{}: required (or clientSecretFile, or a $VAR reference)",
-                reader.key_path("clientSecret")
-            ));
-        }
-        let redirect_uri = p.take(reader.string("redirectURI"));
-        p.take(check_redirect_uri(
-            &reader.key_path("redirectURI"),
-            &redirect_uri,
-            callback,
-        ));
-
-        let mut orgs = Vec::new();
-        for org in p.take(reader.objects("orgs", ORG_KEYS)) {
-            let name = p.take(org.string("name"));
-            if name.is_empty() {
-                p.push(format!("{}: required", org.key_path("name")));
-            }
-            let teams = p.take(org.strings("teams"));
-            orgs.push(Org { name, teams });
-        }
-        let load_all_groups = p.take(reader.bool("loadAllGroups"));
-        let use_login_as_id = p.take(reader.bool("useLoginAsID"));
-        let scopes = p.take(reader.strings("scopes"));
-        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
-            p.push(format!(
-                "{}: {bad:?} is not a scope (one scope per list entry)",
-                reader.key_path("scopes")
-            ));
-        }
-        let mut tls = TlsOptions {
-            root_cas: Vec::new(),
-            insecure_skip_verify: p.take(reader.bool("insecureSkipVerify")),
+        let client = r.oauth_client(p, callback, true);
+        let tls = TlsOptions {
+            root_cas: r.root_ca(p, "rootCA").into_iter().collect(),
+            insecure_skip_verify: p.take(r.bool("insecureSkipVerify")),
         };
-        let root_ca = p.take(reader.string("rootCA"));
-        if !root_ca.is_empty()
-            && let Some(pem) =
-                p.take(upstream::read_root_ca(&reader.key_path("rootCA"), &root_ca).map(Some))
-        {
-            tls.root_cas.push(pem);
+        GiteaConfig {
+            base_url,
+            client_id: client.client_id,
+            client_secret: client.client_secret,
+            redirect_uri: client.redirect_uri,
+            orgs: r.orgs(p),
+            load_all_groups: p.take(r.bool("loadAllGroups")),
+            use_login_as_id: p.take(r.bool("useLoginAsID")),
+            scopes: r.scopes(p, "scopes"),
+            tls,
         }
-
-        if !p.0.is_empty() {
-            return Err(p.0);
-        }
-        Ok((
-            GiteaConfig {
-                base_url,
-                client_id,
-                client_secret,
-                redirect_uri,
-                orgs,
-                load_all_groups,
-                use_login_as_id,
-                scopes,
-                tls,
-            },
-            reader.unknown,
-        ))
     }
 }
 

@@ -46,7 +46,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::upstream::{ConfigReader, Problems};
+use super::config::{self, ConfigReader, Problems};
 use super::{ConnectorError, Identity, PasswordConnector, Scopes};
 
 pub const KIND: &str = "ldap";
@@ -72,7 +72,7 @@ const RC_CONSTRAINT_VIOLATION: u32 = 19;
 const RC_NO_SUCH_OBJECT: u32 = 32;
 const RC_INVALID_CREDENTIALS: u32 = 49;
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "host",
     "insecureNoSSL",
     "insecureSkipVerify",
@@ -206,17 +206,12 @@ impl LdapConfig {
     /// the CA and client certificate files; contacts nothing. Returns every problem,
     /// each naming its key path; unknown keys come back as warnings.
     pub fn parse(path: &str, value: &Value) -> Result<(Self, Vec<String>), Vec<String>> {
-        let reader = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
-        let mut p = Problems::default();
-        let mut unknown = reader.unknown.clone();
+        config::parse(path, value, KEYS, Self::decode)
+    }
 
-        let raw_host = p.take(reader.string("host"));
-        if raw_host.is_empty() {
-            p.push(format!(
-                "{}: required (the directory's host or host:port)",
-                reader.key_path("host")
-            ));
-        }
+    /// [`LdapConfig::parse`]'s reading, problems left in `p`.
+    pub(super) fn decode(reader: &ConfigReader, p: &mut Problems) -> Self {
+        let raw_host = reader.required(p, "host", " (the directory's host or host:port)");
         let insecure_no_ssl = p.take(reader.bool("insecureNoSSL"));
         let start_tls = p.take(reader.bool("startTLS"));
         let insecure_skip_verify = p.take(reader.bool("insecureSkipVerify"));
@@ -281,18 +276,12 @@ impl LdapConfig {
 
         let us = p.take(reader.object("userSearch", USER_SEARCH_KEYS).map(Some));
         let user_search = match us {
-            Some(us) => {
-                unknown.extend(us.unknown.iter().cloned());
-                parse_user_search(&us, &mut p)
-            }
+            Some(us) => parse_user_search(&us, p),
             None => default_user_search(),
         };
         let gs = p.take(reader.object("groupSearch", GROUP_SEARCH_KEYS).map(Some));
         let group_search = match gs {
-            Some(gs) => {
-                unknown.extend(gs.unknown.iter().cloned());
-                parse_group_search(&gs, &mut p, &mut unknown)
-            }
+            Some(gs) => parse_group_search(&gs, p),
             None => GroupSearch {
                 base_dn: String::new(),
                 filter: String::new(),
@@ -302,25 +291,19 @@ impl LdapConfig {
             },
         };
 
-        if !p.0.is_empty() {
-            return Err(p.0);
+        LdapConfig {
+            host,
+            server_name,
+            transport,
+            insecure_skip_verify,
+            root_ca_pem,
+            client_cert,
+            bind_dn,
+            bind_pw,
+            username_prompt,
+            user_search,
+            group_search,
         }
-        Ok((
-            LdapConfig {
-                host,
-                server_name,
-                transport,
-                insecure_skip_verify,
-                root_ca_pem,
-                client_cert,
-                bind_dn,
-                bind_pw,
-                username_prompt,
-                user_search,
-                group_search,
-            },
-            unknown,
-        ))
     }
 }
 
@@ -340,31 +323,21 @@ fn default_user_search() -> UserSearch {
 
 fn parse_user_search(us: &ConfigReader, p: &mut Problems) -> UserSearch {
     let mut out = default_user_search();
-    out.base_dn = p.take(us.string("baseDN"));
-    if out.base_dn.is_empty() {
-        p.push(format!(
-            "{}: required (where to look for users)",
-            us.key_path("baseDN")
-        ));
-    }
+    out.base_dn = us.required(p, "baseDN", " (where to look for users)");
     out.filter = p.take(us.string("filter"));
     p.take(check_filter(&us.key_path("filter"), &out.filter));
-    out.username = p.take(us.string("username"));
-    if out.username.is_empty() {
-        p.push(format!(
-            "{}: required (the attribute compared with the login, e.g. uid)",
-            us.key_path("username")
-        ));
-    }
+    out.username = us.required(
+        p,
+        "username",
+        " (the attribute compared with the login, e.g. uid)",
+    );
     let scope = p.take(us.string("scope"));
     out.scope = p.take(parse_scope(&us.key_path("scope"), &scope));
-    out.id_attr = p.take(us.string("idAttr"));
-    if out.id_attr.is_empty() {
-        p.push(format!(
-            "{}: required (the attribute that identifies the user, e.g. uid or DN)",
-            us.key_path("idAttr")
-        ));
-    }
+    out.id_attr = us.required(
+        p,
+        "idAttr",
+        " (the attribute that identifies the user, e.g. uid or DN)",
+    );
     out.email_attr = p.take(us.string("emailAttr"));
     out.email_suffix = p.take(us.string("emailSuffix"));
     if out.email_attr.is_empty() && out.email_suffix.is_empty() {
@@ -384,11 +357,7 @@ fn parse_user_search(us: &ConfigReader, p: &mut Problems) -> UserSearch {
     out
 }
 
-fn parse_group_search(
-    gs: &ConfigReader,
-    p: &mut Problems,
-    unknown: &mut Vec<String>,
-) -> GroupSearch {
+fn parse_group_search(gs: &ConfigReader, p: &mut Problems) -> GroupSearch {
     let base_dn = p.take(gs.string("baseDN"));
     let filter = p.take(gs.string("filter"));
     p.take(check_filter(&gs.key_path("filter"), &filter));
@@ -397,7 +366,6 @@ fn parse_group_search(
     let name_attr = p.take(gs.string("nameAttr"));
     let mut user_matchers = Vec::new();
     for m in p.take(gs.objects("userMatchers", MATCHER_KEYS)) {
-        unknown.extend(m.unknown.iter().cloned());
         user_matchers.push(UserMatcher {
             user_attr: p.take(m.string("userAttr")),
             group_attr: p.take(m.string("groupAttr")),

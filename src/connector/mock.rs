@@ -7,9 +7,9 @@
 //!   `password`.
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::config::{ConfigReader, Problems};
 use super::{CallbackConnector, ConnectorError, Identity, PasswordConnector, Scopes};
 
 pub const MOCK_USER_ID: &str = "0-385-28089-0";
@@ -100,12 +100,22 @@ impl CallbackConnector for MockCallback {
     }
 }
 
-#[derive(Deserialize)]
-struct MockPasswordConfig {
-    #[serde(default)]
+pub(super) const PASSWORD_KEYS: &[&str] = &["username", "password"];
+
+/// `mockPassword`'s `config`: `{"username": …, "password": …}`, both required.
+#[derive(Clone)]
+pub struct MockPasswordConfig {
     username: String,
-    #[serde(default)]
     password: String,
+}
+
+impl MockPasswordConfig {
+    pub(super) fn decode(r: &ConfigReader, p: &mut Problems) -> Self {
+        MockPasswordConfig {
+            username: r.required(p, "username", ""),
+            password: r.required(p, "password", ""),
+        }
+    }
 }
 
 pub struct MockPassword {
@@ -129,27 +139,8 @@ impl MockPassword {
         }
     }
 
-    /// From `connectors[].config`: `{"username": …, "password": …}`, both required.
-    pub fn from_config(id: &str, config: &serde_json::Value) -> Result<Self, ConnectorError> {
-        let err = |message: String| ConnectorError::Config {
-            id: id.to_owned(),
-            kind: "mockPassword".to_owned(),
-            message,
-        };
-        let config = if config.is_null() {
-            serde_json::Value::Object(serde_json::Map::new())
-        } else {
-            config.clone()
-        };
-        let parsed: MockPasswordConfig =
-            serde_json::from_value(config).map_err(|e| err(format!("invalid config: {e}")))?;
-        if parsed.username.is_empty() {
-            return Err(err("config.username: no username supplied".to_owned()));
-        }
-        if parsed.password.is_empty() {
-            return Err(err("config.password: no password supplied".to_owned()));
-        }
-        Ok(MockPassword::new(parsed.username, parsed.password))
+    pub fn from_config(config: MockPasswordConfig) -> Self {
+        MockPassword::new(config.username, config.password)
     }
 }
 
@@ -234,10 +225,8 @@ mod tests {
     #[tokio::test]
     async fn password_accepts_only_configured_credentials() {
         let c = MockPassword::from_config(
-            "mock",
-            &serde_json::json!({"username": "kilgore", "password": "s3cret"}),
-        )
-        .unwrap();
+            parse(serde_json::json!({"username": "kilgore", "password": "s3cret"})).unwrap(),
+        );
         let s = Scopes::default();
         let id = c.login(&s, "kilgore", "s3cret").await.unwrap().unwrap();
         assert_eq!(id, mock_password_identity());
@@ -250,14 +239,24 @@ mod tests {
         assert_eq!(c.refresh(&s, id.clone()).await.unwrap(), id);
     }
 
+    fn parse(value: serde_json::Value) -> Result<MockPasswordConfig, String> {
+        crate::connector::config::parse(
+            "connectors[3].config",
+            &value,
+            PASSWORD_KEYS,
+            MockPasswordConfig::decode,
+        )
+        .map(|(config, _)| config)
+        .map_err(|e| e.join("\n"))
+    }
+
     #[test]
     fn password_config_requires_username_and_password() {
-        let e = MockPassword::from_config("m", &serde_json::json!({"password": "p"})).unwrap_err();
-        assert!(e.to_string().contains("no username supplied"), "{e}");
-        assert!(e.to_string().contains("\"m\""), "{e}");
-        let e = MockPassword::from_config("m", &serde_json::json!({"username": "u"})).unwrap_err();
-        assert!(e.to_string().contains("no password supplied"), "{e}");
-        let e = MockPassword::from_config("m", &serde_json::Value::Null).unwrap_err();
-        assert!(e.to_string().contains("no username supplied"), "{e}");
+        let e = parse(serde_json::json!({"password": "p"})).err().unwrap();
+        assert!(e.contains("connectors[3].config.username: required"), "{e}");
+        let e = parse(serde_json::json!({"username": "u"})).err().unwrap();
+        assert!(e.contains("connectors[3].config.password: required"), "{e}");
+        let e = parse(serde_json::Value::Null).err().unwrap();
+        assert!(e.contains("connectors[3].config.username: required"), "{e}");
     }
 }

@@ -38,16 +38,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::body::{BodyError, CappedClient, MAX_UPSTREAM_BODY, read_capped};
-use super::upstream::{
-    self, ConfigReader, Problems, SingleFlight, TlsOptions, check_base_url, check_redirect_uri,
-    oauth_error_text, quote_body,
-};
+use super::config::{self, ConfigReader, Problems, check_base_url};
+use super::upstream::{self, SingleFlight, TlsOptions, oauth_error_text, quote_body};
 use super::{CallbackConnector, ConnectorError, Identity, Scopes};
 use crate::Clock;
 
 pub const KIND: &str = "oidc";
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "issuer",
     "clientID",
     "clientSecret",
@@ -128,37 +126,21 @@ impl OidcConfig {
         value: &Value,
         callback: &str,
     ) -> Result<(Self, Vec<String>), Vec<String>> {
-        let r = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
-        let mut p = Problems::default();
+        config::parse(path, value, KEYS, |r, p| Self::decode(r, p, Some(callback)))
+    }
 
-        let issuer = p.take(r.string("issuer"));
-        if issuer.is_empty() {
-            p.push(format!("{}: required", r.key_path("issuer")));
-        } else {
+    /// [`OidcConfig::parse`]'s reading, problems left in `p`.
+    pub(super) fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
+        let issuer = r.required(p, "issuer", "");
+        if !issuer.is_empty() {
             p.take(check_base_url(&r.key_path("issuer"), &issuer));
         }
-        let client_id = p.take(r.string("clientID"));
-        if client_id.is_empty() {
-            p.push(format!("{}: required", r.key_path("clientID")));
-        }
-        let client_secret = p.take(r.string("clientSecret"));
-        let redirect_uri = p.take(r.string("redirectURI"));
-        p.take(check_redirect_uri(
-            &r.key_path("redirectURI"),
-            &redirect_uri,
-            callback,
-        ));
-        let mut scopes = p.take(r.strings("scopes"));
+        let client = r.oauth_client(p, callback, false);
+        let mut scopes = r.scopes(p, "scopes");
         if scopes.is_empty() {
             scopes = vec!["profile".to_owned(), "email".to_owned()];
         }
         scopes.retain(|s| s != "openid");
-        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
-            p.push(format!(
-                "{}: {bad:?} is not a scope (one scope per list entry)",
-                r.key_path("scopes")
-            ));
-        }
         let mapping = p.take(r.object("claimMapping", CLAIM_MAPPING_KEYS).map(Some));
         let (preferred_username_key, email_key, groups_key) = match &mapping {
             Some(m) => (
@@ -213,11 +195,11 @@ impl OidcConfig {
                 tls.root_cas.push(pem);
             }
         }
-        let config = OidcConfig {
+        OidcConfig {
             issuer,
-            client_id,
-            client_secret,
-            redirect_uri,
+            client_id: client.client_id,
+            client_secret: client.client_secret,
+            redirect_uri: client.redirect_uri,
             scopes,
             get_user_info: p.take(r.bool("getUserInfo")),
             insecure_skip_email_verified: p.take(r.bool("insecureSkipEmailVerified")),
@@ -233,15 +215,6 @@ impl OidcConfig {
             acr_values: p.take(r.strings("acrValues")),
             basic_auth_unsupported: p.take(r.bool("basicAuthUnsupported")),
             tls,
-        };
-        let mut unknown = r.unknown;
-        if let Some(m) = mapping {
-            unknown.extend(m.unknown);
-        }
-        if p.0.is_empty() {
-            Ok((config, unknown))
-        } else {
-            Err(p.0)
         }
     }
 }

@@ -6,6 +6,7 @@
 mod binding;
 mod browser;
 mod cli;
+mod connector_config;
 mod device;
 mod discovery;
 mod faults;
