@@ -19,8 +19,6 @@ use crate::throttle::Gate;
 
 pub mod body;
 pub mod config;
-#[cfg(any(test, feature = "test-support"))]
-pub mod fake_forgejo;
 pub mod gitea;
 pub mod github;
 pub mod kinds;

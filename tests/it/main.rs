@@ -6,7 +6,7 @@
 mod binding;
 mod browser;
 mod cli;
-mod connector_config;
+mod connectors;
 mod device;
 mod discovery;
 mod faults;

@@ -1,6 +1,7 @@
-//! An in-process Forgejo stand-in for tests (feature `test-support`; unit tests
-//! get it always). It follows shared/reference/forgejo.md, "Minimal fake-Forgejo
-//! contract", and the Forgejo ≥ 9 details the connectors depend on:
+//! An in-process Forgejo stand-in for tests. It answers as Forgejo ≥ 9 does where
+//! the connectors depend on it; `tests/it/connectors/forge_contract.rs` holds its
+//! answers against the shapes recorded from a real forge
+//! (`checks/forgejo/observed-gitea-1.26.0.json`):
 //!
 //! * `GET /login/oauth/authorize`: client and redirect URI checks (400 HTML page),
 //!   `response_type`, PKCE rules (public clients must send a challenge), then a
@@ -28,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use aws_lc_rs::digest::{SHA256, digest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -38,10 +40,9 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::keys::{KeySet, SigningAlgorithm, generate_key};
-use crate::storage::Keys;
+use oxidex::keys::{KeySet, SigningAlgorithm, generate_key};
+use oxidex::storage::Keys;
 
 /// Forgejo's `[api] DEFAULT_PAGING_NUM` and `MAX_RESPONSE_ITEMS` defaults.
 pub const DEFAULT_PAGE_SIZE: usize = 30;
@@ -225,8 +226,9 @@ impl Drop for FakeForgejo {
     }
 }
 
+/// A unique, unguessable-enough value for a fake: tokens, codes, secrets.
 fn random(prefix: &str) -> String {
-    format!("{prefix}{}", crate::random::token(32))
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
 impl FakeForgejo {
@@ -645,7 +647,7 @@ async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: B
             let Some(app) = inner.apps.get(&client_id) else {
                 return oauth_error(
                     "invalid_client",
-                    &format!("cannot load client with client id: '{client_id}'"),
+                    &format!("cannot load client with client id: \"{client_id}\""),
                 );
             };
             if app.confidential {
@@ -667,7 +669,7 @@ async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: B
                 let verifier = get("code_verifier");
                 let ok = match method.as_str() {
                     "S256" => {
-                        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == *challenge
+                        URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes())) == *challenge
                     }
                     _ => verifier == *challenge,
                 };
@@ -696,7 +698,7 @@ async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: B
             let Some(app) = inner.apps.get(&client_id) else {
                 return oauth_error(
                     "invalid_client",
-                    &format!("cannot load client with client id: '{client_id}'"),
+                    &format!("cannot load client with client id: \"{client_id}\""),
                 );
             };
             if app.confidential && secret != app.secret {
@@ -762,7 +764,9 @@ fn issue_tokens(shared: &Shared, inner: &mut Inner, grant_id: u64, now: SystemTi
     if has_scope(&scope, "openid")
         && let Some(user) = inner.users.iter().find(|u| u.id == user_id)
     {
-        let iat = crate::connector::upstream::unix_seconds(now);
+        let iat = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut claims = json!({
             "iss": issuer,
             "sub": user.id.to_string(),
@@ -778,6 +782,7 @@ fn issue_tokens(shared: &Shared, inner: &mut Inner, grant_id: u64, now: SystemTi
             claims["preferred_username"] = json!(user.login);
             claims["profile"] = json!(format!("{}{}", shared.root_url, user.login));
             claims["picture"] = json!(format!("{}avatars/{}", shared.root_url, user.id));
+            claims["locale"] = json!("en-US");
             claims["updated_at"] = json!(iat);
         }
         if has_scope(&scope, "email") {
@@ -1034,8 +1039,9 @@ async fn keys_handler(State(shared): State<Shared>) -> Response {
 async fn discovery_handler(State(shared): State<Shared>) -> Response {
     let inner = shared.lock();
     let root = &shared.root_url;
-    json_response(
-        StatusCode::OK,
+    // Unlike the API, discovery is served as plain `application/json`.
+    (
+        [(header::CONTENT_TYPE, "application/json")],
         json!({
             "issuer": shared.issuer(&inner),
             "authorization_endpoint": format!("{root}login/oauth/authorize"),
@@ -1051,6 +1057,8 @@ async fn discovery_handler(State(shared): State<Shared>) -> Response {
                 "profile", "picture", "website", "locale", "updated_at", "email", "email_verified", "groups"],
             "code_challenge_methods_supported": ["plain", "S256"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
-        }),
+        })
+        .to_string(),
     )
+        .into_response()
 }

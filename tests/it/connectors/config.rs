@@ -6,8 +6,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use oxidex::connector::fake_forgejo::{FakeForgejo, FakeUser};
 use oxidex::connector::kinds::KINDS;
+use oxidex_testkit::fake_forgejo::{FakeForgejo, FakeUser};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 

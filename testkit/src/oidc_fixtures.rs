@@ -1,16 +1,16 @@
-//! Fixtures for the oidc unit tests: settings, clients, a toy signer.
+//! Fixtures for the oidc unit tests: settings, clients, a toy signer. Compiled
+//! into oxidex's unit tests too (`#[path]` in `src/oidc/mod.rs`), so it names
+//! oxidex items as `crate::…`; the test kit's root imports them under those names.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
-use super::tokens::TokenSigner;
 use crate::config::settings::*;
 use crate::keys::SigningAlgorithm;
+use crate::oidc::TokenSigner;
 use crate::storage::Claims;
 
 /// A fixed "now" for tests.
@@ -154,9 +154,9 @@ impl TokenSigner for TestSigner {
         }
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"test"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"test key").unwrap();
-        mac.update(format!("{header}.{payload}").as_bytes());
-        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"test key");
+        let mac = aws_lc_rs::hmac::sign(&key, format!("{header}.{payload}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.as_ref());
         Ok(format!("{header}.{payload}.{sig}"))
     }
 }
