@@ -25,6 +25,8 @@ pub use env::Env;
 pub use resolve::SUPPORTED_GRANT_TYPES;
 pub use settings::*;
 
+pub(crate) use secrets::read_bounded;
+
 /// Command-line values that replace the file's (when non-empty), as Dex's
 /// `--web-http-addr`, `--web-https-addr`, `--telemetry-addr`.
 #[derive(Debug, Clone, Default)]

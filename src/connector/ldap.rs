@@ -47,7 +47,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::config::{self, ConfigReader, Problems};
+use super::upstream::MAX_CERTIFICATE_FILE;
 use super::{ConnectorError, Identity, PasswordConnector, Scopes};
+use crate::config::read_bounded;
 
 pub const KIND: &str = "ldap";
 
@@ -239,8 +241,8 @@ impl LdapConfig {
         } else if !root_ca.is_empty() {
             let key = reader.key_path("rootCA");
             p.take(
-                std::fs::read(&root_ca)
-                    .map_err(|e| format!("{key}: cannot read CA file {root_ca:?}: {e}"))
+                read_bounded(&root_ca, MAX_CERTIFICATE_FILE)
+                    .map_err(|e| format!("{key}: {e}"))
                     .and_then(|pem| certificates(&key, &pem).map(|_| pem)),
             )
         } else {
@@ -486,11 +488,11 @@ fn read_client_cert(
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
     let cert_key = reader.key_path("clientCert");
     let key_key = reader.key_path("clientKey");
-    let cert = std::fs::read(cert_file)
-        .map_err(|e| format!("{cert_key}: cannot read {cert_file:?}: {e}"))?;
+    let cert =
+        read_bounded(cert_file, MAX_CERTIFICATE_FILE).map_err(|e| format!("{cert_key}: {e}"))?;
     certificates(&cert_key, &cert)?;
     let key =
-        std::fs::read(key_file).map_err(|e| format!("{key_key}: cannot read {key_file:?}: {e}"))?;
+        read_bounded(key_file, MAX_CERTIFICATE_FILE).map_err(|e| format!("{key_key}: {e}"))?;
     PrivateKeyDer::from_pem_slice(&key)
         .map_err(|e| format!("{key_key}: no PEM private key found: {e}"))?;
     Ok((cert, key))
@@ -1267,7 +1269,7 @@ mod tests {
 
         let e = parse(patched(|v| v["rootCA"] = json!("/nonexistent/ca.pem"))).unwrap_err();
         assert!(
-            e.contains(&format!("{PATH}.rootCA: cannot read CA file")),
+            e.contains(&format!("{PATH}.rootCA: cannot read file")),
             "{e}"
         );
         let e = parse(patched(|v| v["rootCAData"] = json!("not base64!"))).unwrap_err();

@@ -576,6 +576,36 @@ mod tests {
     }
 
     #[test]
+    fn files_a_connector_config_names_are_regular_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+        let huge = huge.to_str().unwrap();
+        // A device never ends (or blocks): refused like a secret file would be.
+        let e = load(serde_json::json!([
+            {"type": "gitea", "id": "f", "name": "F", "config": {"clientID": "i",
+             "clientSecret": "s", "redirectURI": CALLBACK, "rootCA": "/dev/zero"}},
+            {"type": "oidc", "id": "o", "name": "O", "config": {"issuer": "https://up.example",
+             "clientID": "i", "redirectURI": CALLBACK, "rootCAs": [huge]}},
+            {"type": "ldap", "id": "l", "name": "L", "config": {"host": "ldap.example",
+             "rootCA": huge, "clientCert": "/dev/zero", "clientKey": huge,
+             "userSearch": {"baseDN": "dc=x", "username": "uid", "idAttr": "uid",
+                            "emailAttr": "mail"}}},
+        ]))
+        .unwrap_err()
+        .to_string();
+        for problem in [
+            "connectors[0].config.rootCA: file \"/dev/zero\" is not a regular file",
+            "connectors[1].config.rootCAs[0]: file",
+            "connectors[2].config.rootCA: file",
+            "connectors[2].config.clientCert: file \"/dev/zero\" is not a regular file",
+        ] {
+            assert!(e.contains(problem), "{problem} missing in:\n{e}");
+        }
+        assert_eq!(e.matches("bytes; is it the right file?").count(), 2, "{e}");
+    }
+
+    #[test]
     fn duplicate_ids_are_refused() {
         let e = build(
             &[

@@ -12,10 +12,14 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::ConnectorError;
+use crate::config::read_bounded;
 
 /// Upper bound for one upstream HTTP exchange (connect, send, read the body).
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest certificate or key file a connector config names (a CA bundle such as
+/// the system's is a few hundred KiB).
+pub const MAX_CERTIFICATE_FILE: u64 = 1024 * 1024;
 /// Error bodies quoted in messages are cut to this many characters.
 const MAX_QUOTED_BODY: usize = 200;
 
@@ -29,7 +33,7 @@ pub struct TlsOptions {
 
 /// Reads one root CA entry like Dex: a file path, else base64 of PEM, else PEM text.
 pub fn read_root_ca(path: &str, entry: &str) -> Result<Vec<u8>, String> {
-    let pem = match std::fs::read(entry) {
+    let pem = match read_bounded(entry, MAX_CERTIFICATE_FILE) {
         Ok(bytes) => bytes,
         Err(file_err) => {
             if entry.contains("-----BEGIN") {
@@ -39,7 +43,7 @@ pub fn read_root_ca(path: &str, entry: &str) -> Result<Vec<u8>, String> {
             {
                 decoded
             } else {
-                return Err(format!("{path}: cannot read {entry:?}: {file_err}"));
+                return Err(format!("{path}: {file_err}"));
             }
         }
     };
