@@ -252,7 +252,7 @@ impl LdapConfig {
         let client_key_file = p.take(reader.string("clientKey"));
         let client_cert = match (client_cert_file.is_empty(), client_key_file.is_empty()) {
             (false, false) => {
-                p.take(read_client_cert(&reader, &client_cert_file, &client_key_file).map(Some))
+                p.take(read_client_cert(reader, &client_cert_file, &client_key_file).map(Some))
             }
             (true, true) => None,
             _ => {
