@@ -277,6 +277,30 @@ impl Problems {
     }
 }
 
+/// A connector type's decoded `config`.
+pub trait DecodeConfig: Sized {
+    /// Its keys, spelled as in Dex's config.
+    const KEYS: &'static [&'static str];
+
+    /// Reads the block through `r`, every problem recorded in `p`. `callback` is
+    /// `<issuer>/callback`, which an OAuth2 connector's `redirectURI` must equal
+    /// (`None`: the issuer is invalid, and reported).
+    fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self;
+
+    /// Reads and validates `value`, the `connectors[i].config` at `path`. Reads the
+    /// files it names; makes no network call. Returns the config and the unknown
+    /// keys, or every problem, each naming its key path.
+    fn parse(
+        path: &str,
+        value: &Value,
+        callback: &str,
+    ) -> Result<(Self, Vec<String>), Vec<String>> {
+        parse(path, value, Self::KEYS, |r, p| {
+            Self::decode(r, p, Some(callback))
+        })
+    }
+}
+
 /// Reads the `config` block `value` (found at `path`) with `known` keys through
 /// `decode`, which records every problem it meets. Returns the config and the
 /// unknown keys (at any depth), or every problem, each naming its key path.

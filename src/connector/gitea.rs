@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use super::body::{BodyError, MAX_UPSTREAM_BODY, read_capped};
 pub use super::config::Org;
-use super::config::{self, ConfigReader, Problems, check_base_url};
+use super::config::{ConfigReader, DecodeConfig, Problems, check_base_url};
 use super::upstream::{
     self, SingleFlight, TlsOptions, oauth_error_text, parse_oauth_error, quote_body, unix_seconds,
 };
@@ -49,7 +49,7 @@ const MAX_TEAM_PAGES: u32 = 200;
 /// An access token this close to its expiry is refreshed first (as golang.org/x/oauth2).
 const EXPIRY_SKEW: Duration = Duration::from_secs(10);
 
-pub(super) const KEYS: &[&str] = &[
+const KEYS: &[&str] = &[
     "baseURL",
     "clientID",
     "clientSecret",
@@ -91,21 +91,10 @@ impl std::fmt::Debug for GiteaConfig {
     }
 }
 
-impl GiteaConfig {
-    /// Reads and validates `connectors[i].config` (`path` is that prefix).
-    /// `callback` is `<issuer>/callback`, which `redirectURI` must equal.
-    /// Reads the `rootCA` file; makes no network call. Returns every problem, each
-    /// naming its key path; unknown keys are returned as warnings.
-    pub fn parse(
-        path: &str,
-        value: &Value,
-        callback: &str,
-    ) -> Result<(Self, Vec<String>), Vec<String>> {
-        config::parse(path, value, KEYS, |r, p| Self::decode(r, p, Some(callback)))
-    }
+impl DecodeConfig for GiteaConfig {
+    const KEYS: &'static [&'static str] = KEYS;
 
-    /// [`GiteaConfig::parse`]'s reading, problems left in `p`.
-    pub(super) fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
+    fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
         let base = p.take(r.string("baseURL"));
         let base_url = if base.is_empty() {
             DEFAULT_BASE_URL.to_owned()

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use super::config::Org;
-use super::config::{self, ConfigReader, Problems};
+use super::config::{ConfigReader, DecodeConfig, Problems};
 use super::upstream::{self, TlsOptions, oauth_error_text, parse_oauth_error, quote_body};
 use super::{CallbackConnector, ConnectorError, Identity, Scopes};
 
@@ -35,7 +35,7 @@ pub const MAX_PAGES: usize = 50;
 const PER_PAGE: usize = 100;
 const API_VERSION: &str = "2022-11-28";
 
-pub(super) const KEYS: &[&str] = &[
+const KEYS: &[&str] = &[
     "clientID",
     "clientSecret",
     "redirectURI",
@@ -88,19 +88,10 @@ impl std::fmt::Debug for GithubConfig {
     }
 }
 
-impl GithubConfig {
-    /// Reads and validates `connectors[i].config`; reads the `rootCA`; contacts
-    /// nothing. Every problem names its key path; unknown keys come back as warnings.
-    pub fn parse(
-        path: &str,
-        value: &Value,
-        callback: &str,
-    ) -> Result<(Self, Vec<String>), Vec<String>> {
-        config::parse(path, value, KEYS, |r, p| Self::decode(r, p, Some(callback)))
-    }
+impl DecodeConfig for GithubConfig {
+    const KEYS: &'static [&'static str] = KEYS;
 
-    /// [`GithubConfig::parse`]'s reading, problems left in `p`.
-    pub(super) fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
+    fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
         let client = r.oauth_client(p, callback, true);
         let orgs = r.orgs(p);
         let org = p.take(r.string("org"));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::config::{self, ConfigReader, Problems};
+use super::config::{self, ConfigReader, DecodeConfig, Problems};
 use super::{Connector, ConnectorError, gitea, github, ldap, mock, oidc};
 use crate::Clock;
 
@@ -35,32 +35,32 @@ pub const KINDS: &[Kind] = &[
     Kind {
         name: "mockPassword",
         checks_passwords: true,
-        keys: mock::PASSWORD_KEYS,
-        decode: |r, p, _| KindConfig::MockPassword(mock::MockPasswordConfig::decode(r, p)),
+        keys: mock::MockPasswordConfig::KEYS,
+        decode: |r, p, cb| KindConfig::MockPassword(mock::MockPasswordConfig::decode(r, p, cb)),
     },
     Kind {
         name: gitea::KIND,
         checks_passwords: false,
-        keys: gitea::KEYS,
-        decode: |r, p, callback| KindConfig::Gitea(gitea::GiteaConfig::decode(r, p, callback)),
+        keys: gitea::GiteaConfig::KEYS,
+        decode: |r, p, cb| KindConfig::Gitea(gitea::GiteaConfig::decode(r, p, cb)),
     },
     Kind {
         name: github::KIND,
         checks_passwords: false,
-        keys: github::KEYS,
-        decode: |r, p, callback| KindConfig::Github(github::GithubConfig::decode(r, p, callback)),
+        keys: github::GithubConfig::KEYS,
+        decode: |r, p, cb| KindConfig::Github(github::GithubConfig::decode(r, p, cb)),
     },
     Kind {
         name: oidc::KIND,
         checks_passwords: false,
-        keys: oidc::KEYS,
-        decode: |r, p, callback| KindConfig::Oidc(oidc::OidcConfig::decode(r, p, callback)),
+        keys: oidc::OidcConfig::KEYS,
+        decode: |r, p, cb| KindConfig::Oidc(oidc::OidcConfig::decode(r, p, cb)),
     },
     Kind {
         name: ldap::KIND,
         checks_passwords: true,
-        keys: ldap::KEYS,
-        decode: |r, p, _| KindConfig::Ldap(ldap::LdapConfig::decode(r, p)),
+        keys: ldap::LdapConfig::KEYS,
+        decode: |r, p, cb| KindConfig::Ldap(ldap::LdapConfig::decode(r, p, cb)),
     },
 ];
 

@@ -46,7 +46,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::{self, ConfigReader, Problems};
+use super::config::{ConfigReader, DecodeConfig, Problems};
 use super::upstream::MAX_CERTIFICATE_FILE;
 use super::{ConnectorError, Identity, PasswordConnector, Scopes};
 use crate::config::read_bounded;
@@ -74,7 +74,7 @@ const RC_CONSTRAINT_VIOLATION: u32 = 19;
 const RC_NO_SUCH_OBJECT: u32 = 32;
 const RC_INVALID_CREDENTIALS: u32 = 49;
 
-pub(super) const KEYS: &[&str] = &[
+const KEYS: &[&str] = &[
     "host",
     "insecureNoSSL",
     "insecureSkipVerify",
@@ -203,16 +203,10 @@ impl std::fmt::Debug for LdapConfig {
     }
 }
 
-impl LdapConfig {
-    /// Reads and validates `connectors[i].config` (`path` is that prefix), reading
-    /// the CA and client certificate files; contacts nothing. Returns every problem,
-    /// each naming its key path; unknown keys come back as warnings.
-    pub fn parse(path: &str, value: &Value) -> Result<(Self, Vec<String>), Vec<String>> {
-        config::parse(path, value, KEYS, Self::decode)
-    }
+impl DecodeConfig for LdapConfig {
+    const KEYS: &'static [&'static str] = KEYS;
 
-    /// [`LdapConfig::parse`]'s reading, problems left in `p`.
-    pub(super) fn decode(reader: &ConfigReader, p: &mut Problems) -> Self {
+    fn decode(reader: &ConfigReader, p: &mut Problems, _callback: Option<&str>) -> Self {
         let raw_host = reader.required(p, "host", " (the directory's host or host:port)");
         let insecure_no_ssl = p.take(reader.bool("insecureNoSSL"));
         let start_tls = p.take(reader.bool("startTLS"));
@@ -1100,7 +1094,7 @@ mod tests {
     }
 
     fn parse(value: Value) -> Result<LdapConfig, String> {
-        LdapConfig::parse(PATH, &value)
+        LdapConfig::parse(PATH, &value, "")
             .map(|(c, _)| c)
             .map_err(|e| e.join("\n"))
     }
@@ -1191,6 +1185,7 @@ mod tests {
                 v["bindpw"] = json!("secret");
                 v["frobnicate"] = json!(true);
             }),
+            "",
         )
         .unwrap();
         assert_eq!(c.bind_dn, "cn=admin,dc=example,dc=org");

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
-use super::config::{ConfigReader, Problems};
+use super::config::{ConfigReader, DecodeConfig, Problems};
 use super::{CallbackConnector, ConnectorError, Identity, PasswordConnector, Scopes};
 
 pub const MOCK_USER_ID: &str = "0-385-28089-0";
@@ -100,8 +100,6 @@ impl CallbackConnector for MockCallback {
     }
 }
 
-pub(super) const PASSWORD_KEYS: &[&str] = &["username", "password"];
-
 /// `mockPassword`'s `config`: `{"username": …, "password": …}`, both required.
 #[derive(Clone)]
 pub struct MockPasswordConfig {
@@ -109,8 +107,10 @@ pub struct MockPasswordConfig {
     password: String,
 }
 
-impl MockPasswordConfig {
-    pub(super) fn decode(r: &ConfigReader, p: &mut Problems) -> Self {
+impl DecodeConfig for MockPasswordConfig {
+    const KEYS: &'static [&'static str] = &["username", "password"];
+
+    fn decode(r: &ConfigReader, p: &mut Problems, _callback: Option<&str>) -> Self {
         MockPasswordConfig {
             username: r.required(p, "username", ""),
             password: r.required(p, "password", ""),
@@ -240,14 +240,9 @@ mod tests {
     }
 
     fn parse(value: serde_json::Value) -> Result<MockPasswordConfig, String> {
-        crate::connector::config::parse(
-            "connectors[3].config",
-            &value,
-            PASSWORD_KEYS,
-            MockPasswordConfig::decode,
-        )
-        .map(|(config, _)| config)
-        .map_err(|e| e.join("\n"))
+        MockPasswordConfig::parse("connectors[3].config", &value, "")
+            .map(|(config, _)| config)
+            .map_err(|e| e.join("\n"))
     }
 
     #[test]

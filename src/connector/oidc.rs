@@ -38,14 +38,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::body::{BodyError, CappedClient, MAX_UPSTREAM_BODY, read_capped};
-use super::config::{self, ConfigReader, Problems, check_base_url};
+use super::config::{ConfigReader, DecodeConfig, Problems, check_base_url};
 use super::upstream::{self, SingleFlight, TlsOptions, oauth_error_text, quote_body};
 use super::{CallbackConnector, ConnectorError, Identity, Scopes};
 use crate::Clock;
 
 pub const KIND: &str = "oidc";
 
-pub(super) const KEYS: &[&str] = &[
+const KEYS: &[&str] = &[
     "issuer",
     "clientID",
     "clientSecret",
@@ -118,19 +118,10 @@ impl std::fmt::Debug for OidcConfig {
     }
 }
 
-impl OidcConfig {
-    /// Reads and validates `connectors[i].config` without network access; see
-    /// [`super::gitea::GiteaConfig::parse`].
-    pub fn parse(
-        path: &str,
-        value: &Value,
-        callback: &str,
-    ) -> Result<(Self, Vec<String>), Vec<String>> {
-        config::parse(path, value, KEYS, |r, p| Self::decode(r, p, Some(callback)))
-    }
+impl DecodeConfig for OidcConfig {
+    const KEYS: &'static [&'static str] = KEYS;
 
-    /// [`OidcConfig::parse`]'s reading, problems left in `p`.
-    pub(super) fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
+    fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
         let issuer = r.required(p, "issuer", "");
         if !issuer.is_empty() {
             p.take(check_base_url(&r.key_path("issuer"), &issuer));

@@ -319,6 +319,23 @@ impl Forge {
         .await
     }
 
+    async fn exchange(&self, code: &str, secret: &str) -> Answer {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI),
+        ];
+        self.token(&form, secret).await
+    }
+
+    async fn refresh(&self, refresh_token: &str, secret: &str) -> Answer {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        self.token(&form, secret).await
+    }
+
     async fn get(&self, path: &str, token: Option<&str>) -> Answer {
         let mut request = self.http.get(self.url(path));
         if let Some(token) = token {
@@ -375,22 +392,12 @@ async fn fake_forge_answers_as_the_real_forge_did() {
         code.starts_with(&prefix),
         &format!("{code:?} does not start with {prefix:?}"),
     );
-    let exchange = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT_URI),
-    ];
-    let bad_secret = forge.token(&exchange, "wrong").await;
+    let bad_secret = forge.exchange(&code, "wrong").await;
     c.check("code_bad_secret", &bad_secret);
-    let tokens = forge.token(&exchange, &secret).await;
+    let tokens = forge.exchange(&code, &secret).await;
     c.check("code_exchange", &tokens);
-    c.check("code_reused", &forge.token(&exchange, &secret).await);
-    let unknown = [
-        ("grant_type", "authorization_code"),
-        ("code", "gta_unknown"),
-        ("redirect_uri", REDIRECT_URI),
-    ];
-    c.check("unknown_code", &forge.token(&unknown, &secret).await);
+    c.check("code_reused", &forge.exchange(&code, &secret).await);
+    c.check("unknown_code", &forge.exchange("gta_unknown", &secret).await);
 
     // The API with the access token.
     let access = field(&tokens, "access_token").to_owned();
@@ -415,15 +422,7 @@ async fn fake_forge_answers_as_the_real_forge_did() {
 
     // Refresh-token rotation.
     let first_refresh = field(&tokens, "refresh_token").to_owned();
-    let refreshed = forge
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &first_refresh),
-            ],
-            &secret,
-        )
-        .await;
+    let refreshed = forge.refresh(&first_refresh, &secret).await;
     c.check("refresh_1", &refreshed);
     let old_access = forge.get("/api/v1/user", Some(&access)).await;
     let recorded = c.recorded("old_access_token_after_refresh").clone();
@@ -434,53 +433,20 @@ async fn fake_forge_answers_as_the_real_forge_did() {
     );
     c.check(
         "refresh_reuse_first",
-        &forge
-            .token(
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &first_refresh),
-                ],
-                &secret,
-            )
-            .await,
+        &forge.refresh(&first_refresh, &secret).await,
     );
     let second_refresh = field(&refreshed, "refresh_token").to_owned();
     c.check(
         "refresh_bad_secret",
-        &forge
-            .token(
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &second_refresh),
-                ],
-                "wrong",
-            )
-            .await,
+        &forge.refresh(&second_refresh, "wrong").await,
     );
-    let refreshed = forge
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &second_refresh),
-            ],
-            &secret,
-        )
-        .await;
+    let refreshed = forge.refresh(&second_refresh, &secret).await;
     c.check("refresh_2_post", &refreshed);
 
     // A second login of the same user and app ends the first session's refresh token.
     let third_refresh = field(&refreshed, "refresh_token").to_owned();
     let (code, _) = forge.code("alice", &[("scope", "openid profile email groups")]);
-    let second_login = forge
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT_URI),
-            ],
-            &secret,
-        )
-        .await;
+    let second_login = forge.exchange(&code, &secret).await;
     let recorded = c.recorded("second_login_has_id_token").clone();
     let has_id_token = second_login.body.get("id_token").is_some();
     c.expect(
@@ -490,29 +456,12 @@ async fn fake_forge_answers_as_the_real_forge_did() {
     );
     c.check(
         "first_session_refresh_after_second_login",
-        &forge
-            .token(
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &third_refresh),
-                ],
-                &secret,
-            )
-            .await,
+        &forge.refresh(&third_refresh, &secret).await,
     );
 
     // A user in no team.
     let (code, _) = forge.code("bob", &[]);
-    let bob = forge
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT_URI),
-            ],
-            &secret,
-        )
-        .await;
+    let bob = forge.exchange(&code, &secret).await;
     c.check(
         "bob_teams",
         &forge
@@ -608,12 +557,7 @@ async fn fake_forge_answers_as_the_real_forge_did() {
     oidc.fake.delete_app(&oidc.app.client_id);
     c.check(
         "deleted_app_refresh",
-        &oidc
-            .token(
-                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-                &oidc_secret,
-            )
-            .await,
+        &oidc.refresh(&refresh, &oidc_secret).await,
     );
     c.check(
         "deleted_app_access_token_api",

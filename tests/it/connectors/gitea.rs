@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use oxidex::Clock;
+use oxidex::connector::config::DecodeConfig;
 use oxidex::connector::gitea::*;
 use oxidex::connector::upstream;
 use oxidex::connector::{CallbackConnector, ConnectorError, Identity, Scopes};

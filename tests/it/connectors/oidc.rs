@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use oxidex::Clock;
+use oxidex::connector::config::DecodeConfig;
 use oxidex::connector::oidc::*;
 use oxidex::connector::upstream;
 use oxidex::connector::{CallbackConnector, ConnectorError, Identity, Scopes};
