@@ -107,7 +107,7 @@ fn check_config(args: CheckArgs) -> ExitCode {
     // Connector configs (clientID, redirectURI, rootCA files…) and templates,
     // checked offline as a reload checks them: their problems show here, not at
     // the first login.
-    if let Err(problems) = server::prepare(&loaded.settings) {
+    if let Err(problems) = server::prepare(&loaded.settings, server::system_clock()) {
         eprintln!("invalid config {}:", args.config.display());
         for problem in problems {
             eprintln!("  {problem}");

@@ -63,7 +63,10 @@ pub async fn start_services(
     let keys = KeyManager::start(storage.clone(), policy, clock())
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
-    let connectors = Arc::new(crate::connector::build_connectors(&settings)?);
+    let connectors = Arc::new(crate::connector::build_connectors(
+        &settings,
+        clock.clone(),
+    )?);
     let templates = crate::web::Templates::load(&settings.frontend)?;
     let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));
     health.check(clock()).await;
@@ -160,10 +163,12 @@ pub struct Prepared {
     pub templates: Templates,
 }
 
-/// Builds what `settings` needs, or lists every problem found.
-pub fn prepare(settings: &Settings) -> Result<Prepared, Vec<String>> {
-    let mut problems = crate::connector::validate_connectors(settings);
-    let connectors = crate::connector::build_connectors(settings)
+/// Builds what `settings` needs, or lists every problem found. (`config::load`
+/// has already decoded and checked every connector's config; what remains is
+/// opening them: upstream HTTP clients, CA files, password hashes.)
+pub fn prepare(settings: &Settings, clock: Clock) -> Result<Prepared, Vec<String>> {
+    let mut problems = Vec::new();
+    let connectors = crate::connector::build_connectors(settings, clock)
         .map_err(|error| problems.push(error.to_string()))
         .ok();
     let templates = Templates::load(&settings.frontend)
@@ -197,9 +202,10 @@ pub fn reload(state: &AppState, settings: Settings) -> Result<(), ReloadError> {
     if !fixed.is_empty() {
         return Err(ReloadError::NeedsRestart(fixed));
     }
-    let prepared = prepare(&settings).map_err(ReloadError::Invalid)?;
-    let level = settings.logger.level.clone();
     let current = state.live();
+    let prepared =
+        prepare(&settings, current.provider.clock().clone()).map_err(ReloadError::Invalid)?;
+    let level = settings.logger.level.clone();
     let provider = current
         .provider
         .reconfigured(Arc::new(settings), Arc::new(prepared.connectors))

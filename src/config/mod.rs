@@ -5,7 +5,7 @@
 //! `encoding/json`, unknown keys reported) → [`schema::Config`] → CLI overrides →
 //! [`Settings`] with every problem collected, each named by its key path.
 
-mod decode;
+pub(crate) mod decode;
 pub mod duration;
 pub mod env;
 pub mod nix_store;
@@ -22,8 +22,10 @@ use std::fmt;
 use std::path::Path;
 
 pub use env::Env;
-pub use resolve::{DEX_CONNECTOR_TYPES, SUPPORTED_GRANT_TYPES};
+pub use resolve::SUPPORTED_GRANT_TYPES;
 pub use settings::*;
+
+pub(crate) use secrets::read_bounded;
 
 /// Command-line values that replace the file's (when non-empty), as Dex's
 /// `--web-http-addr`, `--web-https-addr`, `--telemetry-addr`.

@@ -18,6 +18,7 @@ use super::secrets::{
 };
 use super::settings::*;
 use super::{ConfigError, LoadOptions, Loaded, Report};
+use crate::connector::kinds;
 use crate::keys::SigningAlgorithm;
 
 /// The grant types oxidex implements. The effective list is the configured (or
@@ -55,39 +56,6 @@ const RESPONSE_TYPES: &[&str] = &[
     "id_token token",
     "code id_token token",
 ];
-
-pub const DEX_CONNECTOR_TYPES: &[&str] = &[
-    "ldap",
-    "github",
-    "gitlab",
-    "gitea",
-    "google",
-    "oidc",
-    "oauth",
-    "saml",
-    "samlExperimental",
-    "authproxy",
-    "linkedin",
-    "microsoft",
-    "bitbucket-cloud",
-    "openshift",
-    "atlassian-crowd",
-    "keystone",
-    "mockCallback",
-    "mockPassword",
-];
-
-const IMPLEMENTED_CONNECTOR_TYPES: &[&str] = &[
-    "gitea",
-    "oidc",
-    "ldap",
-    "github",
-    "mockCallback",
-    "mockPassword",
-];
-
-/// Connector types that can check a username and password (the `password` grant).
-const PASSWORD_CONNECTOR_TYPES: &[&str] = &["mockPassword", "ldap", "keystone", "atlassian-crowd"];
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -223,19 +191,27 @@ impl Resolver<'_> {
     }
 
     fn settings(&mut self, config: Config) -> Settings {
+        let problems_before = self.report.problems.len();
         let issuer = self.issuer(&config.issuer);
+        // Without a valid issuer there is no callback URL to hold redirectURIs to.
+        let callback =
+            (self.report.problems.len() == problems_before).then(|| issuer.endpoint("/callback"));
         let storage = self.storage(config.storage.as_ref());
         let web = self.web(&config.web);
-        let connectors = self.connectors(&config.connectors);
-        let connector_ids: Vec<String> = connectors.iter().map(|c| c.id.clone()).collect();
+        let connectors = self.connectors(&config.connectors, callback.as_deref());
+        let connector_ids: Vec<String> = config.connectors.iter().map(|c| c.id.clone()).collect();
         let clients = self.clients(
             &config.static_clients,
             &connector_ids,
             config.enable_password_db,
         );
         let passwords = self.passwords(&config.static_passwords, config.enable_password_db);
-        self.check_login_methods(&config, &connectors);
-        let oauth2 = self.oauth2(&config.oauth2, &connectors, config.enable_password_db);
+        self.check_login_methods(&config);
+        let oauth2 = self.oauth2(
+            &config.oauth2,
+            &config.connectors,
+            config.enable_password_db,
+        );
         let expiry = self.expiry(&config.expiry);
         let signer = self.signer(config.signer.as_ref(), &config.expiry.signing_keys);
         let logger = self.logger(&config.logger);
@@ -300,6 +276,23 @@ impl Resolver<'_> {
         }
     }
 
+    /// A normalised block as its schema type. The normaliser has checked every
+    /// key's shape, so a failure here is a disagreement between the two schemas:
+    /// reported, never papered over with defaults.
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        map: Map<String, Value>,
+    ) -> Option<T> {
+        match serde_json::from_value(Value::Object(map)) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.error(path, format!("cannot decode: {e}"));
+                None
+            }
+        }
+    }
+
     /// A `config` block of a connector or storage: the Nix-store rule on the
     /// values as written, then `$VAR` expansion, then the `…File` forms.
     fn secret_bearing_block(&mut self, path: &str, block: &Value) -> Value {
@@ -340,7 +333,7 @@ impl Resolver<'_> {
                 }
                 .object("storage.config", decode::SQLITE, map);
                 let sqlite: schema::SqliteConfig =
-                    serde_json::from_value(Value::Object(map)).unwrap_or_default();
+                    self.typed("storage.config", map).unwrap_or_default();
                 if sqlite.file.is_empty() {
                     self.error(
                         "storage.config.file",
@@ -361,16 +354,11 @@ impl Resolver<'_> {
                     yaml: self.yaml,
                 }
                 .object("storage.config", decode::POSTGRES, map);
-                match serde_json::from_value(Value::Object(map)) {
-                    Ok(postgres) => StorageSettings::Postgres(Box::new(super::postgres::resolve(
-                        postgres,
-                        self.env,
-                        &mut self.report,
-                    ))),
-                    Err(e) => {
-                        self.error("storage.config", format!("cannot decode: {e}"));
-                        StorageSettings::Memory
-                    }
+                match self.typed("storage.config", map) {
+                    Some(postgres) => StorageSettings::Postgres(Box::new(
+                        super::postgres::resolve(postgres, self.env, &mut self.report),
+                    )),
+                    None => StorageSettings::Memory,
                 }
             }
             "" => {
@@ -526,7 +514,7 @@ impl Resolver<'_> {
     fn oauth2(
         &mut self,
         oauth2: &schema::OAuth2,
-        connectors: &[ConnectorSettings],
+        connectors: &[schema::ConnectorConfig],
         password_db: bool,
     ) -> OAuth2Settings {
         let response_types = match oauth2.response_types.as_deref() {
@@ -621,7 +609,7 @@ impl Resolver<'_> {
     fn check_password_connector(
         &mut self,
         id: &str,
-        connectors: &[ConnectorSettings],
+        connectors: &[schema::ConnectorConfig],
         password_db: bool,
     ) {
         let path = "oauth2.passwordConnector";
@@ -636,7 +624,8 @@ impl Resolver<'_> {
         }
         match connectors.iter().find(|c| c.id == id) {
             None => self.error(path, format!("no connector with id {id:?}")),
-            Some(c) if !PASSWORD_CONNECTOR_TYPES.contains(&c.kind.as_str()) => self.error(
+            // (A type oxidex does not implement is reported at connectors[].type.)
+            Some(c) if kinds::find(&c.kind).is_some_and(|kind| !kind.checks_passwords) => self.error(
                 path,
                 format!(
                     "connector {id:?} (type {:?}) cannot check passwords; use \"local\" (the password database) or a mockPassword connector",
@@ -768,7 +757,7 @@ impl Resolver<'_> {
                             yaml: self.yaml,
                         }
                         .object("signer.config", decode::LOCAL_SIGNER, map);
-                        serde_json::from_value(Value::Object(map)).unwrap_or_default()
+                        self.typed("signer.config", map).unwrap_or_default()
                     }
                     _ => {
                         self.error("signer.config", "expected an object");
@@ -862,7 +851,13 @@ impl Resolver<'_> {
         }
     }
 
-    fn connectors(&mut self, connectors: &[schema::ConnectorConfig]) -> Vec<ConnectorSettings> {
+    /// Every connector's entry and its `config`, decoded by its kind (see
+    /// [`kinds`]), all problems reported here. Returns the connectors that decoded.
+    fn connectors(
+        &mut self,
+        connectors: &[schema::ConnectorConfig],
+        callback: Option<&str>,
+    ) -> Vec<ConnectorSettings> {
         let mut out: Vec<ConnectorSettings> = Vec::with_capacity(connectors.len());
         for (i, c) in connectors.iter().enumerate() {
             let p = format!("connectors[{i}]");
@@ -875,21 +870,14 @@ impl Resolver<'_> {
                 }
             }
             let kind = c.kind.as_str();
+            let found = kinds::find(kind);
             if kind == "local" {
                 self.error(
                     join(&p, "type"),
                     "\"local\" is the built-in password database; set enablePasswordDB: true instead",
                 );
-            } else if !kind.is_empty() && !IMPLEMENTED_CONNECTOR_TYPES.contains(&kind) {
-                let message = if DEX_CONNECTOR_TYPES.contains(&kind) {
-                    format!(
-                        "connector type {kind:?} is not supported by oxidex yet (supported: {})",
-                        IMPLEMENTED_CONNECTOR_TYPES.join(", ")
-                    )
-                } else {
-                    format!("unknown connector type {kind:?}")
-                };
-                self.error(join(&p, "type"), message);
+            } else if !kind.is_empty() && found.is_none() {
+                self.error(join(&p, "type"), kinds::unknown_kind_message(kind));
             }
             if c.id == "local" {
                 self.error(
@@ -913,20 +901,52 @@ impl Resolver<'_> {
                     );
                 }
             }
-            let config = self.secret_bearing_block(&join(&p, "config"), &c.config);
-            out.push(ConnectorSettings {
-                kind: c.kind.clone(),
-                id: c.id.clone(),
-                name: c.name.clone(),
-                config,
-                grant_types: c.grant_types.clone(),
-            });
+            let config_path = join(&p, "config");
+            let config = self.secret_bearing_block(&config_path, &c.config);
+            let Some(found) = found else {
+                continue;
+            };
+            match found.decode(&config_path, &config, callback) {
+                Ok((decoded, unknown)) => {
+                    for key in unknown {
+                        self.unknown_key(key);
+                    }
+                    out.push(ConnectorSettings {
+                        kind: c.kind.clone(),
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        config,
+                        grant_types: c.grant_types.clone(),
+                        decoded,
+                    });
+                }
+                Err(problems) => {
+                    for problem in problems {
+                        // Each starts with its key path, below `config_path`.
+                        match problem.split_once(": ") {
+                            Some((path, message)) if path.starts_with(&config_path) => {
+                                self.error(path, message);
+                            }
+                            _ => self.error(config_path.as_str(), problem),
+                        }
+                    }
+                }
+            }
         }
         out
     }
 
-    fn check_login_methods(&mut self, config: &Config, connectors: &[ConnectorSettings]) {
-        if connectors.is_empty() && !config.enable_password_db {
+    /// An unknown key inside a type-specific block: a warning, an error when strict.
+    fn unknown_key(&mut self, path: String) {
+        if self.strict {
+            self.error(path, "unknown key");
+        } else {
+            self.warn(path, "unknown key");
+        }
+    }
+
+    fn check_login_methods(&mut self, config: &Config) {
+        if config.connectors.is_empty() && !config.enable_password_db {
             self.error(
                 "connectors",
                 "no connectors specified: add a connector or set enablePasswordDB: true",

@@ -18,7 +18,7 @@ use super::nix_store::is_in_nix_store;
 /// already leaked to every local user (every `…File` form comes through here).
 pub fn read_secret_file(file: &str) -> Result<String, String> {
     refuse_store_file(Path::new(file))?;
-    let bytes = read_bounded(file)?;
+    let bytes = read_bounded(file, MAX_SECRET_FILE)?;
     let mut text =
         String::from_utf8(bytes).map_err(|_| format!("file {file:?} is not valid UTF-8"))?;
     if text.ends_with("\r\n") {
@@ -36,10 +36,11 @@ pub fn read_secret_file(file: &str) -> Result<String, String> {
 /// bcrypt hash); anything larger is a mistake such as a path to the wrong file.
 pub const MAX_SECRET_FILE: u64 = 64 * 1024;
 
-/// A regular file's contents, at most [`MAX_SECRET_FILE`] bytes. A device, FIFO
-/// or socket (`/dev/stdin`, `/dev/zero`, a named pipe) would block start-up or
-/// never end, so only regular files (after symlinks) are read.
-fn read_bounded(file: &str) -> Result<Vec<u8>, String> {
+/// A regular file's contents, at most `max` bytes. A device, FIFO or socket
+/// (`/dev/stdin`, `/dev/zero`, a named pipe) would block start-up or never end,
+/// so only regular files (after symlinks) are read. Every file a config names
+/// (secrets, certificates, keys) is read through here.
+pub(crate) fn read_bounded(file: &str, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let opened =
         std::fs::File::open(file).map_err(|e| format!("cannot read file {file:?}: {e}"))?;
@@ -51,12 +52,12 @@ fn read_bounded(file: &str) -> Result<Vec<u8>, String> {
     }
     let mut bytes = Vec::new();
     opened
-        .take(MAX_SECRET_FILE + 1)
+        .take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read file {file:?}: {e}"))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
+    if bytes.len() as u64 > max {
         return Err(format!(
-            "file {file:?} is larger than {MAX_SECRET_FILE} bytes; is it the right file?"
+            "file {file:?} is larger than {max} bytes; is it the right file?"
         ));
     }
     Ok(bytes)

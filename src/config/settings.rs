@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::connector::kinds::KindConfig;
 use crate::keys::SigningAlgorithm;
 
 /// Auth codes live 30 minutes, fixed, as in Dex.
@@ -270,7 +271,8 @@ impl std::fmt::Debug for Client {
 }
 
 /// A configured upstream connector. `config` has had `$VAR` expansion and the
-/// `<field>File` secret forms applied (a `clientSecretFile` became `clientSecret`).
+/// `<field>File` secret forms applied (a `clientSecretFile` became `clientSecret`);
+/// `decoded` is that config decoded and validated for its `kind`.
 #[derive(Clone, Serialize)]
 pub struct ConnectorSettings {
     pub kind: String,
@@ -279,6 +281,8 @@ pub struct ConnectorSettings {
     #[serde(serialize_with = "redact_connector_config")]
     pub config: serde_json::Value,
     pub grant_types: Vec<String>,
+    #[serde(skip)]
+    pub decoded: KindConfig,
 }
 
 impl std::fmt::Debug for ConnectorSettings {

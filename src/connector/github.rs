@@ -24,10 +24,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::upstream::{
-    self, ConfigReader, Problems, TlsOptions, check_redirect_uri, oauth_error_text,
-    parse_oauth_error, quote_body,
-};
+pub use super::config::Org;
+use super::config::{ConfigReader, DecodeConfig, Problems};
+use super::upstream::{self, TlsOptions, oauth_error_text, parse_oauth_error, quote_body};
 use super::{CallbackConnector, ConnectorError, Identity, Scopes};
 
 pub const KIND: &str = "github";
@@ -49,14 +48,6 @@ const KEYS: &[&str] = &[
     "hostName",
     "rootCA",
 ];
-const ORG_KEYS: &[&str] = &["name", "teams"];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Org {
-    pub name: String,
-    pub teams: Vec<String>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TeamNameField {
     #[default]
@@ -97,49 +88,17 @@ impl std::fmt::Debug for GithubConfig {
     }
 }
 
-impl GithubConfig {
-    /// Reads and validates `connectors[i].config`; reads the `rootCA`; contacts
-    /// nothing. Every problem names its key path; unknown keys come back as warnings.
-    pub fn parse(
-        path: &str,
-        value: &Value,
-        callback: &str,
-    ) -> Result<(Self, Vec<String>), Vec<String>> {
-        let reader = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
-        let mut p = Problems::default();
-        let client_id = p.take(reader.string("clientID"));
-        if client_id.is_empty() {
-            p.push(format!("{}: required", reader.key_path("clientID")));
-        }
-        let client_secret = p.take(reader.string("clientSecret"));
-        if client_secret.is_empty() {
-            p.push(format!(
-                "{}: required (or clientSecretFile, or a $VAR reference)",
-                reader.key_path("clientSecret")
-            ));
-        }
-        let redirect_uri = p.take(reader.string("redirectURI"));
-        p.take(check_redirect_uri(
-            &reader.key_path("redirectURI"),
-            &redirect_uri,
-            callback,
-        ));
-        let mut orgs = Vec::new();
-        for org in p.take(reader.objects("orgs", ORG_KEYS)) {
-            let name = p.take(org.string("name"));
-            if name.is_empty() {
-                p.push(format!("{}: required", org.key_path("name")));
-            }
-            orgs.push(Org {
-                name,
-                teams: p.take(org.strings("teams")),
-            });
-        }
-        let org = p.take(reader.string("org"));
+impl DecodeConfig for GithubConfig {
+    const KEYS: &'static [&'static str] = KEYS;
+
+    fn decode(r: &ConfigReader, p: &mut Problems, callback: Option<&str>) -> Self {
+        let client = r.oauth_client(p, callback, true);
+        let orgs = r.orgs(p);
+        let org = p.take(r.string("org"));
         if !org.is_empty() && !orgs.is_empty() {
             p.push(format!(
                 "{}: cannot use both 'org' and 'orgs' fields simultaneously",
-                reader.key_path("org")
+                r.key_path("org")
             ));
         } else if !org.is_empty() {
             tracing::warn!(
@@ -147,44 +106,39 @@ impl GithubConfig {
                  (note: 'org' does not restrict who can log in)"
             );
         }
-        let host_name = p.take(reader.string("hostName"));
+        let host_name = p.take(r.string("hostName"));
         if host_name.contains('/') {
             p.push(format!(
                 "{}: invalid hostname: hostname cannot contain `/`",
-                reader.key_path("hostName")
+                r.key_path("hostName")
             ));
         }
-        let root_ca = p.take(reader.string("rootCA"));
         let mut tls = TlsOptions::default();
-        if !root_ca.is_empty() {
-            if host_name.is_empty() {
-                p.push(format!(
-                    "{}: Host name field required for a root certificate file",
-                    reader.key_path("rootCA")
-                ));
-            } else if let Some(pem) =
-                p.take(upstream::read_root_ca(&reader.key_path("rootCA"), &root_ca).map(Some))
-            {
-                tls.root_cas.push(pem);
-            }
+        if !host_name.is_empty() {
+            tls.root_cas.extend(r.root_ca(p, "rootCA"));
+        } else if !p.take(r.string("rootCA")).is_empty() {
+            p.push(format!(
+                "{}: Host name field required for a root certificate file",
+                r.key_path("rootCA")
+            ));
         }
-        let team_name_field = match p.take(reader.string("teamNameField")).as_str() {
+        let team_name_field = match p.take(r.string("teamNameField")).as_str() {
             "" | "name" => TeamNameField::Name,
             "slug" => TeamNameField::Slug,
             "both" => TeamNameField::Both,
             other => {
                 p.push(format!(
                     "{}: unsupported team name field value `{other}` (name, slug or both)",
-                    reader.key_path("teamNameField")
+                    r.key_path("teamNameField")
                 ));
                 TeamNameField::Name
             }
         };
-        let preferred_email_domain = p.take(reader.string("preferredEmailDomain"));
+        let preferred_email_domain = p.take(r.string("preferredEmailDomain"));
         if preferred_email_domain.ends_with('*') {
             p.push(format!(
                 "{}: invalid PreferredEmailDomain: glob pattern cannot end with \"*\"",
-                reader.key_path("preferredEmailDomain")
+                r.key_path("preferredEmailDomain")
             ));
         }
         let (oauth_base, api_base) = if host_name.is_empty() {
@@ -198,29 +152,21 @@ impl GithubConfig {
                 format!("https://{host_name}/api/v3"),
             )
         };
-        let load_all_groups = p.take(reader.bool("loadAllGroups"));
-        let use_login_as_id = p.take(reader.bool("useLoginAsID"));
-        if !p.0.is_empty() {
-            return Err(p.0);
+        GithubConfig {
+            client_id: client.client_id,
+            client_secret: client.client_secret,
+            redirect_uri: client.redirect_uri,
+            orgs,
+            org,
+            load_all_groups: p.take(r.bool("loadAllGroups")),
+            team_name_field,
+            use_login_as_id: p.take(r.bool("useLoginAsID")),
+            preferred_email_domain,
+            enterprise: !host_name.is_empty(),
+            oauth_base,
+            api_base,
+            tls,
         }
-        Ok((
-            GithubConfig {
-                client_id,
-                client_secret,
-                redirect_uri,
-                orgs,
-                org,
-                load_all_groups,
-                team_name_field,
-                use_login_as_id,
-                preferred_email_domain,
-                enterprise: !host_name.is_empty(),
-                oauth_base,
-                api_base,
-                tls,
-            },
-            reader.unknown,
-        ))
     }
 }
 

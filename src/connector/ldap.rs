@@ -46,8 +46,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::upstream::{ConfigReader, Problems};
+use super::config::{ConfigReader, DecodeConfig, Problems};
+use super::upstream::MAX_CERTIFICATE_FILE;
 use super::{ConnectorError, Identity, PasswordConnector, Scopes};
+use crate::config::read_bounded;
 
 pub const KIND: &str = "ldap";
 
@@ -201,22 +203,11 @@ impl std::fmt::Debug for LdapConfig {
     }
 }
 
-impl LdapConfig {
-    /// Reads and validates `connectors[i].config` (`path` is that prefix), reading
-    /// the CA and client certificate files; contacts nothing. Returns every problem,
-    /// each naming its key path; unknown keys come back as warnings.
-    pub fn parse(path: &str, value: &Value) -> Result<(Self, Vec<String>), Vec<String>> {
-        let reader = ConfigReader::new(path, value, KEYS).map_err(|e| vec![e])?;
-        let mut p = Problems::default();
-        let mut unknown = reader.unknown.clone();
+impl DecodeConfig for LdapConfig {
+    const KEYS: &'static [&'static str] = KEYS;
 
-        let raw_host = p.take(reader.string("host"));
-        if raw_host.is_empty() {
-            p.push(format!(
-                "{}: required (the directory's host or host:port)",
-                reader.key_path("host")
-            ));
-        }
+    fn decode(reader: &ConfigReader, p: &mut Problems, _callback: Option<&str>) -> Self {
+        let raw_host = reader.required(p, "host", " (the directory's host or host:port)");
         let insecure_no_ssl = p.take(reader.bool("insecureNoSSL"));
         let start_tls = p.take(reader.bool("startTLS"));
         let insecure_skip_verify = p.take(reader.bool("insecureSkipVerify"));
@@ -244,8 +235,8 @@ impl LdapConfig {
         } else if !root_ca.is_empty() {
             let key = reader.key_path("rootCA");
             p.take(
-                std::fs::read(&root_ca)
-                    .map_err(|e| format!("{key}: cannot read CA file {root_ca:?}: {e}"))
+                read_bounded(&root_ca, MAX_CERTIFICATE_FILE)
+                    .map_err(|e| format!("{key}: {e}"))
                     .and_then(|pem| certificates(&key, &pem).map(|_| pem)),
             )
         } else {
@@ -255,7 +246,7 @@ impl LdapConfig {
         let client_key_file = p.take(reader.string("clientKey"));
         let client_cert = match (client_cert_file.is_empty(), client_key_file.is_empty()) {
             (false, false) => {
-                p.take(read_client_cert(&reader, &client_cert_file, &client_key_file).map(Some))
+                p.take(read_client_cert(reader, &client_cert_file, &client_key_file).map(Some))
             }
             (true, true) => None,
             _ => {
@@ -281,18 +272,12 @@ impl LdapConfig {
 
         let us = p.take(reader.object("userSearch", USER_SEARCH_KEYS).map(Some));
         let user_search = match us {
-            Some(us) => {
-                unknown.extend(us.unknown.iter().cloned());
-                parse_user_search(&us, &mut p)
-            }
+            Some(us) => parse_user_search(&us, p),
             None => default_user_search(),
         };
         let gs = p.take(reader.object("groupSearch", GROUP_SEARCH_KEYS).map(Some));
         let group_search = match gs {
-            Some(gs) => {
-                unknown.extend(gs.unknown.iter().cloned());
-                parse_group_search(&gs, &mut p, &mut unknown)
-            }
+            Some(gs) => parse_group_search(&gs, p),
             None => GroupSearch {
                 base_dn: String::new(),
                 filter: String::new(),
@@ -302,25 +287,19 @@ impl LdapConfig {
             },
         };
 
-        if !p.0.is_empty() {
-            return Err(p.0);
+        LdapConfig {
+            host,
+            server_name,
+            transport,
+            insecure_skip_verify,
+            root_ca_pem,
+            client_cert,
+            bind_dn,
+            bind_pw,
+            username_prompt,
+            user_search,
+            group_search,
         }
-        Ok((
-            LdapConfig {
-                host,
-                server_name,
-                transport,
-                insecure_skip_verify,
-                root_ca_pem,
-                client_cert,
-                bind_dn,
-                bind_pw,
-                username_prompt,
-                user_search,
-                group_search,
-            },
-            unknown,
-        ))
     }
 }
 
@@ -340,31 +319,21 @@ fn default_user_search() -> UserSearch {
 
 fn parse_user_search(us: &ConfigReader, p: &mut Problems) -> UserSearch {
     let mut out = default_user_search();
-    out.base_dn = p.take(us.string("baseDN"));
-    if out.base_dn.is_empty() {
-        p.push(format!(
-            "{}: required (where to look for users)",
-            us.key_path("baseDN")
-        ));
-    }
+    out.base_dn = us.required(p, "baseDN", " (where to look for users)");
     out.filter = p.take(us.string("filter"));
     p.take(check_filter(&us.key_path("filter"), &out.filter));
-    out.username = p.take(us.string("username"));
-    if out.username.is_empty() {
-        p.push(format!(
-            "{}: required (the attribute compared with the login, e.g. uid)",
-            us.key_path("username")
-        ));
-    }
+    out.username = us.required(
+        p,
+        "username",
+        " (the attribute compared with the login, e.g. uid)",
+    );
     let scope = p.take(us.string("scope"));
     out.scope = p.take(parse_scope(&us.key_path("scope"), &scope));
-    out.id_attr = p.take(us.string("idAttr"));
-    if out.id_attr.is_empty() {
-        p.push(format!(
-            "{}: required (the attribute that identifies the user, e.g. uid or DN)",
-            us.key_path("idAttr")
-        ));
-    }
+    out.id_attr = us.required(
+        p,
+        "idAttr",
+        " (the attribute that identifies the user, e.g. uid or DN)",
+    );
     out.email_attr = p.take(us.string("emailAttr"));
     out.email_suffix = p.take(us.string("emailSuffix"));
     if out.email_attr.is_empty() && out.email_suffix.is_empty() {
@@ -384,11 +353,7 @@ fn parse_user_search(us: &ConfigReader, p: &mut Problems) -> UserSearch {
     out
 }
 
-fn parse_group_search(
-    gs: &ConfigReader,
-    p: &mut Problems,
-    unknown: &mut Vec<String>,
-) -> GroupSearch {
+fn parse_group_search(gs: &ConfigReader, p: &mut Problems) -> GroupSearch {
     let base_dn = p.take(gs.string("baseDN"));
     let filter = p.take(gs.string("filter"));
     p.take(check_filter(&gs.key_path("filter"), &filter));
@@ -397,7 +362,6 @@ fn parse_group_search(
     let name_attr = p.take(gs.string("nameAttr"));
     let mut user_matchers = Vec::new();
     for m in p.take(gs.objects("userMatchers", MATCHER_KEYS)) {
-        unknown.extend(m.unknown.iter().cloned());
         user_matchers.push(UserMatcher {
             user_attr: p.take(m.string("userAttr")),
             group_attr: p.take(m.string("groupAttr")),
@@ -518,11 +482,11 @@ fn read_client_cert(
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
     let cert_key = reader.key_path("clientCert");
     let key_key = reader.key_path("clientKey");
-    let cert = std::fs::read(cert_file)
-        .map_err(|e| format!("{cert_key}: cannot read {cert_file:?}: {e}"))?;
+    let cert =
+        read_bounded(cert_file, MAX_CERTIFICATE_FILE).map_err(|e| format!("{cert_key}: {e}"))?;
     certificates(&cert_key, &cert)?;
     let key =
-        std::fs::read(key_file).map_err(|e| format!("{key_key}: cannot read {key_file:?}: {e}"))?;
+        read_bounded(key_file, MAX_CERTIFICATE_FILE).map_err(|e| format!("{key_key}: {e}"))?;
     PrivateKeyDer::from_pem_slice(&key)
         .map_err(|e| format!("{key_key}: no PEM private key found: {e}"))?;
     Ok((cert, key))
@@ -1130,7 +1094,7 @@ mod tests {
     }
 
     fn parse(value: Value) -> Result<LdapConfig, String> {
-        LdapConfig::parse(PATH, &value)
+        LdapConfig::parse(PATH, &value, "")
             .map(|(c, _)| c)
             .map_err(|e| e.join("\n"))
     }
@@ -1221,6 +1185,7 @@ mod tests {
                 v["bindpw"] = json!("secret");
                 v["frobnicate"] = json!(true);
             }),
+            "",
         )
         .unwrap();
         assert_eq!(c.bind_dn, "cn=admin,dc=example,dc=org");
@@ -1299,7 +1264,7 @@ mod tests {
 
         let e = parse(patched(|v| v["rootCA"] = json!("/nonexistent/ca.pem"))).unwrap_err();
         assert!(
-            e.contains(&format!("{PATH}.rootCA: cannot read CA file")),
+            e.contains(&format!("{PATH}.rootCA: cannot read file")),
             "{e}"
         );
         let e = parse(patched(|v| v["rootCAData"] = json!("not base64!"))).unwrap_err();

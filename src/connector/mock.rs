@@ -6,11 +6,10 @@
 //! * `mockPassword`: a form login that accepts exactly the configured `username` and
 //!   `password`.
 
-use async_trait::async_trait;
-use serde::Deserialize;
-
 use crate::crypto::constant_time_eq;
+use async_trait::async_trait;
 
+use super::config::{ConfigReader, DecodeConfig, Problems};
 use super::{CallbackConnector, ConnectorError, Identity, PasswordConnector, Scopes};
 
 pub const MOCK_USER_ID: &str = "0-385-28089-0";
@@ -101,12 +100,22 @@ impl CallbackConnector for MockCallback {
     }
 }
 
-#[derive(Deserialize)]
-struct MockPasswordConfig {
-    #[serde(default)]
+/// `mockPassword`'s `config`: `{"username": …, "password": …}`, both required.
+#[derive(Clone)]
+pub struct MockPasswordConfig {
     username: String,
-    #[serde(default)]
     password: String,
+}
+
+impl DecodeConfig for MockPasswordConfig {
+    const KEYS: &'static [&'static str] = &["username", "password"];
+
+    fn decode(r: &ConfigReader, p: &mut Problems, _callback: Option<&str>) -> Self {
+        MockPasswordConfig {
+            username: r.required(p, "username", ""),
+            password: r.required(p, "password", ""),
+        }
+    }
 }
 
 pub struct MockPassword {
@@ -130,27 +139,8 @@ impl MockPassword {
         }
     }
 
-    /// From `connectors[].config`: `{"username": …, "password": …}`, both required.
-    pub fn from_config(id: &str, config: &serde_json::Value) -> Result<Self, ConnectorError> {
-        let err = |message: String| ConnectorError::Config {
-            id: id.to_owned(),
-            kind: "mockPassword".to_owned(),
-            message,
-        };
-        let config = if config.is_null() {
-            serde_json::Value::Object(serde_json::Map::new())
-        } else {
-            config.clone()
-        };
-        let parsed: MockPasswordConfig =
-            serde_json::from_value(config).map_err(|e| err(format!("invalid config: {e}")))?;
-        if parsed.username.is_empty() {
-            return Err(err("config.username: no username supplied".to_owned()));
-        }
-        if parsed.password.is_empty() {
-            return Err(err("config.password: no password supplied".to_owned()));
-        }
-        Ok(MockPassword::new(parsed.username, parsed.password))
+    pub fn from_config(config: MockPasswordConfig) -> Self {
+        MockPassword::new(config.username, config.password)
     }
 }
 
@@ -236,10 +226,8 @@ mod tests {
     #[tokio::test]
     async fn password_accepts_only_configured_credentials() {
         let c = MockPassword::from_config(
-            "mock",
-            &serde_json::json!({"username": "kilgore", "password": "s3cret"}),
-        )
-        .unwrap();
+            parse(serde_json::json!({"username": "kilgore", "password": "s3cret"})).unwrap(),
+        );
         let s = Scopes::default();
         let id = c.login(&s, "kilgore", "s3cret").await.unwrap().unwrap();
         assert_eq!(id, mock_password_identity());
@@ -252,14 +240,19 @@ mod tests {
         assert_eq!(c.refresh(&s, id.clone()).await.unwrap(), id);
     }
 
+    fn parse(value: serde_json::Value) -> Result<MockPasswordConfig, String> {
+        MockPasswordConfig::parse("connectors[3].config", &value, "")
+            .map(|(config, _)| config)
+            .map_err(|e| e.join("\n"))
+    }
+
     #[test]
     fn password_config_requires_username_and_password() {
-        let e = MockPassword::from_config("m", &serde_json::json!({"password": "p"})).unwrap_err();
-        assert!(e.to_string().contains("no username supplied"), "{e}");
-        assert!(e.to_string().contains("\"m\""), "{e}");
-        let e = MockPassword::from_config("m", &serde_json::json!({"username": "u"})).unwrap_err();
-        assert!(e.to_string().contains("no password supplied"), "{e}");
-        let e = MockPassword::from_config("m", &serde_json::Value::Null).unwrap_err();
-        assert!(e.to_string().contains("no username supplied"), "{e}");
+        let e = parse(serde_json::json!({"password": "p"})).err().unwrap();
+        assert!(e.contains("connectors[3].config.username: required"), "{e}");
+        let e = parse(serde_json::json!({"username": "u"})).err().unwrap();
+        assert!(e.contains("connectors[3].config.password: required"), "{e}");
+        let e = parse(serde_json::Value::Null).err().unwrap();
+        assert!(e.contains("connectors[3].config.username: required"), "{e}");
     }
 }

@@ -18,10 +18,10 @@ use crate::storage::entities::Claims;
 use crate::throttle::Gate;
 
 pub mod body;
-#[cfg(any(test, feature = "test-support"))]
-pub mod fake_forgejo;
+pub mod config;
 pub mod gitea;
 pub mod github;
+pub mod kinds;
 pub mod ldap;
 pub mod local;
 pub mod mock;
@@ -109,17 +109,14 @@ pub enum ConnectorError {
     /// token revoked…); the refresh token must be rejected.
     #[error("refresh failed: {}", Escaped(.0))]
     Refresh(String),
-    /// A configuration problem found when opening the connector.
+    /// A problem found when opening the connector (its upstream client cannot be
+    /// built, a stored password hash is malformed).
     #[error("connector {id:?} (type {kind:?}): {message}")]
     Config {
         id: String,
         kind: String,
         message: String,
     },
-    #[error("connector {id:?}: unknown connector type {kind:?}")]
-    UnknownType { id: String, kind: String },
-    #[error("connector {id:?}: connector type {kind:?} is not supported by oxidex yet")]
-    UnsupportedType { id: String, kind: String },
     #[error("duplicate connector id {id:?}")]
     DuplicateId { id: String },
     /// A failure on our side (e.g. the blocking pool went away, a stored hash has a cost
@@ -334,81 +331,37 @@ impl Connectors {
     }
 }
 
-/// Open every configured connector, then the local password DB when enabled.
-/// An unknown or unimplemented type is an error naming the connector id and type;
-/// a bad connector config is [`ConnectorError::Config`] naming every bad key
-/// (`connectors[i].config.<key>`). Makes no network call (the `oidc` connector
-/// discovers its provider on first use; see [`CallbackConnector::prepare`]).
-pub fn build_connectors(settings: &Settings) -> Result<Connectors, ConnectorError> {
-    build_connectors_with_clock(settings, system_clock())
-}
-
-/// [`build_connectors`] with the clock connectors use for upstream token expiry
-/// and ID-token checks (tests inject theirs).
-pub fn build_connectors_with_clock(
-    settings: &Settings,
-    clock: Clock,
-) -> Result<Connectors, ConnectorError> {
+/// Opens every configured connector, then the local password DB when enabled.
+/// `config::load` has decoded and validated their configs; what can still fail
+/// here is building an upstream HTTP/TLS client or a malformed stored hash.
+/// Makes no network call (the `oidc` connector discovers its provider on first
+/// use; see [`CallbackConnector::prepare`]). `clock` is what connectors check
+/// upstream token expiry and ID tokens against.
+pub fn build_connectors(settings: &Settings, clock: Clock) -> Result<Connectors, ConnectorError> {
     build(
         &settings.connectors,
         settings
             .enable_password_db
             .then_some(settings.passwords.as_slice()),
-        &callback_url(settings),
         &clock,
     )
-}
-
-/// Every connector config problem, without opening anything or touching the
-/// network (reads `rootCA` files): for `oxidex check-config`. Each message names
-/// the key path and the connector id.
-pub fn validate_connectors(settings: &Settings) -> Vec<String> {
-    let callback = callback_url(settings);
-    let mut problems = Vec::new();
-    for (index, conf) in settings.connectors.iter().enumerate() {
-        let path = upstream::config_path(index);
-        let found = match conf.kind.as_str() {
-            gitea::KIND => gitea::GiteaConfig::parse(&path, &conf.config, &callback).err(),
-            oidc::KIND => oidc::OidcConfig::parse(&path, &conf.config, &callback).err(),
-            ldap::KIND => ldap::LdapConfig::parse(&path, &conf.config).err(),
-            github::KIND => github::GithubConfig::parse(&path, &conf.config, &callback).err(),
-            "mockPassword" => mock::MockPassword::from_config(&conf.id, &conf.config)
-                .err()
-                .map(|e| vec![e.to_string()]),
-            _ => None,
-        };
-        for problem in found.unwrap_or_default() {
-            problems.push(format!("{problem} (connector {:?})", conf.id));
-        }
-    }
-    problems
-}
-
-/// `<issuer>/callback`, the only `redirectURI` upstream connectors may use.
-pub fn callback_url(settings: &Settings) -> String {
-    settings.issuer.endpoint("/callback")
-}
-
-fn system_clock() -> Clock {
-    Arc::new(std::time::SystemTime::now)
 }
 
 /// `password_db`: the static passwords when the password DB is enabled.
 fn build(
     connectors: &[ConnectorSettings],
     password_db: Option<&[Password]>,
-    callback: &str,
     clock: &Clock,
 ) -> Result<Connectors, ConnectorError> {
     let mut entries = Vec::with_capacity(connectors.len() + 1);
     let hash_gate = Arc::new(Gate::per_core());
-    for (index, conf) in connectors.iter().enumerate() {
+    for conf in connectors {
         entries.push(ConnectorEntry {
             id: conf.id.clone(),
             name: conf.name.clone(),
             kind: conf.kind.clone(),
             grant_types: conf.grant_types.clone(),
-            connector: open(conf, index, callback, clock)?,
+            connector: conf.decoded.open(&conf.id, clock)?,
         });
     }
     if let Some(passwords) = password_db {
@@ -426,80 +379,6 @@ fn build(
     let mut connectors = Connectors::new(entries)?;
     connectors.hash_gate = hash_gate;
     Ok(connectors)
-}
-
-fn open(
-    conf: &ConnectorSettings,
-    index: usize,
-    callback: &str,
-    clock: &Clock,
-) -> Result<Connector, ConnectorError> {
-    let config_error = |problems: Vec<String>| ConnectorError::Config {
-        id: conf.id.clone(),
-        kind: conf.kind.clone(),
-        message: problems.join("; "),
-    };
-    let warn_unknown = |unknown: Vec<String>| {
-        for key in unknown {
-            tracing::warn!(connector = %conf.id, "unknown connector config key {key} ignored");
-        }
-    };
-    let path = upstream::config_path(index);
-    match conf.kind.as_str() {
-        "mockCallback" => Ok(Connector::Callback(Arc::new(mock::MockCallback::new()))),
-        "mockPassword" => Ok(Connector::Password(Arc::new(
-            mock::MockPassword::from_config(&conf.id, &conf.config)?,
-        ))),
-        gitea::KIND => {
-            let (config, unknown) =
-                gitea::GiteaConfig::parse(&path, &conf.config, callback).map_err(config_error)?;
-            warn_unknown(unknown);
-            Ok(Connector::Callback(Arc::new(gitea::GiteaConnector::new(
-                &conf.id,
-                config,
-                Arc::clone(clock),
-            )?)))
-        }
-        oidc::KIND => {
-            let (config, unknown) =
-                oidc::OidcConfig::parse(&path, &conf.config, callback).map_err(config_error)?;
-            warn_unknown(unknown);
-            let connector = Arc::new(oidc::OidcConnector::new(
-                &conf.id,
-                config,
-                Arc::clone(clock),
-            )?);
-            connector.warm_up();
-            Ok(Connector::Callback(connector))
-        }
-        github::KIND => {
-            let (config, unknown) =
-                github::GithubConfig::parse(&path, &conf.config, callback).map_err(config_error)?;
-            warn_unknown(unknown);
-            Ok(Connector::Callback(Arc::new(github::GithubConnector::new(
-                &conf.id, config,
-            )?)))
-        }
-        ldap::KIND => {
-            let (config, unknown) =
-                ldap::LdapConfig::parse(&path, &conf.config).map_err(config_error)?;
-            warn_unknown(unknown);
-            Ok(Connector::Password(Arc::new(ldap::LdapConnector::new(
-                &conf.id, config,
-            )?)))
-        }
-        // Dex knows it, oxidex not (yet): say "not supported" rather than "unknown".
-        kind if crate::config::DEX_CONNECTOR_TYPES.contains(&kind) => {
-            Err(ConnectorError::UnsupportedType {
-                id: conf.id.clone(),
-                kind: kind.to_owned(),
-            })
-        }
-        kind => Err(ConnectorError::UnknownType {
-            id: conf.id.clone(),
-            kind: kind.to_owned(),
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -535,17 +414,39 @@ mod tests {
         connectors: &[ConnectorSettings],
         password_db: Option<&[Password]>,
     ) -> Result<Connectors, ConnectorError> {
-        super::build(connectors, password_db, CALLBACK, &system_clock())
+        super::build(connectors, password_db, &crate::server::system_clock())
     }
 
+    /// A connector as `config::load` leaves it: decoded by its kind.
     fn conf(kind: &str, id: &str, config: serde_json::Value) -> ConnectorSettings {
+        let (decoded, _) = kinds::find(kind)
+            .unwrap()
+            .decode("connectors[0].config", &config, Some(CALLBACK))
+            .unwrap();
         ConnectorSettings {
             kind: kind.to_owned(),
             id: id.to_owned(),
             name: format!("{id} name"),
             config,
             grant_types: Vec::new(),
+            decoded,
         }
+    }
+
+    /// Loads a config whose issuer has `CALLBACK` as its callback URL.
+    fn load(connectors: serde_json::Value) -> Result<Settings, crate::config::ConfigError> {
+        let config = serde_json::json!({
+            "issuer": "https://idp.example/dex",
+            "storage": {"type": "memory"},
+            "web": {"http": "127.0.0.1:5556"},
+            "connectors": connectors,
+        });
+        crate::config::load_str(
+            &config.to_string(),
+            std::path::Path::new("config.json"),
+            &crate::config::LoadOptions::default(),
+        )
+        .map(|loaded| loaded.settings)
     }
 
     #[test]
@@ -591,26 +492,27 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_unimplemented_types_name_id_and_type() {
-        let e = build(
-            &[conf("frobnicator", "corp", serde_json::Value::Null)],
-            None,
-        )
+    fn unknown_and_unimplemented_types_are_refused_at_load_naming_the_known_ones() {
+        let e = load(serde_json::json!([
+            {"type": "frobnicator", "id": "corp", "name": "Corp"},
+            {"type": "gitlab", "id": "gl", "name": "GitLab"},
+        ]))
         .unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, ConnectorError::UnknownType { .. }));
         assert!(
-            msg.contains("\"corp\"") && msg.contains("\"frobnicator\""),
+            msg.contains("connectors[0].type: unknown connector type \"frobnicator\""),
             "{msg}"
         );
-
-        let e = build(&[conf("gitlab", "gl", serde_json::Value::Null)], None).unwrap_err();
-        let msg = e.to_string();
-        assert!(matches!(e, ConnectorError::UnsupportedType { .. }));
         assert!(
-            msg.contains("\"gl\"") && msg.contains("\"gitlab\""),
+            msg.contains("connectors[1].type: connector type \"gitlab\" is not supported"),
             "{msg}"
         );
+        // Both messages list every implemented type, from the one list.
+        for kind in kinds::KINDS {
+            let listed = msg.matches(&format!("{}, ", kind.name)).count()
+                + msg.matches(&format!("{})", kind.name)).count();
+            assert_eq!(listed, 2, "{} in:\n{msg}", kind.name);
+        }
     }
 
     #[test]
@@ -630,22 +532,15 @@ mod tests {
         ));
         assert!(built.get("up").unwrap().connector.supports_refresh());
 
-        let e = build(
-            &[
-                conf("mockCallback", "m", serde_json::Value::Null),
-                conf(
-                    "gitea",
-                    "forgejo",
-                    serde_json::json!({"redirectURI": CALLBACK}),
-                ),
-            ],
-            None,
-        )
+        let e = load(serde_json::json!([
+            {"type": "mockCallback", "id": "m", "name": "M"},
+            {"type": "gitea", "id": "forgejo", "name": "Forgejo",
+             "config": {"redirectURI": CALLBACK}},
+        ]))
         .unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, ConnectorError::Config { .. }));
         assert!(
-            msg.contains("\"forgejo\"") && msg.contains("connectors[1].config.clientID: required"),
+            msg.contains("connectors[1].config.clientID: required"),
             "{msg}"
         );
         assert!(
@@ -655,40 +550,59 @@ mod tests {
     }
 
     #[test]
-    fn validate_connectors_reports_every_problem_offline() {
-        let mut settings = crate::config::load_str(
-            r#"{"issuer": "https://idp.example/dex", "storage": {"type": "memory"}, "web": {"http": "127.0.0.1:5556"},
-                "enablePasswordDB": true}"#,
-            std::path::Path::new("config.json"),
-            &crate::config::LoadOptions::default(),
-        )
-        .unwrap()
-        .settings;
-        settings.connectors = vec![
-            conf(
-                "gitea",
-                "forgejo",
-                serde_json::json!({"clientID": "id",
-                "redirectURI": "https://elsewhere/callback"}),
-            ),
-            conf(
-                "oidc",
-                "up",
-                serde_json::json!({"issuer": "https://up.example", "clientID": "id",
-                "redirectURI": settings.issuer.endpoint("/callback")}),
-            ),
-            conf("mockPassword", "pw", serde_json::json!({})),
-        ];
-        let problems = validate_connectors(&settings);
-        let all = problems.join("\n");
+    fn load_reports_every_connector_problem_offline() {
+        let e = load(serde_json::json!([
+            {"type": "gitea", "id": "forgejo", "name": "Forgejo",
+             "config": {"clientID": "id", "redirectURI": "https://elsewhere/callback"}},
+            {"type": "oidc", "id": "up", "name": "Up",
+             "config": {"issuer": "https://up.example", "clientID": "id", "redirectURI": CALLBACK}},
+            {"type": "mockPassword", "id": "pw", "name": "Password", "config": {}},
+        ]))
+        .unwrap_err();
+        let all = e.to_string();
         assert!(
             all.contains("connectors[0].config.clientSecret: required"),
             "{all}"
         );
         assert!(all.contains("connectors[0].config.redirectURI:"), "{all}");
-        assert!(all.contains("(connector \"forgejo\")"), "{all}");
-        assert!(all.contains("\"pw\""), "{all}");
-        assert!(!all.contains("\"up\""), "the oidc connector is fine: {all}");
+        assert!(
+            all.contains("connectors[2].config.username: required"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("connectors[1]"),
+            "the oidc connector is fine: {all}"
+        );
+    }
+
+    #[test]
+    fn files_a_connector_config_names_are_regular_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+        let huge = huge.to_str().unwrap();
+        // A device never ends (or blocks): refused like a secret file would be.
+        let e = load(serde_json::json!([
+            {"type": "gitea", "id": "f", "name": "F", "config": {"clientID": "i",
+             "clientSecret": "s", "redirectURI": CALLBACK, "rootCA": "/dev/zero"}},
+            {"type": "oidc", "id": "o", "name": "O", "config": {"issuer": "https://up.example",
+             "clientID": "i", "redirectURI": CALLBACK, "rootCAs": [huge]}},
+            {"type": "ldap", "id": "l", "name": "L", "config": {"host": "ldap.example",
+             "rootCA": huge, "clientCert": "/dev/zero", "clientKey": huge,
+             "userSearch": {"baseDN": "dc=x", "username": "uid", "idAttr": "uid",
+                            "emailAttr": "mail"}}},
+        ]))
+        .unwrap_err()
+        .to_string();
+        for problem in [
+            "connectors[0].config.rootCA: file \"/dev/zero\" is not a regular file",
+            "connectors[1].config.rootCAs[0]: file",
+            "connectors[2].config.rootCA: file",
+            "connectors[2].config.clientCert: file \"/dev/zero\" is not a regular file",
+        ] {
+            assert!(e.contains(problem), "{problem} missing in:\n{e}");
+        }
+        assert_eq!(e.matches("bytes; is it the right file?").count(), 2, "{e}");
     }
 
     #[test]

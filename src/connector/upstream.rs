@@ -1,5 +1,4 @@
-//! Pieces the upstream OAuth2 connectors (`gitea`, `oidc`) share: reading their
-//! `config` blocks with Go's case-insensitive key matching and key-path errors, the
+//! Pieces the upstream OAuth2 connectors (`gitea`, `oidc`) share: the
 //! HTTP client (timeouts, extra root CAs, no redirects), OAuth2 error bodies, and
 //! the single-flight cache that keeps a rotated upstream refresh token from being
 //! lost when two downstream refreshes use the same upstream token at once.
@@ -9,233 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::ConnectorError;
+use crate::config::read_bounded;
 
 /// Upper bound for one upstream HTTP exchange (connect, send, read the body).
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest certificate or key file a connector config names (a CA bundle such as
+/// the system's is a few hundred KiB).
+pub const MAX_CERTIFICATE_FILE: u64 = 1024 * 1024;
 /// Error bodies quoted in messages are cut to this many characters.
 const MAX_QUOTED_BODY: usize = 200;
-
-/// A connector's `config` object with keys matched case-insensitively to the
-/// known names (as Go's `encoding/json` does), and errors that name the full key
-/// path, e.g. `connectors[0].config.clientID`.
-pub struct ConfigReader {
-    path: String,
-    map: Map<String, Value>,
-    /// Keys present in the input that match no known key.
-    pub unknown: Vec<String>,
-}
-
-impl ConfigReader {
-    /// `known`: the canonical key names. An exact match wins over a
-    /// case-insensitive one; unknown keys are collected, not rejected (Dex ignores
-    /// them unless told to be strict).
-    pub fn new(path: &str, value: &Value, known: &[&str]) -> Result<Self, String> {
-        let input = match value {
-            Value::Null => Map::new(),
-            Value::Object(map) => map.clone(),
-            other => return Err(format!("{path}: expected an object, found {}", kind(other))),
-        };
-        let mut map = Map::new();
-        let mut unknown = Vec::new();
-        // Exact names first, so `clientID` beats a stray `clientid`.
-        for (key, item) in &input {
-            if known.contains(&key.as_str()) {
-                map.insert(key.clone(), item.clone());
-            }
-        }
-        for (key, item) in input {
-            if known.contains(&key.as_str()) {
-                continue;
-            }
-            match known.iter().find(|k| k.eq_ignore_ascii_case(&key)) {
-                Some(canonical) if !map.contains_key(*canonical) => {
-                    map.insert((*canonical).to_owned(), item);
-                }
-                Some(_) => {}
-                None => unknown.push(format!("{path}.{key}")),
-            }
-        }
-        Ok(ConfigReader {
-            path: path.to_owned(),
-            map,
-            unknown,
-        })
-    }
-
-    pub fn key_path(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
-    }
-
-    pub fn has(&self, key: &str) -> bool {
-        self.map.get(key).is_some_and(|v| !v.is_null())
-    }
-
-    pub fn raw(&self, key: &str) -> Option<&Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// A string; absent or null is `""`.
-    pub fn string(&self, key: &str) -> Result<String, String> {
-        match self.raw(key) {
-            None => Ok(String::new()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(format!(
-                "{}: expected a string, found {}",
-                self.key_path(key),
-                kind(other)
-            )),
-        }
-    }
-
-    /// A boolean; absent or null is `false`. YAML-ish `"true"`/`"false"` strings
-    /// are accepted as the config loader does elsewhere.
-    pub fn bool(&self, key: &str) -> Result<bool, String> {
-        match self.raw(key) {
-            None => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-            Some(other) => Err(format!(
-                "{}: expected true or false, found {}",
-                self.key_path(key),
-                kind(other)
-            )),
-        }
-    }
-
-    /// A list of strings; absent or null is empty.
-    pub fn strings(&self, key: &str) -> Result<Vec<String>, String> {
-        match self.raw(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| match item {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(format!(
-                        "{}[{i}]: expected a string, found {}",
-                        self.key_path(key),
-                        kind(other)
-                    )),
-                })
-                .collect(),
-            Some(other) => Err(format!(
-                "{}: expected a list of strings, found {}",
-                self.key_path(key),
-                kind(other)
-            )),
-        }
-    }
-
-    /// A list of objects, each read with `known` keys.
-    pub fn objects(&self, key: &str, known: &[&str]) -> Result<Vec<ConfigReader>, String> {
-        match self.raw(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    ConfigReader::new(&format!("{}[{i}]", self.key_path(key)), item, known)
-                })
-                .collect(),
-            Some(other) => Err(format!(
-                "{}: expected a list, found {}",
-                self.key_path(key),
-                kind(other)
-            )),
-        }
-    }
-
-    /// A nested object read with `known` keys (absent is an empty object).
-    pub fn object(&self, key: &str, known: &[&str]) -> Result<ConfigReader, String> {
-        ConfigReader::new(
-            &self.key_path(key),
-            self.raw(key).unwrap_or(&Value::Null),
-            known,
-        )
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The `connectors[i].config` path prefix.
-pub fn config_path(index: usize) -> String {
-    format!("connectors[{index}].config")
-}
-
-/// Accumulates the problems of one connector's config.
-#[derive(Default)]
-pub struct Problems(pub Vec<String>);
-
-impl Problems {
-    pub fn take<T: Default>(&mut self, result: Result<T, String>) -> T {
-        match result {
-            Ok(value) => value,
-            Err(message) => {
-                self.0.push(message);
-                T::default()
-            }
-        }
-    }
-
-    pub fn push(&mut self, message: impl Into<String>) {
-        self.0.push(message.into());
-    }
-
-    pub fn into_result(self, id: &str, kind: &str) -> Result<(), ConnectorError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ConnectorError::Config {
-                id: id.to_owned(),
-                kind: kind.to_owned(),
-                message: self.0.join("; "),
-            })
-        }
-    }
-}
-
-/// `redirectURI` must be exactly oxidex's callback, `<issuer>/callback` (the
-/// per-connector `/callback/<id>` form is not accepted, as in Dex).
-pub fn check_redirect_uri(path: &str, configured: &str, callback: &str) -> Result<(), String> {
-    if configured.is_empty() {
-        return Err(format!("{path}: required; set it to {callback:?}"));
-    }
-    if configured != callback {
-        return Err(format!(
-            "{path}: {configured:?} is not this issuer's callback URL; it must be {callback:?}"
-        ));
-    }
-    Ok(())
-}
-
-/// An absolute http(s) URL without query or fragment, returned without a trailing
-/// slash.
-pub fn check_base_url(path: &str, value: &str) -> Result<String, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("{path}: {value:?} is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("{path}: {value:?} must be an http(s) URL"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{path}: {value:?} must not have a query or fragment"
-        ));
-    }
-    Ok(value.trim_end_matches('/').to_owned())
-}
 
 /// TLS options of an upstream connection.
 #[derive(Debug, Clone, Default)]
@@ -247,7 +32,7 @@ pub struct TlsOptions {
 
 /// Reads one root CA entry like Dex: a file path, else base64 of PEM, else PEM text.
 pub fn read_root_ca(path: &str, entry: &str) -> Result<Vec<u8>, String> {
-    let pem = match std::fs::read(entry) {
+    let pem = match read_bounded(entry, MAX_CERTIFICATE_FILE) {
         Ok(bytes) => bytes,
         Err(file_err) => {
             if entry.contains("-----BEGIN") {
@@ -257,7 +42,7 @@ pub fn read_root_ca(path: &str, entry: &str) -> Result<Vec<u8>, String> {
             {
                 decoded
             } else {
-                return Err(format!("{path}: cannot read {entry:?}: {file_err}"));
+                return Err(format!("{path}: {file_err}"));
             }
         }
     };
@@ -421,69 +206,6 @@ impl<T: Clone> SingleFlight<T> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn config_reader_matches_keys_case_insensitively_exact_first() {
-        let r = ConfigReader::new(
-            "connectors[0].config",
-            &json!({"clientid": "lower", "clientID": "exact", "BASEURL": "b", "extra": 1}),
-            &["clientID", "baseURL"],
-        )
-        .unwrap();
-        assert_eq!(r.string("clientID").unwrap(), "exact");
-        assert_eq!(r.string("baseURL").unwrap(), "b");
-        assert_eq!(r.unknown, ["connectors[0].config.extra"]);
-    }
-
-    #[test]
-    fn config_reader_type_errors_name_the_key_path() {
-        let r = ConfigReader::new(
-            "connectors[2].config",
-            &json!({"loadAllGroups": 3, "scopes": ["a", 1], "orgs": [{"name": 5}]}),
-            &["loadAllGroups", "scopes", "orgs"],
-        )
-        .unwrap();
-        assert_eq!(
-            r.bool("loadAllGroups").unwrap_err(),
-            "connectors[2].config.loadAllGroups: expected true or false, found a number"
-        );
-        assert_eq!(
-            r.strings("scopes").unwrap_err(),
-            "connectors[2].config.scopes[1]: expected a string, found a number"
-        );
-        let orgs = r.objects("orgs", &["name"]).unwrap();
-        assert_eq!(
-            orgs[0].string("name").unwrap_err(),
-            "connectors[2].config.orgs[0].name: expected a string, found a number"
-        );
-        assert!(ConfigReader::new("p", &json!([1]), &[]).is_err());
-    }
-
-    #[test]
-    fn redirect_uri_and_base_url_checks() {
-        let cb = "https://idp.example/dex/callback";
-        assert!(check_redirect_uri("p", cb, cb).is_ok());
-        let e = check_redirect_uri(
-            "p.redirectURI",
-            "https://idp.example/dex/callback/gitea",
-            cb,
-        )
-        .unwrap_err();
-        assert!(e.starts_with("p.redirectURI: ") && e.contains(cb), "{e}");
-        assert!(
-            check_redirect_uri("p", "", cb)
-                .unwrap_err()
-                .contains("required")
-        );
-        assert_eq!(
-            check_base_url("p", "https://git.example.com/").unwrap(),
-            "https://git.example.com"
-        );
-        assert!(check_base_url("p", "git.example.com").is_err());
-        assert!(check_base_url("p", "ftp://git.example.com").is_err());
-        assert!(check_base_url("p", "https://git.example.com/?x=1").is_err());
-    }
 
     #[test]
     fn oauth_errors_parse_from_json_and_form() {

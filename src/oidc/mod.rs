@@ -22,7 +22,10 @@ pub mod subject;
 pub mod token;
 pub mod tokens;
 
+// The fixtures live in the test kit, outside src/; unit tests compile them in so
+// they share this crate's types.
 #[cfg(test)]
+#[path = "../../testkit/src/oidc_fixtures.rs"]
 pub(crate) mod test_support;
 
 pub use error::{AuthorizeError, ErrorCode, OAuthError, RedirectError};

@@ -136,6 +136,11 @@ impl Provider {
         &self.connectors
     }
 
+    /// The injected clock (connectors built on a reload get it too).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     fn now(&self) -> SystemTime {
         (self.clock)()
     }

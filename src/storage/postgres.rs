@@ -22,7 +22,9 @@
 //! row. Updaters must not call back into storage: they would wait for a second
 //! pooled connection while holding the first (Dex #4209).
 
-#[cfg(any(test, feature = "test-support"))]
+// Shared with the integration tests through the test kit (one copy, outside src/).
+#[cfg(test)]
+#[path = "../../testkit/src/postgres.rs"]
 pub mod test_db;
 
 use std::collections::HashMap;

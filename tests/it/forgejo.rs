@@ -1,5 +1,5 @@
 //! The `gitea` connector through oxidex's HTTP flow, against the in-process
-//! Forgejo stand-in (`oxidex::connector::fake_forgejo`): login with groups,
+//! Forgejo stand-in (`oxidex_testkit::fake_forgejo`): login with groups,
 //! refreshes that spend Forgejo's rotating refresh tokens, a user outside the
 //! required org, and the upstream app deleted. The same scenarios run against a
 //! real forge in `checks/forgejo/e2e.sh`.
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use oxidex::connector::fake_forgejo::{FakeApp, FakeForgejo, FakeOptions, FakeUser};
+use oxidex_testkit::fake_forgejo::{FakeApp, FakeForgejo, FakeOptions, FakeUser};
 use serde_json::{Value, json};
 
 use crate::browser::{Browser, location, query_param};

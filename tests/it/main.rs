@@ -6,6 +6,7 @@
 mod binding;
 mod browser;
 mod cli;
+mod connectors;
 mod device;
 mod discovery;
 mod faults;

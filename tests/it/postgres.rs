@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oxidex::config::{PostgresHost, PostgresSettings};
-use oxidex::storage::postgres::test_db;
+use oxidex_testkit::postgres as test_db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

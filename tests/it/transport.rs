@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use oxidex::connector::fake_forgejo::{FakeForgejo, FakeUser};
 use oxidex::http::serve::ConnectionLimits;
+use oxidex_testkit::fake_forgejo::{FakeForgejo, FakeUser};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

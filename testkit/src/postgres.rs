@@ -84,11 +84,7 @@ fn admin(base: &PostgresSettings) -> Result<::postgres::Client, String> {
 
 /// Creates an empty database with a fresh name and returns settings for it.
 pub fn create(base: &PostgresSettings) -> Result<PostgresSettings, String> {
-    let name = format!(
-        "oxidex_test_{}",
-        crate::crypto::random_token(10).to_lowercase()
-    )
-    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+    let name = format!("oxidex_test_{}", uuid::Uuid::new_v4().simple());
     admin(base)?
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .map_err(|e| format!("cannot create database {name}: {e}"))?;

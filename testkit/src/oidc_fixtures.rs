@@ -1,4 +1,6 @@
-//! Fixtures for the oidc unit tests: settings, clients, a toy signer.
+//! Fixtures for the oidc unit tests: settings, clients, a toy signer. Compiled
+//! into oxidex's unit tests too (`#[path]` in `src/oidc/mod.rs`), so it names
+//! oxidex items as `crate::…`; the test kit's root imports them under those names.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::tokens::TokenSigner;
 use crate::config::settings::*;
 use crate::keys::SigningAlgorithm;
+use crate::oidc::TokenSigner;
 use crate::storage::Claims;
 
 /// A fixed "now" for tests.
@@ -152,8 +154,9 @@ impl TokenSigner for TestSigner {
         }
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"test"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
-        let sig =
-            crate::crypto::hmac_sha256_b64(b"test key", format!("{header}.{payload}").as_bytes());
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"test key");
+        let mac = aws_lc_rs::hmac::sign(&key, format!("{header}.{payload}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.as_ref());
         Ok(format!("{header}.{payload}.{sig}"))
     }
 }

@@ -1,6 +1,7 @@
-//! An in-process Forgejo stand-in for tests (feature `test-support`; unit tests
-//! get it always). It follows shared/reference/forgejo.md, "Minimal fake-Forgejo
-//! contract", and the Forgejo ≥ 9 details the connectors depend on:
+//! An in-process Forgejo stand-in for tests. It answers as Forgejo ≥ 9 does where
+//! the connectors depend on it; `tests/it/connectors/forge_contract.rs` holds its
+//! answers against the shapes recorded from a real forge
+//! (`checks/forgejo/observed-gitea-1.26.0.json`):
 //!
 //! * `GET /login/oauth/authorize`: client and redirect URI checks (400 HTML page),
 //!   `response_type`, PKCE rules (public clients must send a challenge), then a
@@ -39,8 +40,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::keys::{KeySet, SigningAlgorithm, generate_key};
-use crate::storage::Keys;
+use oxidex::keys::{KeySet, SigningAlgorithm, generate_key};
+use oxidex::storage::Keys;
 
 /// Forgejo's `[api] DEFAULT_PAGING_NUM` and `MAX_RESPONSE_ITEMS` defaults.
 pub const DEFAULT_PAGE_SIZE: usize = 30;
@@ -224,8 +225,9 @@ impl Drop for FakeForgejo {
     }
 }
 
+/// A unique, unguessable-enough value for a fake: tokens, codes, secrets.
 fn random(prefix: &str) -> String {
-    format!("{prefix}{}", crate::crypto::random_token(32))
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
 impl FakeForgejo {
@@ -644,7 +646,7 @@ async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: B
             let Some(app) = inner.apps.get(&client_id) else {
                 return oauth_error(
                     "invalid_client",
-                    &format!("cannot load client with client id: '{client_id}'"),
+                    &format!("cannot load client with client id: \"{client_id}\""),
                 );
             };
             if app.confidential {
@@ -665,7 +667,7 @@ async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: B
             if let Some((challenge, method)) = &code.challenge {
                 let verifier = get("code_verifier");
                 let ok = match method.as_str() {
-                    "S256" => crate::crypto::s256_challenge(&verifier) == *challenge,
+                    "S256" => oxidex::crypto::s256_challenge(&verifier) == *challenge,
                     _ => verifier == *challenge,
                 };
                 if !ok {
@@ -693,7 +695,7 @@ async fn token_handler(State(shared): State<Shared>, headers: HeaderMap, body: B
             let Some(app) = inner.apps.get(&client_id) else {
                 return oauth_error(
                     "invalid_client",
-                    &format!("cannot load client with client id: '{client_id}'"),
+                    &format!("cannot load client with client id: \"{client_id}\""),
                 );
             };
             if app.confidential && secret != app.secret {
@@ -759,7 +761,9 @@ fn issue_tokens(shared: &Shared, inner: &mut Inner, grant_id: u64, now: SystemTi
     if has_scope(&scope, "openid")
         && let Some(user) = inner.users.iter().find(|u| u.id == user_id)
     {
-        let iat = crate::connector::upstream::unix_seconds(now);
+        let iat = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut claims = json!({
             "iss": issuer,
             "sub": user.id.to_string(),
@@ -775,6 +779,7 @@ fn issue_tokens(shared: &Shared, inner: &mut Inner, grant_id: u64, now: SystemTi
             claims["preferred_username"] = json!(user.login);
             claims["profile"] = json!(format!("{}{}", shared.root_url, user.login));
             claims["picture"] = json!(format!("{}avatars/{}", shared.root_url, user.id));
+            claims["locale"] = json!("en-US");
             claims["updated_at"] = json!(iat);
         }
         if has_scope(&scope, "email") {
@@ -1031,8 +1036,9 @@ async fn keys_handler(State(shared): State<Shared>) -> Response {
 async fn discovery_handler(State(shared): State<Shared>) -> Response {
     let inner = shared.lock();
     let root = &shared.root_url;
-    json_response(
-        StatusCode::OK,
+    // Unlike the API, discovery is served as plain `application/json`.
+    (
+        [(header::CONTENT_TYPE, "application/json")],
         json!({
             "issuer": shared.issuer(&inner),
             "authorization_endpoint": format!("{root}login/oauth/authorize"),
@@ -1048,6 +1054,8 @@ async fn discovery_handler(State(shared): State<Shared>) -> Response {
                 "profile", "picture", "website", "locale", "updated_at", "email", "email_verified", "groups"],
             "code_challenge_methods_supported": ["plain", "S256"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
-        }),
+        })
+        .to_string(),
     )
+        .into_response()
 }
