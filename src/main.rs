@@ -45,9 +45,6 @@ struct ServeArgs {
     /// Overrides `web.http`.
     #[arg(long)]
     web_http_addr: Option<String>,
-    /// Overrides `web.https`.
-    #[arg(long)]
-    web_https_addr: Option<String>,
     /// Overrides `telemetry.http`.
     #[arg(long)]
     telemetry_addr: Option<String>,
@@ -151,7 +148,6 @@ fn backup(args: BackupArgs) -> ExitCode {
 fn serve(args: ServeArgs, started: Instant) -> ExitCode {
     let overrides = Overrides {
         web_http: args.web_http_addr,
-        web_https: args.web_https_addr,
         telemetry_http: args.telemetry_addr,
     };
     let reload = ReloadSource {

@@ -25,7 +25,7 @@ use libfuzzer_sys::fuzz_target;
 use oxidex::config::{LoadOptions, Settings, load_str};
 use oxidex::keys::{KeySet, SigningAlgorithm, generate_key};
 use oxidex::oidc::introspect::{IntrospectContext, introspect};
-use oxidex::oidc::token::{bearer_token, check_token_claims};
+use oxidex::oidc::grants::{bearer_token, check_token_claims};
 use oxidex::storage::memory::MemoryStorage;
 use oxidex::storage::{Keys, StoredSigningKey, VerificationKey};
 use serde_json::{Map, Value};

@@ -28,11 +28,10 @@ pub use settings::*;
 pub(crate) use secrets::read_bounded;
 
 /// Command-line values that replace the file's (when non-empty), as Dex's
-/// `--web-http-addr`, `--web-https-addr`, `--telemetry-addr`.
+/// `--web-http-addr`, `--telemetry-addr`.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub web_http: Option<String>,
-    pub web_https: Option<String>,
     pub telemetry_http: Option<String>,
 }
 

@@ -140,7 +140,6 @@ fn apply_overrides(config: &mut Config, options: &LoadOptions) {
         }
     };
     set(&mut config.web.http, &overrides.web_http);
-    set(&mut config.web.https, &overrides.web_https);
     set(&mut config.telemetry.http, &overrides.telemetry_http);
 }
 
@@ -498,6 +497,12 @@ impl Resolver<'_> {
         let dir = non_empty(&frontend.dir)
             .or_else(|| self.env.get("DEX_FRONTEND_DIR").filter(|d| !d.is_empty()))
             .map(PathBuf::from);
+        if let Some(dir) = dir.as_ref().filter(|dir| !dir.is_dir()) {
+            self.error(
+                "frontend.dir",
+                format!("{} is not a directory", dir.display()),
+            );
+        }
         let theme = match frontend.theme.as_str() {
             "" | "coreos" | "tectonic" => "light".to_owned(),
             theme => theme.to_owned(),

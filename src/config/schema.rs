@@ -1,4 +1,4 @@
-//! Dex's configuration schema (shared/reference/dex-config.md), as serde types.
+//! Dex's configuration schema (Dex's `cmd/dex/config.go`), as serde types.
 //!
 //! These types describe the file as written. Secrets are still in their reference
 //! forms here (`secretEnv`, `secretFile`, …); [`super::resolve`] turns them into

@@ -1232,10 +1232,12 @@ fn frontend_dir_falls_back_to_env_and_issuer_prefix_drops_slash() {
         "/logger",
         json!({"level": "DEBUG", "format": "JSON"}),
     );
-    let s = load_json(&config, &[("DEX_FRONTEND_DIR", "/srv/web")])
+    let web = tempfile::tempdir().unwrap();
+    let web = web.path().to_str().unwrap();
+    let s = load_json(&config, &[("DEX_FRONTEND_DIR", web)])
         .unwrap()
         .settings;
-    assert_eq!(s.frontend.dir, Some(PathBuf::from("/srv/web")));
+    assert_eq!(s.frontend.dir, Some(PathBuf::from(web)));
     assert_eq!(s.issuer.path_prefix, "/sso");
     assert_eq!(s.issuer.url, "https://auth.example.org/sso/");
     assert_eq!(
@@ -1252,7 +1254,6 @@ fn cli_overrides_apply_before_validation() {
     set(&mut config, "/web", json!({}));
     let overrides = Overrides {
         web_http: Some("0.0.0.0:8080".into()),
-        web_https: Some(String::new()),
         telemetry_http: Some("127.0.0.1:9090".into()),
     };
     let options = LoadOptions {

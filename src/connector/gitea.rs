@@ -1,5 +1,5 @@
 //! The `gitea` connector: log in through a Forgejo or Gitea instance with OAuth2,
-//! as Dex's connector of the same name does (shared/reference/dex-gitea-connector.md).
+//! as Dex's connector of the same name does (`connector/gitea/gitea.go`).
 //!
 //! Flow: the browser goes to `<baseURL>/login/oauth/authorize`; the callback's code
 //! is exchanged at `/login/oauth/access_token` (client credentials in the form

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 
 use super::AppState;
 use super::error::oauth_error_response;
-use crate::oidc::token::{bearer_token, missing_bearer_error};
+use crate::oidc::grants::{bearer_token, missing_bearer_error};
 
 /// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
 pub fn routes(prefix: &str) -> Router<AppState> {

@@ -167,7 +167,7 @@ impl KeySet {
     /// without `kid` is tried against every key of its algorithm. Only RS256,
     /// ES256 and EdDSA are accepted (never `none`), and the token's `alg` must be
     /// the key's. Issuer, expiry and audience are the caller's to check
-    /// ([`crate::oidc::token::check_token_claims`]).
+    /// ([`crate::oidc::grants::check_token_claims`]).
     pub fn verify_jwt(&self, token: &str) -> Result<Claims, VerifyError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -243,7 +243,7 @@ impl KeySet {
     }
 }
 
-impl crate::oidc::tokens::TokenSigner for KeySet {
+impl crate::oidc::mint::TokenSigner for KeySet {
     fn algorithm(&self) -> SigningAlgorithm {
         KeySet::algorithm(self)
     }

@@ -1,14 +1,16 @@
 //! The authorization endpoint's rules: request validation in Dex's order, the
 //! auth request lifecycle (create → login finalized → approval → response), and
-//! the redirect URLs sent back to the client (dex-protocol.md §5).
+//! the redirect URLs sent back to the client (Dex: `handleAuthorization`, `handleConnectorLogin`,
+//! `handleApproval` in `server/handlers.go`, `parseAuthorizationRequest` in
+//! `server/oauth2.go`).
 
 use std::time::SystemTime;
 
 use super::error::{AuthorizeError, ErrorCode, RedirectError};
+use super::grants::upsert_offline_session;
 use super::is_expired;
+use super::mint::{Minter, TokenSigner, TokenSubject};
 use super::scopes::{self, check_scopes, go_quote};
-use super::token::upsert_offline_session;
-use super::tokens::{Minter, TokenSigner, TokenSubject};
 use super::{MAX_NONCE_LEN, MAX_PARAM_LEN, MAX_RESPONSE_TYPE_LEN, MAX_SCOPE_LEN, MAX_STATE_LEN};
 use crate::config::settings::{AUTH_CODE_LIFETIME, Client, Settings};
 use crate::crypto::{self, new_hmac_key, new_id};
@@ -19,7 +21,7 @@ pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 /// The device flow's internal redirect target (relative to the issuer path).
 pub const DEVICE_CALLBACK_PATH: &str = "/device/callback";
 
-/// The `/auth` parameters Dex reads (dex-protocol.md §5.1); everything else is
+/// The `/auth` parameters Dex reads (Dex's `parseAuthorizationRequest`); everything else is
 /// ignored. Missing parameters are empty strings, as Go's `Form.Get`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthorizeParams {
@@ -119,7 +121,7 @@ pub fn implied_grant_type<'a>(
 }
 
 /// Validates an authorization request for `/auth/{connector}` in Dex's order
-/// (dex-protocol.md §5.3). `connector_ids` are the known connectors.
+/// (Dex's `parseAuthorizationRequest`). `connector_ids` are the known connectors.
 ///
 /// Displayed errors (no redirect): oversized `client_id`/`redirect_uri`/`state`
 /// (400, oxidex's limit), unknown client (404 "Invalid client_id."), redirect URI
@@ -488,7 +490,7 @@ pub fn verify_approval_hmac(auth_request: &AuthRequest, presented: &str) -> bool
     )
 }
 
-/// Loads an auth request for the approval screen (dex-protocol.md §5.5): `hmac`
+/// Loads an auth request for the approval screen (Dex's `handleApproval`): `hmac`
 /// missing ⇒ 401 "Unauthorized request"; unknown `req` ⇒ 400 "User session
 /// error."; bad HMAC ⇒ 401; not logged in ⇒ 500 "Login process not yet finalized.".
 ///
@@ -640,7 +642,7 @@ pub enum AuthorizeResponse {
 }
 
 /// Issues the authorization response for a logged-in (and approved) auth request
-/// (dex-protocol.md §5.7). The auth request is deleted first, so a double submit
+/// (Dex's `sendCodeResponse`). The auth request is deleted first, so a double submit
 /// finds it gone (400 "User session error."); expired ⇒ 400 "User session has
 /// expired.". `code` stores an auth code (30 min); `token` / `id_token` mint
 /// tokens into the fragment.
@@ -1650,7 +1652,7 @@ mod tests {
     }
 
     fn json_secs(t: SystemTime) -> serde_json::Value {
-        serde_json::json!(crate::oidc::tokens::unix_seconds(t))
+        serde_json::json!(crate::oidc::mint::unix_seconds(t))
     }
 
     #[test]

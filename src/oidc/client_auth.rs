@@ -1,4 +1,4 @@
-//! Client authentication at the token endpoint (dex-protocol.md §6.1).
+//! Client authentication at the token endpoint (Dex: `handleToken` in `server/handlers.go`; RFC 6749 §2.3.1).
 //!
 //! `client_secret_basic` when an `Authorization: Basic` header is present (its id
 //! and secret URL-query-unescaped, as Dex does: `+` becomes a space), otherwise

@@ -1,5 +1,5 @@
-//! The device authorization grant (RFC 8628) as Dex runs it (dex-protocol.md §11,
-//! §6.7), with Dex HEAD's redirect: the user code sends the browser into the
+//! The device authorization grant (RFC 8628) as Dex runs it (Dex's
+//! `server/deviceflowhandlers.go`), with Dex HEAD's redirect: the user code sends the browser into the
 //! ordinary `/auth` flow with `redirect_uri=<issuer path>/device/callback` and
 //! `state=<user code>`; the callback redeems the code like the
 //! `authorization_code` grant and parks the token response on the device token,
@@ -36,9 +36,9 @@ use super::authorize::{DEVICE_CALLBACK_PATH, check_pkce};
 use super::binding::{self, BrowserSecret};
 use super::check_param_len;
 use super::error::{AuthorizeError, ErrorCode, OAuthError};
+use super::grants::{CodeExchange, GrantContext, exchange_code, verify_pkce};
 use super::is_expired;
 use super::scopes::{self, check_scopes};
-use super::token::{CodeExchange, GrantContext, exchange_code, verify_pkce};
 use crate::config::settings::{Client, Settings};
 use crate::storage::{DeviceRequest, DeviceToken, Pkce, Storage, StorageError};
 
@@ -426,7 +426,7 @@ pub fn complete_device_login(
     Ok(client.name.clone())
 }
 
-/// One poll of the `device_code` grant (dex-protocol.md §6.7). No client
+/// One poll of the `device_code` grant (Dex's `handleDeviceToken`). No client
 /// authentication: the 51-character device code is the credential.
 ///
 /// Missing code ⇒ 400 `invalid_request` "No device code received"; unknown ⇒ 400

@@ -5,13 +5,12 @@ use serde::Serialize;
 
 use crate::storage::StorageError;
 
-/// OAuth2 / OIDC error codes oxidex emits (dex-protocol.md §15).
+/// OAuth2 / OIDC error codes oxidex emits (Dex's error constants in `server/oauth2.go`; RFC 6749 §5.2, RFC 8628 §3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     InvalidRequest,
     InvalidClient,
     InvalidGrant,
-    UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
     UnsupportedResponseType,
@@ -32,7 +31,6 @@ impl ErrorCode {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidClient => "invalid_client",
             Self::InvalidGrant => "invalid_grant",
-            Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedResponseType => "unsupported_response_type",

@@ -1,4 +1,4 @@
-//! Token introspection (RFC 7662) with Dex's response shapes (dex-protocol.md §10).
+//! Token introspection (RFC 7662) with Dex's response shapes (Dex's `server/introspectionhandler.go`).
 //!
 //! Classification as Dex: a value that parses as a JWT (signature not yet checked)
 //! is an access token, anything else a refresh token. Access tokens are then fully
@@ -25,10 +25,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::error::OAuthError;
+use super::grants::{check_token_claims, refresh_expired, reuse_allowed, secret_matches};
+use super::mint::unix_seconds;
 use super::scopes::cross_client_peer;
 use super::subject::{RefreshTokenWire, encode_subject};
-use super::token::{check_token_claims, refresh_expired, reuse_allowed, secret_matches};
-use super::tokens::unix_seconds;
 use crate::config::settings::{Client, Settings};
 use crate::storage::{RefreshToken, Storage, StorageError};
 
@@ -339,8 +339,8 @@ mod tests {
     use super::*;
     use crate::config::settings::RefreshTokenPolicy;
     use crate::oidc::TokenSigner;
+    use crate::oidc::mint::{Minter, TokenSubject};
     use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
-    use crate::oidc::tokens::{Minter, TokenSubject};
     use crate::storage::memory::MemoryStorage;
     use serde_json::json;
 

@@ -6,7 +6,8 @@
 //! error pages). Storage is the synchronous [`crate::storage::Storage`] trait, so
 //! async callers run these functions on the blocking pool.
 //!
-//! Behaviour follows Dex (shared/reference/dex-protocol.md §5–8, §12–13, §15);
+//! Behaviour follows Dex (Dex v2.45's `server/` package: `handlers.go`, `oauth2.go`,
+//! `refreshhandlers.go`, `deviceflowhandlers.go`, `introspectionhandler.go`);
 //! where oxidex deliberately differs, the item's documentation says "Beyond Dex".
 
 pub mod authorize;
@@ -15,12 +16,12 @@ pub mod client_auth;
 pub mod device;
 pub mod discovery;
 pub mod error;
+pub mod grants;
 pub mod introspect;
+pub mod mint;
 pub mod redirect_uri;
 pub mod scopes;
 pub mod subject;
-pub mod token;
-pub mod tokens;
 
 // The fixtures live in the test kit, outside src/; unit tests compile them in so
 // they share this crate's types.
@@ -29,7 +30,7 @@ pub mod tokens;
 pub(crate) mod test_support;
 
 pub use error::{AuthorizeError, ErrorCode, OAuthError, RedirectError};
-pub use tokens::{TokenResponse, TokenSigner};
+pub use mint::{TokenResponse, TokenSigner};
 
 /// Whether what expires at `expiry` has expired at `now`: only once `now` is past
 /// it (at `expiry` itself it is still valid), compared to the nanosecond. This is

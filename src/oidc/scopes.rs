@@ -1,4 +1,4 @@
-//! Scope vocabulary and validation (dex-protocol.md §13).
+//! Scope vocabulary and validation (Dex's scope constants and checks in `server/oauth2.go`).
 
 use crate::config::settings::Client;
 

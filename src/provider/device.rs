@@ -15,7 +15,7 @@ use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::device::{
     self, DeviceAuthorizationRequest, DeviceCallback, UserCodeError, normalize_user_code,
 };
-use crate::oidc::token::check_grant_type;
+use crate::oidc::grants::check_grant_type;
 use crate::throttle::ClientKey;
 use crate::web::{CsrfToken, DevicePage, DeviceSuccessPage};
 

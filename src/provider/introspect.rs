@@ -2,8 +2,8 @@
 //! tokens) and `/userinfo` (the verified bearer token's claims, as Dex).
 
 use crate::oidc::client_auth::authenticate_client;
+use crate::oidc::grants::check_token_claims;
 use crate::oidc::introspect::{IntrospectContext, classify, introspect};
-use crate::oidc::token::check_token_claims;
 use crate::oidc::{ErrorCode, OAuthError};
 
 use super::Provider;

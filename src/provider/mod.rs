@@ -33,7 +33,7 @@ use crate::connector::Connectors;
 use crate::keys::{KeyManager, KeySet};
 use crate::oidc::OAuthError;
 use crate::oidc::discovery::DiscoveryCache;
-use crate::oidc::token::GrantContext;
+use crate::oidc::grants::GrantContext;
 use crate::storage::{SharedStorage, Storage};
 use crate::web::{ApprovalPage, DevicePage, DeviceSuccessPage, LoginPage, OobPage, PasswordPage};
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Client;
 use crate::connector::{Connector, ConnectorError, Identity, Scopes};
 use crate::oidc::client_auth::authenticate_client;
-use crate::oidc::token::{self as grants, CodeExchange, PasswordLogin, RefreshPlan};
+use crate::oidc::grants::{self, CodeExchange, PasswordLogin, RefreshPlan};
 use crate::oidc::{OAuthError, TokenResponse};
 use crate::storage::Claims;
 use crate::throttle::ClientKey;

@@ -1,5 +1,5 @@
 //! The objects oxidex persists. Field meanings follow Dex's storage entities
-//! (shared/reference/dex-storage.md §2); where oxidex goes beyond Dex the field says so.
+//! (Dex's `storage/storage.go`); where oxidex goes beyond Dex the field says so.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;

@@ -15,7 +15,7 @@
 //!
 //! Connection handling: each handle owns one connection behind a mutex. SQLite
 //! serialises writers anyway, and at WAL/NORMAL one commit costs ~0.05 ms
-//! (performance-limits.md §4), far below what a login costs elsewhere, so a pool
+//! (measured on the 2-core bench machine), far below what a login costs elsewhere, so a pool
 //! would add retry logic without buying throughput. Every read-modify-write runs in
 //! a `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock *before* reading;
 //! that is what keeps updates atomic between several handles or processes sharing

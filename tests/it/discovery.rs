@@ -1,4 +1,4 @@
-//! Discovery has exactly Dex's fields, order and values (dex-protocol.md §3).
+//! Discovery has exactly Dex's fields, order and values (Dex's `constructDiscovery` in `server/handlers.go`).
 
 use serde_json::json;
 

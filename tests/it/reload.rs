@@ -172,8 +172,9 @@ async fn reload_refuses_an_unpreparable_config_listing_every_problem() {
             .unwrap_err()
             .to_string(),
     };
-    assert!(error.contains("rootCA"), "{error}");
-    assert!(error.contains("frontend"), "{error}");
+    // Both problems in one report.
+    assert!(error.contains("connectors[1].config.rootCA"), "{error}");
+    assert!(error.contains("frontend.dir"), "{error}");
     assert_eq!(
         auth_status(&server, "second-app", SECOND_REDIRECT).await,
         404

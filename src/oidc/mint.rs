@@ -1,4 +1,5 @@
-//! Minting ID tokens and access tokens exactly as Dex (dex-protocol.md §7.3–7.4),
+//! Minting ID tokens and access tokens exactly as Dex (Dex's `newIDToken` and
+//! `newAccessToken` in `server/oauth2.go`),
 //! and the token endpoint's success response.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -11,9 +11,9 @@ use super::authorize::connector_allowed;
 use super::check_param_len;
 use super::error::{ErrorCode, OAuthError, REFRESH_CLAIMED};
 use super::is_expired;
+use super::mint::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
 use super::scopes::{self, check_scopes, go_quote_list};
 use super::subject::RefreshTokenWire;
-use super::tokens::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
 use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::crypto::new_id;
 use crate::storage::{
@@ -71,8 +71,8 @@ pub struct CodeExchange<'a> {
     pub refreshing_connectors: &'a [String],
 }
 
-/// Redeems an authorization code for an authenticated `client` (dex-protocol.md
-/// §6.2, HEAD order): code unknown / expired / another client's ⇒ 400
+/// Redeems an authorization code for an authenticated `client` (Dex's
+/// `handleAuthCode`, HEAD order): code unknown / expired / another client's ⇒ 400
 /// `invalid_grant`; PKCE (§12); exact `redirect_uri`; then the code is deleted
 /// *before* minting, so of two concurrent redemptions only one gets tokens.
 ///
@@ -187,7 +187,7 @@ fn revoke_if_replayed(ctx: &GrantContext<'_>, code: &str) {
     }
 }
 
-/// PKCE at the token endpoint (dex-protocol.md §12), using the method stored at
+/// PKCE at the token endpoint (RFC 7636 §4.6; Dex's `handleAuthCode`), using the method stored at
 /// `/auth` (a method sent to `/token` is ignored, so no downgrade).
 pub fn verify_pkce(code_verifier: &str, pkce: &Pkce) -> Result<(), OAuthError> {
     match (code_verifier.is_empty(), pkce.code_challenge.is_empty()) {
@@ -527,8 +527,8 @@ impl RefreshPlan {
     }
 }
 
-/// Phase 1 of the refresh grant: validation in Dex's order (dex-protocol.md §8
-/// steps 1–7) for an authenticated `client`.
+/// Phase 1 of the refresh grant: validation in Dex's order (Dex's
+/// `server/refreshhandlers.go`) for an authenticated `client`.
 ///
 /// Errors as Dex: missing token 400 `invalid_request`; unknown or wrong secret 400
 /// `invalid_request` "Refresh token is invalid or has already been claimed by
@@ -811,7 +811,7 @@ pub fn commit_refresh(
 // password
 // ---------------------------------------------------------------------------
 
-/// Scope validation of the password grant (dex-protocol.md §6.4), done before the
+/// Scope validation of the password grant (Dex's `handlePasswordGrant`), done before the
 /// connector is asked: standard or trusted cross-client scopes, `openid`
 /// required; errors are 400 `invalid_request`.
 pub fn password_scopes(
