@@ -176,24 +176,6 @@ pub(crate) mod fixtures {
             hop_verifier: format!("{device_code}-hop"),
         }
     }
-
-    pub(crate) fn auth_session(
-        id: &str,
-        absolute_expiry: SystemTime,
-        idle_expiry: SystemTime,
-    ) -> AuthSession {
-        AuthSession {
-            id: id.to_owned(),
-            secret: format!("{id}-secret"),
-            user_id: "alice-id".to_owned(),
-            connector_id: "forgejo".to_owned(),
-            claims: claims("alice"),
-            created_at: instant(1_700_000_800),
-            last_activity: instant(1_700_000_900),
-            absolute_expiry,
-            idle_expiry,
-        }
-    }
 }
 
 fn later() -> SystemTime {
@@ -514,34 +496,6 @@ pub(crate) fn device_token_crud(new: Factory<'_>) {
     assert_eq!(stored.pkce, pkce());
 }
 
-pub(crate) fn auth_session_crud(new: Factory<'_>) {
-    let s = new();
-    let session = auth_session("sess-1", later(), later());
-    s.create_auth_session(&session).unwrap();
-    assert_eq!(
-        s.create_auth_session(&session),
-        Err(StorageError::AlreadyExists)
-    );
-    assert_eq!(s.get_auth_session("sess-1").unwrap(), session);
-
-    let mut expected = session.clone();
-    expected.last_activity = instant(1_700_009_000);
-    expected.idle_expiry = instant(1_700_099_000);
-    let updated = s
-        .update_auth_session("sess-1", &mut |mut a| {
-            a.last_activity = instant(1_700_009_000);
-            a.idle_expiry = instant(1_700_099_000);
-            Ok(a)
-        })
-        .unwrap();
-    assert_eq!(updated, expected);
-    assert_eq!(s.get_auth_session("sess-1").unwrap(), expected);
-
-    s.delete_auth_session("sess-1").unwrap();
-    assert_eq!(s.get_auth_session("sess-1"), Err(StorageError::NotFound));
-    assert_eq!(s.delete_auth_session("sess-1"), Err(StorageError::NotFound));
-}
-
 pub(crate) fn missing_objects_are_not_found(new: Factory<'_>) {
     fn nf<T>() -> StorageResult<T> {
         Err(StorageError::NotFound)
@@ -573,10 +527,6 @@ pub(crate) fn missing_objects_are_not_found(new: Factory<'_>) {
     assert_eq!(s.get_device_token("x"), nf());
     assert_eq!(s.update_device_token("x", &mut |d| never_called(d)), nf());
 
-    assert_eq!(s.get_auth_session("x"), nf());
-    assert_eq!(s.update_auth_session("x", &mut |a| never_called(a)), nf());
-    assert_eq!(s.delete_auth_session("x"), nf());
-
     assert_eq!(s.get_keys(), Ok(None));
 }
 
@@ -587,12 +537,10 @@ pub(crate) fn rejected_updates_write_nothing(new: Factory<'_>) {
     let token = refresh_token("rt");
     let offline = offline_session("alice-id", "forgejo");
     let device = device_token("dev", later());
-    let session = auth_session("sess", later(), later());
     s.create_auth_request(&request).unwrap();
     s.create_refresh_token(&token).unwrap();
     s.create_offline_session(&offline).unwrap();
     s.create_device_token(&device).unwrap();
-    s.create_auth_session(&session).unwrap();
 
     assert_rejected(s.update_auth_request("req", &mut |mut r| {
         r.logged_in = false;
@@ -613,10 +561,6 @@ pub(crate) fn rejected_updates_write_nothing(new: Factory<'_>) {
         d.status = "complete".to_owned();
         rejected(d)
     }));
-    assert_rejected(s.update_auth_session("sess", &mut |mut a| {
-        a.idle_expiry = instant(0);
-        rejected(a)
-    }));
 
     assert_eq!(s.get_auth_request("req").unwrap(), request);
     assert_eq!(s.get_refresh_token("rt").unwrap(), token);
@@ -625,7 +569,6 @@ pub(crate) fn rejected_updates_write_nothing(new: Factory<'_>) {
         offline
     );
     assert_eq!(s.get_device_token("dev").unwrap(), device);
-    assert_eq!(s.get_auth_session("sess").unwrap(), session);
     // The rejected expiry changes must not have reached the GC either.
     assert_eq!(
         s.garbage_collect(instant(1_000)).unwrap(),
@@ -643,7 +586,6 @@ pub(crate) fn garbage_collection(new: Factory<'_>) {
     s.create_device_request(&device_request("ABCD-EFGH", t))
         .unwrap();
     s.create_device_token(&device_token("dev", t)).unwrap();
-    s.create_auth_session(&auth_session("sess", t, t)).unwrap();
 
     for now in [t - HOUR, t] {
         assert_eq!(s.garbage_collect(now).unwrap(), GcCounts::default());
@@ -651,7 +593,6 @@ pub(crate) fn garbage_collection(new: Factory<'_>) {
         assert!(s.get_auth_code("code").is_ok());
         assert!(s.get_device_request("ABCD-EFGH").is_ok());
         assert!(s.get_device_token("dev").is_ok());
-        assert!(s.get_auth_session("sess").is_ok());
     }
 
     let counts = s.garbage_collect(t + HOUR).unwrap();
@@ -662,16 +603,14 @@ pub(crate) fn garbage_collection(new: Factory<'_>) {
             auth_codes: 1,
             device_requests: 1,
             device_tokens: 1,
-            auth_sessions: 1,
         }
     );
-    assert_eq!(counts.total(), 5);
+    assert_eq!(counts.total(), 4);
     let nf = StorageError::NotFound;
     assert_eq!(s.get_auth_request("req").unwrap_err(), nf);
     assert_eq!(s.get_auth_code("code").unwrap_err(), nf);
     assert_eq!(s.get_device_request("ABCD-EFGH").unwrap_err(), nf);
     assert_eq!(s.get_device_token("dev").unwrap_err(), nf);
-    assert_eq!(s.get_auth_session("sess").unwrap_err(), nf);
     assert_eq!(
         s.garbage_collect(t + HOUR).unwrap(),
         GcCounts::default(),
@@ -699,38 +638,6 @@ pub(crate) fn garbage_collection_spares_long_lived_objects(new: Factory<'_>) {
     assert_eq!(s.get_keys().unwrap(), Some(k));
 }
 
-/// A browser session ends when either its absolute or its idle expiry has passed.
-pub(crate) fn garbage_collection_of_auth_sessions(new: Factory<'_>) {
-    let s = new();
-    let now = instant(1_700_000_000);
-    let past = now - Duration::from_secs(1);
-    let future = now + HOUR;
-    s.create_auth_session(&auth_session("absolute-passed", past, future))
-        .unwrap();
-    s.create_auth_session(&auth_session("idle-passed", future, past))
-        .unwrap();
-    s.create_auth_session(&auth_session("alive", future, future))
-        .unwrap();
-
-    let counts = s.garbage_collect(now).unwrap();
-    assert_eq!(
-        counts,
-        GcCounts {
-            auth_sessions: 2,
-            ..GcCounts::default()
-        }
-    );
-    assert_eq!(
-        s.get_auth_session("absolute-passed"),
-        Err(StorageError::NotFound)
-    );
-    assert_eq!(
-        s.get_auth_session("idle-passed"),
-        Err(StorageError::NotFound)
-    );
-    assert!(s.get_auth_session("alive").is_ok());
-}
-
 /// Expiry changed by an update is what the collector goes by afterwards.
 pub(crate) fn garbage_collection_follows_updated_expiry(new: Factory<'_>) {
     let s = new();
@@ -738,8 +645,6 @@ pub(crate) fn garbage_collection_follows_updated_expiry(new: Factory<'_>) {
     s.create_auth_request(&auth_request("extended", now - HOUR))
         .unwrap();
     s.create_auth_request(&auth_request("shortened", now + HOUR))
-        .unwrap();
-    s.create_auth_session(&auth_session("idle", now + HOUR, now + HOUR))
         .unwrap();
     s.create_device_token(&device_token("dev", now - HOUR))
         .unwrap();
@@ -754,11 +659,6 @@ pub(crate) fn garbage_collection_follows_updated_expiry(new: Factory<'_>) {
         Ok(r)
     })
     .unwrap();
-    s.update_auth_session("idle", &mut |mut a| {
-        a.idle_expiry = now - HOUR;
-        Ok(a)
-    })
-    .unwrap();
     s.update_device_token("dev", &mut |mut d| {
         d.expiry = now + HOUR;
         Ok(d)
@@ -770,7 +670,6 @@ pub(crate) fn garbage_collection_follows_updated_expiry(new: Factory<'_>) {
         counts,
         GcCounts {
             auth_requests: 1,
-            auth_sessions: 1,
             ..GcCounts::default()
         }
     );
@@ -842,12 +741,10 @@ macro_rules! conformance_tests {
             keys_first_update_rejected_stores_nothing,
             device_request_crud,
             device_token_crud,
-            auth_session_crud,
             missing_objects_are_not_found,
             rejected_updates_write_nothing,
             garbage_collection,
             garbage_collection_spares_long_lived_objects,
-            garbage_collection_of_auth_sessions,
             garbage_collection_follows_updated_expiry,
             parallel_refresh_token_updates
         );

@@ -196,21 +196,6 @@ pub struct DeviceToken {
     pub hop_verifier: String,
 }
 
-/// One signed-in browser.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuthSession {
-    pub id: String,
-    /// Compared in constant time with the secret in the cookie.
-    pub secret: String,
-    pub user_id: String,
-    pub connector_id: String,
-    pub claims: Claims,
-    pub created_at: SystemTime,
-    pub last_activity: SystemTime,
-    pub absolute_expiry: SystemTime,
-    pub idle_expiry: SystemTime,
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -39,7 +39,6 @@ pub fn spawn_garbage_collector(
                         auth_codes = counts.auth_codes,
                         device_requests = counts.device_requests,
                         device_tokens = counts.device_tokens,
-                        auth_sessions = counts.auth_sessions,
                         "garbage collection removed expired objects"
                     ),
                     Ok(_) => {}

@@ -17,7 +17,6 @@ struct Tables {
     keys: Option<Keys>,
     device_requests: BTreeMap<String, DeviceRequest>,
     device_tokens: BTreeMap<String, DeviceToken>,
-    auth_sessions: BTreeMap<String, AuthSession>,
 }
 
 #[derive(Default)]
@@ -222,23 +221,6 @@ impl Storage for MemoryStorage {
         )
     }
 
-    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()> {
-        create(&mut self.lock()?.auth_sessions, session.id.clone(), session)
-    }
-    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession> {
-        get(&self.lock()?.auth_sessions, id)
-    }
-    fn update_auth_session(
-        &self,
-        id: &str,
-        updater: Updater<'_, AuthSession>,
-    ) -> StorageResult<AuthSession> {
-        update(&mut self.lock()?.auth_sessions, &id.to_owned(), updater)
-    }
-    fn delete_auth_session(&self, id: &str) -> StorageResult<()> {
-        delete(&mut self.lock()?.auth_sessions, &id.to_owned())
-    }
-
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
         let mut t = self.lock()?;
         Ok(GcCounts {
@@ -247,9 +229,6 @@ impl Storage for MemoryStorage {
                 + expire(&mut t.redeemed_codes, now, |c| c.expiry),
             device_requests: expire(&mut t.device_requests, now, |r| r.expiry),
             device_tokens: expire(&mut t.device_tokens, now, |d| d.expiry),
-            auth_sessions: expire(&mut t.auth_sessions, now, |s| {
-                s.absolute_expiry.min(s.idle_expiry)
-            }),
         })
     }
 }

@@ -69,16 +69,11 @@ pub struct GcCounts {
     pub auth_codes: u64,
     pub device_requests: u64,
     pub device_tokens: u64,
-    pub auth_sessions: u64,
 }
 
 impl GcCounts {
     pub fn total(&self) -> u64 {
-        self.auth_requests
-            + self.auth_codes
-            + self.device_requests
-            + self.device_tokens
-            + self.auth_sessions
+        self.auth_requests + self.auth_codes + self.device_requests + self.device_tokens
     }
 }
 
@@ -145,19 +140,9 @@ pub trait Storage: Send + Sync + 'static {
         updater: Updater<'_, DeviceToken>,
     ) -> StorageResult<DeviceToken>;
 
-    // Browser sessions: one per signed-in browser.
-    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()>;
-    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession>;
-    fn update_auth_session(
-        &self,
-        id: &str,
-        updater: Updater<'_, AuthSession>,
-    ) -> StorageResult<AuthSession>;
-    fn delete_auth_session(&self, id: &str) -> StorageResult<()>;
-
     /// Deletes auth requests, auth codes and redeemed-code tombstones (counted as
-    /// auth codes), device requests, device tokens and auth sessions whose expiry
-    /// is before `now`.
+    /// auth codes), device requests and device tokens whose expiry is before
+    /// `now`.
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts>;
 
     /// Why the database cannot be reached, while the last attempt failed (a

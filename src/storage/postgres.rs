@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX redeemed_code_expiry ON redeemed_code (expiry);
     ",
+    // 3: the browser-session table of version 1 was never written to; browser
+    // sessions will be keyed by the browser binding, in a table of their own.
+    "
+    DROP TABLE auth_session;
+    ",
 ];
 
 /// `pg_advisory_xact_lock` key serialising migrations across replicas
@@ -760,23 +765,6 @@ impl Storage for PostgresStorage {
         self.update(&[device_code], updater)
     }
 
-    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()> {
-        self.create(session)
-    }
-    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession> {
-        self.get(&[id])
-    }
-    fn update_auth_session(
-        &self,
-        id: &str,
-        updater: Updater<'_, AuthSession>,
-    ) -> StorageResult<AuthSession> {
-        self.update(&[id], updater)
-    }
-    fn delete_auth_session(&self, id: &str) -> StorageResult<()> {
-        self.delete::<AuthSession>(&[id])
-    }
-
     /// One transaction of plain deletes. Replicas collecting at the same time
     /// queue on the row locks; a row goes to whichever deletes it first, so the
     /// counts summed over replicas equal one collector's.
@@ -790,14 +778,13 @@ impl Storage for PostgresStorage {
                 "DELETE FROM redeemed_code WHERE expiry < $1",
                 "DELETE FROM device_request WHERE expiry < $1",
                 "DELETE FROM device_token WHERE expiry < $1",
-                "DELETE FROM auth_session WHERE absolute_expiry < $1 OR idle_expiry < $1",
             ];
             let mut statements = Vec::with_capacity(sqls.len());
             for sql in sqls {
                 statements.push(prepare(conn, sql).map_err(&err)?);
             }
             let mut tx = conn.client.transaction().map_err(&err)?;
-            let mut counts = [0u64; 6];
+            let mut counts = [0u64; 5];
             for (count, stmt) in counts.iter_mut().zip(&statements) {
                 *count = tx.execute(stmt, &[&now]).map_err(&err)?;
             }
@@ -808,7 +795,6 @@ impl Storage for PostgresStorage {
                 redeemed_codes,
                 device_requests,
                 device_tokens,
-                auth_sessions,
             ] = counts;
             Ok(GcCounts {
                 auth_requests,
@@ -816,7 +802,6 @@ impl Storage for PostgresStorage {
                 auth_codes: auth_codes + redeemed_codes,
                 device_requests,
                 device_tokens,
-                auth_sessions,
             })
         })
     }

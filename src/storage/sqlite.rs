@@ -108,6 +108,11 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX redeemed_code_expiry ON redeemed_code (expiry);
     ",
+    // 3: the browser-session table of version 1 was never written to; browser
+    // sessions will be keyed by the browser binding, in a table of their own.
+    "
+    DROP TABLE auth_session;
+    ",
 ];
 
 /// Storage in one SQLite database file (or an in-memory database).
@@ -498,19 +503,6 @@ impl Row for DeviceToken {
     }
 }
 
-impl Row for AuthSession {
-    const TABLE: &'static str = "auth_session";
-    const WHAT: &'static str = "auth session";
-    const KEY: &'static [&'static str] = &["id"];
-    const TIMES: &'static [&'static str] = &["absolute_expiry", "idle_expiry"];
-    fn key(&self) -> Vec<&str> {
-        vec![&self.id]
-    }
-    fn times(&self) -> Vec<SystemTime> {
-        vec![self.absolute_expiry, self.idle_expiry]
-    }
-}
-
 fn key_filter<T: Row>() -> String {
     T::KEY
         .iter()
@@ -743,23 +735,6 @@ impl Storage for SqliteStorage {
         self.update(&[device_code], updater)
     }
 
-    fn create_auth_session(&self, session: &AuthSession) -> StorageResult<()> {
-        self.create(session)
-    }
-    fn get_auth_session(&self, id: &str) -> StorageResult<AuthSession> {
-        self.get(&[id])
-    }
-    fn update_auth_session(
-        &self,
-        id: &str,
-        updater: Updater<'_, AuthSession>,
-    ) -> StorageResult<AuthSession> {
-        self.update(&[id], updater)
-    }
-    fn delete_auth_session(&self, id: &str) -> StorageResult<()> {
-        self.delete::<AuthSession>(&[id])
-    }
-
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
         let now = unix_nanos(now);
         let mut conn = self.lock();
@@ -782,9 +757,6 @@ impl Storage for SqliteStorage {
                 + purge("DELETE FROM redeemed_code WHERE expiry < ?1")?,
             device_requests: purge("DELETE FROM device_request WHERE expiry < ?1")?,
             device_tokens: purge("DELETE FROM device_token WHERE expiry < ?1")?,
-            auth_sessions: purge(
-                "DELETE FROM auth_session WHERE absolute_expiry < ?1 OR idle_expiry < ?1",
-            )?,
         };
         tx.commit().map_err(db(
             &self.path,
