@@ -144,39 +144,6 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::new(secs, nanos))
 }
 
-/// Formats a duration the way Go prints it (`24h0m0s`, `300ms`), for messages.
-pub fn format_go_duration(duration: Duration) -> String {
-    let total = duration.as_nanos();
-    if total == 0 {
-        return "0s".to_owned();
-    }
-    if total < 1_000_000_000 {
-        return if total.is_multiple_of(1_000_000) {
-            format!("{}ms", total / 1_000_000)
-        } else if total.is_multiple_of(1_000) {
-            format!("{}µs", total / 1_000)
-        } else {
-            format!("{total}ns")
-        };
-    }
-    let secs = duration.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let frac = duration.subsec_nanos();
-    let seconds = if frac == 0 {
-        format!("{s}s")
-    } else {
-        let f = format!("{frac:09}");
-        format!("{s}.{}s", f.trim_end_matches('0'))
-    };
-    if h > 0 {
-        format!("{h}h{m}m{seconds}")
-    } else if m > 0 {
-        format!("{m}m{seconds}")
-    } else {
-        seconds
-    }
-}
-
 impl fmt::Display for GoDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -250,12 +217,5 @@ mod tests {
             parse_go_duration("99999999999999999999h"),
             Err(DurationError::Overflow(_))
         ));
-    }
-
-    #[test]
-    fn formats_like_go() {
-        assert_eq!(format_go_duration(Duration::from_secs(86_400)), "24h0m0s");
-        assert_eq!(format_go_duration(Duration::from_millis(300)), "300ms");
-        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
     }
 }

@@ -6,12 +6,12 @@
 //! [`Settings`] with every problem collected, each named by its key path.
 
 pub(crate) mod decode;
-pub mod duration;
-pub mod env;
-pub mod nix_store;
+pub(crate) mod duration;
+pub(crate) mod env;
+pub(crate) mod nix_store;
 mod postgres;
 mod resolve;
-pub mod schema;
+pub(crate) mod schema;
 mod secrets;
 pub mod settings;
 

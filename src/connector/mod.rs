@@ -17,14 +17,14 @@ use crate::config::settings::{ConnectorSettings, Password, Settings};
 use crate::storage::entities::Claims;
 use crate::throttle::Gate;
 
-pub mod body;
+pub(crate) mod body;
 pub mod config;
 pub mod gitea;
-pub mod github;
+pub(crate) mod github;
 pub mod kinds;
-pub mod ldap;
-pub mod local;
-pub mod mock;
+pub(crate) mod ldap;
+pub(crate) mod local;
+pub(crate) mod mock;
 pub mod oidc;
 pub mod upstream;
 

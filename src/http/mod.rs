@@ -1,22 +1,22 @@
 //! The HTTP surface: one module per endpoint area, each with its `routes(prefix)`,
 //! merged by [`app`] under the issuer's path.
 
-pub mod authorize;
-pub mod browser;
-pub mod client_ip;
+pub(crate) mod authorize;
+pub(crate) mod browser;
+pub(crate) mod client_ip;
 mod cors;
-pub mod device;
-pub mod discovery;
-pub mod error;
-pub mod health;
-pub mod introspect;
-pub mod keys;
+pub(crate) mod device;
+pub(crate) mod discovery;
+pub(crate) mod error;
+pub(crate) mod health;
+pub(crate) mod introspect;
+pub(crate) mod keys;
 mod middleware;
 pub mod params;
 mod respond;
 pub mod serve;
-pub mod token;
-pub mod userinfo;
+pub(crate) mod token;
+pub(crate) mod userinfo;
 
 use std::sync::{Arc, RwLock};
 

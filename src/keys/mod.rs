@@ -13,11 +13,11 @@
 //! [`StoredSigningKey`]: crate::storage::StoredSigningKey
 //! [`Keys`]: crate::storage::Keys
 
-pub mod generate;
-pub mod jwk;
-pub mod manager;
-pub mod rotation;
-pub mod signer;
+pub(crate) mod generate;
+pub(crate) mod jwk;
+pub(crate) mod manager;
+pub(crate) mod rotation;
+pub(crate) mod signer;
 
 use serde::{Deserialize, Serialize};
 

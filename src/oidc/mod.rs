@@ -11,16 +11,16 @@
 //! where oxidex deliberately differs, the item's documentation says "Beyond Dex".
 
 pub mod authorize;
-pub mod binding;
+pub(crate) mod binding;
 pub mod client_auth;
-pub mod device;
-pub mod discovery;
-pub mod error;
+pub(crate) mod device;
+pub(crate) mod discovery;
+pub(crate) mod error;
 pub mod grants;
 pub mod introspect;
-pub mod mint;
-pub mod redirect_uri;
-pub mod scopes;
+pub(crate) mod mint;
+pub(crate) mod redirect_uri;
+pub(crate) mod scopes;
 pub mod subject;
 
 // The fixtures live in the test kit, outside src/; unit tests compile them in so

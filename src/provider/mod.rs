@@ -12,7 +12,7 @@ mod browser;
 mod device;
 mod error;
 mod introspect;
-pub mod limits;
+pub(crate) mod limits;
 mod token;
 
 use std::sync::Arc;

@@ -9,11 +9,11 @@
 //! The trait is synchronous: both backends are quick and blocking. Async callers run
 //! it through [`crate::storage::blocking`] so SQLite never stalls a runtime worker.
 
-pub mod entities;
+pub(crate) mod entities;
 
 #[cfg(test)]
 mod conformance;
-pub mod gc;
+pub(crate) mod gc;
 pub mod memory;
 pub mod postgres;
 mod postgres_tls;

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::config::settings::FrontendSettings;
 
-pub mod csrf;
+pub(crate) mod csrf;
 
 pub use csrf::{CSRF_FIELD, CsrfToken};
 
