@@ -11,7 +11,6 @@
 
 use crate::oidc::OAuthError;
 use crate::oidc::binding::BrowserSecret;
-use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::device::{
     self, DeviceAuthorizationRequest, DeviceCallback, UserCodeError, normalize_user_code,
 };
@@ -44,13 +43,11 @@ impl Provider {
         client_ip: ClientKey,
     ) -> Result<String, ProviderError> {
         check_grant_type(&self.settings, device::DEVICE_CODE_GRANT)?;
-        let client = authenticate_client(
-            &self.settings.clients,
+        let client = self.authenticate(
             request.authorization,
             request.client_id,
             request.client_secret,
-        )?
-        .clone();
+        )?;
         let scope = request.scope.to_owned();
         let challenge = request.code_challenge.to_owned();
         let method = request.code_challenge_method.to_owned();

@@ -1,7 +1,6 @@
 //! `/token/introspect` (RFC 7662, for authenticated clients, about their own
 //! tokens) and `/userinfo` (the verified bearer token's claims, as Dex).
 
-use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::grants::check_token_claims;
 use crate::oidc::introspect::{IntrospectContext, classify, introspect};
 use crate::oidc::{ErrorCode, OAuthError};
@@ -23,13 +22,11 @@ impl Provider {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let client = authenticate_client(
-            &self.settings.clients,
+        let client = self.authenticate(
             authorization,
             field("client_id").unwrap_or_default(),
             field("client_secret").unwrap_or_default(),
-        )?
-        .clone();
+        )?;
         if body.is_empty() {
             return Err(OAuthError::invalid_request(
                 "The POST body can not be empty.",

@@ -28,7 +28,7 @@ pub use limits::Limits;
 pub use token::{RefreshLocks, TokenRequest};
 
 use crate::Clock;
-use crate::config::Settings;
+use crate::config::{Client, Settings};
 use crate::connector::Connectors;
 use crate::keys::{KeyManager, KeySet};
 use crate::oidc::OAuthError;
@@ -157,6 +157,23 @@ impl Provider {
     /// The JWKS: current key, next key, retired keys still valid.
     pub fn jwks(&self) -> bytes::Bytes {
         self.keys.keyset().jwks_json()
+    }
+
+    /// The configured client the request authenticates as (`client_secret_basic`
+    /// in `authorization`, or `client_secret_post` in the form fields).
+    fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<Client, OAuthError> {
+        crate::oidc::client_auth::authenticate_client(
+            &self.settings.clients,
+            authorization,
+            client_id,
+            client_secret,
+        )
+        .cloned()
     }
 
     // -----------------------------------------------------------------------

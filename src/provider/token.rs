@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Client;
 use crate::connector::{Connector, ConnectorError, Identity, Scopes};
-use crate::oidc::client_auth::authenticate_client;
 use crate::oidc::grants::{self, CodeExchange, PasswordLogin, RefreshPlan};
 use crate::oidc::{OAuthError, TokenResponse};
 use crate::storage::Claims;
@@ -70,13 +69,11 @@ impl Provider {
         client_ip: ClientKey,
     ) -> Result<TokenResponse, ProviderError> {
         grants::check_grant_type(&self.settings, request.grant_type)?;
-        let client = authenticate_client(
-            &self.settings.clients,
+        let client = self.authenticate(
             request.authorization,
             request.client_id,
             request.client_secret,
-        )?
-        .clone();
+        )?;
         match request.grant_type {
             "authorization_code" => Ok(self.exchange_code(&request, client).await?),
             "refresh_token" => Ok(self.refresh(&request, client).await?),
