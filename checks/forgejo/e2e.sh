@@ -29,7 +29,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/oxidex-e2e.XXXXXX")
 oxidex_pid=
 passed=0
 failed=0
-scenarios=(gitea-login-alice refresh-twice wrong-password outside-org oidc-connector-login forge-app-deleted)
+scenarios=(gitea-login-alice refresh-twice wrong-password outside-org oidc-connector-login forge-restarted forge-app-deleted)
 
 cleanup() {
   if [[ -n $oxidex_pid ]]; then
@@ -235,7 +235,32 @@ else
   fail oidc-connector-login "login through the oidc connector failed"
 fi
 
-# 6. the forge's OAuth2 application is deleted: refreshing alice's session is a clean
+# 6. the forge stops mid-session: a refresh that needs it is a clean 503 temporarily_unavailable
+#    (not a 500, nothing rotated); once the forge is back, the same refresh token refreshes.
+forge_restarted() {
+  [[ -f $work/alice.tokens ]] || { echo "no tokens from gitea-login-alice"; return 1; }
+  python3 "$here/forge.py" stop --dir "$work/forge" 2>>"$work/forge-restarted.err" || { echo "stopping the forge failed"; return 1; }
+  sleep $((ttl + 1))
+  run_driver forge-restarted-down refresh --tokens "$work/alice.tokens" \
+    --client-id grafana --client-secret-file "$work/grafana-client-secret" \
+    --expect-failure "answered 503" --expect-failure "temporarily_unavailable" \
+    || { echo "refresh with the forge down did not fail with 503 temporarily_unavailable"; return 1; }
+  python3 "$here/forge.py" resume --dir "$work/forge" --bin "$UPSTREAM_BIN" 2>>"$work/forge-restarted.err" \
+    || { echo "restarting the forge failed"; return 1; }
+  run_driver forge-restarted-up refresh --tokens "$work/alice.tokens" \
+    --client-id grafana --client-secret-file "$work/grafana-client-secret" \
+    --role-map "$team_group=Admin,oxorg=Viewer" --default-role None --expect-role Admin \
+    || { echo "the same refresh token did not refresh once the forge was back"; return 1; }
+  if grep -qiE 'panicked|status=500|" 500 ' "$work/oxidex.log"; then echo "oxidex logged a 500 or a panic"; return 1; fi
+}
+if why=$(forge_restarted); then
+  pass forge-restarted
+else
+  cat "$work"/forge-restarted-*.err >>"$work/forge-restarted.err" 2>/dev/null
+  fail forge-restarted "$why"
+fi
+
+# 7. the forge's OAuth2 application is deleted: refreshing alice's session is a clean
 #    invalid_grant (400, not 500), and a new login ends on the forge's "Client ID not registered"
 #    page instead of an oxidex 500.
 if python3 "$here/forge.py" delete-app --dir "$work/forge" --which gitea 2>"$work/forge-app-deleted.err"; then

@@ -283,6 +283,21 @@ def stop(args):
     log(f"stopped pid {pid}")
 
 
+def resume(args):
+    """Starts a stopped forge again on its existing state (same config, data, apps)."""
+    state = os.path.abspath(args.dir)
+    with open(os.path.join(state, "forge.json"), encoding="utf-8") as handle:
+        info = json.load(handle)
+    ini = os.path.join(state, "app.ini")
+    log(f"resuming {args.bin} web on {info['url']}")
+    logf = open(os.path.join(state, "forge.log"), "ab")
+    proc = subprocess.Popen([args.bin, "--config", ini, "web"], stdout=logf, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=forge_env(), cwd=state, start_new_session=True)
+    with open(os.path.join(state, "forge.pid"), "w", encoding="utf-8") as handle:
+        handle.write(str(proc.pid))
+    wait_ready(info["url"], proc)
+
+
 def delete_app(args):
     with open(os.path.join(args.dir, "forge.json"), encoding="utf-8") as handle:
         info = json.load(handle)
@@ -303,12 +318,15 @@ def main(argv=None):
     s.add_argument("--redirect-uri", action="append", required=True)
     s.add_argument("--access-token-ttl", type=int, default=3600, help="[oauth2] ACCESS_TOKEN_EXPIRATION_TIME, seconds")
     sub.add_parser("stop").add_argument("--dir", required=True)
+    r = sub.add_parser("resume")
+    r.add_argument("--dir", required=True)
+    r.add_argument("--bin", required=True)
     d = sub.add_parser("delete-app")
     d.add_argument("--dir", required=True)
     d.add_argument("--which", choices=APPS, default="gitea")
     args = parser.parse_args(argv)
     try:
-        {"start": start, "stop": stop, "delete-app": delete_app}[args.cmd](args)
+        {"start": start, "stop": stop, "resume": resume, "delete-app": delete_app}[args.cmd](args)
     except ForgeError as err:
         log(f"error: {err}")
         return 1
