@@ -194,10 +194,12 @@ pub async fn login_to_code(
     let mut jar = Jar::default();
     let mut path = target.auth_url(n);
     // Each login is another client (10.0.0.0/8): oxidex limits auth requests per
-    // client address, and a benchmark is many clients, not one.
+    // client address, and a benchmark is many clients, not one. The second octet is
+    // the worker (`flow_states` puts it in n's high bits), so concurrent workers
+    // never share an address; each worker cycles through 65,536.
     conn.forwarded_for = hyper::header::HeaderValue::from_str(&format!(
         "10.{}.{}.{}",
-        (n >> 16) & 0xff,
+        (n >> 40) & 0xff,
         (n >> 8) & 0xff,
         n & 0xff
     ))

@@ -3,10 +3,14 @@
 //!
 //!   oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH]
 //!                [--secs 5] [--out FILE] [--storage-only]
+//!   oxidex-bench --oxidex PATH --soak SECS [--out FILE]
 //!
 //! With `OXIDEX_BENCH_POSTGRES="host=H port=P user=U password=W"` (a role owning the empty
 //! databases `oxidex` and `dex`), oxidex and Dex also run on PostgreSQL: the storage table.
 //! `--storage-only` measures only that table's rows (code exchange, refresh, login flows).
+//! `--soak SECS` runs login flows (16 workers, each ending in a code exchange that issues
+//! a refresh token) for SECS with nobody scraping `/metrics`, samples oxidex's RSS every
+//! 10 s, and compares the growth after minute one with a 5 MB ceiling.
 //!
 //! GETs are driven by wrk (-t2 -c64, keep-alive); POSTs and login flows by the Rust loop
 //! in `load.rs` (tokio + hyper, one keep-alive connection per worker). Every loop stops at
@@ -39,6 +43,7 @@ struct Args {
     out: Option<PathBuf>,
     storage_only: bool,
     postgres: Option<Postgres>,
+    soak: Option<f64>,
 }
 
 /// Where the throwaway PostgreSQL cluster of `bench/run.sh` listens.
@@ -98,6 +103,7 @@ fn args() -> Result<Args, Error> {
         out: None,
         storage_only: false,
         postgres: None,
+        soak: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +116,7 @@ fn args() -> Result<Args, Error> {
             "--secs" => args.secs = value()?.parse()?,
             "--out" => args.out = Some(value()?.into()),
             "--storage-only" => args.storage_only = true,
+            "--soak" => args.soak = Some(value()?.parse()?),
             "-h" | "--help" => {
                 println!(
                     "usage: oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE] [--storage-only]\n\
@@ -120,6 +127,9 @@ fn args() -> Result<Args, Error> {
             }
             other => return Err(format!("unknown argument {other} (see --help)").into()),
         }
+    }
+    if args.soak.is_some() && !args.oxidex.as_os_str().is_empty() {
+        return Ok(args);
     }
     if args.oxidex.as_os_str().is_empty() || args.hello.as_os_str().is_empty() {
         return Err("--oxidex and --hello are required (see --help)".into());
@@ -160,6 +170,16 @@ async fn run() -> Result<(), Error> {
     let window = Duration::from_secs_f64(args.secs);
     let work = std::env::temp_dir().join(format!("oxidex-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
+    if let Some(secs) = args.soak {
+        let markdown = soak(&args, &work, secs).await?;
+        println!("{markdown}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &markdown)?;
+            progress(&format!("wrote {}", out.display()));
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        return Ok(());
+    }
     let mut report = Report::new(args.secs);
     report.storage_only = args.storage_only;
     report.context = context(&args);
@@ -691,4 +711,80 @@ async fn dex_peer(
         result.errors.push(e.to_string());
     }
     result
+}
+
+/// RSS growth after the first minute that the soak accepts.
+const SOAK_CEILING_MB: f64 = 5.0;
+
+/// The soak (see the module documentation): one oxidex on SQLite, login flows in
+/// 10-second windows with nobody scraping `/metrics`, RSS sampled after each window.
+async fn soak(args: &Args, work: &Path, secs: f64) -> Result<String, Error> {
+    let dir = work.join("oxidex-soak");
+    std::fs::create_dir_all(&dir)?;
+    let addr = free_addr()?;
+    let config = dir.join("config.json");
+    let storage = json!({"type": "sqlite3", "config": {"file": dir.join("oxidex.db")}});
+    write_json(&config, &oxidex_config(addr, storage, "RS256"))?;
+    let mut cmd = Command::new(&args.oxidex);
+    cmd.arg("serve").arg(&config);
+    let server =
+        Server::start("oxidex", cmd, addr, "/dex/healthz", &dir.join("oxidex.log")).await?;
+    let target = Arc::new(Target::new(addr, "/dex", "/auth", "/token"));
+    let window = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let mut samples: Vec<(f64, f64, u64, u64)> = Vec::new();
+    let mut round = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        // New states, further along each worker's counter: fresh states and addresses.
+        round += 1;
+        let mut states = flow_states(&target, 16);
+        for state in &mut states {
+            state.n += round << 20;
+        }
+        let r = closed_loop(addr, states, window, u64::MAX, load::full_flow).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        samples.push((elapsed, server.rss_mb(), r.ok, r.errors));
+        progress(&format!(
+            "  soak {elapsed:.0} s: RSS {:.1} MB, {} flows, {} errors",
+            server.rss_mb(),
+            r.ok,
+            r.errors
+        ));
+    }
+    server.stop();
+    let at = |t: f64| {
+        samples
+            .iter()
+            .find(|(e, ..)| *e >= t)
+            .or(samples.last())
+            .map_or(0.0, |s| s.1)
+    };
+    let minute_one = at(60.0);
+    let last = samples.last().map_or(0.0, |s| s.1);
+    let growth = last - minute_one;
+    let flows: u64 = samples.iter().map(|s| s.2).sum();
+    let errors: u64 = samples.iter().map(|s| s.3).sum();
+    let mut md = String::new();
+    for line in context(args) {
+        md.push_str(&line);
+        md.push('\n');
+    }
+    md.push_str(&format!(
+        "\nSoak: {secs:.0} s of login flows (16 workers, each flow ending in a code exchange), nobody scraping `/metrics`.\n\n\
+         | figure | value |\n| --- | --- |\n\
+         | flows completed | {flows} ({errors} errors) |\n\
+         | RSS at minute one | {minute_one:.1} MB |\n\
+         | RSS at the end | {last:.1} MB |\n\
+         | growth after minute one | {growth:+.1} MB |\n\
+         | growth / ceiling ({SOAK_CEILING_MB} MB) | {:.2}× |\n\n\
+         RSS per minute (MB): {}\n",
+        growth.max(0.0) / SOAK_CEILING_MB,
+        samples
+            .iter()
+            .filter(|(e, ..)| (*e as u64) % 60 < 10)
+            .map(|s| format!("{:.1}", s.1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(md)
 }
