@@ -23,5 +23,5 @@ mod reload;
 mod shutdown;
 mod support;
 mod transport;
-mod upstream_faults;
+mod upstream_outages;
 mod upstream_tls;

@@ -1,4 +1,4 @@
-//! Upstream faults (issue 16): a forge that is down, answers 500, answers
+//! Upstream outages (issue 16): a forge that is down, answers 500, answers
 //! garbage or answers too slowly, during a login and during a refresh. The user
 //! gets a clear page and the client a well-formed OAuth error — never a hang, a
 //! 500 from oxidex itself, or upstream text — and once the forge is back, the
