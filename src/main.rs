@@ -66,10 +66,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     match cli.command {
-        Command::Version => {
-            println!("oxidex {}", oxidex::VERSION);
-            ExitCode::SUCCESS
-        }
+        Command::Version => print_stdout(&format!("oxidex {}", oxidex::VERSION)),
         Command::CheckConfig(args) => check_config(args),
         Command::Backup(args) => backup(args),
         Command::Serve(args) => serve(args, started),
@@ -113,8 +110,11 @@ fn check_config(args: CheckArgs) -> ExitCode {
     }
     match serde_json::to_string_pretty(&config::redacted_json(&loaded.settings)) {
         Ok(text) => {
-            println!("{text}");
+            let printed = print_stdout(&text);
             eprintln!("config {} is valid", args.config.display());
+            if printed != ExitCode::SUCCESS {
+                return printed;
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -277,5 +277,19 @@ async fn reload_on_sighup(state: oxidex::http::AppState, source: ReloadSource) {
     #[cfg(not(unix))]
     {
         let _ = (state, source);
+    }
+}
+
+/// Prints `text` and a newline. A reader that has gone away (`oxidex check-config … | head`)
+/// ends the output quietly instead of panicking like `println!`.
+fn print_stdout(text: &str) -> ExitCode {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cannot write to standard output: {error}");
+            ExitCode::FAILURE
+        }
     }
 }

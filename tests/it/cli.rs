@@ -71,3 +71,20 @@ fn version_prints_the_crate_version() {
         format!("oxidex {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// `oxidex check-config … | head -0`: the reader is gone before anything is written.
+#[test]
+fn check_config_into_a_closed_pipe_does_not_panic() {
+    let mut child = oxidex()
+        .arg("check-config")
+        .arg(repo_file("examples/config-dev.json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+}
