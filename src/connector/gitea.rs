@@ -452,14 +452,6 @@ fn transport_error(e: reqwest::Error) -> String {
     }
 }
 
-fn lookup<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
-    query
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
 #[async_trait]
 impl CallbackConnector for GiteaConnector {
     fn login_url(
@@ -468,16 +460,7 @@ impl CallbackConnector for GiteaConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
-        if callback_url != self.config.redirect_uri {
-            return Err(ConnectorError::Config {
-                id: self.id.clone(),
-                kind: KIND.to_owned(),
-                message: format!(
-                    "expected callback URL {callback_url:?} did not match the URL in the config {:?}",
-                    self.config.redirect_uri
-                ),
-            });
-        }
+        upstream::check_callback_url(&self.id, KIND, callback_url, &self.config.redirect_uri)?;
         let mut url = url::Url::parse(&self.endpoint("/login/oauth/authorize"))
             .map_err(|e| ConnectorError::Internal(format!("gitea: authorize URL: {e}")))?;
         {
@@ -499,15 +482,15 @@ impl CallbackConnector for GiteaConnector {
         _connector_data: Option<&[u8]>,
         query: &[(String, String)],
     ) -> Result<Identity, ConnectorError> {
-        let error = lookup(query, "error");
+        let error = upstream::query_value(query, "error");
         if !error.is_empty() {
             return Err(ConnectorError::Upstream(format!(
                 "gitea: {} answered the login with an error: {}",
                 self.config.base_url,
-                oauth_error_text(error, lookup(query, "error_description"))
+                oauth_error_text(error, upstream::query_value(query, "error_description"))
             )));
         }
-        let code = lookup(query, "code");
+        let code = upstream::query_value(query, "code");
         if code.is_empty() {
             return Err(ConnectorError::Upstream(
                 "gitea: the callback carries neither a code nor an error".into(),

@@ -578,14 +578,6 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
         })
 }
 
-fn lookup<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
-    query
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
 #[async_trait]
 impl CallbackConnector for GithubConnector {
     fn login_url(
@@ -594,16 +586,7 @@ impl CallbackConnector for GithubConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
-        if callback_url != self.config.redirect_uri {
-            return Err(ConnectorError::Config {
-                id: self.id.clone(),
-                kind: KIND.to_owned(),
-                message: format!(
-                    "expected callback URL {callback_url:?} did not match the URL in the config {:?}",
-                    self.config.redirect_uri
-                ),
-            });
-        }
+        upstream::check_callback_url(&self.id, KIND, callback_url, &self.config.redirect_uri)?;
         let scope = if self.groups_required(scopes) {
             "user:email read:org"
         } else {
@@ -626,14 +609,14 @@ impl CallbackConnector for GithubConnector {
         _connector_data: Option<&[u8]>,
         query: &[(String, String)],
     ) -> Result<Identity, ConnectorError> {
-        let error = lookup(query, "error");
+        let error = upstream::query_value(query, "error");
         if !error.is_empty() {
             return Err(ConnectorError::Upstream(format!(
                 "github: {}",
-                oauth_error_text(error, lookup(query, "error_description"))
+                oauth_error_text(error, upstream::query_value(query, "error_description"))
             )));
         }
-        let code = lookup(query, "code");
+        let code = upstream::query_value(query, "code");
         if code.is_empty() {
             return Err(ConnectorError::Upstream(
                 "github: the callback carries neither a code nor an error".into(),

@@ -635,14 +635,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn lookup<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
-    query
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
 #[async_trait]
 impl CallbackConnector for OidcConnector {
     async fn prepare(&self) -> Result<(), ConnectorError> {
@@ -655,16 +647,7 @@ impl CallbackConnector for OidcConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
-        if callback_url != self.config.redirect_uri {
-            return Err(ConnectorError::Config {
-                id: self.id.clone(),
-                kind: KIND.to_owned(),
-                message: format!(
-                    "expected callback URL {callback_url:?} did not match the URL in the config {:?}",
-                    self.config.redirect_uri
-                ),
-            });
-        }
+        upstream::check_callback_url(&self.id, KIND, callback_url, &self.config.redirect_uri)?;
         let disc = self.cached().ok_or_else(|| {
             ConnectorError::Upstream(format!(
                 "oidc: the provider {:?} has not been discovered yet (call prepare() first)",
@@ -715,15 +698,15 @@ impl CallbackConnector for OidcConnector {
         query: &[(String, String)],
     ) -> Result<Identity, ConnectorError> {
         let upstream = |message: String| ConnectorError::Upstream(format!("oidc: {message}"));
-        let error = lookup(query, "error");
+        let error = upstream::query_value(query, "error");
         if !error.is_empty() {
             return Err(upstream(format!(
                 "{} answered the login with an error: {}",
                 self.config.issuer,
-                oauth_error_text(error, lookup(query, "error_description"))
+                oauth_error_text(error, upstream::query_value(query, "error_description"))
             )));
         }
-        let code = lookup(query, "code");
+        let code = upstream::query_value(query, "code");
         if code.is_empty() {
             return Err(upstream(
                 "the callback carries neither a code nor an error".into(),

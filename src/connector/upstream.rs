@@ -86,6 +86,33 @@ pub fn http_client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
 }
 
 /// `error: description` from an OAuth2 error (callback query or token endpoint).
+/// The first value of `key` in an upstream's callback query, or `""`.
+pub fn query_value<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
+    query
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// A connector only hands out logins for the callback URL it was configured with.
+pub fn check_callback_url(
+    id: &str,
+    kind: &str,
+    callback_url: &str,
+    configured: &str,
+) -> Result<(), ConnectorError> {
+    if callback_url == configured {
+        return Ok(());
+    }
+    Err(ConnectorError::Config {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        message: format!(
+            "expected callback URL {callback_url:?} did not match the URL in the config {configured:?}"
+        ),
+    })
+}
+
 pub fn oauth_error_text(error: &str, description: &str) -> String {
     if description.is_empty() {
         error.to_owned()
