@@ -236,6 +236,32 @@ struct ClientState {
     unexpected: Vec<String>,
 }
 
+/// One refresh with the client's held token: `Ok(true)` when it rotated,
+/// `Ok(false)` when the server answered something else (recorded as unexpected),
+/// `Err` when no answer arrived.
+async fn rotate_once(
+    http: &reqwest::Client,
+    issuer: &str,
+    state: &Mutex<ClientState>,
+) -> Result<bool, reqwest::Error> {
+    let presented = {
+        let mut s = state.lock().unwrap();
+        s.in_flight = true;
+        s.held.clone()
+    };
+    let (status, body) = refresh(http, issuer, &presented).await?;
+    let mut s = state.lock().unwrap();
+    s.in_flight = false;
+    if status == 200 {
+        s.held = body["refresh_token"].as_str().unwrap().to_owned();
+        s.rotations += 1;
+        Ok(true)
+    } else {
+        s.unexpected.push(format!("{status} {body}"));
+        Ok(false)
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct CrashFigures {
     rotations: u64,
@@ -277,24 +303,9 @@ async fn crash_once(clients: usize) -> CrashFigures {
         let http = http_client();
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let presented = {
-                    let mut s = state.lock().unwrap();
-                    s.in_flight = true;
-                    s.held.clone()
-                };
-                match refresh(&http, &issuer, &presented).await {
-                    Ok((200, body)) => {
-                        let mut s = state.lock().unwrap();
-                        s.held = body["refresh_token"].as_str().unwrap().to_owned();
-                        s.in_flight = false;
-                        s.rotations += 1;
-                    }
-                    Ok((status, body)) => {
-                        let mut s = state.lock().unwrap();
-                        s.in_flight = false;
-                        s.unexpected.push(format!("{status} {body}"));
-                        return;
-                    }
+                match rotate_once(&http, &issuer, &state).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
                     // The server died with this request unanswered.
                     Err(_) => return,
                 }
@@ -451,24 +462,9 @@ async fn sigterm_once(clients: usize) -> ShutdownFigures {
         let http = http_client();
         tasks.push(tokio::spawn(async move {
             loop {
-                let presented = {
-                    let mut s = state.lock().unwrap();
-                    s.in_flight = true;
-                    s.held.clone()
-                };
-                match refresh(&http, &issuer, &presented).await {
-                    Ok((200, body)) => {
-                        let mut s = state.lock().unwrap();
-                        s.held = body["refresh_token"].as_str().unwrap().to_owned();
-                        s.in_flight = false;
-                        s.rotations += 1;
-                    }
-                    Ok((status, body)) => {
-                        let mut s = state.lock().unwrap();
-                        s.in_flight = false;
-                        s.unexpected.push(format!("{status} {body}"));
-                        return;
-                    }
+                match rotate_once(&http, &issuer, &state).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
                     Err(error) => {
                         endings
                             .lock()
