@@ -143,6 +143,7 @@ impl HealthChecker {
             hmac_key: Vec::new(),
             auth_time: None,
             browser_binding: String::new(),
+            session_id: String::new(),
         };
         storage::blocking(&self.storage, move |s| {
             s.create_auth_request(&probe)?;

@@ -168,9 +168,6 @@ const LOGGER: &[Field] = &[
 
 const SIGNER: &[Field] = &[f("type", Shape::Str), f("config", Shape::Any)];
 
-const NO_SESSIONS: &str =
-    "browser sessions are not supported by oxidex yet; oxidex ignores this key";
-
 const CLIENT: &[Field] = &[
     f("id", Shape::Str),
     f("idEnv", Shape::Str),
@@ -184,10 +181,10 @@ const CLIENT: &[Field] = &[
     f("logoURL", Shape::Str),
     f("allowedConnectors", Shape::StrList),
     f("requirePKCE", Shape::Bool),
-    ignored("postLogoutRedirectURIs", Shape::StrList, NO_SESSIONS),
-    ignored("backchannelLogoutURI", Shape::Str, NO_SESSIONS),
-    ignored("refreshTokenLifetime", Shape::Str, NO_SESSIONS),
-    ignored("ssoSharedWith", Shape::StrList, NO_SESSIONS),
+    f("postLogoutRedirectURIs", Shape::StrList),
+    f("backchannelLogoutURI", Shape::Str),
+    f("refreshTokenLifetime", Shape::Str),
+    f("ssoSharedWith", Shape::StrList),
     Field {
         name: "mfaChain",
         shape: Shape::StrList,
@@ -223,6 +220,15 @@ const PASSWORD: &[Field] = &[
 
 const GC: &[Field] = &[f("interval", Shape::Str)];
 
+const SESSIONS: &[Field] = &[
+    f("cookieName", Shape::Str),
+    f("absoluteLifetime", Shape::Str),
+    f("validIfNotUsedFor", Shape::Str),
+    f("rememberMeCheckedByDefault", Shape::Bool),
+    f("cookieEncryptionKey", Shape::Str),
+    f("ssoSharedWithDefault", Shape::Str),
+];
+
 /// The top level of the config file.
 pub const CONFIG: &[Field] = &[
     f("issuer", Shape::Str),
@@ -244,7 +250,7 @@ pub const CONFIG: &[Field] = &[
     f("enablePasswordDB", Shape::Bool),
     f("staticPasswords", Shape::List(&Shape::Object(PASSWORD))),
     f("gc", Shape::Object(GC)),
-    ignored("sessions", Shape::Any, NO_SESSIONS),
+    f("sessions", Shape::Object(SESSIONS)),
     Field {
         name: "mfa",
         shape: Shape::Any,

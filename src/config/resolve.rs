@@ -159,6 +159,11 @@ fn is_cidr(text: &str) -> bool {
     bits.parse::<u8>().is_ok_and(|bits| bits <= max)
 }
 
+/// A duration's text as configured, or the default's.
+fn or_default<'a>(value: &'a GoDuration, default: &'a str) -> &'a str {
+    if value.is_unset() { default } else { &value.text }
+}
+
 /// Sorted, without duplicates.
 fn sorted(items: impl IntoIterator<Item = String>) -> Vec<String> {
     items
@@ -221,6 +226,7 @@ impl Resolver<'_> {
                 &config.gc.interval,
             )
             .unwrap_or(Duration::from_secs(5 * 60));
+        let sessions = self.sessions(&config.sessions);
         Settings {
             issuer,
             storage,
@@ -236,7 +242,101 @@ impl Resolver<'_> {
             passwords,
             enable_password_db: config.enable_password_db,
             gc_interval,
+            sessions,
         }
+    }
+
+    /// The `sessions` block with Dex HEAD's defaults (`cmd/dex/serve.go:
+    /// parseSessionConfig`) and its checks, errors prefixed as Dex's. Sessions are
+    /// on unless `DEX_SESSIONS_ENABLED` is false (Dex HEAD: off unless true).
+    fn sessions(&mut self, sessions: &schema::Sessions) -> Option<SessionSettings> {
+        const PREFIX: &str = "invalid session config: ";
+        if !self.env.flag("DEX_SESSIONS_ENABLED", true) {
+            if *sessions != schema::Sessions::default() {
+                self.warn(
+                    "sessions",
+                    "DEX_SESSIONS_ENABLED is false: browser sessions are off and this block is ignored",
+                );
+            }
+            return None;
+        }
+        let lifetime = |resolver: &mut Self, key: &str, value: &GoDuration, default: u64| {
+            let path = format!("sessions.{key}");
+            match value.parse() {
+                Ok(None) => Some(Duration::from_secs(default)),
+                Ok(Some(d)) if d.is_zero() => {
+                    resolver.error(path, format!("{PREFIX}{key} must be positive, got {}", value.text));
+                    None
+                }
+                Ok(Some(d)) => Some(d),
+                Err(e) => {
+                    resolver.error(path, format!("{PREFIX}invalid {key} {:?}: {e}", value.text));
+                    None
+                }
+            }
+        };
+        let absolute = lifetime(self, "absoluteLifetime", &sessions.absolute_lifetime, 24 * 3600);
+        let idle = lifetime(self, "validIfNotUsedFor", &sessions.valid_if_not_used_for, 3600);
+        if let (Some(absolute), Some(idle)) = (absolute, idle)
+            && idle > absolute
+        {
+            self.error(
+                "sessions.validIfNotUsedFor",
+                format!(
+                    "{PREFIX}validIfNotUsedFor ({}) must not exceed absoluteLifetime ({})",
+                    or_default(&sessions.valid_if_not_used_for, "1h"),
+                    or_default(&sessions.absolute_lifetime, "24h"),
+                ),
+            );
+        }
+        let key = sessions.cookie_encryption_key.as_bytes();
+        if !key.is_empty() && ![16, 24, 32].contains(&key.len()) {
+            self.error(
+                "sessions.cookieEncryptionKey",
+                format!(
+                    "{PREFIX}cookieEncryptionKey must be 16, 24 or 32 bytes long (AES-128/192/256), got {} bytes",
+                    key.len()
+                ),
+            );
+        }
+        if let Some(store_path) = self.store_path.filter(|_| !key.is_empty()) {
+            self.error(
+                "sessions.cookieEncryptionKey",
+                nix_store_message(store_path, "an environment variable ($VAR, with DEX_EXPAND_ENV)"),
+            );
+        }
+        let share_all = match sessions.sso_shared_with_default.as_str() {
+            "" | "none" => false,
+            "all" => true,
+            other => {
+                self.error(
+                    "sessions.ssoSharedWithDefault",
+                    format!("{PREFIX}ssoSharedWithDefault must be \"none\" or \"all\", got {other:?}"),
+                );
+                false
+            }
+        };
+        let cookie_name = match sessions.cookie_name.as_str() {
+            "" => "dex_session".to_owned(),
+            name if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) => {
+                name.to_owned()
+            }
+            name => {
+                self.error(
+                    "sessions.cookieName",
+                    format!("{PREFIX}cookieName {name:?} is not a valid cookie name (RFC 6265 token characters only)"),
+                );
+                String::new()
+            }
+        };
+        Some(SessionSettings {
+            cookie_name,
+            absolute_lifetime: absolute.unwrap_or_default(),
+            valid_if_not_used_for: idle.unwrap_or_default(),
+            remember_me_checked_by_default: sessions.remember_me_checked_by_default.unwrap_or(true),
+            cookie_encryption_key: (!key.is_empty()).then(|| key.to_vec()),
+            sso_shared_with_all_by_default: share_all,
+        })
     }
 
     fn issuer(&mut self, issuer: &str) -> Issuer {
@@ -1111,6 +1211,46 @@ impl Resolver<'_> {
                     );
                 }
             }
+            let refresh_token_lifetime = match c.refresh_token_lifetime.as_str() {
+                "" | "standalone" => RefreshTokenLifetime::Standalone,
+                "session" => RefreshTokenLifetime::Session,
+                other => {
+                    self.error(
+                        join(&p, "refreshTokenLifetime"),
+                        format!(
+                            "staticClients: client {id:?}: invalid refresh token lifetime {other:?}: want \"standalone\" or \"session\""
+                        ),
+                    );
+                    RefreshTokenLifetime::Standalone
+                }
+            };
+            for (j, uri) in c.post_logout_redirect_uris.iter().enumerate() {
+                if let Err(problem) = crate::oidc::redirect_uri::check_registered(uri) {
+                    self.error(
+                        format!("{p}.postLogoutRedirectURIs[{j}]"),
+                        format!("{uri:?} {problem}"),
+                    );
+                }
+            }
+            // Beyond Dex, which does not check it: logout tokens carry a session
+            // id, so they go to an absolute http(s) URL without a fragment
+            // (Back-Channel Logout 1.0 §2.2).
+            if !c.backchannel_logout_uri.is_empty() {
+                let ok = url::Url::parse(&c.backchannel_logout_uri).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.fragment().is_none()
+                        && u.host().is_some()
+                });
+                if !ok {
+                    self.error(
+                        join(&p, "backchannelLogoutURI"),
+                        format!(
+                            "{:?} is not an absolute http or https URL without a fragment",
+                            c.backchannel_logout_uri
+                        ),
+                    );
+                }
+            }
             if let Some((k, _)) = out
                 .iter()
                 .find(|(_, other)| !id.is_empty() && other.id == id)
@@ -1133,6 +1273,10 @@ impl Resolver<'_> {
                     logo_url: c.logo_url.clone(),
                     allowed_connectors: c.allowed_connectors.clone(),
                     require_pkce: c.require_pkce,
+                    post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+                    backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+                    refresh_token_lifetime,
+                    sso_shared_with: c.sso_shared_with.clone(),
                 },
             ));
         }

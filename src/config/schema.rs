@@ -44,6 +44,27 @@ pub struct Config {
     /// oxidex extension: garbage collection of expired objects.
     #[serde(default)]
     pub gc: GarbageCollection,
+    /// Browser sessions (Dex HEAD's `sessions` block; on by default in oxidex).
+    #[serde(default)]
+    pub sessions: Sessions,
+}
+
+/// Dex HEAD's `sessions` block (`cmd/dex/config.go: Sessions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sessions {
+    #[serde(default)]
+    pub cookie_name: String,
+    #[serde(default)]
+    pub absolute_lifetime: GoDuration,
+    #[serde(default)]
+    pub valid_if_not_used_for: GoDuration,
+    #[serde(default)]
+    pub remember_me_checked_by_default: Option<bool>,
+    #[serde(default)]
+    pub cookie_encryption_key: String,
+    #[serde(default)]
+    pub sso_shared_with_default: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -300,6 +321,16 @@ pub struct StaticClient {
     /// oxidex extension: require PKCE from this client.
     #[serde(default, rename = "requirePKCE")]
     pub require_pkce: bool,
+    #[serde(default, rename = "postLogoutRedirectURIs")]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default, rename = "backchannelLogoutURI")]
+    pub backchannel_logout_uri: String,
+    #[serde(default)]
+    pub refresh_token_lifetime: String,
+    /// `None` (absent) defers to `sessions.ssoSharedWithDefault`; `[]` shares
+    /// with nobody.
+    #[serde(default)]
+    pub sso_shared_with: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

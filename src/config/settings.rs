@@ -29,6 +29,83 @@ pub struct Settings {
     pub passwords: Vec<Password>,
     pub enable_password_db: bool,
     pub gc_interval: Duration,
+    /// Browser sessions; `None` when turned off (`DEX_SESSIONS_ENABLED=false`),
+    /// which gives Dex v2.45's behaviour: no SSO, no `/logout`.
+    pub sessions: Option<SessionSettings>,
+}
+
+/// The resolved `sessions` block (Dex HEAD's defaults applied).
+#[derive(Clone, Serialize)]
+pub struct SessionSettings {
+    pub cookie_name: String,
+    /// Counted from the session's creation; never extended.
+    pub absolute_lifetime: Duration,
+    /// Idle timeout: the session ends this long after its last use.
+    pub valid_if_not_used_for: Duration,
+    pub remember_me_checked_by_default: bool,
+    /// AES-GCM key sealing the cookie value (16, 24 or 32 bytes), if configured.
+    #[serde(serialize_with = "redact_option_bytes")]
+    pub cookie_encryption_key: Option<Vec<u8>>,
+    /// `ssoSharedWithDefault: all`: a client without `ssoSharedWith` shares its
+    /// sessions with every client.
+    pub sso_shared_with_all_by_default: bool,
+}
+
+impl Default for SessionSettings {
+    /// Dex HEAD's defaults.
+    fn default() -> Self {
+        Self {
+            cookie_name: "dex_session".to_owned(),
+            absolute_lifetime: Duration::from_secs(24 * 3600),
+            valid_if_not_used_for: Duration::from_secs(3600),
+            remember_me_checked_by_default: true,
+            cookie_encryption_key: None,
+            sso_shared_with_all_by_default: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("cookie_name", &self.cookie_name)
+            .field("absolute_lifetime", &self.absolute_lifetime)
+            .field("valid_if_not_used_for", &self.valid_if_not_used_for)
+            .field(
+                "remember_me_checked_by_default",
+                &self.remember_me_checked_by_default,
+            )
+            .field(
+                "cookie_encryption_key",
+                &self.cookie_encryption_key.as_ref().map(|_| REDACTED),
+            )
+            .field(
+                "sso_shared_with_all_by_default",
+                &self.sso_shared_with_all_by_default,
+            )
+            .finish()
+    }
+}
+
+fn redact_option_bytes<S: serde::Serializer>(
+    value: &Option<Vec<u8>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_some(REDACTED),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Dex HEAD's `refreshTokenLifetime` per client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshTokenLifetime {
+    /// The refresh token outlives the browser session that issued it.
+    #[default]
+    Standalone,
+    /// The refresh token ends with the browser session that issued it.
+    Session,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -256,6 +333,14 @@ pub struct Client {
     pub logo_url: String,
     pub allowed_connectors: Vec<String>,
     pub require_pkce: bool,
+    /// Exact-match allow-list for `post_logout_redirect_uri` at `/logout`.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Back-Channel Logout 1.0 receiver; empty when not registered.
+    pub backchannel_logout_uri: String,
+    pub refresh_token_lifetime: RefreshTokenLifetime,
+    /// Clients that may reuse a session this client authenticated (`*` = all);
+    /// `None` defers to `sessions.ssoSharedWithDefault`.
+    pub sso_shared_with: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Client {

@@ -457,6 +457,7 @@ pub fn create_auth_request(
         hmac_key: new_hmac_key(),
         auth_time: None,
         browser_binding: browser_binding.to_owned(),
+        session_id: String::new(),
     };
     storage.create_auth_request(&auth_request).map_err(|err| {
         tracing::error!(%err, "failed to store auth request");
@@ -690,6 +691,7 @@ pub fn issue_response(
             pkce: request.pkce.clone(),
             auth_time: request.auth_time,
             browser_binding: request.browser_binding.clone(),
+            session_id: request.session_id.clone(),
         };
         storage.create_auth_code(&auth_code).map_err(|err| {
             tracing::error!(%err, "failed to store auth code");
@@ -709,6 +711,7 @@ pub fn issue_response(
         connector_id: &request.connector_id,
         nonce: &request.nonce,
         auth_time: request.auth_time,
+        session_id: &request.session_id,
     };
     let access_token = if wants("token") {
         Some(minter.access_token(&subject, now).map_err(|_| internal())?)

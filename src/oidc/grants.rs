@@ -118,6 +118,7 @@ pub fn exchange_code(
         connector_id: &code.connector_id,
         nonce: &code.nonce,
         auth_time: code.auth_time,
+        session_id: &code.session_id,
     };
     let with_refresh = request.refreshing_connectors.contains(&code.connector_id)
         && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
@@ -294,6 +295,7 @@ fn new_refresh_token(ctx: &GrantContext<'_>, subject: &TokenSubject<'_>) -> Refr
         scopes: subject.scopes.to_vec(),
         nonce: subject.nonce.to_owned(),
         auth_time: subject.auth_time,
+        session_id: subject.session_id.to_owned(),
     }
 }
 
@@ -516,6 +518,8 @@ pub struct RefreshPlan {
     pub connector_data: Option<Vec<u8>>,
     nonce: String,
     auth_time: Option<SystemTime>,
+    /// The browser session that issued the token (`sid`), or empty.
+    pub session_id: String,
 }
 
 impl RefreshPlan {
@@ -640,6 +644,7 @@ pub fn begin_refresh(
         connector_data,
         nonce: token.nonce,
         auth_time: token.auth_time,
+        session_id: token.session_id,
     })
 }
 
@@ -788,6 +793,7 @@ pub fn commit_refresh(
         connector_id: &plan.connector_id,
         nonce: &plan.nonce,
         auth_time: plan.auth_time,
+        session_id: &plan.session_id,
     };
     let minter = ctx.minter();
     let map_err = |_| refresh_internal_error();
@@ -860,6 +866,7 @@ pub fn password_grant(
         connector_id: login.connector_id,
         nonce: login.nonce,
         auth_time: None,
+        session_id: "",
     };
     let with_refresh =
         login.connector_supports_refresh && scopes::has_scope(login.scopes, scopes::OFFLINE_ACCESS);
@@ -1023,6 +1030,7 @@ mod tests {
                 pkce,
                 auth_time: Some(t0()),
                 browser_binding: String::new(),
+                session_id: String::new(),
             };
             self.storage.create_auth_code(&code).unwrap();
             code.id

@@ -375,6 +375,7 @@ mod tests {
             connector_id: "mock",
             nonce: "n",
             auth_time: None,
+            session_id: "",
         };
         Minter::new(&settings, &signer)
             .access_token(&subject, now)
@@ -396,6 +397,7 @@ mod tests {
             scopes: vec!["openid".to_owned(), "offline_access".to_owned()],
             nonce: String::new(),
             auth_time: None,
+            session_id: String::new(),
         }
     }
 

@@ -36,6 +36,9 @@ pub struct TokenSubject<'a> {
     pub nonce: &'a str,
     /// Time of the interactive login, emitted as `auth_time` when known.
     pub auth_time: Option<SystemTime>,
+    /// The browser session behind the token, emitted as `sid` (OpenID Connect
+    /// Front-/Back-Channel Logout) when not empty, as Dex HEAD.
+    pub session_id: &'a str,
 }
 
 /// A signed token and its expiry.
@@ -119,6 +122,7 @@ impl<'a> Minter<'a> {
         if let Some(auth_time) = subject.auth_time {
             m.insert("auth_time".into(), json!(unix_seconds(auth_time)));
         }
+        insert_str(&mut m, "sid", subject.session_id);
         if let Some(token) = access_token {
             m.insert("at_hash".into(), json!(token_hash(algorithm, token)));
         }
@@ -237,6 +241,7 @@ mod tests {
             connector_id: "mock",
             nonce: "n-0S6",
             auth_time: None,
+            session_id: "",
         }
     }
 

@@ -21,6 +21,7 @@ pub mod introspect;
 pub(crate) mod mint;
 pub(crate) mod redirect_uri;
 pub(crate) mod scopes;
+pub(crate) mod session;
 pub mod subject;
 
 // The fixtures live in the test kit, outside src/; unit tests compile them in so

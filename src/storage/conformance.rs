@@ -67,6 +67,7 @@ pub(crate) mod fixtures {
             hmac_key: vec![0, 1, 2, 254, 255],
             auth_time: Some(instant(1_700_000_100)),
             browser_binding: format!("{id}-browser"),
+            session_id: String::new(),
         }
     }
 
@@ -85,6 +86,7 @@ pub(crate) mod fixtures {
             pkce: pkce(),
             auth_time: Some(instant(1_700_000_200)),
             browser_binding: format!("{id}-browser"),
+            session_id: String::new(),
         }
     }
 
@@ -102,6 +104,7 @@ pub(crate) mod fixtures {
             scopes: vec!["openid".to_owned(), "groups".to_owned()],
             nonce: format!("{id}-nonce"),
             auth_time: Some(instant(1_700_000_250)),
+            session_id: String::new(),
         }
     }
 

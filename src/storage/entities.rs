@@ -50,6 +50,10 @@ pub struct AuthRequest {
     /// which then match no browser.
     #[serde(default)]
     pub browser_binding: String,
+    /// The browser session this login belongs to (its `sid`), once logged in;
+    /// empty when sessions are off.
+    #[serde(default)]
+    pub session_id: String,
 }
 
 /// An issued authorization code awaiting exchange at `/token`.
@@ -70,6 +74,9 @@ pub struct AuthCode {
     /// check that the code arrives in the browser that logged in.
     #[serde(default)]
     pub browser_binding: String,
+    /// The browser session that issued the code (`sid`), or empty.
+    #[serde(default)]
+    pub session_id: String,
 }
 
 /// What remains of an authorization code once exchanged, kept until the code's
@@ -105,6 +112,10 @@ pub struct RefreshToken {
     pub scopes: Vec<String>,
     pub nonce: String,
     pub auth_time: Option<SystemTime>,
+    /// The browser session whose login issued this token (`sid`, kept across
+    /// refreshes as Dex HEAD), or empty (password grant, sessions off).
+    #[serde(default)]
+    pub session_id: String,
 }
 
 /// A reference from an offline session to one of its refresh tokens.
@@ -196,6 +207,79 @@ pub struct DeviceToken {
     pub hop_verifier: String,
 }
 
+/// A signed-in browser (Dex HEAD's `AuthSession`), created by an interactive
+/// login and named by the session cookie (`<id>.<secret>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrowserSession {
+    /// Public: it is the `sid` claim.
+    pub id: String,
+    /// `base64url(SHA-256(secret))`: the cookie's secret is never stored.
+    pub secret_hash: String,
+    pub user_id: String,
+    pub connector_id: String,
+    /// What the connector said at this session's last interactive login; a
+    /// login that reuses the session issues these claims.
+    pub claims: Claims,
+    /// The clients that logged in with this session, by client id.
+    pub clients: BTreeMap<String, SessionClient>,
+    pub created_at: SystemTime,
+    /// This session's last interactive login (`auth_time` of every token it
+    /// issues; beyond Dex HEAD, which uses the user's last login on any device).
+    pub authenticated_at: SystemTime,
+    pub last_activity: SystemTime,
+    /// `created_at + absoluteLifetime`; never extended.
+    pub absolute_expiry: SystemTime,
+    /// `last_activity + validIfNotUsedFor`.
+    pub idle_expiry: SystemTime,
+}
+
+impl BrowserSession {
+    /// When the session ends unless used again: the earlier of its two expiries.
+    pub fn expiry(&self) -> SystemTime {
+        self.absolute_expiry.min(self.idle_expiry)
+    }
+}
+
+/// One client's part in a browser session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClient {
+    pub authenticated_at: SystemTime,
+    pub last_token_issued_at: Option<SystemTime>,
+    /// Joined by SSO from another client's login, not by its own: never a source
+    /// for further SSO (sharing is not transitive).
+    pub via_sso: bool,
+}
+
+/// What oxidex remembers about a user of one connector across browsers: the
+/// scopes each client was granted (Dex HEAD's `UserIdentity.Consents`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIdentity {
+    pub user_id: String,
+    pub connector_id: String,
+    /// Client id → every scope the user approved for it (beyond Dex HEAD, which
+    /// keeps only the last approval's list).
+    pub consents: BTreeMap<String, Vec<String>>,
+    pub created_at: SystemTime,
+    pub last_login: SystemTime,
+}
+
+/// A back-channel logout token still to be delivered to a client (Back-Channel
+/// Logout 1.0). The token is signed afresh at each attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutDelivery {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub connector_id: String,
+    pub session_id: String,
+    pub attempts: u32,
+    /// The next attempt is due at this instant (moved ahead while one is in
+    /// flight, so other replicas leave it alone).
+    pub due: SystemTime,
+    /// Dropped (with a warning) when not delivered by then.
+    pub give_up_at: SystemTime,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -222,6 +306,7 @@ mod tests {
             hmac_key: b"k".to_vec(),
             auth_time: None,
             browser_binding: "b".into(),
+            session_id: String::new(),
         })
         .unwrap();
         request.as_object_mut().unwrap().remove("browser_binding");

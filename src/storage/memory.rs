@@ -17,6 +17,9 @@ struct Tables {
     keys: Option<Keys>,
     device_requests: BTreeMap<String, DeviceRequest>,
     device_tokens: BTreeMap<String, DeviceToken>,
+    browser_sessions: BTreeMap<String, BrowserSession>,
+    user_identities: BTreeMap<(String, String), UserIdentity>,
+    logout_deliveries: BTreeMap<String, LogoutDelivery>,
 }
 
 #[derive(Default)]
@@ -221,6 +224,94 @@ impl Storage for MemoryStorage {
         )
     }
 
+    fn create_browser_session(&self, session: &BrowserSession) -> StorageResult<()> {
+        create(
+            &mut self.lock()?.browser_sessions,
+            session.id.clone(),
+            session,
+        )
+    }
+    fn get_browser_session(&self, id: &str) -> StorageResult<BrowserSession> {
+        get(&self.lock()?.browser_sessions, id)
+    }
+    fn update_browser_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, BrowserSession>,
+    ) -> StorageResult<BrowserSession> {
+        update(&mut self.lock()?.browser_sessions, &id.to_owned(), updater)
+    }
+    fn delete_browser_session(&self, id: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.browser_sessions, &id.to_owned())
+    }
+    fn expired_browser_sessions(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<BrowserSession>> {
+        Ok(earliest_before(
+            &self.lock()?.browser_sessions,
+            now,
+            limit,
+            BrowserSession::expiry,
+        ))
+    }
+
+    fn create_user_identity(&self, identity: &UserIdentity) -> StorageResult<()> {
+        let key = (identity.user_id.clone(), identity.connector_id.clone());
+        create(&mut self.lock()?.user_identities, key, identity)
+    }
+    fn get_user_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+    ) -> StorageResult<UserIdentity> {
+        self.lock()?
+            .user_identities
+            .get(&(user_id.to_owned(), connector_id.to_owned()))
+            .cloned()
+            .ok_or(StorageError::NotFound)
+    }
+    fn update_user_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, UserIdentity>,
+    ) -> StorageResult<UserIdentity> {
+        let key = (user_id.to_owned(), connector_id.to_owned());
+        update(&mut self.lock()?.user_identities, &key, updater)
+    }
+
+    fn create_logout_delivery(&self, delivery: &LogoutDelivery) -> StorageResult<()> {
+        create(
+            &mut self.lock()?.logout_deliveries,
+            delivery.id.clone(),
+            delivery,
+        )
+    }
+    fn update_logout_delivery(
+        &self,
+        id: &str,
+        updater: Updater<'_, LogoutDelivery>,
+    ) -> StorageResult<LogoutDelivery> {
+        update(&mut self.lock()?.logout_deliveries, &id.to_owned(), updater)
+    }
+    fn delete_logout_delivery(&self, id: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.logout_deliveries, &id.to_owned())
+    }
+    fn due_logout_deliveries(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<LogoutDelivery>> {
+        Ok(earliest_before(
+            &self.lock()?.logout_deliveries,
+            now,
+            limit,
+            |d| d.due,
+        ))
+    }
+
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
         let mut t = self.lock()?;
         Ok(GcCounts {
@@ -231,4 +322,16 @@ impl Storage for MemoryStorage {
             device_tokens: expire(&mut t.device_tokens, now, |d| d.expiry),
         })
     }
+}
+
+/// Up to `limit` values whose `time` is before `now`, earliest first.
+fn earliest_before<V: Clone>(
+    map: &BTreeMap<String, V>,
+    now: SystemTime,
+    limit: usize,
+    time: impl Fn(&V) -> SystemTime,
+) -> Vec<V> {
+    let mut due: Vec<&V> = map.values().filter(|v| time(v) < now).collect();
+    due.sort_by_key(|v| time(v));
+    due.into_iter().take(limit).cloned().collect()
 }

@@ -140,6 +140,50 @@ pub trait Storage: Send + Sync + 'static {
         updater: Updater<'_, DeviceToken>,
     ) -> StorageResult<DeviceToken>;
 
+    // Browser sessions (beyond Dex v2.45; Dex HEAD's auth sessions), keyed by id.
+    fn create_browser_session(&self, session: &BrowserSession) -> StorageResult<()>;
+    fn get_browser_session(&self, id: &str) -> StorageResult<BrowserSession>;
+    fn update_browser_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, BrowserSession>,
+    ) -> StorageResult<BrowserSession>;
+    fn delete_browser_session(&self, id: &str) -> StorageResult<()>;
+    /// Up to `limit` sessions whose [`BrowserSession::expiry`] is before `now`,
+    /// the longest-expired first. Garbage collection leaves them to the caller,
+    /// which ends them as a logout does (back-channel logout, revocation).
+    fn expired_browser_sessions(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<BrowserSession>>;
+
+    // User identities: consent per (user, connector).
+    fn create_user_identity(&self, identity: &UserIdentity) -> StorageResult<()>;
+    fn get_user_identity(&self, user_id: &str, connector_id: &str)
+    -> StorageResult<UserIdentity>;
+    fn update_user_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, UserIdentity>,
+    ) -> StorageResult<UserIdentity>;
+
+    // Back-channel logout deliveries still to make.
+    fn create_logout_delivery(&self, delivery: &LogoutDelivery) -> StorageResult<()>;
+    fn update_logout_delivery(
+        &self,
+        id: &str,
+        updater: Updater<'_, LogoutDelivery>,
+    ) -> StorageResult<LogoutDelivery>;
+    fn delete_logout_delivery(&self, id: &str) -> StorageResult<()>;
+    /// Up to `limit` deliveries due before `now`, the earliest first.
+    fn due_logout_deliveries(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<LogoutDelivery>>;
+
     /// Deletes auth requests, auth codes and redeemed-code tombstones (counted as
     /// auth codes), device requests and device tokens whose expiry is before
     /// `now`.

@@ -115,6 +115,29 @@ pub const MIGRATIONS: &[&str] = &[
     "
     DROP TABLE auth_session;
     ",
+    // 4: browser sessions, consent per user, back-channel logout deliveries.
+    "
+    CREATE TABLE browser_session (
+        id     TEXT   NOT NULL PRIMARY KEY,
+        expiry BIGINT NOT NULL,
+        data   TEXT   NOT NULL
+    );
+    CREATE INDEX browser_session_expiry ON browser_session (expiry);
+
+    CREATE TABLE user_identity (
+        user_id      TEXT NOT NULL,
+        connector_id TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        PRIMARY KEY (user_id, connector_id)
+    );
+
+    CREATE TABLE logout_delivery (
+        id   TEXT   NOT NULL PRIMARY KEY,
+        due  BIGINT NOT NULL,
+        data TEXT   NOT NULL
+    );
+    CREATE INDEX logout_delivery_due ON logout_delivery (due);
+    ",
 ];
 
 /// `pg_advisory_xact_lock` key serialising migrations across replicas
@@ -548,6 +571,25 @@ impl PostgresStorage {
         })
     }
 
+    /// Up to `limit` rows whose first time column is before `now`, earliest first.
+    fn list_before<T: Row>(&self, now: SystemTime, limit: usize) -> StorageResult<Vec<T>> {
+        let column = T::TIMES.first().copied().unwrap_or("expiry");
+        let sql = format!(
+            "SELECT data FROM {} WHERE {column} < $1 ORDER BY {column} LIMIT $2",
+            T::TABLE
+        );
+        let now = unix_nanos(now);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let err = self.db(T::WHAT, "list due");
+        self.with_conn(|conn| {
+            let stmt = prepare(conn, &sql).map_err(&err)?;
+            let rows = conn.client.query(&stmt, &[&now, &limit]).map_err(&err)?;
+            rows.iter()
+                .map(|row| decode(row.get::<_, &str>(0)))
+                .collect()
+        })
+    }
+
     fn list<T: Row>(&self) -> StorageResult<Vec<T>> {
         let sql = format!(
             "SELECT data FROM {} ORDER BY {}",
@@ -768,6 +810,70 @@ impl Storage for PostgresStorage {
     /// One transaction of plain deletes. Replicas collecting at the same time
     /// queue on the row locks; a row goes to whichever deletes it first, so the
     /// counts summed over replicas equal one collector's.
+    fn create_browser_session(&self, session: &BrowserSession) -> StorageResult<()> {
+        self.create(session)
+    }
+    fn get_browser_session(&self, id: &str) -> StorageResult<BrowserSession> {
+        self.get(&[id])
+    }
+    fn update_browser_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, BrowserSession>,
+    ) -> StorageResult<BrowserSession> {
+        self.update(&[id], updater)
+    }
+    fn delete_browser_session(&self, id: &str) -> StorageResult<()> {
+        self.delete::<BrowserSession>(&[id])
+    }
+    fn expired_browser_sessions(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<BrowserSession>> {
+        self.list_before(now, limit)
+    }
+
+    fn create_user_identity(&self, identity: &UserIdentity) -> StorageResult<()> {
+        self.create(identity)
+    }
+    fn get_user_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+    ) -> StorageResult<UserIdentity> {
+        self.get(&[user_id, connector_id])
+    }
+    fn update_user_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, UserIdentity>,
+    ) -> StorageResult<UserIdentity> {
+        self.update(&[user_id, connector_id], updater)
+    }
+
+    fn create_logout_delivery(&self, delivery: &LogoutDelivery) -> StorageResult<()> {
+        self.create(delivery)
+    }
+    fn update_logout_delivery(
+        &self,
+        id: &str,
+        updater: Updater<'_, LogoutDelivery>,
+    ) -> StorageResult<LogoutDelivery> {
+        self.update(&[id], updater)
+    }
+    fn delete_logout_delivery(&self, id: &str) -> StorageResult<()> {
+        self.delete::<LogoutDelivery>(&[id])
+    }
+    fn due_logout_deliveries(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<LogoutDelivery>> {
+        self.list_before(now, limit)
+    }
+
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
         let now = unix_nanos(now);
         let err = self.db("expired objects", "garbage-collect");

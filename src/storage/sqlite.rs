@@ -113,6 +113,29 @@ pub const MIGRATIONS: &[&str] = &[
     "
     DROP TABLE auth_session;
     ",
+    // 4: browser sessions, consent per user, back-channel logout deliveries.
+    "
+    CREATE TABLE browser_session (
+        id     TEXT    NOT NULL PRIMARY KEY,
+        expiry INTEGER NOT NULL,
+        data   TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX browser_session_expiry ON browser_session (expiry);
+
+    CREATE TABLE user_identity (
+        user_id      TEXT NOT NULL,
+        connector_id TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        PRIMARY KEY (user_id, connector_id)
+    ) STRICT;
+
+    CREATE TABLE logout_delivery (
+        id   TEXT    NOT NULL PRIMARY KEY,
+        due  INTEGER NOT NULL,
+        data TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX logout_delivery_due ON logout_delivery (due);
+    ",
 ];
 
 /// Storage in one SQLite database file (or an in-memory database).
@@ -248,6 +271,27 @@ impl SqliteStorage {
             return Err(StorageError::NotFound);
         }
         Ok(())
+    }
+
+    /// Up to `limit` rows whose first time column is before `now`, earliest first.
+    fn list_before<T: Row>(&self, now: SystemTime, limit: usize) -> StorageResult<Vec<T>> {
+        let column = T::TIMES.first().copied().unwrap_or("expiry");
+        let sql = format!(
+            "SELECT data FROM {} WHERE {column} < ?1 ORDER BY {column} LIMIT ?2",
+            T::TABLE
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(db(&self.path, T::WHAT, "list due"))?;
+        let rows = stmt
+            .query_map(rusqlite::params![unix_nanos(now), limit], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(db(&self.path, T::WHAT, "list due"))?;
+        rows.map(|row| decode::<T>(&row.map_err(db(&self.path, T::WHAT, "list due"))?))
+            .collect()
     }
 
     fn list<T: Row>(&self) -> StorageResult<Vec<T>> {
@@ -503,6 +547,41 @@ impl Row for DeviceToken {
     }
 }
 
+impl Row for BrowserSession {
+    const TABLE: &'static str = "browser_session";
+    const WHAT: &'static str = "browser session";
+    const KEY: &'static [&'static str] = &["id"];
+    const TIMES: &'static [&'static str] = &["expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.expiry()]
+    }
+}
+
+impl Row for UserIdentity {
+    const TABLE: &'static str = "user_identity";
+    const WHAT: &'static str = "user identity";
+    const KEY: &'static [&'static str] = &["user_id", "connector_id"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.user_id, &self.connector_id]
+    }
+}
+
+impl Row for LogoutDelivery {
+    const TABLE: &'static str = "logout_delivery";
+    const WHAT: &'static str = "logout delivery";
+    const KEY: &'static [&'static str] = &["id"];
+    const TIMES: &'static [&'static str] = &["due"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.due]
+    }
+}
+
 fn key_filter<T: Row>() -> String {
     T::KEY
         .iter()
@@ -733,6 +812,70 @@ impl Storage for SqliteStorage {
         updater: Updater<'_, DeviceToken>,
     ) -> StorageResult<DeviceToken> {
         self.update(&[device_code], updater)
+    }
+
+    fn create_browser_session(&self, session: &BrowserSession) -> StorageResult<()> {
+        self.create(session)
+    }
+    fn get_browser_session(&self, id: &str) -> StorageResult<BrowserSession> {
+        self.get(&[id])
+    }
+    fn update_browser_session(
+        &self,
+        id: &str,
+        updater: Updater<'_, BrowserSession>,
+    ) -> StorageResult<BrowserSession> {
+        self.update(&[id], updater)
+    }
+    fn delete_browser_session(&self, id: &str) -> StorageResult<()> {
+        self.delete::<BrowserSession>(&[id])
+    }
+    fn expired_browser_sessions(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<BrowserSession>> {
+        self.list_before(now, limit)
+    }
+
+    fn create_user_identity(&self, identity: &UserIdentity) -> StorageResult<()> {
+        self.create(identity)
+    }
+    fn get_user_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+    ) -> StorageResult<UserIdentity> {
+        self.get(&[user_id, connector_id])
+    }
+    fn update_user_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        updater: Updater<'_, UserIdentity>,
+    ) -> StorageResult<UserIdentity> {
+        self.update(&[user_id, connector_id], updater)
+    }
+
+    fn create_logout_delivery(&self, delivery: &LogoutDelivery) -> StorageResult<()> {
+        self.create(delivery)
+    }
+    fn update_logout_delivery(
+        &self,
+        id: &str,
+        updater: Updater<'_, LogoutDelivery>,
+    ) -> StorageResult<LogoutDelivery> {
+        self.update(&[id], updater)
+    }
+    fn delete_logout_delivery(&self, id: &str) -> StorageResult<()> {
+        self.delete::<LogoutDelivery>(&[id])
+    }
+    fn due_logout_deliveries(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> StorageResult<Vec<LogoutDelivery>> {
+        self.list_before(now, limit)
     }
 
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {

@@ -33,6 +33,10 @@ fn client(id: &str, secret: &str, redirect_uris: &[&str], public: bool) -> Clien
         logo_url: String::new(),
         allowed_connectors: Vec::new(),
         require_pkce: false,
+        post_logout_redirect_uris: Vec::new(),
+        backchannel_logout_uri: String::new(),
+        refresh_token_lifetime: RefreshTokenLifetime::Standalone,
+        sso_shared_with: None,
     }
 }
 
@@ -112,6 +116,7 @@ pub fn settings() -> Settings {
         passwords: Vec::new(),
         enable_password_db: false,
         gc_interval: secs(300),
+        sessions: Some(SessionSettings::default()),
     }
 }
 

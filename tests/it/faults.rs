@@ -978,6 +978,7 @@ async fn clock_steps_keep_token_refresh_and_gc_expiry_right() {
         hmac_key: Vec::new(),
         auth_time: None,
         browser_binding: String::new(),
+        session_id: String::new(),
     };
     let storage = server.state.live().provider.storage().clone();
     storage.create_auth_request(&request).unwrap();
