@@ -164,6 +164,7 @@ impl Provider {
 /// another user is ended first, as a logout would). Always issues a new cookie
 /// secret, so a cookie planted before the login is worthless after it. Returns
 /// the session and its new cookie.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_interactive_login(
     storage: &dyn Storage,
     settings: &Settings,
