@@ -300,6 +300,18 @@ pub struct StaticClient {
     /// oxidex extension: require PKCE from this client.
     #[serde(default, rename = "requirePKCE")]
     pub require_pkce: bool,
+    /// Dex HEAD: claims of the tokens this client gets from the
+    /// `client_credentials` grant.
+    #[serde(default)]
+    pub client_credentials_claims: ClientCredentialsClaims,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCredentialsClaims {
+    /// The `groups` claim (with the `groups` scope).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

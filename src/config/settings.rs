@@ -256,6 +256,9 @@ pub struct Client {
     pub logo_url: String,
     pub allowed_connectors: Vec<String>,
     pub require_pkce: bool,
+    /// `clientCredentialsClaims.groups`: the `groups` claim of this client's
+    /// `client_credentials` tokens.
+    pub client_credentials_groups: Vec<String>,
 }
 
 impl std::fmt::Debug for Client {

@@ -33,6 +33,7 @@ fn client(id: &str, secret: &str, redirect_uris: &[&str], public: bool) -> Clien
         logo_url: String::new(),
         allowed_connectors: Vec::new(),
         require_pkce: false,
+        client_credentials_groups: Vec::new(),
     }
 }
 
