@@ -131,7 +131,25 @@ impl DecodeConfig for OidcConfig {
         if !issuer.is_empty() {
             p.take(check_base_url(&r.key_path("issuer"), &issuer));
         }
-        let client = r.oauth_client(p, callback, false);
+        // Dex's token-exchange setup names only the issuer: without clientID and
+        // redirectURI the connector verifies tokens but cannot log anyone in.
+        let blank = |key: &str| match r.raw(key) {
+            None => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(_) => false,
+        };
+        let client = if ["clientID", "clientSecret", "redirectURI"]
+            .into_iter()
+            .all(blank)
+        {
+            super::config::OAuthClient {
+                client_id: String::new(),
+                client_secret: String::new(),
+                redirect_uri: String::new(),
+            }
+        } else {
+            r.oauth_client(p, callback, false)
+        };
         let mut scopes = r.scopes(p, "scopes");
         if scopes.is_empty() {
             scopes = vec!["profile".to_owned(), "email".to_owned()];
@@ -357,16 +375,18 @@ impl OidcConnector {
         let offline_access_supported = metadata
             .scopes_supported()
             .is_some_and(|s| s.iter().any(|s| s.as_str() == "offline_access"));
-        let redirect =
-            RedirectUrl::new(self.config.redirect_uri.clone()).map_err(|e| fail(e.to_string()))?;
         let secret = (!self.config.client_secret.is_empty())
             .then(|| ClientSecret::new(self.config.client_secret.clone()));
         let mut client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
             secret,
-        )
-        .set_redirect_uri(redirect);
+        );
+        if !self.config.redirect_uri.is_empty() {
+            let redirect = RedirectUrl::new(self.config.redirect_uri.clone())
+                .map_err(|e| fail(e.to_string()))?;
+            client = client.set_redirect_uri(redirect);
+        }
         if self.config.basic_auth_unsupported {
             client = client.set_auth_type(AuthType::RequestBody);
         }
@@ -772,6 +792,15 @@ impl CallbackConnector for OidcConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
+        if self.config.client_id.is_empty() {
+            return Err(ConnectorError::Config {
+                id: self.id.clone(),
+                kind: KIND.to_owned(),
+                message: "no clientID and redirectURI are configured: this connector only \
+                          verifies tokens (token exchange) and cannot log users in"
+                    .to_owned(),
+            });
+        }
         upstream::check_callback_url(&self.id, KIND, callback_url, &self.config.redirect_uri)?;
         let disc = self.cached().ok_or_else(|| {
             ConnectorError::Upstream(format!(
@@ -998,6 +1027,31 @@ mod config_tests {
             "openid is always sent, not listed twice"
         );
         assert_eq!(c.prompt_type, None);
+    }
+
+    #[test]
+    fn issuer_alone_makes_a_verify_only_connector() {
+        let (c, _) = OidcConfig::parse(
+            "connectors[0].config",
+            &json!({"issuer": "https://token.actions.example"}),
+            CALLBACK,
+        )
+        .unwrap();
+        assert_eq!((c.client_id.as_str(), c.redirect_uri.as_str()), ("", ""));
+        let conn = OidcConnector::new("ci", c, Arc::new(SystemTime::now)).unwrap();
+        let e = conn
+            .login_url(&Scopes::default(), CALLBACK, "state")
+            .unwrap_err();
+        assert!(e.to_string().contains("only verifies tokens"), "{e}");
+        // Half a client registration is still an error.
+        let errors = OidcConfig::parse(
+            "c",
+            &json!({"issuer": "https://up.example", "clientID": "id"}),
+            CALLBACK,
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errors.contains("c.redirectURI: required"), "{errors}");
     }
 
     #[test]

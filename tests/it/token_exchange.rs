@@ -79,6 +79,9 @@ async fn setup_with(grant_types: Option<Value>) -> Setup {
                     // The stand-in's userinfo, like Forgejo's, has no email_verified.
                     json!({"getUserInfo": true, "insecureSkipEmailVerified": true})),
                 code_only,
+                // Dex's token-exchange-only setup: just the issuer.
+                {"type": "oidc", "id": "issuer-only", "name": "CI",
+                 "config": {"issuer": fake.issuer()}},
                 {"type": "mockCallback", "id": "mock", "name": "Mock"}
             ]
         });
@@ -297,6 +300,36 @@ async fn id_token_for_access_token_by_default() {
         payload(body["access_token"].as_str().unwrap())["aud"],
         "cli"
     );
+    s.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connector_with_only_an_issuer_verifies_tokens() {
+    let s = setup().await;
+    let (id_token, _) = s.upstream_tokens().await;
+    let (status, _, body) = s
+        .exchange(&[
+            ("connector_id", "issuer-only"),
+            ("subject_token_type", ID_TOKEN),
+            ("subject_token", &id_token),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        payload(body["access_token"].as_str().unwrap())["sub"],
+        sub("42", "issuer-only")
+    );
+    // It cannot log anyone in.
+    let response = s
+        .server
+        .http
+        .get(s.server.url(
+            "/dex/auth/issuer-only?client_id=app&redirect_uri=http%3A%2F%2F127.0.0.1%3A5555%2Fcallback&response_type=code&scope=openid&state=s",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_server_error(), "{}", response.status());
     s.server.stop().await;
 }
 
@@ -693,7 +726,7 @@ async fn expiry_follows_the_server_clock() {
             .as_u16()
     };
     assert_eq!(exchange().await, 200);
-    clock.advance(Duration::from_secs(301));
+    clock.advance(Duration::from_secs(600));
     assert_eq!(exchange().await, 401);
     server.stop().await;
 }
