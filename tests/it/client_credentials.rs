@@ -11,6 +11,9 @@ use crate::support::{TestServer, base_config};
 
 const SECRET: &str = "robot-secret";
 
+/// Extra form fields of a token request.
+type Form<'a> = &'a [(&'a str, &'a str)];
+
 /// Clients `a` (confidential, with groups), `cli` (public); `peer` trusts `a`.
 fn config(issuer: &str, grant_types: Option<Value>) -> Value {
     let mut config = base_config(issuer);
@@ -237,7 +240,7 @@ async fn nonce_is_echoed_and_trusted_peer_joins_the_audience() {
 #[tokio::test]
 async fn scope_and_client_errors_are_dex_s() {
     let server = enabled().await;
-    let cases: &[(&[(&str, &str)], u16, Value)] = &[
+    let cases: &[(Form, u16, Value)] = &[
         (
             &[
                 ("client_id", "a"),

@@ -19,6 +19,9 @@ const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const APP_SECRET: &str = "app-secret";
 
+/// Form fields of a token request.
+type Form<'a> = Vec<(&'a str, &'a str)>;
+
 struct Setup {
     upstream: FakeForgejo,
     app: FakeApp,
@@ -410,7 +413,7 @@ async fn request_errors_are_dex_s() {
     let invalid_request = |d: &str| json!({"error": "invalid_request", "error_description": d});
     let not_supported = |d: &str| json!({"error": "request_not_supported", "error_description": d});
     let no_connector = invalid_request("Requested connector does not exist.");
-    let cases: Vec<(Vec<(&str, &str)>, u16, Value)> = vec![
+    let cases: Vec<(Form, u16, Value)> = vec![
         (
             vec![("connector_id", "upstream"), ("subject_token", &id_token)],
             400,
