@@ -193,6 +193,20 @@ async fn openidconnect_client_gets_tokens_for_itself() {
         .unwrap();
     assert_eq!(info["sub"], "CgFh");
     assert_eq!(info["groups"], json!(["robots", "ci"]));
+    // And at introspection, for the client itself.
+    let introspected: Value = http
+        .post(server.url("/dex/token/introspect"))
+        .basic_auth("a", Some(SECRET))
+        .form(&[("token", tokens.access_token().secret().as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true, "{introspected}");
+    assert_eq!(introspected["sub"], "CgFh");
+    assert_eq!(introspected["client_id"], "a");
 
     // No `openid` ⇒ no ID token (and no scope at all is fine).
     let tokens = client
