@@ -19,6 +19,10 @@
 //!   userinfo when configured, and returns the possibly rotated refresh token in
 //!   `connector_data`. Without a new ID token or userinfo the previous claims are
 //!   kept (Dex fails with "missing sub claim").
+//! * Token exchange ([`TokenIdentityConnector`]): a subject ID token is verified
+//!   against the provider's keys, issuer and expiry but not its audience (as
+//!   Dex); an access token only through userinfo (`getUserInfo`). A connector
+//!   configured with nothing but `issuer` does only this.
 
 use std::str::FromStr as _;
 use std::sync::{Arc, RwLock};
