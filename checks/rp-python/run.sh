@@ -4,7 +4,8 @@
 # Creates (once) a venv at ${OXIDEX_CACHE:-$HOME/.cache/oxidex}/venv-rp with the pinned
 # requirements, starts `OXIDEX_BIN serve` with examples/config-dev.json on a free loopback port
 # (checks/lib/dev-server.sh), then runs login.py with the password DB, the mockCallback
-# connector and a client whose id and secret hold reserved characters.
+# connector and a client whose id and secret hold reserved characters, then client_credentials.py
+# (the grant enabled with Dex master's DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT).
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
@@ -30,7 +31,8 @@ python="$venv/bin/python"
 
 work=$(mktemp -d)
 trap 'stop_dev_server; rm -rf "$work"' EXIT
-start_dev_server "$oxidex" "$work"
+# The dev config sets no oauth2.grantTypes, so Dex master's flag adds client_credentials.
+DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT=true start_dev_server "$oxidex" "$work"
 
 common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback)
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
@@ -53,5 +55,8 @@ login "password DB, client id and secret with reserved characters, client_secret
   --client-id "$special_id" --client-secret "$special_secret" \
   --connector local --select picker --login admin@example.com --password password \
   --auth client_secret_post
+
+rp_run rp-python "client_credentials grant" "$python" client_credentials.py --issuer "$issuer" \
+  "${example[@]}" --client-name "Example App" --public-client-id example-cli
 
 rp_summary rp-python
