@@ -4,6 +4,7 @@ pub mod blocking;
 pub mod config;
 pub mod connector;
 pub mod crypto;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod keys;

@@ -203,6 +203,14 @@ async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> 
         ),
         None => None,
     };
+    let grpc = match &settings.grpc {
+        Some(grpc) => Some(
+            TcpListener::bind(&grpc.addr)
+                .await
+                .map_err(|e| format!("listening (grpc) on {}: {e}", grpc.addr))?,
+        ),
+        None => None,
+    };
     let (trigger, stop) = shutdown::channel();
     let services = server::start_services(settings, server::system_clock(), stop.clone())
         .await
@@ -216,12 +224,15 @@ async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> 
     if let Some(Ok(addr)) = telemetry.as_ref().map(|t| t.local_addr()) {
         tracing::info!(address = %addr, "telemetry listening");
     }
+    if let Some(Ok(addr)) = grpc.as_ref().map(|t| t.local_addr()) {
+        tracing::info!(address = %addr, "gRPC API listening");
+    }
     tokio::spawn(async move {
         shutdown::os_signal().await;
         trigger.fire();
     });
     tokio::spawn(reload_on_sighup(services.state.clone(), reload));
-    server::run(services, listener, telemetry, stop)
+    server::run_with_grpc(services, listener, telemetry, grpc, stop)
         .await
         .map_err(|e| e.to_string())
 }

@@ -31,11 +31,71 @@ pub enum ServerError {
     Templates(#[from] crate::web::WebError),
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    #[error("{0}")]
+    Grpc(String),
+}
+
+/// How often a replica re-reads the clients and passwords created through the
+/// gRPC API (by any replica). The replica that served the call applies it at once.
+pub const STORED_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Brings the live provider up to date with the clients and passwords in
+/// storage. One sync at a time, so an older read never replaces a newer one.
+#[derive(Default)]
+pub struct StoredSync {
+    running: tokio::sync::Mutex<()>,
+}
+
+impl StoredSync {
+    /// Reads the stored objects and, when they changed, swaps in a provider
+    /// that uses them. A storage failure is logged; the last view stays.
+    pub async fn sync(&self, state: &AppState) {
+        let _one_at_a_time = self.running.lock().await;
+        let stored = match state.live().provider.load_stored().await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the clients and passwords in storage");
+                return;
+            }
+        };
+        let result = state.update_live(|live| {
+            if **live.provider.stored() == stored {
+                return Ok(None);
+            }
+            let provider = live.provider.with_stored(stored)?;
+            Ok::<_, crate::provider::ProviderError>(Some(Live {
+                provider,
+                templates: live.templates.clone(),
+            }))
+        });
+        if result.is_err() {
+            tracing::error!("cannot apply the clients and passwords in storage");
+        }
+    }
+
+    async fn poll(
+        self: Arc<Self>,
+        state: AppState,
+        every: std::time::Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = ticks.tick() => self.sync(&state).await,
+            }
+        }
+    }
 }
 
 /// The running application's state plus its background tasks.
 pub struct Services {
     pub state: AppState,
+    /// Keeps the provider's view of stored clients and passwords current.
+    pub stored_sync: Arc<StoredSync>,
     pub tasks: Vec<JoinHandle<()>>,
     /// Timeouts and caps of both listeners' connections (constants in production;
     /// tests shorten them).
@@ -103,12 +163,20 @@ pub async fn start_services(
         state.settings.gc_interval,
         shutdown.clone().wait(),
     )));
+    let stored_sync = Arc::new(StoredSync::default());
+    stored_sync.sync(&state).await;
+    tasks.push(tokio::spawn(stored_sync.clone().poll(
+        state.clone(),
+        STORED_POLL_INTERVAL,
+        shutdown.clone().wait(),
+    )));
     let limits = ConnectionLimits {
         drain_timeout: state.settings.web.drain_timeout,
         ..ConnectionLimits::default()
     };
     Ok(Services {
         state,
+        stored_sync,
         tasks,
         limits,
     })
@@ -125,11 +193,42 @@ pub async fn run(
     telemetry: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
+    run_with_grpc(services, listener, telemetry, None, shutdown).await
+}
+
+/// [`run`], plus the gRPC admin API on `grpc` (bound to `grpc.addr`). It stops
+/// taking calls when the main listener starts draining and finishes the ones in
+/// flight before the background tasks stop.
+pub async fn run_with_grpc(
+    services: Services,
+    listener: TcpListener,
+    telemetry: Option<TcpListener>,
+    grpc: Option<TcpListener>,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
     let Services {
         state,
+        stored_sync,
         tasks,
         limits,
     } = services;
+    let grpc_task = match (grpc, state.settings.grpc.clone()) {
+        (Some(listener), Some(settings)) => {
+            // Certificate problems fail the start, before anything is served.
+            if let Some(tls) = &settings.tls {
+                crate::grpc::tls_config(tls).map_err(|e| ServerError::Grpc(e.to_string()))?;
+            }
+            let stop = shutdown.clone();
+            Some(tokio::spawn(crate::grpc::serve(
+                state.clone(),
+                stored_sync,
+                settings,
+                listener,
+                async move { stop.wait().await },
+            )))
+        }
+        _ => None,
+    };
     let (telemetry_stop, telemetry_stopped) = crate::shutdown::channel();
     let telemetry_task = telemetry.map(|listener| {
         let app = crate::telemetry::telemetry_app(state.health.clone());
@@ -152,6 +251,13 @@ pub async fn run(
     let app = http::app(state);
     http::serve::serve(listener, app, limits, draining).await;
     tracing::info!("every connection is closed");
+    if let Some(task) = grpc_task {
+        match task.await {
+            Ok(Err(error)) => tracing::error!(%error, "gRPC API listener failed"),
+            Err(error) => tracing::error!(%error, "gRPC API task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     telemetry_stop.fire();
     if let Some(task) = telemetry_task {
         let _ = task.await;
@@ -216,7 +322,7 @@ pub fn reload(state: &AppState, settings: Settings) -> Result<(), ReloadError> {
     let provider = current
         .provider
         .reconfigured(Arc::new(settings), Arc::new(prepared.connectors))
-        .map_err(|error| ReloadError::Invalid(vec![error.to_string()]))?;
+        .map_err(|_| ReloadError::Invalid(vec!["cannot build the provider".to_owned()]))?;
     crate::telemetry::set_log_level(&level)
         .map_err(|error| ReloadError::Invalid(vec![format!("logger.level: {error}")]))?;
     state.replace_live(Live {
@@ -244,6 +350,7 @@ pub fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static 
     check("storage", running.storage != new.storage);
     check("web", json(&running.web) != json(&new.web));
     check("telemetry", running.telemetry_http != new.telemetry_http);
+    check("grpc", running.grpc != new.grpc);
     check("signer", json(&running.signer) != json(&new.signer));
     check(
         "expiry.idTokens",

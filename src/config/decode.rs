@@ -123,6 +123,16 @@ const TELEMETRY: &[Field] = &[
     ),
 ];
 
+const GRPC: &[Field] = &[
+    f("addr", Shape::Str),
+    f("tlsCert", Shape::Str),
+    f("tlsKey", Shape::Str),
+    f("tlsClientCA", Shape::Str),
+    f("tlsMinVersion", Shape::Str),
+    f("tlsMaxVersion", Shape::Str),
+    f("reflection", Shape::Bool),
+];
+
 const FRONTEND: &[Field] = &[
     f("dir", Shape::Str),
     f("theme", Shape::Str),
@@ -236,11 +246,7 @@ pub const CONFIG: &[Field] = &[
     f("storage", Shape::Object(STORAGE)),
     f("web", Shape::Object(WEB)),
     f("telemetry", Shape::Object(TELEMETRY)),
-    ignored(
-        "grpc",
-        Shape::Any,
-        "the gRPC admin API is not supported by oxidex; oxidex ignores this key",
-    ),
+    f("grpc", Shape::Object(GRPC)),
     f("frontend", Shape::Object(FRONTEND)),
     f("oauth2", Shape::Object(OAUTH2)),
     f("expiry", Shape::Object(EXPIRY)),

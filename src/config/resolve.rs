@@ -239,6 +239,7 @@ impl Resolver<'_> {
             storage,
             web,
             telemetry_http: non_empty(&config.telemetry.http),
+            grpc: self.grpc(&config.grpc),
             frontend: self.frontend(&config.frontend),
             oauth2,
             expiry,
@@ -510,6 +511,55 @@ impl Resolver<'_> {
                 StorageSettings::Memory
             }
         }
+    }
+
+    /// The `grpc` block, with Dex's checks and error texts (`Config.Validate`).
+    fn grpc(&mut self, grpc: &schema::Grpc) -> Option<GrpcSettings> {
+        let tls_set = !grpc.tls_cert.is_empty() || !grpc.tls_key.is_empty();
+        let before = self.report.problems.len();
+        if grpc.addr.is_empty() && tls_set {
+            self.error("grpc.addr", "no address specified for gRPC");
+        }
+        if grpc.tls_cert.is_empty() != grpc.tls_key.is_empty() {
+            self.error("grpc", "must specific both a gRPC TLS cert and key");
+        }
+        if grpc.tls_cert.is_empty() && !grpc.tls_client_ca.is_empty() {
+            self.error(
+                "grpc.tlsClientCA",
+                "cannot specify gRPC TLS client CA without a gRPC TLS cert",
+            );
+        }
+        let mut versions_ok = true;
+        for (key, version) in [
+            ("tlsMinVersion", &grpc.tls_min_version),
+            ("tlsMaxVersion", &grpc.tls_max_version),
+        ] {
+            if !version.is_empty() && version != "1.2" && version != "1.3" {
+                versions_ok = false;
+                self.error(
+                    join("grpc", key),
+                    format!("{version:?}: supported TLS versions are: 1.2, 1.3"),
+                );
+            }
+        }
+        if versions_ok && grpc.tls_min_version == "1.3" && grpc.tls_max_version == "1.2" {
+            self.error("grpc.tlsMinVersion", "TLSMinVersion greater than TLSMaxVersion");
+        }
+        if grpc.addr.is_empty() || self.report.problems.len() != before {
+            return None;
+        }
+        let tls = (!grpc.tls_cert.is_empty()).then(|| GrpcTls {
+            cert: grpc.tls_cert.clone().into(),
+            key: grpc.tls_key.clone().into(),
+            client_ca: non_empty(&grpc.tls_client_ca).map(Into::into),
+            min_version: grpc.tls_min_version.clone(),
+            max_version: grpc.tls_max_version.clone(),
+        });
+        Some(GrpcSettings {
+            addr: grpc.addr.clone(),
+            tls,
+            reflection: grpc.reflection,
+        })
     }
 
     fn web(&mut self, web: &schema::Web) -> WebSettings {

@@ -22,7 +22,7 @@ pub struct Config {
     #[serde(default)]
     pub telemetry: Telemetry,
     #[serde(default)]
-    pub grpc: Option<serde_json::Value>,
+    pub grpc: Grpc,
     #[serde(default)]
     pub frontend: Frontend,
     #[serde(default)]
@@ -188,6 +188,26 @@ pub struct Telemetry {
     pub http: String,
     #[serde(default)]
     pub enable_profiling: bool,
+}
+
+/// Dex's `grpc` block: the admin API listener.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grpc {
+    #[serde(default)]
+    pub addr: String,
+    #[serde(default, rename = "tlsCert")]
+    pub tls_cert: String,
+    #[serde(default, rename = "tlsKey")]
+    pub tls_key: String,
+    #[serde(default, rename = "tlsClientCA")]
+    pub tls_client_ca: String,
+    #[serde(default, rename = "tlsMinVersion")]
+    pub tls_min_version: String,
+    #[serde(default, rename = "tlsMaxVersion")]
+    pub tls_max_version: String,
+    #[serde(default)]
+    pub reflection: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,8 @@ pub struct Settings {
     pub web: WebSettings,
     /// Address of the telemetry listener (`/metrics`, `/healthz/*`), if any.
     pub telemetry_http: Option<String>,
+    /// The gRPC admin API (`grpc`), when `grpc.addr` is set.
+    pub grpc: Option<GrpcSettings>,
     pub frontend: FrontendSettings,
     pub oauth2: OAuth2Settings,
     pub expiry: ExpirySettings,
@@ -32,6 +34,26 @@ pub struct Settings {
     /// Browser sessions; `None` when turned off (`DEX_SESSIONS_ENABLED=false`),
     /// which gives Dex v2.45's behaviour: no SSO, no `/logout`.
     pub sessions: Option<SessionSettings>,
+}
+
+/// The resolved `grpc` block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrpcSettings {
+    pub addr: String,
+    /// Certificate and key (PEM files); `None` serves plaintext HTTP/2, as Dex.
+    pub tls: Option<GrpcTls>,
+    pub reflection: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrpcTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Client certificates are required and verified against this CA (PEM).
+    pub client_ca: Option<std::path::PathBuf>,
+    /// `"1.2"` or `"1.3"`; empty = the default (1.2 and 1.3).
+    pub min_version: String,
+    pub max_version: String,
 }
 
 /// The resolved `sessions` block (Dex HEAD's defaults applied).

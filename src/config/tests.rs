@@ -143,9 +143,51 @@ fn dex_dev_config_yaml_is_accepted() {
     assert_eq!(p.groups, ["devs", "devs/leads"]);
     assert!(p.email_verified);
     assert_eq!(p.user_id, "5f0c3a7e-9d1b-4c61-a2f4-3b8e6d0c9a15");
-    // The only warning: oxidex has no gRPC API.
-    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
-    assert_has(&loaded.warnings, "grpc", "not supported by oxidex");
+    // Dex's gRPC API is served, plaintext as in Dex without a certificate.
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let grpc = s.grpc.as_ref().expect("grpc block");
+    assert_eq!(grpc.addr, "127.0.0.1:5557");
+    assert_eq!(grpc.tls, None);
+}
+
+#[test]
+fn grpc_block_is_checked_with_dex_texts() {
+    let refused = |grpc: Value, path: &str, text: &str| {
+        rejects(|config| set(config, "/grpc", grpc), path, text);
+    };
+    refused(
+        json!({"addr": "127.0.0.1:5557", "tlsCert": "c.pem"}),
+        "grpc",
+        "must specific both a gRPC TLS cert and key",
+    );
+    refused(
+        json!({"addr": "127.0.0.1:5557", "tlsClientCA": "ca.pem"}),
+        "grpc.tlsClientCA",
+        "cannot specify gRPC TLS client CA without a gRPC TLS cert",
+    );
+    refused(
+        json!({"tlsCert": "c.pem", "tlsKey": "k.pem"}),
+        "grpc.addr",
+        "no address specified for gRPC",
+    );
+    refused(
+        json!({"addr": "127.0.0.1:5557", "tlsMinVersion": "1.1"}),
+        "grpc.tlsMinVersion",
+        "supported TLS versions are: 1.2, 1.3",
+    );
+
+    let mut config = base();
+    set(
+        &mut config,
+        "/grpc",
+        json!({"addr": "127.0.0.1:5557", "tlsCert": "c.pem", "tlsKey": "k.pem", "tlsClientCA": "ca.pem"}),
+    );
+    let grpc = loads(&config).settings.grpc.expect("grpc");
+    let tls = grpc.tls.expect("tls");
+    assert_eq!(tls.client_ca, Some("ca.pem".into()));
+    let mut config = base();
+    set(&mut config, "/grpc", json!({}));
+    assert_eq!(loads(&config).settings.grpc, None, "no addr: no API");
 }
 
 #[test]

@@ -114,6 +114,10 @@ fn display_name(user: &Password) -> &str {
 }
 
 /// Accept a bcrypt hash as is, or Dex's legacy base64 encoding of one.
+pub(crate) fn normalised_hash(raw: &str) -> Result<String, String> {
+    normalise_hash(raw)
+}
+
 fn normalise_hash(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
     if raw.is_empty() {

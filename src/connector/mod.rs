@@ -337,6 +337,22 @@ impl Connectors {
         })
     }
 
+    /// The same connectors with the local password DB (when there is one)
+    /// rebuilt from `passwords`, through the same hash gate: how users created
+    /// through the gRPC API join the configured ones.
+    pub fn with_password_db(&self, passwords: &[Password]) -> Result<Self, ConnectorError> {
+        let mut connectors = self.clone();
+        for entry in &mut connectors.entries {
+            if entry.id == LOCAL_CONNECTOR_ID && entry.kind == LOCAL_CONNECTOR_KIND {
+                entry.connector = Connector::Password(Arc::new(local::PasswordDb::new(
+                    passwords,
+                    Arc::clone(&self.hash_gate),
+                )?));
+            }
+        }
+        Ok(connectors)
+    }
+
     /// The gate of the password hash checks (its `peak` shows it held).
     pub fn hash_gate(&self) -> &Gate {
         &self.hash_gate

@@ -84,6 +84,23 @@ impl AppContext {
         }
     }
 
+    /// Replaces the live state with what `change` makes of the current one,
+    /// under the write lock, so a concurrent replacement is never lost;
+    /// `None` leaves it as it is.
+    pub fn update_live<E>(
+        &self,
+        change: impl FnOnce(&Live) -> Result<Option<Live>, E>,
+    ) -> Result<(), E> {
+        let mut current = match self.live.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(live) = change(&current)? {
+            *current = Arc::new(live);
+        }
+        Ok(())
+    }
+
     /// Swaps in a reloaded configuration; requests in flight keep the old one.
     pub fn replace_live(&self, live: Live) {
         let live = Arc::new(live);

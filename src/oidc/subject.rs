@@ -12,6 +12,12 @@ pub fn encode_subject(user_id: &str, connector_id: &str) -> String {
     encode_pair(user_id, connector_id)
 }
 
+/// The (user id, connector id) a `sub` encodes, or `None` when it is not Dex's
+/// encoding.
+pub fn decode_subject(subject: &str) -> Option<(String, String)> {
+    decode_pair(subject)
+}
+
 /// A refresh token as the client sees it: the stable storage id and the current secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenWire {

@@ -8,6 +8,7 @@
 //!
 //! A future admin surface (the gRPC API) calls the same methods.
 
+pub mod admin;
 pub mod backchannel;
 mod browser;
 mod device;
@@ -96,7 +97,14 @@ pub enum Page {
 
 /// The running identity provider (see the module documentation).
 pub struct Provider {
+    /// The configuration merged with the clients and passwords in storage
+    /// (see [`admin::merged`]): what every use case runs on.
     settings: Arc<Settings>,
+    /// The configuration alone (config clients and passwords are read-only
+    /// to the admin API).
+    configured: Arc<Settings>,
+    /// The stored clients and passwords merged into `settings`.
+    stored: Arc<admin::Stored>,
     storage: SharedStorage,
     keys: Arc<KeyManager>,
     connectors: Arc<Connectors>,
@@ -122,6 +130,8 @@ impl Provider {
     ) -> Result<Self, serde_json::Error> {
         Ok(Self {
             discovery: DiscoveryCache::new(&settings)?,
+            configured: settings.clone(),
+            stored: Arc::default(),
             settings,
             storage,
             keys,
@@ -135,15 +145,56 @@ impl Provider {
     }
 
     /// The same provider on a reloaded configuration: new settings and
-    /// connectors; the same storage, keys, clock, rate limits, refresh locks and
-    /// form key.
+    /// connectors (built from `settings`); the same stored clients and
+    /// passwords, storage, keys, clock, rate limits, refresh locks and form key.
     pub fn reconfigured(
         &self,
         settings: Arc<Settings>,
         connectors: Arc<Connectors>,
-    ) -> Result<Self, serde_json::Error> {
+    ) -> Result<Self, ProviderError> {
+        self.assemble(settings, self.stored.clone(), connectors)
+    }
+
+    /// The same provider on new stored clients and passwords (read by
+    /// [`Provider::load_stored`]).
+    pub fn with_stored(&self, stored: admin::Stored) -> Result<Self, ProviderError> {
+        self.assemble(
+            self.configured.clone(),
+            Arc::new(stored),
+            self.connectors.clone(),
+        )
+    }
+
+    fn assemble(
+        &self,
+        configured: Arc<Settings>,
+        stored: Arc<admin::Stored>,
+        connectors: Arc<Connectors>,
+    ) -> Result<Self, ProviderError> {
+        let settings = if stored.is_empty() {
+            configured.clone()
+        } else {
+            Arc::new(admin::merged(&configured, &stored))
+        };
+        // The local password DB always follows the merged passwords (also
+        // when the last stored user went away).
+        let connectors = if settings.enable_password_db
+            && (!stored.is_empty() || !self.stored.is_empty())
+        {
+            Arc::new(connectors.with_password_db(&settings.passwords).map_err(|error| {
+                tracing::error!(%error, "cannot build the password database");
+                ProviderError::internal()
+            })?)
+        } else {
+            connectors
+        };
         Ok(Self {
-            discovery: DiscoveryCache::new(&settings)?,
+            discovery: DiscoveryCache::new(&settings).map_err(|error| {
+                tracing::error!(%error, "cannot build the discovery document");
+                ProviderError::internal()
+            })?,
+            configured,
+            stored,
             settings,
             storage: self.storage.clone(),
             keys: self.keys.clone(),

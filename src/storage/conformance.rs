@@ -4,7 +4,8 @@
 //! more than once). [`conformance_tests!`] turns the list of checks into one `#[test]`
 //! per check for a backend; the backends are instantiated at the bottom of this file.
 //! Modelled on what Dex's `storage/conformance` suite verifies, adapted to our
-//! entities (no clients, passwords or connectors in storage; auth sessions added).
+//! entities (no connectors in storage; clients and passwords only those made
+//! through the gRPC API; auth sessions added).
 
 // Test-only code: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -730,6 +731,109 @@ pub(crate) fn parallel_increments(handles: &[SharedStorage]) {
     }
 }
 
+fn api_client(id: &str) -> ApiClient {
+    ApiClient {
+        id: id.to_owned(),
+        secret: format!("{id}-secret"),
+        redirect_uris: vec![format!("https://{id}.example.com/cb"), "http://127.0.0.1/cb".to_owned()],
+        trusted_peers: vec!["peer".to_owned()],
+        public: false,
+        name: format!("{id} name"),
+        logo_url: format!("https://{id}.example.com/logo.png"),
+    }
+}
+
+pub(crate) fn api_client_crud(new: Factory<'_>) {
+    let s = new();
+    assert!(s.list_api_clients().unwrap().is_empty());
+    let first = api_client("one");
+    let second = ApiClient {
+        public: true,
+        secret: String::new(),
+        trusted_peers: Vec::new(),
+        ..api_client("two")
+    };
+    s.create_api_client(&first).unwrap();
+    s.create_api_client(&second).unwrap();
+    assert_eq!(s.create_api_client(&first), Err(StorageError::AlreadyExists));
+    assert_eq!(s.get_api_client("one").unwrap(), first);
+    assert_eq!(s.get_api_client("two").unwrap(), second);
+    assert_eq!(s.get_api_client("ONE"), Err(StorageError::NotFound));
+
+    let updated = s
+        .update_api_client("one", &mut |mut c| {
+            assert_eq!(c, first, "updater must see the stored value");
+            c.name = "renamed".to_owned();
+            c.redirect_uris = vec!["https://new.example.com/cb".to_owned()];
+            Ok(c)
+        })
+        .unwrap();
+    assert_eq!(updated.name, "renamed");
+    assert_eq!(s.get_api_client("one").unwrap(), updated);
+    assert_rejected(s.update_api_client("one", &mut rejected));
+    assert_eq!(s.get_api_client("one").unwrap(), updated);
+    assert_eq!(
+        s.update_api_client("missing", &mut |c| Ok(c)),
+        Err(StorageError::NotFound)
+    );
+
+    let mut listed = s.list_api_clients().unwrap();
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, vec![updated, second.clone()]);
+
+    s.delete_api_client("one").unwrap();
+    assert_eq!(s.delete_api_client("one"), Err(StorageError::NotFound));
+    assert_eq!(s.get_api_client("one"), Err(StorageError::NotFound));
+    assert_eq!(s.list_api_clients().unwrap(), vec![second]);
+}
+
+pub(crate) fn api_password_crud(new: Factory<'_>) {
+    let s = new();
+    assert!(s.list_api_passwords().unwrap().is_empty());
+    let user = ApiPassword {
+        email: "Kilgore@Example.COM".to_owned(),
+        hash: "$2a$10$33EMT0cVYVlPy6WAMCLsceLYjWhuHpbz5yuZxu/GAFj03J9Lytjuy".to_owned(),
+        username: "kilgore".to_owned(),
+        user_id: "kilgore-id".to_owned(),
+    };
+    let stored = ApiPassword {
+        email: "kilgore@example.com".to_owned(),
+        ..user.clone()
+    };
+    s.create_api_password(&user).unwrap();
+    assert_eq!(s.get_api_password("KILGORE@example.com").unwrap(), stored);
+    let other_case = ApiPassword {
+        email: "KILGORE@EXAMPLE.COM".to_owned(),
+        ..user.clone()
+    };
+    assert_eq!(
+        s.create_api_password(&other_case),
+        Err(StorageError::AlreadyExists)
+    );
+    let updated = s
+        .update_api_password("kilgore@EXAMPLE.com", &mut |mut p| {
+            assert_eq!(p, stored);
+            p.username = "trout".to_owned();
+            Ok(p)
+        })
+        .unwrap();
+    assert_eq!(updated.username, "trout");
+    assert_eq!(updated.email, "kilgore@example.com");
+    assert_eq!(s.get_api_password("kilgore@example.com").unwrap(), updated);
+    assert_rejected(s.update_api_password("kilgore@example.com", &mut rejected));
+    assert_eq!(s.list_api_passwords().unwrap(), vec![updated]);
+    assert_eq!(
+        s.update_api_password("nobody@example.com", &mut |p| Ok(p)),
+        Err(StorageError::NotFound)
+    );
+    s.delete_api_password("Kilgore@example.com").unwrap();
+    assert_eq!(
+        s.delete_api_password("kilgore@example.com"),
+        Err(StorageError::NotFound)
+    );
+    assert!(s.list_api_passwords().unwrap().is_empty());
+}
+
 /// Declares one `#[test]` per conformance check. `$run` is a
 /// `fn(fn(Factory<'_>))` that provides the backend's factory to a check.
 macro_rules! conformance_tests {
@@ -749,7 +853,9 @@ macro_rules! conformance_tests {
             garbage_collection,
             garbage_collection_spares_long_lived_objects,
             garbage_collection_follows_updated_expiry,
-            parallel_refresh_token_updates
+            parallel_refresh_token_updates,
+            api_client_crud,
+            api_password_crud
         );
     };
     (@each $run:path; $($check:ident),* $(,)?) => {

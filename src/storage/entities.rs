@@ -331,3 +331,47 @@ mod tests {
         );
     }
 }
+
+/// A client created through the gRPC API (Dex's `storage.Client`). Config
+/// clients (`staticClients`) are never stored; they shadow a stored client
+/// with the same id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiClient {
+    pub id: String,
+    pub secret: String,
+    pub redirect_uris: Vec<String>,
+    pub trusted_peers: Vec<String>,
+    pub public: bool,
+    pub name: String,
+    pub logo_url: String,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("id", &self.id)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A password-database user created through the gRPC API (Dex's
+/// `storage.Password`), keyed by its lower-cased e-mail.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiPassword {
+    /// Lower-cased.
+    pub email: String,
+    /// A bcrypt hash (`$2a$…`).
+    pub hash: String,
+    pub username: String,
+    pub user_id: String,
+}
+
+impl std::fmt::Debug for ApiPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiPassword")
+            .field("email", &self.email)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}

@@ -20,6 +20,8 @@ struct Tables {
     browser_sessions: BTreeMap<String, BrowserSession>,
     user_identities: BTreeMap<(String, String), UserIdentity>,
     logout_deliveries: BTreeMap<String, LogoutDelivery>,
+    api_clients: BTreeMap<String, ApiClient>,
+    api_passwords: BTreeMap<String, ApiPassword>,
 }
 
 #[derive(Default)]
@@ -306,6 +308,58 @@ impl Storage for MemoryStorage {
             limit,
             |d| d.due,
         ))
+    }
+
+    fn create_api_client(&self, client: &ApiClient) -> StorageResult<()> {
+        create(&mut self.lock()?.api_clients, client.id.clone(), client)
+    }
+    fn get_api_client(&self, id: &str) -> StorageResult<ApiClient> {
+        get(&self.lock()?.api_clients, id)
+    }
+    fn update_api_client(
+        &self,
+        id: &str,
+        updater: Updater<'_, ApiClient>,
+    ) -> StorageResult<ApiClient> {
+        update(&mut self.lock()?.api_clients, &id.to_owned(), updater)
+    }
+    fn delete_api_client(&self, id: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.api_clients, &id.to_owned())
+    }
+    fn list_api_clients(&self) -> StorageResult<Vec<ApiClient>> {
+        Ok(self.lock()?.api_clients.values().cloned().collect())
+    }
+    fn create_api_password(&self, password: &ApiPassword) -> StorageResult<()> {
+        let email = password.email.to_lowercase();
+        let stored = ApiPassword {
+            email: email.clone(),
+            ..password.clone()
+        };
+        create(&mut self.lock()?.api_passwords, email, &stored)
+    }
+    fn get_api_password(&self, email: &str) -> StorageResult<ApiPassword> {
+        get(&self.lock()?.api_passwords, email.to_lowercase().as_str())
+    }
+    fn update_api_password(
+        &self,
+        email: &str,
+        updater: Updater<'_, ApiPassword>,
+    ) -> StorageResult<ApiPassword> {
+        let email = email.to_lowercase();
+        let mut keep_key = |current| {
+            let updated = updater(current)?;
+            Ok(ApiPassword {
+                email: email.clone(),
+                ..updated
+            })
+        };
+        update(&mut self.lock()?.api_passwords, &email, &mut keep_key)
+    }
+    fn delete_api_password(&self, email: &str) -> StorageResult<()> {
+        delete(&mut self.lock()?.api_passwords, &email.to_lowercase())
+    }
+    fn list_api_passwords(&self) -> StorageResult<Vec<ApiPassword>> {
+        Ok(self.lock()?.api_passwords.values().cloned().collect())
     }
 
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {

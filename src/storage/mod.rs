@@ -194,6 +194,27 @@ pub trait Storage: Send + Sync + 'static {
     fn unavailable(&self) -> Option<String> {
         None
     }
+
+    // ---------------------------------------------------------------------
+    // Clients and passwords created through the gRPC admin API. Every replica
+    // reads them from here; config ones are never stored.
+    // ---------------------------------------------------------------------
+    fn create_api_client(&self, client: &ApiClient) -> StorageResult<()>;
+    fn get_api_client(&self, id: &str) -> StorageResult<ApiClient>;
+    fn update_api_client(&self, id: &str, updater: Updater<'_, ApiClient>)
+    -> StorageResult<ApiClient>;
+    fn delete_api_client(&self, id: &str) -> StorageResult<()>;
+    fn list_api_clients(&self) -> StorageResult<Vec<ApiClient>>;
+    /// `email` is matched case-insensitively (stored lower-cased).
+    fn create_api_password(&self, password: &ApiPassword) -> StorageResult<()>;
+    fn get_api_password(&self, email: &str) -> StorageResult<ApiPassword>;
+    fn update_api_password(
+        &self,
+        email: &str,
+        updater: Updater<'_, ApiPassword>,
+    ) -> StorageResult<ApiPassword>;
+    fn delete_api_password(&self, email: &str) -> StorageResult<()>;
+    fn list_api_passwords(&self) -> StorageResult<Vec<ApiPassword>>;
 }
 
 pub type SharedStorage = Arc<dyn Storage>;

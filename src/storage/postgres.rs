@@ -138,6 +138,18 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX logout_delivery_due ON logout_delivery (due);
     ",
+    // 5: clients and passwords created through the gRPC admin API.
+    "
+    CREATE TABLE api_client (
+        id   TEXT NOT NULL PRIMARY KEY,
+        data TEXT NOT NULL
+    );
+
+    CREATE TABLE api_password (
+        email TEXT NOT NULL PRIMARY KEY,
+        data  TEXT NOT NULL
+    );
+    ",
 ];
 
 /// `pg_advisory_xact_lock` key serialising migrations across replicas
@@ -868,6 +880,55 @@ impl Storage for PostgresStorage {
         limit: usize,
     ) -> StorageResult<Vec<LogoutDelivery>> {
         self.list_before(now, limit)
+    }
+
+    fn create_api_client(&self, client: &ApiClient) -> StorageResult<()> {
+        self.create(client)
+    }
+    fn get_api_client(&self, id: &str) -> StorageResult<ApiClient> {
+        self.get(&[id])
+    }
+    fn update_api_client(
+        &self,
+        id: &str,
+        updater: Updater<'_, ApiClient>,
+    ) -> StorageResult<ApiClient> {
+        self.update(&[id], updater)
+    }
+    fn delete_api_client(&self, id: &str) -> StorageResult<()> {
+        self.delete::<ApiClient>(&[id])
+    }
+    fn list_api_clients(&self) -> StorageResult<Vec<ApiClient>> {
+        self.list()
+    }
+    fn create_api_password(&self, password: &ApiPassword) -> StorageResult<()> {
+        self.create(&ApiPassword {
+            email: password.email.to_lowercase(),
+            ..password.clone()
+        })
+    }
+    fn get_api_password(&self, email: &str) -> StorageResult<ApiPassword> {
+        self.get(&[&email.to_lowercase()])
+    }
+    fn update_api_password(
+        &self,
+        email: &str,
+        updater: Updater<'_, ApiPassword>,
+    ) -> StorageResult<ApiPassword> {
+        let email = email.to_lowercase();
+        self.update(&[&email], &mut |current| {
+            let updated = updater(current)?;
+            Ok(ApiPassword {
+                email: email.clone(),
+                ..updated
+            })
+        })
+    }
+    fn delete_api_password(&self, email: &str) -> StorageResult<()> {
+        self.delete::<ApiPassword>(&[&email.to_lowercase()])
+    }
+    fn list_api_passwords(&self) -> StorageResult<Vec<ApiPassword>> {
+        self.list()
     }
 
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {

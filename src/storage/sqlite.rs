@@ -136,6 +136,18 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX logout_delivery_due ON logout_delivery (due);
     ",
+    // 5: clients and passwords created through the gRPC admin API.
+    "
+    CREATE TABLE api_client (
+        id   TEXT NOT NULL PRIMARY KEY,
+        data TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE api_password (
+        email TEXT NOT NULL PRIMARY KEY,
+        data  TEXT NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// Storage in one SQLite database file (or an in-memory database).
@@ -560,6 +572,24 @@ impl Row for BrowserSession {
     }
 }
 
+impl Row for ApiClient {
+    const TABLE: &'static str = "api_client";
+    const WHAT: &'static str = "client";
+    const KEY: &'static [&'static str] = &["id"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.id]
+    }
+}
+
+impl Row for ApiPassword {
+    const TABLE: &'static str = "api_password";
+    const WHAT: &'static str = "password";
+    const KEY: &'static [&'static str] = &["email"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.email]
+    }
+}
+
 impl Row for UserIdentity {
     const TABLE: &'static str = "user_identity";
     const WHAT: &'static str = "user identity";
@@ -872,6 +902,55 @@ impl Storage for SqliteStorage {
         limit: usize,
     ) -> StorageResult<Vec<LogoutDelivery>> {
         self.list_before(now, limit)
+    }
+
+    fn create_api_client(&self, client: &ApiClient) -> StorageResult<()> {
+        self.create(client)
+    }
+    fn get_api_client(&self, id: &str) -> StorageResult<ApiClient> {
+        self.get(&[id])
+    }
+    fn update_api_client(
+        &self,
+        id: &str,
+        updater: Updater<'_, ApiClient>,
+    ) -> StorageResult<ApiClient> {
+        self.update(&[id], updater)
+    }
+    fn delete_api_client(&self, id: &str) -> StorageResult<()> {
+        self.delete::<ApiClient>(&[id])
+    }
+    fn list_api_clients(&self) -> StorageResult<Vec<ApiClient>> {
+        self.list()
+    }
+    fn create_api_password(&self, password: &ApiPassword) -> StorageResult<()> {
+        self.create(&ApiPassword {
+            email: password.email.to_lowercase(),
+            ..password.clone()
+        })
+    }
+    fn get_api_password(&self, email: &str) -> StorageResult<ApiPassword> {
+        self.get(&[&email.to_lowercase()])
+    }
+    fn update_api_password(
+        &self,
+        email: &str,
+        updater: Updater<'_, ApiPassword>,
+    ) -> StorageResult<ApiPassword> {
+        let email = email.to_lowercase();
+        self.update(&[&email], &mut |current| {
+            let updated = updater(current)?;
+            Ok(ApiPassword {
+                email: email.clone(),
+                ..updated
+            })
+        })
+    }
+    fn delete_api_password(&self, email: &str) -> StorageResult<()> {
+        self.delete::<ApiPassword>(&[&email.to_lowercase()])
+    }
+    fn list_api_passwords(&self) -> StorageResult<Vec<ApiPassword>> {
+        self.list()
     }
 
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {

@@ -199,7 +199,7 @@ pub fn scope_descriptions<S: AsRef<str>>(scopes: &[S]) -> Vec<&'static str> {
 }
 
 /// The loaded template set with the frontend settings baked in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Templates {
     env: Environment<'static>,
     /// Built-ins only: used when an override fails at render time.

@@ -87,6 +87,7 @@ pub fn settings() -> Settings {
         storage: StorageSettings::Memory,
         web: WebSettings::default(),
         telemetry_http: None,
+        grpc: None,
         frontend: FrontendSettings::default(),
         oauth2: OAuth2Settings {
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
