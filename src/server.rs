@@ -216,7 +216,7 @@ pub async fn run_with_grpc(
         (Some(listener), Some(settings)) => {
             // Certificate problems fail the start, before anything is served.
             if let Some(tls) = &settings.tls {
-                crate::grpc::tls_config(tls).map_err(|e| ServerError::Grpc(e.to_string()))?;
+                crate::grpc::check_tls(tls).map_err(|e| ServerError::Grpc(e.to_string()))?;
             }
             let stop = shutdown.clone();
             Some(tokio::spawn(crate::grpc::serve(

@@ -543,7 +543,10 @@ impl Resolver<'_> {
             }
         }
         if versions_ok && grpc.tls_min_version == "1.3" && grpc.tls_max_version == "1.2" {
-            self.error("grpc.tlsMinVersion", "TLSMinVersion greater than TLSMaxVersion");
+            self.error(
+                "grpc.tlsMinVersion",
+                "TLSMinVersion greater than TLSMaxVersion",
+            );
         }
         if grpc.addr.is_empty() || self.report.problems.len() != before {
             return None;

@@ -36,6 +36,14 @@ pub struct Settings {
     pub sessions: Option<SessionSettings>,
 }
 
+impl Settings {
+    /// The one client lookup: config clients, then those created through the
+    /// gRPC API (merged in by the provider; config ones win on id conflicts).
+    pub fn client(&self, id: &str) -> Option<&Client> {
+        self.clients.iter().find(|c| c.id == id)
+    }
+}
+
 /// The resolved `grpc` block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GrpcSettings {

@@ -13,6 +13,8 @@
 //! noticeable share of a cold build on a small CI machine), and the file only
 //! changes when the proto does — which must stay wire-identical to Dex's.
 
+mod tls;
+
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod api {
     include!("generated.rs");
@@ -23,14 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 
 use crate::config::settings::{GrpcSettings, GrpcTls};
 use crate::http::AppState;
-use crate::provider::admin::{
-    AdminCaller, AdminError, Changed, ClientChanges, Created, Verified,
-};
+use crate::provider::admin::{AdminCaller, AdminError, Changed, ClientChanges, Created, Verified};
 use crate::server::StoredSync;
 use crate::storage::{ApiClient, ApiPassword};
 use api::dex_server::{Dex, DexServer};
@@ -57,28 +58,10 @@ pub enum GrpcError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// The TLS setup of `grpc.tlsCert`/`tlsKey`/`tlsClientCA`, read now so a bad
-/// file fails at start.
-pub fn tls_config(tls: &GrpcTls) -> Result<ServerTlsConfig, GrpcError> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path)
-            .map_err(|e| GrpcError::Tls(format!("{what} {}: {e}", path.display())))
-    };
-    let cert = read(&tls.cert, "reading TLS certificate")?;
-    let key = read(&tls.key, "reading TLS key")?;
-    let mut config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
-        .timeout(HANDSHAKE_TIMEOUT);
-    if let Some(ca) = &tls.client_ca {
-        let ca = read(ca, "reading from client CA file")?;
-        if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
-            return Err(GrpcError::Tls("failed to parse client CA".to_owned()));
-        }
-        config = config
-            .client_ca_root(Certificate::from_pem(ca))
-            .client_auth_optional(false);
-    }
-    Ok(config)
+/// Reads `grpc.tlsCert`/`tlsKey`/`tlsClientCA` now, so a bad file fails the
+/// start.
+pub fn check_tls(tls: &GrpcTls) -> Result<(), GrpcError> {
+    tls::server_config(tls).map(|_| ())
 }
 
 /// Serves the API on `listener` until `shutdown`, then lets calls in flight
@@ -96,22 +79,16 @@ pub async fn serve(
         .timeout(CALL_TIMEOUT)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    match &settings.tls {
-        Some(tls) => {
-            builder = builder
-                .tls_config(tls_config(tls)?)
-                .map_err(GrpcError::Serve)?;
-            if tls.client_ca.is_none() {
-                tracing::warn!(
-                    tls = true,
-                    "grpc: API server has no client certificate authentication: anyone who can reach it is an administrator"
-                );
-            }
-        }
-        None => tracing::warn!(
-            tls = false,
+    let tls = settings.tls.as_ref().map(tls::server_config).transpose()?;
+    if settings
+        .tls
+        .as_ref()
+        .is_none_or(|tls| tls.client_ca.is_none())
+    {
+        tracing::warn!(
+            tls = tls.is_some(),
             "grpc: API server has no client certificate authentication: anyone who can reach it is an administrator"
-        ),
+        );
     }
     if settings.reflection {
         tracing::warn!("grpc.reflection: oxidex does not serve gRPC reflection; ignored");
@@ -119,11 +96,26 @@ pub async fn serve(
     let service = DexServer::new(AdminApi { state, sync })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    builder
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    let router = builder.add_service(service);
+    match tls {
+        Some(config) => {
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(
+                listener,
+                config,
+                HANDSHAKE_TIMEOUT,
+            ));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -145,11 +137,15 @@ impl AdminApi {
 }
 
 fn caller<T>(request: &Request<T>) -> AdminCaller {
-    let certificate_subject = request.peer_certs().and_then(|certs| {
-        let first = certs.first()?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
-        Some(parsed.subject().to_string())
-    });
+    let certificate_subject = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| {
+            let first = certs.first()?;
+            let (_, parsed) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+            Some(parsed.subject().to_string())
+        });
     AdminCaller {
         certificate_subject,
     }

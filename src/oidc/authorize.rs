@@ -161,9 +161,7 @@ pub fn validate_authorize_request<S: AsRef<str>>(
     }
 
     let client = settings
-        .clients
-        .iter()
-        .find(|c| c.id == params.client_id)
+        .client(&params.client_id)
         .ok_or_else(|| AuthorizeError::page(404, "Invalid client_id."))?;
 
     // Beyond Dex HEAD: a public client without registered URIs also gets the
@@ -454,9 +452,7 @@ pub fn create_auth_request(
     now: SystemTime,
 ) -> Result<AuthRequest, AuthorizeError> {
     let client = settings
-        .clients
-        .iter()
-        .find(|c| c.id == request.client_id)
+        .client(&request.client_id)
         .ok_or_else(|| AuthorizeError::page(404, "Invalid client_id."))?;
     if !connector_allowed(client, connector_id) {
         return Err(AuthorizeError::page(

@@ -364,9 +364,7 @@ pub fn complete_device_login(
     }
     let client = ctx
         .settings
-        .clients
-        .iter()
-        .find(|c| c.id == request.client_id)
+        .client(&request.client_id)
         .ok_or_else(|| page(401, "Invalid client credentials."))?;
     let token = match ctx.storage.get_device_token(&request.device_code) {
         Ok(token) if !is_expired(token.expiry, ctx.now) && token.status == STATUS_PENDING => token,

@@ -205,7 +205,7 @@ fn introspect_access_token(
         [single] => single.clone(),
         _ => azp.clone(),
     };
-    if !ctx.settings.clients.iter().any(|c| c.id == client_id) {
+    if ctx.settings.client(&client_id).is_none() {
         tracing::debug!(client_id, "introspected token's client is not configured");
         return None;
     }

@@ -244,16 +244,19 @@ fn read_only(verb: &str, noun: &str, plural: &str) -> AdminError {
 
 fn audit<T>(method: &str, caller: &AdminCaller, object: &str, result: &AdminResult<T>) {
     match result {
-        Ok(_) => tracing::info!(target: "audit", api = "grpc", method, caller = %caller, object, "admin call"),
-        Err(error) => tracing::info!(target: "audit", api = "grpc", method, caller = %caller, object, error = %error, "admin call refused"),
+        Ok(_) => {
+            tracing::info!(target: "audit", api = "grpc", method, caller = %caller, object, "admin call")
+        }
+        Err(error) => {
+            tracing::info!(target: "audit", api = "grpc", method, caller = %caller, object, error = %error, "admin call refused")
+        }
     }
 }
 
 impl Provider {
-    /// The one client lookup: config clients first, then those created
-    /// through the API (already merged into the settings).
+    /// The client `id`, config or stored ([`Settings::client`]).
     pub fn client(&self, id: &str) -> Option<&Client> {
-        self.settings.clients.iter().find(|c| c.id == id)
+        self.settings.client(id)
     }
 
     /// The clients and passwords in storage, sorted.
@@ -548,7 +551,10 @@ impl Provider {
             Err(read_only("delete", "password", "passwords"))
         } else {
             let key = email.to_owned();
-            match self.storage_call(move |s| s.delete_api_password(&key)).await {
+            match self
+                .storage_call(move |s| s.delete_api_password(&key))
+                .await
+            {
                 Ok(()) => Ok(Changed::Done),
                 Err(StorageError::NotFound) => Ok(Changed::NotFound),
                 Err(e) => Err(AdminError::new(format!("delete password: {e}"))),
@@ -663,7 +669,9 @@ impl Provider {
             .collect())
     }
 
-    /// Forgets the user's refresh token for `client_id` and deletes it.
+    /// Forgets the user's refresh tokens for `client_id` and deletes them.
+    /// (Dex keeps one per user and client; oxidex one per login, so all of
+    /// them go.)
     pub async fn api_revoke_refresh(
         &self,
         caller: &AdminCaller,
@@ -685,35 +693,45 @@ impl Provider {
         let client = client_id.to_owned();
         let removed = self
             .storage_call(move |s| {
-                let mut token_id = None;
-                let updated = s.update_offline_session(&user_id, &connector_id, &mut |mut session| {
-                    match session.refresh.remove(&client) {
-                        Some(reference) => {
-                            token_id = Some(reference.id);
-                            Ok(session)
+                let mut token_ids = Vec::new();
+                let updated =
+                    s.update_offline_session(&user_id, &connector_id, &mut |mut session| {
+                        token_ids = session
+                            .refresh
+                            .values()
+                            .filter(|r| r.client_id == client)
+                            .map(|r| r.id.clone())
+                            .collect();
+                        if token_ids.is_empty() {
+                            return Err(StorageError::NotFound);
                         }
-                        None => Err(StorageError::NotFound),
-                    }
-                });
+                        session.refresh.retain(|_, r| r.client_id != client);
+                        Ok(session)
+                    });
                 match updated {
-                    Ok(_) => Ok(token_id),
-                    Err(StorageError::NotFound) => Ok(None),
+                    Ok(_) => Ok(token_ids),
+                    Err(StorageError::NotFound) => Ok(Vec::new()),
                     Err(e) => Err(e),
                 }
             })
             .await
             .map_err(|e| AdminError::new(format!("revoke refresh: {e}")))?;
-        let Some(token_id) = removed else {
+        if removed.is_empty() {
             return Ok(Changed::NotFound);
-        };
-        match self
-            .storage_call(move |s| s.delete_refresh_token(&token_id))
-            .await
-        {
-            // Gone already (revoked meanwhile at /token/revoke): still revoked.
-            Ok(()) | Err(StorageError::NotFound) => Ok(Changed::Done),
-            Err(e) => Err(AdminError::new(format!("revoke refresh: {e}"))),
         }
+        self.storage_call(move |s| {
+            for token_id in &removed {
+                match s.delete_refresh_token(token_id) {
+                    // Gone already (revoked meanwhile at /token/revoke): still revoked.
+                    Ok(()) | Err(StorageError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| AdminError::new(format!("revoke refresh: {e}")))?;
+        Ok(Changed::Done)
     }
 }
 

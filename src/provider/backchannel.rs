@@ -151,9 +151,8 @@ impl Provider {
         for delivery in claimed {
             let Some(uri) = self
                 .settings
-                .clients
-                .iter()
-                .find(|c| c.id == delivery.client_id && !c.backchannel_logout_uri.is_empty())
+                .client(&delivery.client_id)
+                .filter(|c| !c.backchannel_logout_uri.is_empty())
                 .map(|c| c.backchannel_logout_uri.clone())
             else {
                 self.finish_delivery(delivery.id, None).await;

@@ -88,7 +88,7 @@ impl Provider {
     ) -> StepResult {
         let get = |name: &str| first(params, name);
         let client_id = get("client_id");
-        let client = self.settings.clients.iter().find(|c| c.id == client_id);
+        let client = self.settings.client(client_id);
         // Connectors this client may use (all when the client is unknown: the
         // request is validated once a connector is chosen, as in Dex), and whose
         // `grantTypes` allow the grant the request implies (Dex HEAD).
@@ -538,9 +538,7 @@ impl Provider {
             Verb::Get => {
                 let client_name = self
                     .settings
-                    .clients
-                    .iter()
-                    .find(|c| c.id == auth_request.client_id)
+                    .client(&auth_request.client_id)
                     .map(|c| c.name.clone())
                     .unwrap_or_else(|| auth_request.client_id.clone());
                 let page = ApprovalPage {

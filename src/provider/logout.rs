@@ -169,9 +169,7 @@ impl Provider {
         };
         let client = self
             .settings
-            .clients
-            .iter()
-            .find(|c| c.id == client_id)
+            .client(client_id)
             .ok_or_else(|| ProviderError::bad_request("Invalid client."))?;
         if !client.post_logout_redirect_uris.iter().any(|u| u == uri) {
             return Err(ProviderError::bad_request(

@@ -178,16 +178,19 @@ impl Provider {
         };
         // The local password DB always follows the merged passwords (also
         // when the last stored user went away).
-        let connectors = if settings.enable_password_db
-            && (!stored.is_empty() || !self.stored.is_empty())
-        {
-            Arc::new(connectors.with_password_db(&settings.passwords).map_err(|error| {
-                tracing::error!(%error, "cannot build the password database");
-                ProviderError::internal()
-            })?)
-        } else {
-            connectors
-        };
+        let connectors =
+            if settings.enable_password_db && (!stored.is_empty() || !self.stored.is_empty()) {
+                Arc::new(
+                    connectors
+                        .with_password_db(&settings.passwords)
+                        .map_err(|error| {
+                            tracing::error!(%error, "cannot build the password database");
+                            ProviderError::internal()
+                        })?,
+                )
+            } else {
+                connectors
+            };
         Ok(Self {
             discovery: DiscoveryCache::new(&settings).map_err(|error| {
                 tracing::error!(%error, "cannot build the discovery document");

@@ -735,7 +735,10 @@ fn api_client(id: &str) -> ApiClient {
     ApiClient {
         id: id.to_owned(),
         secret: format!("{id}-secret"),
-        redirect_uris: vec![format!("https://{id}.example.com/cb"), "http://127.0.0.1/cb".to_owned()],
+        redirect_uris: vec![
+            format!("https://{id}.example.com/cb"),
+            "http://127.0.0.1/cb".to_owned(),
+        ],
         trusted_peers: vec!["peer".to_owned()],
         public: false,
         name: format!("{id} name"),
@@ -755,7 +758,10 @@ pub(crate) fn api_client_crud(new: Factory<'_>) {
     };
     s.create_api_client(&first).unwrap();
     s.create_api_client(&second).unwrap();
-    assert_eq!(s.create_api_client(&first), Err(StorageError::AlreadyExists));
+    assert_eq!(
+        s.create_api_client(&first),
+        Err(StorageError::AlreadyExists)
+    );
     assert_eq!(s.get_api_client("one").unwrap(), first);
     assert_eq!(s.get_api_client("two").unwrap(), second);
     assert_eq!(s.get_api_client("ONE"), Err(StorageError::NotFound));

@@ -201,8 +201,11 @@ pub trait Storage: Send + Sync + 'static {
     // ---------------------------------------------------------------------
     fn create_api_client(&self, client: &ApiClient) -> StorageResult<()>;
     fn get_api_client(&self, id: &str) -> StorageResult<ApiClient>;
-    fn update_api_client(&self, id: &str, updater: Updater<'_, ApiClient>)
-    -> StorageResult<ApiClient>;
+    fn update_api_client(
+        &self,
+        id: &str,
+        updater: Updater<'_, ApiClient>,
+    ) -> StorageResult<ApiClient>;
     fn delete_api_client(&self, id: &str) -> StorageResult<()>;
     fn list_api_clients(&self) -> StorageResult<Vec<ApiClient>>;
     /// `email` is matched case-insensitively (stored lower-cased).

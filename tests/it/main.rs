@@ -12,6 +12,7 @@ mod device;
 mod discovery;
 mod faults;
 mod forgejo;
+mod grpc;
 mod hostile;
 mod introspect;
 mod keys;
