@@ -48,6 +48,9 @@ step "relying parties against a running oxidex (npm openid-client, PyPI Authlib)
 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node (openid-client)" $?
 bash checks/rp-python/run.sh "$root/target/debug/oxidex"; record "rp-python (Authlib)" $?
 
+step "Dex's Go API client (github.com/dexidp/dex/api/v2) against a running oxidex"
+bash checks/grpc-go/run.sh "$root/target/debug/oxidex"; record "grpc-go (Dex API client)" $?
+
 step "ldap connector against a real OpenLDAP (Debian slapd, throwaway config, StartTLS/LDAPS CA)"
 bash checks/ldap/run.sh; record "ldap (OpenLDAP)" $?
 
