@@ -60,6 +60,7 @@ let
     idTokens = rendered.config.expiry.idTokens or null;
     logFormat = rendered.config.logger.format or null;
     gc = rendered.config.gc or null;
+    grpc = rendered.config.grpc or null;
   };
 
   # "host:port", "[::]:port" or ":port" -> port
@@ -70,7 +71,8 @@ let
       cfg.settings.web.https
     ]
   );
-  bindsPrivilegedPort = lib.any (p: p < 1024) listenPorts;
+  grpcPorts = lib.optional (cfg.settings.grpc.addr != null) (portOf cfg.settings.grpc.addr);
+  bindsPrivilegedPort = lib.any (p: p < 1024) (listenPorts ++ grpcPorts);
 
   # Freeform JSON with a few declared keys: typed, documented, with defaults.
   jsonSubmodule = options: types.submodule { freeformType = settingsFormat.type; inherit options; };
@@ -224,6 +226,21 @@ in
           default = null;
           example = "127.0.0.1:5558";
           description = "Address of the telemetry listener (`/metrics`, `/healthz/live`, `/healthz/ready`).";
+        };
+
+        grpc.addr = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "127.0.0.1:5557";
+          description = ''
+            Address of Dex's gRPC admin API (its own port; `null` disables it). Anyone who can
+            reach it is an administrator unless mutual TLS is on: give the certificate, key and
+            client CA as credentials, e.g. `grpc.tlsCert = "''${credentialsDirectory}/grpc.crt"`,
+            `grpc.tlsKey = "''${credentialsDirectory}/grpc.key"`,
+            `grpc.tlsClientCA = "''${credentialsDirectory}/grpc-client-ca.crt"` with
+            {option}`${opt}.credentials` naming the files. {option}`${opt}.openFirewall` does not
+            open this port.
+          '';
         };
 
         storage = {

@@ -278,6 +278,12 @@ let
   webErrors =
     if isStorePath (config.web.tlsKey or null) then [ (storeFileMessage "settings.web.tlsKey") ] else [ ];
 
+  grpcErrors =
+    if isStorePath ((config.grpc or { }).tlsKey or null) then
+      [ (storeFileMessage "settings.grpc.tlsKey") ]
+    else
+      [ ];
+
   issuerErrors =
     if !(config ? issuer) then
       [ "services.oxidex.settings.issuer must be set to the public URL of oxidex, e.g. \"https://sso.example.org\"." ]
@@ -307,6 +313,7 @@ in
     ++ passwordErrors
     ++ storageErrors
     ++ webErrors
+    ++ grpcErrors
     ++ danglingCredentialErrors
     ++ credentialSourceErrors;
   credentialPaths = map (r: r.path) credentialRefs;
