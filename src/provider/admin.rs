@@ -216,13 +216,26 @@ fn api_password(password: &Password) -> ApiPassword {
     }
 }
 
-/// Dex's bcrypt rule for hashes given to the API: a bcrypt hash of cost 10..=16.
+/// Dex's bcrypt rule for hashes given to the API: a bcrypt hash of cost
+/// 10..=16. The cost is checked first, from the `$2x$NN$` prefix alone, as Go's
+/// `bcrypt.Cost` does (so the texts match Dex's); then the whole hash must
+/// parse, or the password database could not use it.
 fn check_cost(hash: &[u8]) -> AdminResult<String> {
-    let hash = std::str::from_utf8(hash)
-        .map_err(|_| AdminError::new("parsing bcrypt hash: not a bcrypt hash"))?;
-    let parts = bcrypt::HashParts::from_str(hash)
-        .map_err(|e| AdminError::new(format!("parsing bcrypt hash: {e}")))?;
-    let cost = parts.get_cost();
+    let unparsable = |detail: &str| AdminError::new(format!("parsing bcrypt hash: {detail}"));
+    let hash = std::str::from_utf8(hash).map_err(|_| unparsable("not a bcrypt hash"))?;
+    if hash.len() < 59 {
+        return Err(unparsable(
+            "crypto/bcrypt: hashedSecret too short to be a bcrypted password",
+        ));
+    }
+    let cost = match hash.as_bytes() {
+        [b'$', b'2', b'a' | b'b' | b'y', b'$', tens, units, b'$', ..]
+            if tens.is_ascii_digit() && units.is_ascii_digit() =>
+        {
+            u32::from(tens - b'0') * 10 + u32::from(units - b'0')
+        }
+        _ => return Err(unparsable("not a bcrypt hash ($2a$, $2b$ or $2y$)")),
+    };
     if cost < MIN_BCRYPT_COST {
         return Err(AdminError::new(format!(
             "given hash cost = {cost} does not meet minimum cost requirement = {MIN_BCRYPT_COST}"
@@ -233,6 +246,7 @@ fn check_cost(hash: &[u8]) -> AdminResult<String> {
             "given hash cost = {cost} is above upper bound cost = {MAX_BCRYPT_COST}, recommended cost = 12"
         )));
     }
+    bcrypt::HashParts::from_str(hash).map_err(|e| unparsable(&e.to_string()))?;
     Ok(hash.to_owned())
 }
 
@@ -747,4 +761,116 @@ fn unix_seconds(time: std::time::SystemTime) -> i64 {
     time.duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::oidc::test_support;
+
+    const HASH: &str = "$2b$10$sD0K5NZrR9THssaos8nEde5ywauRcVXC6frrFKxi6lUuERHKIbAdi";
+
+    fn stored_client(id: &str, secret: &str) -> ApiClient {
+        ApiClient {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+            redirect_uris: vec!["https://stored.example/cb".to_owned()],
+            trusted_peers: Vec::new(),
+            public: false,
+            name: "Stored".to_owned(),
+            logo_url: String::new(),
+        }
+    }
+
+    fn stored_password(email: &str, hash: &str) -> ApiPassword {
+        ApiPassword {
+            email: email.to_owned(),
+            hash: hash.to_owned(),
+            username: "stored".to_owned(),
+            user_id: "stored-id".to_owned(),
+        }
+    }
+
+    #[test]
+    fn config_entries_win_and_stored_ones_join() {
+        let mut configured = test_support::settings();
+        configured.enable_password_db = true;
+        configured.passwords = vec![Password {
+            email: "admin@example.com".to_owned(),
+            hash: HASH.to_owned(),
+            username: "admin".to_owned(),
+            name: "Admin".to_owned(),
+            preferred_username: String::new(),
+            email_verified: true,
+            user_id: "admin-id".to_owned(),
+            groups: vec!["admins".to_owned()],
+        }];
+        let static_web = configured.client("web").unwrap().secret.clone();
+        let stored = Stored {
+            clients: vec![
+                stored_client("web", "stolen"),
+                stored_client("api-app", "api-secret"),
+            ],
+            passwords: vec![
+                stored_password("ADMIN@example.com", HASH),
+                stored_password("new@example.com", HASH),
+                stored_password("broken@example.com", "not a hash"),
+            ],
+        };
+        let merged = merged(&configured, &stored);
+        assert_eq!(merged.client("web").unwrap().secret, static_web);
+        assert_eq!(merged.clients.len(), configured.clients.len() + 1);
+        let api = merged.client("api-app").unwrap();
+        assert_eq!(api.secret, "api-secret");
+        assert_eq!(api.redirect_uris, ["https://stored.example/cb"]);
+        let emails: Vec<&str> = merged.passwords.iter().map(|p| p.email.as_str()).collect();
+        assert_eq!(emails, ["admin@example.com", "new@example.com"]);
+        assert_eq!(merged.passwords[0].user_id, "admin-id", "config user kept");
+        assert!(merged.passwords[1].email_verified);
+    }
+
+    #[test]
+    fn hashes_are_held_to_dex_cost_rule() {
+        let hash = |cost: &str| HASH.replacen("$10$", &format!("${cost}$"), 1);
+        assert!(check_cost(hash("10").as_bytes()).is_ok());
+        assert!(check_cost(hash("16").as_bytes()).is_ok());
+        assert_eq!(
+            check_cost(hash("09").as_bytes()).unwrap_err().0,
+            "given hash cost = 9 does not meet minimum cost requirement = 10"
+        );
+        assert_eq!(
+            check_cost(hash("17").as_bytes()).unwrap_err().0,
+            "given hash cost = 17 is above upper bound cost = 16, recommended cost = 12"
+        );
+        assert!(check_cost(b"\xff\xfe").is_err());
+        // The cost is judged before the rest of the hash, as Dex does.
+        let bad_body = format!("$2a$04${}", "!".repeat(53));
+        assert_eq!(
+            check_cost(bad_body.as_bytes()).unwrap_err().0,
+            "given hash cost = 4 does not meet minimum cost requirement = 10"
+        );
+        let bad_body = format!("$2a$10${}", "!".repeat(53));
+        assert!(
+            check_cost(bad_body.as_bytes())
+                .unwrap_err()
+                .0
+                .starts_with("parsing bcrypt hash: ")
+        );
+        assert!(
+            check_cost(b"short")
+                .unwrap_err()
+                .0
+                .starts_with("parsing bcrypt hash: ")
+        );
+    }
+
+    #[test]
+    fn audit_caller_never_prints_more_than_the_subject() {
+        let caller = AdminCaller {
+            certificate_subject: Some("CN=admin".to_owned()),
+        };
+        assert_eq!(caller.to_string(), "CN=admin");
+        assert_eq!(AdminCaller::default().to_string(), "-");
+    }
 }
