@@ -24,7 +24,14 @@ fn check_config_accepts_the_dev_example_and_redacts_secrets() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     let effective: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(effective["issuer"]["url"], "http://127.0.0.1:5556/dex");
+    // Dex's own schema: camelCase keys, Go durations, defaults filled in.
+    assert_eq!(effective["issuer"], "http://127.0.0.1:5556/dex");
+    assert_eq!(effective["expiry"]["idTokens"], "24h");
+    assert_eq!(
+        effective["staticClients"][0]["redirectURIs"][0],
+        "http://127.0.0.1:5555/callback"
+    );
+    assert_eq!(effective["staticClients"][0]["secret"], "<redacted>");
     assert!(
         !stdout.contains("ZXhhbXBsZS1hcHAtc2VjcmV0"),
         "client secret leaked:\n{stdout}"
