@@ -58,7 +58,7 @@ pub fn revoke(
 ) -> Result<Revocation, OAuthError> {
     match classify(token) {
         TokenKind::AccessToken => revoke_access_token(ctx, client, token),
-        TokenKind::RefreshToken => revoke_refresh_token(ctx, client, token),
+        TokenKind::RefreshToken => revoke_refresh_family(ctx, client, token),
     }
 }
 
@@ -122,7 +122,7 @@ fn revoke_access_token(
     Ok(Revocation::AccessToken)
 }
 
-fn revoke_refresh_token(
+fn revoke_refresh_family(
     ctx: &IntrospectContext<'_>,
     client: &Client,
     token: &str,

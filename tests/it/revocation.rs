@@ -700,6 +700,66 @@ async fn unknown_malformed_and_foreign_tokens_answer_200() {
     server.stop().await;
 }
 
+/// Tokens signed with our key but not revocable by the caller: another issuer's
+/// (200, nothing stored), another client's (400 for a confidential caller), or
+/// minted before tokens had a `jti` (400 `unsupported_token_type`).
+#[tokio::test]
+async fn tokens_we_signed_are_checked_before_the_deny_list() {
+    let clock = clock();
+    let server = start(&clock).await;
+    let grant = tokens(&server, APP).await;
+    let claims = payload(&str_of(&grant, "access_token"));
+    let keyset = server.state.live().provider.keys().keyset();
+    let storage = server.state.live().provider.storage().clone();
+    let sign = |edit: &dyn Fn(&mut Value)| {
+        let mut claims = claims.clone();
+        edit(&mut claims);
+        keyset.sign_jwt(&claims).unwrap()
+    };
+    let jti_key = format!("jti {}", claims["jti"].as_str().unwrap());
+
+    let foreign = sign(&|c| c["iss"] = json!("https://elsewhere.example/dex"));
+    assert_eq!(
+        raw_revoke(&server, Some(APP), &[("token", &foreign)])
+            .await
+            .0,
+        200
+    );
+    assert!(storage.get_revoked_access_tokens(&jti_key).is_err());
+
+    let for_other = sign(&|c| c["aud"] = json!(OTHER_ID));
+    assert_eq!(
+        raw_revoke(&server, Some(APP), &[("token", &for_other)]).await,
+        (
+            400,
+            json!({"error": "invalid_request", "error_description": "The client is not authorized to revoke the presented token."})
+        )
+    );
+    assert!(storage.get_revoked_access_tokens(&jti_key).is_err());
+    // With several audiences the token belongs to `azp`.
+    let shared = sign(&|c| {
+        c["aud"] = json!([OTHER_ID, CLIENT_ID]);
+        c["azp"] = json!(OTHER_ID);
+    });
+    assert_eq!(
+        raw_revoke(&server, Some(APP), &[("token", &shared)])
+            .await
+            .0,
+        400
+    );
+
+    let old = sign(&|c| {
+        c.as_object_mut().unwrap().remove("jti");
+    });
+    let (status, body) = raw_revoke(&server, Some(APP), &[("token", &old)]).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("unsupported_token_type"))
+    );
+    assert!(active(&server, APP, &str_of(&grant, "access_token")).await);
+    server.stop().await;
+}
+
 // A replayed authorization code after its refresh token was revoked stays a
 // plain invalid_grant.
 #[tokio::test]
