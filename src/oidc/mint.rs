@@ -115,7 +115,7 @@ impl<'a> Minter<'a> {
         }
         m.insert("exp".into(), json!(unix_seconds(expiry)));
         m.insert("iat".into(), json!(unix_seconds(now)));
-        m.insert("jti".into(), json!(new_id()));
+        m.insert("jti".into(), json!(super::revoke::new_jti(now)));
         if aud.len() > 1 {
             m.insert("azp".into(), json!(subject.client_id));
         }

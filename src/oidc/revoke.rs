@@ -13,7 +13,7 @@
 //!   gone. The grant's access tokens are denied too (RFC 7009 §2.1 SHOULD), by
 //!   the approximation Dex's model allows: access tokens carry nothing that links
 //!   them to a refresh family, so every token of that subject at that client
-//!   issued up to the revocation is denied ([`grant_revocation`]).
+//!   minted up to the revocation is denied ([`grant_revocation`], [`new_jti`]).
 //! * **Access token**: only a token we signed (current or retired key), for our
 //!   issuer, unexpired, and issued to the caller can enter the deny list, one row
 //!   per `jti`, kept until its `exp`; so what outsiders can add is bounded by what
@@ -228,19 +228,48 @@ pub fn grant_revocation(
     })
 }
 
+/// A token's `jti`: a UUIDv7 (RFC 9562 §5.7) from our random bytes, whose first
+/// 48 bits are the mint time in milliseconds. `iat` has whole seconds only, too
+/// coarse to tell a token minted just before a revocation from one minted just
+/// after it (a user logging in again at once); [`is_revoked`] reads the time here.
+pub fn new_jti(now: SystemTime) -> String {
+    let millis = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &crate::crypto::random_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+/// The mint time [`new_jti`] put in a `jti`, to the millisecond.
+fn minted_at(jti: &str) -> Option<SystemTime> {
+    let uuid = uuid::Uuid::try_parse(jti).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
 /// Whether verified, unexpired token `claims` are on the deny list: by their
-/// `jti`, or as a token of a revoked grant (same subject and client, issued at
+/// `jti`, or as a token of a revoked grant (same subject and client, minted at
 /// or before the revocation). Storage errors fail closed at the caller.
 pub fn is_revoked(storage: &dyn Storage, claims: &Map<String, Value>) -> StorageResult<bool> {
     let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
-    // A missing or negative `iat` counts as the earliest time (fail closed).
-    let issued_at = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
-        .unwrap_or(UNIX_EPOCH);
+    let jti = str_claim("jti").filter(|j| !j.is_empty());
+    // Without a mint time in the `jti`, `iat` (whole seconds: a token minted
+    // in the revocation's second counts as before it); without `iat` either,
+    // the earliest time (fail closed).
+    let issued_at = jti.and_then(minted_at).unwrap_or_else(|| {
+        claims
+            .get("iat")
+            .and_then(Value::as_u64)
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+            .unwrap_or(UNIX_EPOCH)
+    });
     let mut keys = Vec::with_capacity(2);
-    if let Some(jti) = str_claim("jti").filter(|j| !j.is_empty()) {
+    if let Some(jti) = jti {
         keys.push(jti_key(jti));
     }
     if let (Some(subject), Some(client_id)) = (str_claim("sub"), issued_to(claims)) {
@@ -248,8 +277,6 @@ pub fn is_revoked(storage: &dyn Storage, claims: &Map<String, Value>) -> Storage
     }
     for key in keys {
         match storage.get_revoked_access_tokens(&key) {
-            // Second resolution: a token minted in the revocation's second is
-            // denied too.
             Ok(revoked) if issued_at <= revoked.revoked_at => return Ok(true),
             Ok(_) | Err(StorageError::NotFound) => {}
             Err(error) => return Err(error),
@@ -286,7 +313,38 @@ mod tests {
     }
 
     #[test]
-    fn grant_revocation_denies_tokens_up_to_its_second_only() {
+    fn jti_is_a_uuid_v7_carrying_the_mint_time_to_the_millisecond() {
+        let now = at(1_800_000_000) + Duration::from_nanos(123_456_789);
+        let jti = new_jti(now);
+        assert_eq!(uuid::Uuid::try_parse(&jti).unwrap().get_version_num(), 7);
+        assert_eq!(
+            minted_at(&jti),
+            Some(at(1_800_000_000) + Duration::from_millis(123))
+        );
+        assert_ne!(jti, new_jti(now), "random beyond the time");
+        assert_eq!(minted_at("abc"), None);
+        assert_eq!(minted_at(&uuid::Uuid::nil().to_string()), None);
+    }
+
+    #[test]
+    fn grant_revocation_tells_tokens_of_the_same_second_apart_by_their_jti() {
+        let storage = MemoryStorage::new();
+        let revoked_at = at(1_000) + Duration::from_millis(400);
+        storage
+            .revoke_access_tokens(
+                &grant_revocation("sub1", "web", revoked_at, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap();
+        let token = |minted: SystemTime| {
+            claims(json!({"sub": "sub1", "aud": "web", "iat": 1_000, "jti": new_jti(minted)}))
+        };
+        assert!(is_revoked(&storage, &token(revoked_at - Duration::from_millis(1))).unwrap());
+        assert!(is_revoked(&storage, &token(revoked_at)).unwrap());
+        assert!(!is_revoked(&storage, &token(revoked_at + Duration::from_millis(1))).unwrap());
+    }
+
+    #[test]
+    fn without_a_mint_time_in_the_jti_iat_decides_to_the_second() {
         let storage = MemoryStorage::new();
         let revoked_at = at(1_000) + Duration::from_millis(400);
         let row = grant_revocation("sub1", "web", revoked_at, Duration::from_secs(60)).unwrap();
