@@ -240,6 +240,43 @@ async function checkStructure(name, page) {
   return s;
 }
 
+// WCAG 1.4.11 (non-text contrast), which axe does not check: what shows where a
+// control is (its border, or its own background) must reach 3:1 against what
+// surrounds it. Native checkboxes are drawn by the browser and left out.
+async function checkControlContrast(name, page) {
+  const controls = await page.evaluate(() => {
+    const rgba = (s) => (s.match(/\d+(\.\d+)?/g) || []).map(Number);
+    const opaque = (c) => c.length >= 3 && (c.length < 4 || c[3] > 0);
+    const around = (el) => {
+      for (let n = el.parentElement; n; n = n.parentElement) {
+        const c = rgba(getComputedStyle(n).backgroundColor);
+        if (opaque(c)) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const sel = 'input:not([type=hidden]):not([type=checkbox]):not([type=radio]), button, a.button, select, textarea';
+    return [...document.querySelectorAll(sel)]
+      .filter((el) => el.getClientRects().length > 0)
+      .map((el) => {
+        const st = getComputedStyle(el);
+        const own = rgba(st.backgroundColor);
+        const border = rgba(st.borderTopColor);
+        const hasBorder = st.borderTopStyle !== 'none' && parseFloat(st.borderTopWidth) > 0 && opaque(border);
+        return {
+          html: el.outerHTML.slice(0, 100),
+          around: around(el),
+          own: opaque(own) ? own.slice(0, 3) : null,
+          border: hasBorder ? border.slice(0, 3) : null,
+        };
+      });
+  });
+  for (const c of controls) {
+    const ratios = [c.own, c.border].filter(Boolean).map((x) => contrast(x, c.around));
+    const best = Math.max(0, ...ratios);
+    if (best < 3) fail(name, `control boundary contrast ${best.toFixed(2)} < 3:1 (WCAG 1.4.11) on ${c.html}`);
+  }
+}
+
 // WCAG 1.4.10 (reflow): at 320 CSS px nothing may need horizontal scrolling.
 async function checkReflow(name, page, file) {
   await page.setViewport(NARROW);
@@ -273,6 +310,7 @@ async function checkPage(name, page, { status, contains, formError } = {}) {
   const structure = await checkStructure(name, page);
   const axe = await checkAxe(name, page);
   const tabStops = await checkKeyboard(name, page);
+  await checkControlContrast(name, page);
   const png = join(opt.out, `${opt.theme}-${name}.png`);
   await page.evaluate(() => document.activeElement && document.activeElement.blur());
   await page.screenshot({ path: png, fullPage: true });
@@ -322,7 +360,7 @@ function lastHit(rpHits, path) {
 // The checks themselves must catch what they are for: a page with a known fault of
 // each kind must fail each of them.
 const BROKEN_PAGE = `<!DOCTYPE html><html><head></head><body><div style="width:600px">
-<p style="color:#bbb;background:#fff">low contrast</p><input id="x">
+<p style="color:#bbb;background:#fff">low contrast</p><input id="x" style="border:1px solid #eee;background:#fff">
 <button style="outline:none" tabindex="2">b</button><a href="#top">link</a>
 <h1>one</h1><h1>two</h1><input aria-label="y" aria-invalid="true" aria-describedby="nothing"></div></body></html>`;
 
@@ -347,9 +385,10 @@ async function selfTest(browser) {
   await expect('keyboard', () => checkKeyboard('self-test', page));
   await expect('reflow', () => checkReflow('self-test', page, join(opt.out, `${opt.theme}-self-test.png`)));
   await expect('failed form', () => checkFailedForm('self-test', page, ['x']));
+  await expect('non-text contrast', () => checkControlContrast('self-test', page));
   await context.close();
   if (missed.length) fail('self-test', `a known-broken page passed: ${missed.join(', ')}`);
-  else console.log('  self-test: a known-broken page fails structure, axe, keyboard, reflow and failed-form checks');
+  else console.log('  self-test: a known-broken page fails structure, axe, keyboard, reflow, failed-form and non-text contrast checks');
 }
 
 async function walk(browser) {
