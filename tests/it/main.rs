@@ -18,6 +18,7 @@ mod ldap;
 mod limits;
 mod login;
 mod ops;
+mod pages;
 mod postgres;
 mod reload;
 mod sessions;
