@@ -475,28 +475,37 @@ async function walk(browser) {
 
 // Each PNG must be a real render: a non-trivial file with many colours, decoded by
 // Chromium itself (with JavaScript on, in a blank page of its own).
+async function render(page, file) {
+  const bytes = statSync(file).size;
+  const data = readFileSync(file).toString('base64');
+  const decoded = await page.evaluate(async (b64) => {
+    const blob = await (await fetch(`data:image/png;base64,${b64}`)).blob();
+    const bitmap = await createImageBitmap(blob);
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(bitmap, 0, 0);
+    const px = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    const seen = new Set();
+    for (let i = 0; i < px.length; i += 4) seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+    return { width: bitmap.width, height: bitmap.height, colours: seen.size };
+  }, data);
+  const real = bytes >= MIN_PNG_BYTES && decoded.colours >= MIN_COLOURS;
+  return { file, bytes, ...decoded, real };
+}
+
 async function checkPngs(browser) {
   const context = await browser.createBrowserContext();
   const page = await context.newPage();
+  // A blank page's screenshot must not pass for a render.
+  const blank = join(opt.out, `${opt.theme}-self-test-blank.png`);
+  await page.screenshot({ path: blank, fullPage: true });
+  if ((await render(page, blank)).real) fail('self-test', `a blank screenshot passed the render check: ${blank}`);
   for (const p of pages) {
+    p.renders = [];
     for (const file of p.pngs) {
-      const bytes = statSync(file).size;
-      const data = readFileSync(file).toString('base64');
-      const { width, height, colours } = await page.evaluate(async (b64) => {
-        const blob = await (await fetch(`data:image/png;base64,${b64}`)).blob();
-        const bitmap = await createImageBitmap(blob);
-        const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-        const ctx = canvas.getContext('2d');
-        ctx.drawImage(bitmap, 0, 0);
-        const px = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
-        const seen = new Set();
-        for (let i = 0; i < px.length; i += 4) seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
-        return { width: bitmap.width, height: bitmap.height, colours: seen.size };
-      }, data);
-      p.renders = [...(p.renders || []), { file, bytes, width, height, colours }];
-      if (bytes < MIN_PNG_BYTES || colours < MIN_COLOURS) {
-        fail(p.name, `${file} does not look like a render: ${bytes} bytes, ${width}x${height}, ${colours} colours`);
-      }
+      const r = await render(page, file);
+      p.renders.push(r);
+      if (!r.real) fail(p.name, `${file} does not look like a render: ${r.bytes} bytes, ${r.width}x${r.height}, ${r.colours} colours`);
     }
   }
   await context.close();
