@@ -51,7 +51,11 @@ async fn failed_password_login_is_named_in_the_title_and_marks_both_fields() {
         .await;
     assert_eq!(failed.status(), 401);
     let page = failed.text().await.unwrap();
-    assert!(title(&page).starts_with("Error: Log in"), "{}", title(&page));
+    assert!(
+        title(&page).starts_with("Error: Log in"),
+        "{}",
+        title(&page)
+    );
     for id in ["login", "password"] {
         let tag = input_tag(&page, id);
         assert!(tag.contains("aria-invalid=\"true\""), "{tag}");
@@ -69,7 +73,11 @@ async fn invalid_device_code_is_named_in_the_title() {
         .await
         .page();
     assert_eq!(status, 200);
-    assert!(title(&form).starts_with("Connect a device"), "{}", title(&form));
+    assert!(
+        title(&form).starts_with("Connect a device"),
+        "{}",
+        title(&form)
+    );
 
     let csrf = input_value(&form, "csrf_token");
     let failed = browser
@@ -151,10 +159,7 @@ async fn form_controls_stand_out_from_the_panel_in_both_themes() {
     for selector in ["input[type=text], input[type=password]", "button.secondary"] {
         let line = border_var(css, selector);
         for theme in [":root", "body.theme-dark"] {
-            let ratio = contrast(
-                css_var(css, theme, line),
-                css_var(css, theme, "--panel"),
-            );
+            let ratio = contrast(css_var(css, theme, line), css_var(css, theme, "--panel"));
             assert!(
                 ratio >= 3.0,
                 "{selector} border {line} has {ratio:.2}:1 against the panel in {theme}"
