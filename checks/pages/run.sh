@@ -17,14 +17,19 @@ oxidex=$(command -v "$oxidex" || true)
 [ -x "$oxidex" ] || { echo "pages: not an executable: ${1}" >&2; exit 2; }
 oxidex=$(realpath "$oxidex")
 
-if ! command -v chromium >/dev/null; then
+# The screenshots use DejaVu Sans (fontconfig's sans-serif on Debian), installed explicitly
+# because chromium only recommends a font.
+need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "pages: chromium missing — run as root or apt-get install chromium" >&2
+    echo "pages: missing ${need_apt[*]} — run as root or apt-get install them" >&2
     exit 2
   fi
-  echo "pages: apt-get install chromium"
+  echo "pages: apt-get install ${need_apt[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 for tool in node npm python3; do
   command -v "$tool" >/dev/null || { echo "pages: $tool missing" >&2; exit 2; }
