@@ -7,6 +7,9 @@
 #   2. mockCallback connector chosen on the picker page, client_secret_post
 #   3. mockCallback connector chosen with the connector_id authorization parameter
 #   4. password DB again with a client whose id and secret need form-encoding in HTTP Basic
+# Each run goes on to SSO, prompt=none, revocation, RP-Initiated Logout and client_credentials
+# (login.mjs names the groups). RP_SKIP=logout,revocation (a comma-separated list of those groups)
+# leaves groups out, for a server that lacks the feature; by default every group runs.
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
@@ -31,7 +34,9 @@ work=$(mktemp -d)
 trap 'stop_dev_server; rm -rf "$work"' EXIT
 start_dev_server "$oxidex" "$work"
 
-common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback)
+common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback
+  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --public-client-id example-cli
+  --skip "${RP_SKIP:-}")
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
 login() { # title, flags...
   local title=$1
