@@ -4,16 +4,30 @@
   python login.py --issuer URL --client-id ID --client-secret SECRET --redirect-uri URI
                   [--connector local] [--select picker|param] [--login L --password P]
                   [--expect-email E] [--expect-group G] [--auth client_secret_basic|client_secret_post]
+                  [--post-logout-redirect-uri URI] [--public-client-id ID] [--skip LIST]
 
 Authlib's own OIDC client (the framework-neutral core of its Flask/Django integrations) does
 discovery, the authorization URL (PKCE S256, state, nonce), the code exchange (state check),
 ID token validation (signature via JWKS with the advertised algs, iss, aud, exp, iat, nonce,
-azp, at_hash), userinfo and refresh. One line per step, then `N passed, N failed`; the exit
-status is non-zero when anything failed.
+azp, at_hash), userinfo and refresh. Then, in groups that --skip (comma-separated) can leave
+out for a server that lacks them:
+  sessions            sid in the ID token; SSO (a second authorization in the same browser needs no
+                      page); prompt=none with the session (a code) and without (login_required)
+  revocation          Authlib's revoke_token (RFC 7009): a revoked access token is refused at
+                      userinfo, a revoked refresh token no longer refreshes
+  logout              RP-Initiated Logout (end_session_endpoint from discovery) with id_token_hint,
+                      post_logout_redirect_uri and state, then prompt=none answers login_required
+  client-credentials  fetch_token(grant_type="client_credentials") for this client; refused for
+                      --public-client-id
+One line per step, then `N passed, N failed`; the exit status is non-zero when anything failed.
 """
 
 import argparse
+import copy
+import html
 import html.parser
+import re
+import secrets
 import sys
 import urllib.parse
 
@@ -25,6 +39,7 @@ import authlib
 
 SCOPE = "openid email profile groups offline_access"
 REDIRECTS = (301, 302, 303, 307, 308)
+GROUPS = ("sessions", "revocation", "logout", "client-credentials")
 
 passed = 0
 failed = 0
@@ -115,15 +130,24 @@ class Page(html.parser.HTMLParser):
             self._link[1] += data
 
 
+def page_text(body, limit=300):
+    """What a person reads on the page (its <main>, else the whole body), for error messages."""
+    main = re.search(r"<main\b[^>]*>(.*?)</main>", body, re.S | re.I)
+    text = re.sub(r"<[^>]*>", " ", main.group(1) if main else body)
+    return " ".join(html.unescape(text).split())[:limit]
+
+
 def hidden(form):
     return [(i["name"], i.get("value", "")) for i in form["inputs"] if i.get("type") == "hidden" and i.get("name")]
 
 
-def login_through_pages(authorization_url, opts, deny=False, quiet=False):
-    """Follows the pages from the authorization URL to the first redirect to the client."""
-    say = (lambda *a: None) if quiet else (lambda step, detail: report(True, step, detail))
+def login_through_pages(authorization_url, opts, deny=False, quiet=False, browser=None, silent=False):
+    """Follows the pages from the authorization URL to the first redirect to the client. With
+    `silent` (SSO, prompt=none) any page or connector callback on the way fails: the browser's
+    session alone must bring it back to the client."""
+    say = (lambda *a: None) if quiet or silent else (lambda step, detail: report(True, step, detail))
     target = urllib.parse.urlsplit(opts.redirect_uri)
-    browser = requests.Session()
+    browser = browser if browser is not None else requests.Session()
     url = authorization_url
     response = browser.get(url, allow_redirects=False)
     seen = set()
@@ -134,10 +158,12 @@ def login_through_pages(authorization_url, opts, deny=False, quiet=False):
             if (parts.scheme, parts.netloc, parts.path) == (target.scheme, target.netloc, target.path):
                 return url
             if parts.path.endswith("/callback") or "/callback/" in parts.path:
+                expect(not silent, f"went through the connector again ({parts.path})")
                 say("connector callback", f"{response.status_code} → {parts.path}")
             response = browser.get(url, allow_redirects=False)
             continue
         expect(response.status_code == 200, f"{response.status_code} at {url}: {response.text[:200]}")
+        expect(not silent, f"a page was shown at {urllib.parse.urlsplit(url).path}: {page_text(response.text)}")
         page = Page()
         page.feed(response.text)
         password = next((f for f in page.forms if any(i.get("name") == "password" for i in f["inputs"])), None)
@@ -197,6 +223,7 @@ def main(opts):
             "scope": SCOPE,
             "code_challenge_method": "S256",
             "token_endpoint_auth_method": opts.auth,
+            "revocation_endpoint_auth_method": opts.auth,
         },
     )
 
@@ -216,15 +243,19 @@ def main(opts):
             "aud": {"essential": True, "value": opts.client_id},
         }
 
-    def authorize():
+    def authorize(**more):
         extra = {"connector_id": opts.connector} if opts.select == "param" else {}
-        return rp.create_authorization_url(opts.redirect_uri, **extra)
+        return rp.create_authorization_url(opts.redirect_uri, **extra, **more)
 
     request = authorize()
     expect(request.get("code_verifier") and request.get("nonce") and request.get("state"), "PKCE/nonce/state")
     report(True, "authorization url", "S256 state nonce" + (f" connector_id={opts.connector}" if opts.select == "param" else ""))
 
-    ok, callback = check("redirect to client", lambda: (login_through_pages(request["url"], opts), "code=…&state=…"))
+    # One browser for the whole run: its session cookie is what SSO, prompt=none and logout use.
+    browser = requests.Session()
+    ok, callback = check(
+        "redirect to client", lambda: (login_through_pages(request["url"], opts, browser=browser), "code=…&state=…")
+    )
     if not ok:
         return
 
@@ -315,6 +346,241 @@ def main(opts):
 
     check("cancel on approval → access_denied", cancel)
 
+    ctx = Context(opts, rp, browser, authorize, validate, claims, token, metadata)
+    for group, run in (
+        ("sessions", session_checks),
+        ("revocation", revocation_checks),
+        ("logout", logout_checks),
+        ("client-credentials", client_credentials_checks),
+    ):
+        if group not in opts.skip:
+            run(ctx)
+    if opts.skip:
+        print(f"skipped: {', '.join(sorted(opts.skip))}")
+
+
+class Context:
+    """What the feature checks need from the login in main()."""
+
+    def __init__(self, opts, rp, browser, authorize, validate, claims, token, metadata):
+        self.opts, self.rp, self.browser, self.authorize = opts, rp, browser, authorize
+        self.validate, self.claims, self.token, self.metadata = validate, claims, token, metadata
+
+    def session(self):
+        """Authlib's own requests session for the token, revocation and userinfo endpoints."""
+        return self.rp._get_oauth_client(**self.metadata)  # noqa: SLF001 - Authlib's own session factory
+
+    def authorize_and_exchange(self, browser, silent=False, **more):
+        """One authorization in `browser` (pages as needed, or none with `silent`), then the code
+        exchange and ID token validation."""
+        request = self.authorize(**more)
+        back = login_through_pages(request["url"], self.opts, quiet=True, browser=browser, silent=silent)
+        token = self.rp.fetch_access_token(
+            self.opts.redirect_uri,
+            authorization_response=back,
+            state=request["state"],
+            code_verifier=request["code_verifier"],
+        )
+        request_nonce = request["nonce"]
+        return token, self.rp.parse_id_token(
+            token,
+            request_nonce,
+            claims_options={
+                "iss": {"essential": True, "value": self.opts.issuer},
+                "aud": {"essential": True, "value": self.opts.client_id},
+            },
+        )
+
+    def expect_authorization_error(self, browser, code, **more):
+        """The authorization comes back to the client, without a page, with error=`code`."""
+        request = self.authorize(**more)
+        back = login_through_pages(request["url"], self.opts, browser=browser, silent=True)
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(back).query))
+        expect("code" not in params, f"a code came back; expected error={code}")
+        expect(params.get("state") == request["state"], f"state {params.get('state')!r} does not match")
+        expect(params.get("error") == code, f"error {params.get('error')!r} ({params.get('error_description')!r}), expected {code}")
+        return f"error={code} state matched, no page shown"
+
+    def userinfo_status(self, access_token):
+        return requests.get(self.metadata["userinfo_endpoint"], headers={"Authorization": f"Bearer {access_token}"}, timeout=30)
+
+
+def expect_token_error(fn, *codes):
+    try:
+        fn()
+    except OAuthError as err:
+        expect(err.error in codes, f"error {err.error}: {err.description}, expected {' or '.join(codes)}")
+        return err.error
+    raise Failed(f"accepted; expected {' or '.join(codes)}")
+
+
+def session_checks(ctx):
+    """OIDC Core §3.1.2.1 and Dex HEAD's sessions: the login in main() left a session in the browser."""
+    claims = ctx.claims
+
+    def sid():
+        expect(claims.get("sid"), "no sid in the ID token")
+        return f"sid={claims['sid']}" + (f" auth_time={claims['auth_time']}" if claims.get("auth_time") else "")
+
+    check("sid claim", sid)
+
+    def sso():
+        _, again = ctx.authorize_and_exchange(ctx.browser, silent=True)
+        expect(again["sub"] == claims["sub"], f"sub {again['sub']} != {claims['sub']}")
+        expect(again.get("sid") == claims.get("sid"), f"sid {again.get('sid')} != {claims.get('sid')}")
+        # auth_time is the time of the real login, not of the SSO.
+        expect(again.get("auth_time") == claims.get("auth_time"), f"auth_time {again.get('auth_time')} != {claims.get('auth_time')}")
+        return "same sub and sid" + (", same auth_time" if claims.get("auth_time") else "") + ", code without connector or approval"
+
+    check("SSO: second authorization, no page", sso)
+
+    def silent_with_session():
+        _, again = ctx.authorize_and_exchange(ctx.browser, silent=True, prompt="none")
+        expect((again["sub"], again.get("sid")) == (claims["sub"], claims.get("sid")), "sub or sid differ")
+        return "same sub and sid"
+
+    check("prompt=none with the session → code", silent_with_session)
+    check(
+        "prompt=none without a session → login_required",
+        lambda: ctx.expect_authorization_error(requests.Session(), "login_required", prompt="none"),
+    )
+
+
+def revocation_checks(ctx):
+    """RFC 7009 with Authlib's revoke_token at the advertised revocation_endpoint."""
+    endpoint = ctx.metadata.get("revocation_endpoint")
+    if not check("revocation_endpoint advertised", lambda: (expect(endpoint, "no revocation_endpoint in discovery"), endpoint)[1])[0]:
+        return
+
+    def fresh():
+        # A fresh grant (SSO when sessions work, the pages again otherwise).
+        token, _ = ctx.authorize_and_exchange(ctx.browser)
+        expect(token.get("refresh_token"), "no refresh token")
+        status = ctx.userinfo_status(token["access_token"]).status_code
+        expect(status == 200, f"userinfo answered {status} before revocation")
+        return token, "access token accepted at userinfo"
+
+    ok, token = check("fresh tokens for revocation", fresh)
+    if not ok:
+        return
+
+    def revoke(value, hint):
+        with ctx.session() as session:
+            response = session.revoke_token(endpoint, token=value, token_type_hint=hint)
+        expect(response.status_code == 200, f"revocation answered {response.status_code}: {response.text[:200]}")
+
+    def access():
+        revoke(token["access_token"], "access_token")
+        response = ctx.userinfo_status(token["access_token"])
+        expect(response.status_code == 401, f"userinfo answered {response.status_code} after revocation")
+        return f"401 {response.headers.get('WWW-Authenticate', '')}"
+
+    check("revoke_token(access token) → userinfo refuses it", access)
+
+    def refresh():
+        # Rotate once first: the token revoked below demonstrably worked a moment before.
+        with ctx.session() as session:
+            live = session.refresh_token(ctx.metadata["token_endpoint"], refresh_token=token["refresh_token"])
+        expect(live.get("refresh_token"), "no rotated refresh token")
+        revoke(live["refresh_token"], "refresh_token")
+
+        def again():
+            with ctx.session() as session:
+                session.refresh_token(ctx.metadata["token_endpoint"], refresh_token=live["refresh_token"])
+
+        return expect_token_error(again, "invalid_grant", "invalid_request")
+
+    check("revoke_token(refresh token) → refresh fails", refresh)
+    check("revoking an unknown token → 200", lambda: (revoke("not-a-token-we-issued", None), "200")[1])
+
+
+def logout_checks(ctx):
+    """RP-Initiated Logout 1.0: Authlib has no helper; the URL comes from discovery."""
+    endpoint = ctx.metadata.get("end_session_endpoint")
+    if not check("end_session_endpoint advertised", lambda: (expect(endpoint, "no end_session_endpoint in discovery"), endpoint)[1])[0]:
+        return
+    # What the browser held before logging out: a copy plays a stolen or kept cookie afterwards.
+    before = requests.Session()
+    before.cookies = copy.deepcopy(ctx.browser.cookies)
+
+    def logout():
+        state = secrets.token_urlsafe(16)
+        query = urllib.parse.urlencode({
+            "id_token_hint": ctx.token["id_token"],
+            "post_logout_redirect_uri": ctx.opts.post_logout_redirect_uri,
+            "state": state,
+        })
+        url = f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+        response = ctx.browser.get(url, allow_redirects=False)
+        expect(response.status_code in REDIRECTS, f"{response.status_code} at {endpoint}: {page_text(response.text)}")
+        back = urllib.parse.urlsplit(urllib.parse.urljoin(url, response.headers["location"]))
+        expected = urllib.parse.urlsplit(ctx.opts.post_logout_redirect_uri)
+        expect((back.scheme, back.netloc, back.path) == (expected.scheme, expected.netloc, expected.path), f"redirected to {back.geturl()}")
+        got = dict(urllib.parse.parse_qsl(back.query)).get("state")
+        expect(got == state, f"state {got!r} != {state!r}")
+        return f"{response.status_code} → {back.scheme}://{back.netloc}{back.path}?state=… (echoed)"
+
+    check("end session → post_logout_redirect_uri with state", logout)
+    check(
+        "after logout: prompt=none → login_required",
+        lambda: ctx.expect_authorization_error(ctx.browser, "login_required", prompt="none"),
+    )
+    check(
+        "after logout: the old session cookie → login_required",
+        lambda: ctx.expect_authorization_error(before, "login_required", prompt="none"),
+    )
+
+
+def client_credentials_checks(ctx):
+    """RFC 6749 §4.4, opt-in in oxidex's config (oauth2.grantTypes)."""
+
+    def advertised():
+        grants = ctx.metadata.get("grant_types_supported") or []
+        expect("client_credentials" in grants, f"grant_types_supported {grants}")
+        return "in grant_types_supported"
+
+    check("client_credentials advertised", advertised)
+
+    def grant(session, scope):
+        return session.fetch_token(ctx.metadata["token_endpoint"], grant_type="client_credentials", scope=scope)
+
+    def confidential():
+        with ctx.session() as session:
+            token = grant(session, "openid profile")
+        expect(token.get("access_token"), "no access token")
+        expect("refresh_token" not in token, "a refresh token was issued (RFC 6749 §4.4.3)")
+        expect(token.get("id_token"), "no ID token for scope openid")
+        claims = ctx.rp.parse_id_token(
+            token,
+            None,
+            claims_options={
+                "iss": {"essential": True, "value": ctx.opts.issuer},
+                "aud": {"essential": True, "value": ctx.opts.client_id},
+            },
+        )
+        expect("sid" not in claims, "sid in a token that no browser session issued")
+        expect(claims.get("name"), "scope profile: no name (the client name)")
+        response = ctx.userinfo_status(token["access_token"])
+        expect(response.status_code == 200, f"userinfo answered {response.status_code}")
+        expect(response.json().get("sub") == claims["sub"], "userinfo sub differs from the ID token's")
+        return f"sub={claims['sub']} name={claims['name']!r}, ID token valid, no refresh token, userinfo sub matches"
+
+    check('fetch_token(grant_type="client_credentials") (confidential client)', confidential)
+
+    def offline():
+        with ctx.session() as session:
+            return expect_token_error(lambda: grant(session, "openid offline_access"), "invalid_scope")
+
+    check("client_credentials with offline_access → invalid_scope", offline)
+
+    if ctx.opts.public_client_id:
+
+        def public():
+            with OAuth2Session(ctx.opts.public_client_id, None, token_endpoint_auth_method="none") as session:
+                return expect_token_error(lambda: grant(session, "openid"), "unauthorized_client")
+
+        check("client_credentials (public client) → unauthorized_client", public)
+
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -329,7 +595,16 @@ def parse():
     p.add_argument("--expect-email")
     p.add_argument("--expect-group")
     p.add_argument("--auth", choices=("client_secret_basic", "client_secret_post"), default="client_secret_basic")
+    p.add_argument("--post-logout-redirect-uri")
+    p.add_argument("--public-client-id")
+    p.add_argument("--skip", default="", help=f"comma-separated groups to leave out: {','.join(GROUPS)}")
     opts = p.parse_args()
+    opts.skip = {g.strip() for g in opts.skip.split(",") if g.strip()}
+    unknown = opts.skip - set(GROUPS)
+    if unknown:
+        p.error(f"--skip takes {', '.join(GROUPS)}; unknown: {', '.join(sorted(unknown))}")
+    if "logout" not in opts.skip and not opts.post_logout_redirect_uri:
+        p.error("the logout checks need --post-logout-redirect-uri")
     if opts.expect_email is None and opts.login and "@" in opts.login:
         opts.expect_email = opts.login
     return opts

@@ -4,7 +4,10 @@
 # Creates (once) a venv at ${OXIDEX_CACHE:-$HOME/.cache/oxidex}/venv-rp with the pinned
 # requirements, starts `OXIDEX_BIN serve` with examples/config-dev.json on a free loopback port
 # (checks/lib/dev-server.sh), then runs login.py with the password DB, the mockCallback
-# connector and a client whose id and secret hold reserved characters.
+# connector and a client whose id and secret hold reserved characters. Each run goes on to SSO,
+# prompt=none, revocation, RP-Initiated Logout and client_credentials (login.py names the groups).
+# RP_SKIP=logout,revocation (a comma-separated list of those groups) leaves groups out, for a
+# server that lacks the feature; by default every group runs.
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
@@ -32,7 +35,9 @@ work=$(mktemp -d)
 trap 'stop_dev_server; rm -rf "$work"' EXIT
 start_dev_server "$oxidex" "$work"
 
-common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback)
+common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback
+  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --public-client-id example-cli
+  --skip "${RP_SKIP:-}")
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
 login() { # title, flags...
   local title=$1
