@@ -836,9 +836,10 @@ def main(argv=None):
         if args.expect_failure and all(text in str(err) for text in args.expect_failure):
             print(json.dumps({"failed_as_expected": str(err)}, indent=2))
             return 0
-        log(f"error: {err}")
+        # The error last: callers that show the tail of stderr show it.
         for line in browser.trail[-15:]:
             log(f"  {line}")
+        log(f"error: {err}")
         return 1
     if args.expect_failure:
         log(f"error: the flow succeeded, but a failure containing {args.expect_failure!r} was expected")
