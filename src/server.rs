@@ -96,6 +96,13 @@ pub async fn start_services(
             templates,
         },
     ));
+    let mut tasks = tasks;
+    let worker_state = state.clone();
+    tasks.push(tokio::spawn(crate::provider::backchannel::run(
+        move || worker_state.live(),
+        state.settings.gc_interval,
+        shutdown.clone().wait(),
+    )));
     let limits = ConnectionLimits {
         drain_timeout: state.settings.web.drain_timeout,
         ..ConnectionLimits::default()

@@ -161,7 +161,11 @@ fn is_cidr(text: &str) -> bool {
 
 /// A duration's text as configured, or the default's.
 fn or_default<'a>(value: &'a GoDuration, default: &'a str) -> &'a str {
-    if value.is_unset() { default } else { &value.text }
+    if value.is_unset() {
+        default
+    } else {
+        &value.text
+    }
 }
 
 /// Sorted, without duplicates.
@@ -265,7 +269,10 @@ impl Resolver<'_> {
             match value.parse() {
                 Ok(None) => Some(Duration::from_secs(default)),
                 Ok(Some(d)) if d.is_zero() => {
-                    resolver.error(path, format!("{PREFIX}{key} must be positive, got {}", value.text));
+                    resolver.error(
+                        path,
+                        format!("{PREFIX}{key} must be positive, got {}", value.text),
+                    );
                     None
                 }
                 Ok(Some(d)) => Some(d),
@@ -275,8 +282,18 @@ impl Resolver<'_> {
                 }
             }
         };
-        let absolute = lifetime(self, "absoluteLifetime", &sessions.absolute_lifetime, 24 * 3600);
-        let idle = lifetime(self, "validIfNotUsedFor", &sessions.valid_if_not_used_for, 3600);
+        let absolute = lifetime(
+            self,
+            "absoluteLifetime",
+            &sessions.absolute_lifetime,
+            24 * 3600,
+        );
+        let idle = lifetime(
+            self,
+            "validIfNotUsedFor",
+            &sessions.valid_if_not_used_for,
+            3600,
+        );
         if let (Some(absolute), Some(idle)) = (absolute, idle)
             && idle > absolute
         {
@@ -302,7 +319,10 @@ impl Resolver<'_> {
         if let Some(store_path) = self.store_path.filter(|_| !key.is_empty()) {
             self.error(
                 "sessions.cookieEncryptionKey",
-                nix_store_message(store_path, "an environment variable ($VAR, with DEX_EXPAND_ENV)"),
+                nix_store_message(
+                    store_path,
+                    "an environment variable ($VAR, with DEX_EXPAND_ENV)",
+                ),
             );
         }
         let share_all = match sessions.sso_shared_with_default.as_str() {
@@ -311,14 +331,19 @@ impl Resolver<'_> {
             other => {
                 self.error(
                     "sessions.ssoSharedWithDefault",
-                    format!("{PREFIX}ssoSharedWithDefault must be \"none\" or \"all\", got {other:?}"),
+                    format!(
+                        "{PREFIX}ssoSharedWithDefault must be \"none\" or \"all\", got {other:?}"
+                    ),
                 );
                 false
             }
         };
         let cookie_name = match sessions.cookie_name.as_str() {
             "" => "dex_session".to_owned(),
-            name if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) => {
+            name if name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) =>
+            {
                 name.to_owned()
             }
             name => {

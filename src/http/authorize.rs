@@ -44,8 +44,28 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 
 async fn choose_connector(State(state): State<AppState>, params: Params) -> Response {
     let live = state.live();
-    let result = readable(&params).and_then(|()| live.provider.choose_connector(&params.pairs));
-    respond(&live, &params, result)
+    let (session, unreadable) = session_cookie(&state, &params);
+    let result = match readable(&params) {
+        Ok(()) => {
+            live.provider
+                .choose_connector(&params.pairs, session.as_ref())
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    respond(&live, &params, result.map(|r| r.clearing_if(unreadable)))
+}
+
+/// The session cookie of the request, and whether it was unreadable (and is to
+/// be cleared).
+pub(super) fn session_cookie(
+    state: &AppState,
+    params: &Params,
+) -> (Option<crate::oidc::session::SessionCookie>, bool) {
+    match browser::presented_session(&params.headers, &state.settings) {
+        Ok(cookie) => (cookie, false),
+        Err(()) => (None, true),
+    }
 }
 
 async fn connector_login(
@@ -56,6 +76,7 @@ async fn connector_login(
 ) -> Response {
     let live = state.live();
     let (secret, fresh) = browser::ensure(&params.headers);
+    let (session, unreadable) = session_cookie(&state, &params);
     let result = match readable(&params) {
         Ok(()) => {
             let start = AuthorizeStart {
@@ -64,13 +85,14 @@ async fn connector_login(
                 query: &params.query_pairs,
                 verb: verb(&params.method),
                 browser: &secret,
+                session: session.as_ref(),
                 client,
             };
             live.provider.start_login(start).await
         }
         Err(error) => Err(error),
     };
-    let mut response = respond(&live, &params, result);
+    let mut response = respond(&live, &params, result.map(|r| r.clearing_if(unreadable)));
     if fresh {
         browser::set_cookie(&state.settings, &mut response, &secret);
     }
@@ -84,6 +106,7 @@ async fn password_login(
     params: Params,
 ) -> Response {
     let live = state.live();
+    let (session, _) = session_cookie(&state, &params);
     let result = match readable(&params) {
         Ok(()) => {
             let browser = browser::presented(&params.headers);
@@ -97,6 +120,8 @@ async fn password_login(
                 csrf: params.form_get(CSRF_FIELD),
                 username: params.form_get("login"),
                 password: params.form_get("password"),
+                remember_me: params.form_get("remember_me") == "on",
+                session: session.as_ref(),
                 client,
             };
             live.provider.password_login(step).await
@@ -126,18 +151,20 @@ async fn handle_callback(
     state: &AppState,
     connector_id: Option<&str>,
     params: &Params,
-) -> Result<crate::provider::Outcome, ProviderError> {
+) -> Result<crate::provider::Reply, ProviderError> {
     let live = state.live();
     readable(params)?;
     if params.method != Method::GET {
         return Err(ProviderError::bad_request("Method not supported"));
     }
     let browser = browser::presented(&params.headers);
+    let (session, _) = session_cookie(state, params);
     let request = CallbackRequest {
         connector_id,
         state: params.get("state"),
         query: &params.query_pairs,
         browser: browser.as_ref(),
+        session: session.as_ref(),
     };
     live.provider.callback(request).await
 }

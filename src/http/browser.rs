@@ -20,6 +20,8 @@ use axum::response::Response;
 
 use crate::config::Settings;
 use crate::oidc::binding::BrowserSecret;
+use crate::oidc::session::SessionCookie;
+use crate::provider::CookieChange;
 
 pub const BROWSER_COOKIE: &str = "oxidex_browser";
 
@@ -52,18 +54,11 @@ pub fn ensure(headers: &HeaderMap) -> (BrowserSecret, bool) {
 
 /// Adds the `Set-Cookie` header for `secret`.
 pub fn set_cookie(settings: &Settings, response: &mut Response, secret: &BrowserSecret) {
-    let path = match settings.issuer.path_prefix.as_str() {
-        "" => "/",
-        prefix => prefix,
-    };
-    let secure = if settings.issuer.url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
     let cookie = format!(
-        "{BROWSER_COOKIE}={}; Path={path}; HttpOnly; SameSite=Lax{secure}",
-        secret.as_str()
+        "{BROWSER_COOKIE}={}; Path={}; HttpOnly; SameSite=Lax{}",
+        secret.as_str(),
+        cookie_path(settings),
+        secure(settings)
     );
     match HeaderValue::from_str(&cookie) {
         Ok(value) => {
@@ -71,6 +66,68 @@ pub fn set_cookie(settings: &Settings, response: &mut Response, secret: &Browser
         }
         // The issuer path was validated as a URL path; this cannot happen.
         Err(error) => tracing::error!(%error, "cannot build the browser cookie"),
+    }
+}
+
+/// The session cookie (`sessions.cookieName`) the request presents, decoded
+/// (opened, when sealed); `None` when sessions are off or there is none. A
+/// present but undecodable cookie is reported as `Err(())`, to be cleared.
+pub fn presented_session(
+    headers: &HeaderMap,
+    settings: &Settings,
+) -> Result<Option<SessionCookie>, ()> {
+    let Some(sessions) = &settings.sessions else {
+        return Ok(None);
+    };
+    match cookie(headers, &sessions.cookie_name) {
+        None | Some("") => Ok(None),
+        Some(value) => SessionCookie::decode(value, sessions.cookie_encryption_key.as_deref())
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
+/// Adds the `Set-Cookie` header for a change of the session cookie, with the
+/// browser cookie's attributes (`HttpOnly; SameSite=Lax`, the issuer's path,
+/// `Secure` under https) and `Max-Age` when it must outlive the browser.
+pub fn apply_session_cookie(settings: &Settings, response: &mut Response, change: &CookieChange) {
+    let Some(sessions) = &settings.sessions else {
+        return;
+    };
+    let (value, max_age) = match change {
+        CookieChange::Set { value, max_age } => (
+            value.as_str(),
+            max_age.map(|d| format!("; Max-Age={}", d.as_secs())),
+        ),
+        CookieChange::Clear => ("", Some("; Max-Age=0".to_owned())),
+    };
+    let cookie = format!(
+        "{}={value}; Path={}; HttpOnly; SameSite=Lax{}{}",
+        sessions.cookie_name,
+        cookie_path(settings),
+        secure(settings),
+        max_age.unwrap_or_default()
+    );
+    match HeaderValue::from_str(&cookie) {
+        Ok(value) => {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        Err(error) => tracing::error!(%error, "cannot build the session cookie"),
+    }
+}
+
+fn cookie_path(settings: &Settings) -> &str {
+    match settings.issuer.path_prefix.as_str() {
+        "" => "/",
+        prefix => prefix,
+    }
+}
+
+fn secure(settings: &Settings) -> &'static str {
+    if settings.issuer.url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
     }
 }
 

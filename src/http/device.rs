@@ -61,7 +61,7 @@ async fn device_code(
 async fn device_page(State(state): State<AppState>, params: Params) -> Response {
     let live = state.live();
     if params.method != Method::GET {
-        return respond(
+        return respond::<crate::provider::Reply>(
             &live,
             &params,
             Err(ProviderError::bad_request(

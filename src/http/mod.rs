@@ -11,6 +11,7 @@ pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod introspect;
 pub(crate) mod keys;
+mod logout;
 mod middleware;
 pub mod params;
 mod respond;
@@ -115,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::routes(&prefix))
         .merge(authorize::routes(&prefix))
         .merge(device::routes(&prefix))
+        .merge(logout::routes(&prefix))
         .with_state(state);
     // Routes are registered at their full paths rather than nested under the
     // prefix: nesting rewrites every request's URI, a measurable cost on the

@@ -7,14 +7,29 @@ use axum::response::Response;
 use super::Live;
 use super::error::{found, html, render, see_other};
 use super::params::Params;
-use crate::provider::{Outcome, Page, ProviderError};
+use crate::provider::{Outcome, Page, ProviderError, Reply};
 use crate::web::Templates;
 
 /// The response for a browser step's result; errors become pages (or redirects
 /// to the client) that quote this request's id where it helps.
-pub fn respond(live: &Live, params: &Params, result: Result<Outcome, ProviderError>) -> Response {
+pub fn respond<R: Into<Reply>>(
+    live: &Live,
+    params: &Params,
+    result: Result<R, ProviderError>,
+) -> Response {
     match result {
-        Ok(outcome) => render_outcome(&live.templates, outcome),
+        Ok(reply) => {
+            let Reply { outcome, cookie } = reply.into();
+            let mut response = render_outcome(&live.templates, outcome);
+            if let Some(change) = cookie {
+                super::browser::apply_session_cookie(
+                    live.provider.settings(),
+                    &mut response,
+                    &change,
+                );
+            }
+            response
+        }
         Err(error) => render(error, &live.templates, request_id(params)),
     }
 }
@@ -36,6 +51,7 @@ fn render_outcome(templates: &Templates, outcome: Outcome) -> Response {
                 Page::Oob(page) => templates.oob(page),
                 Page::Device(page) => templates.device(page),
                 Page::DeviceSuccess(page) => templates.device_success(page),
+                Page::Logout(page) => templates.logout(page),
             };
             html(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

@@ -144,11 +144,28 @@ impl KeySet {
         self.sign_payload(&payload)
     }
 
+    /// Signs `claims` with a JWS header that also carries `typ` (explicit typing,
+    /// RFC 8725 §3.11), e.g. `logout+jwt` for Back-Channel Logout tokens.
+    pub fn sign_typed_jwt<T: Serialize + ?Sized>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
+        let payload =
+            serde_json::to_vec(claims).map_err(|err| KeyError::Claims(err.to_string()))?;
+        let header = json!({ "alg": self.algorithm.as_str(), "kid": self.kid, "typ": typ });
+        self.sign_with_header(&URL_SAFE_NO_PAD.encode(header.to_string()), &payload)
+    }
+
     /// Signs an already serialized JSON payload as a compact JWS.
     pub fn sign_payload(&self, payload: &[u8]) -> Result<String, KeyError> {
+        self.sign_with_header(&self.header_b64, payload)
+    }
+
+    fn sign_with_header(&self, header_b64: &str, payload: &[u8]) -> Result<String, KeyError> {
         let mut token =
-            String::with_capacity(self.header_b64.len() + 2 + payload.len().div_ceil(3) * 4 + 344);
-        token.push_str(&self.header_b64);
+            String::with_capacity(header_b64.len() + 2 + payload.len().div_ceil(3) * 4 + 344);
+        token.push_str(header_b64);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(payload, &mut token);
         let signature =

@@ -11,6 +11,7 @@ use super::grants::upsert_offline_session;
 use super::is_expired;
 use super::mint::{Minter, TokenSigner, TokenSubject};
 use super::scopes::{self, check_scopes, go_quote};
+use super::session::{Prompt, consent_covers, parse_max_age};
 use super::{MAX_NONCE_LEN, MAX_PARAM_LEN, MAX_RESPONSE_TYPE_LEN, MAX_SCOPE_LEN, MAX_STATE_LEN};
 use crate::config::settings::{AUTH_CODE_LIFETIME, Client, Settings};
 use crate::crypto::{self, new_hmac_key, new_id};
@@ -36,6 +37,9 @@ pub struct AuthorizeParams {
     pub code_challenge_method: String,
     pub approval_prompt: String,
     pub request: String,
+    pub prompt: String,
+    pub max_age: String,
+    pub id_token_hint: String,
 }
 
 impl AuthorizeParams {
@@ -65,6 +69,9 @@ impl AuthorizeParams {
                 }
                 "approval_prompt" => ("approval_prompt", &mut params.approval_prompt),
                 "request" => ("request", &mut params.request),
+                "prompt" => ("prompt", &mut params.prompt),
+                "max_age" => ("max_age", &mut params.max_age),
+                "id_token_hint" => ("id_token_hint", &mut params.id_token_hint),
                 _ => continue,
             };
             if !seen.contains(&slot.0) {
@@ -90,7 +97,13 @@ pub struct ValidatedAuthorization {
     /// The `connector_id` parameter (empty when not given).
     pub connector_id: String,
     pub pkce: Pkce,
+    /// `approval_prompt=force` or `prompt=consent`.
     pub force_approval_prompt: bool,
+    pub prompt: Prompt,
+    /// `max_age` in seconds, when given.
+    pub max_age: Option<u64>,
+    /// The raw `id_token_hint` (verified by the caller, which holds the keys).
+    pub id_token_hint: String,
 }
 
 impl ValidatedAuthorization {
@@ -195,6 +208,13 @@ pub fn validate_authorize_request<S: AsRef<str>>(
             MAX_PARAM_LEN,
         ),
         ("approval_prompt", &params.approval_prompt, MAX_PARAM_LEN),
+        ("prompt", &params.prompt, MAX_PARAM_LEN),
+        ("max_age", &params.max_age, MAX_PARAM_LEN),
+        (
+            "id_token_hint",
+            &params.id_token_hint,
+            MAX_ID_TOKEN_HINT_LEN,
+        ),
     ] {
         if value.len() > max {
             return Err(redirect(
@@ -228,6 +248,16 @@ pub fn validate_authorize_request<S: AsRef<str>>(
             "Server does not support request parameter.".into(),
         ));
     }
+
+    // Dex HEAD parses these even with sessions off.
+    let prompt = Prompt::parse(&params.prompt).map_err(|why| {
+        redirect(
+            ErrorCode::InvalidRequest,
+            format!("Invalid prompt parameter: {why}"),
+        )
+    })?;
+    let max_age =
+        parse_max_age(&params.max_age).map_err(|why| redirect(ErrorCode::InvalidRequest, why))?;
 
     let method = check_pkce(
         settings,
@@ -300,9 +330,15 @@ pub fn validate_authorize_request<S: AsRef<str>>(
             code_challenge: params.code_challenge.clone(),
             code_challenge_method: method.to_owned(),
         },
-        force_approval_prompt: params.approval_prompt == "force",
+        force_approval_prompt: params.approval_prompt == "force" || prompt.consent,
+        prompt,
+        max_age,
+        id_token_hint: params.id_token_hint.clone(),
     })
 }
+
+/// Longest accepted `id_token_hint`: an ID token with many groups still fits.
+pub const MAX_ID_TOKEN_HINT_LEN: usize = 16 * 1024;
 
 /// Longest PKCE code verifier, and so `plain` challenge (RFC 7636 §4.1).
 pub const MAX_PKCE_LEN: usize = 128;
@@ -533,8 +569,8 @@ fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, Auth
     })
 }
 
-/// Records a successful connector login on the auth request (`logged_in`, claims,
-/// connector data, `auth_time = now`). When `offline_access` was requested and the
+/// Records a successful login on the auth request (`logged_in`, claims,
+/// connector data, `auth_time = authenticated_at`, the browser session's id). When `offline_access` was requested and the
 /// connector can refresh, the user's offline session is created or its connector
 /// data updated, as Dex's `finalizeLogin`.
 ///
@@ -549,6 +585,8 @@ pub fn finalize_login(
     claims: Claims,
     connector_data: Option<Vec<u8>>,
     connector_supports_refresh: bool,
+    session_id: &str,
+    authenticated_at: SystemTime,
     now: SystemTime,
 ) -> Result<AuthRequest, AuthorizeError> {
     const ALREADY: &str = "auth request already logged in";
@@ -565,7 +603,8 @@ pub fn finalize_login(
             request.logged_in = true;
             request.claims = claims.clone();
             request.connector_data = connector_data.clone();
-            request.auth_time = Some(now);
+            request.auth_time = Some(authenticated_at);
+            request.session_id = session_id.to_owned();
             Ok(request)
         })
         .map_err(|err| match err {
@@ -626,10 +665,14 @@ pub fn extend_after_login(
 }
 
 /// Whether the approval screen must be shown: the request forces it
-/// (`approval_prompt=force`, honoured even with `skipApprovalScreen`, as Dex since
-/// v2.39) or the screen is not skipped.
-pub fn needs_approval(auth_request: &AuthRequest, settings: &Settings) -> bool {
-    auth_request.force_approval_prompt || !settings.oauth2.skip_approval_screen
+/// (`approval_prompt=force` or `prompt=consent`, honoured even with
+/// `skipApprovalScreen`, as Dex), or the screen is not skipped and the user has
+/// not granted this client every requested scope before (`granted`, from the
+/// user's stored consent; empty without sessions).
+pub fn needs_approval(auth_request: &AuthRequest, settings: &Settings, granted: &[String]) -> bool {
+    auth_request.force_approval_prompt
+        || (!settings.oauth2.skip_approval_screen
+            && !(settings.sessions.is_some() && consent_covers(granted, &auth_request.scopes)))
 }
 
 /// What to send the browser once the authorization response is issued.
@@ -1340,7 +1383,17 @@ mod tests {
         let req = stored_request(&storage, &[], &s);
         assert_eq!(req.expiry, t0() + secs(600));
         let login = t0() + secs(300);
-        finalize_login(&storage, &req.id, user_claims(), None, false, login).unwrap();
+        finalize_login(
+            &storage,
+            &req.id,
+            user_claims(),
+            None,
+            false,
+            "",
+            login,
+            login,
+        )
+        .unwrap();
         let extended = extend_after_login(&storage, &s, &req.id, login).unwrap();
         assert_eq!(extended.expiry, login + secs(24 * 3600));
         assert_eq!(
@@ -1424,7 +1477,17 @@ mod tests {
             page(load_for_approval(&storage, &req.id, &mac)),
             (500, "Login process not yet finalized.".into())
         );
-        let done = finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
+        let done = finalize_login(
+            &storage,
+            &req.id,
+            user_claims(),
+            None,
+            false,
+            "",
+            t0(),
+            t0(),
+        )
+        .unwrap();
         assert_eq!(page(load_for_approval(&storage, &req.id, "AAAA")).0, 401);
         // The key rotated at login: a MAC handed out before is void.
         assert_eq!(page(load_for_approval(&storage, &req.id, &mac)).0, 401);
@@ -1440,11 +1503,30 @@ mod tests {
         let storage = MemoryStorage::new();
         let s = settings();
         let req = stored_request(&storage, &[], &s);
-        let first = finalize_login(&storage, &req.id, user_claims(), None, false, t0()).unwrap();
+        let first = finalize_login(
+            &storage,
+            &req.id,
+            user_claims(),
+            None,
+            false,
+            "",
+            t0(),
+            t0(),
+        )
+        .unwrap();
         assert_ne!(first.hmac_key, req.hmac_key);
         let mut other = user_claims();
         other.user_id = "someone-else".into();
-        let (status, message) = page(finalize_login(&storage, &req.id, other, None, false, t0()));
+        let (status, message) = page(finalize_login(
+            &storage,
+            &req.id,
+            other,
+            None,
+            false,
+            "",
+            t0(),
+            t0(),
+        ));
         assert_eq!(status, 400);
         assert!(message.contains("already been completed"), "{message}");
         assert_eq!(storage.get_auth_request(&req.id).unwrap(), first);
@@ -1462,6 +1544,8 @@ mod tests {
             user_claims(),
             Some(b"up".to_vec()),
             true,
+            "",
+            now,
             now,
         )
         .unwrap();
@@ -1477,7 +1561,7 @@ mod tests {
         // Without refresh support no offline session is made.
         let storage = MemoryStorage::new();
         let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
-        finalize_login(&storage, &req.id, user_claims(), None, false, now).unwrap();
+        finalize_login(&storage, &req.id, user_claims(), None, false, "", now, now).unwrap();
         assert_eq!(
             storage.get_offline_session("0-385-28089-0", "mock"),
             Err(StorageError::NotFound)
@@ -1497,6 +1581,8 @@ mod tests {
                 user_claims(),
                 None,
                 false,
+                "",
+                late,
                 late
             )),
             (400, "User session has expired.".into())
@@ -1508,6 +1594,8 @@ mod tests {
                 user_claims(),
                 None,
                 false,
+                "",
+                t0(),
                 t0()
             ))
             .0,
@@ -1517,7 +1605,7 @@ mod tests {
 
     fn logged_in(storage: &MemoryStorage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
         let req = stored_request(storage, extra, s);
-        finalize_login(storage, &req.id, user_claims(), None, false, t0()).unwrap()
+        finalize_login(storage, &req.id, user_claims(), None, false, "", t0(), t0()).unwrap()
     }
 
     fn redirect_url(r: Result<AuthorizeResponse, AuthorizeError>) -> String {
@@ -1743,9 +1831,9 @@ mod tests {
         let mut s = settings();
         let plain = logged_in(&storage, &[], &s);
         let forced = logged_in(&storage, &[("approval_prompt", "force")], &s);
-        assert!(needs_approval(&plain, &s));
+        assert!(needs_approval(&plain, &s, &[]));
         s.oauth2.skip_approval_screen = true;
-        assert!(!needs_approval(&plain, &s));
-        assert!(needs_approval(&forced, &s));
+        assert!(!needs_approval(&plain, &s, &[]));
+        assert!(needs_approval(&forced, &s, &[]));
     }
 }

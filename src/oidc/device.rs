@@ -601,7 +601,17 @@ mod tests {
             t0(),
         )
         .unwrap();
-        finalize_login(storage, &auth.id, user_claims(), None, false, t0()).unwrap();
+        finalize_login(
+            storage,
+            &auth.id,
+            user_claims(),
+            None,
+            false,
+            "",
+            t0(),
+            t0(),
+        )
+        .unwrap();
         let AuthorizeResponse::Redirect(to) =
             issue_response(storage, settings, &TestSigner::default(), &auth.id, t0()).unwrap()
         else {

@@ -16,6 +16,12 @@ struct Document<'a> {
     userinfo_endpoint: String,
     device_authorization_endpoint: String,
     introspection_endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_session_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backchannel_logout_supported: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backchannel_logout_session_supported: Option<bool>,
     grant_types_supported: &'a [String],
     response_types_supported: &'a [String],
     subject_types_supported: [&'static str; 1],
@@ -23,7 +29,10 @@ struct Document<'a> {
     code_challenge_methods_supported: &'a [String],
     scopes_supported: [&'static str; 5],
     token_endpoint_auth_methods_supported: [&'static str; 2],
-    claims_supported: [&'static str; 13],
+    claims_supported: Vec<&'static str>,
+    /// Beyond Dex HEAD, which does not advertise it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_values_supported: Option<[&'static str; 4]>,
 }
 
 /// Rendered documents, one per signing algorithm: the advertised algorithm follows
@@ -60,6 +69,26 @@ pub fn render(
     algorithm: SigningAlgorithm,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let issuer = &settings.issuer;
+    let sessions = settings.sessions.is_some();
+    let mut claims_supported = vec![
+        "iss",
+        "sub",
+        "aud",
+        "iat",
+        "exp",
+        "email",
+        "email_verified",
+        "locale",
+        "name",
+        "preferred_username",
+        "at_hash",
+        "groups",
+        "federated_claims",
+    ];
+    if sessions {
+        // Dex HEAD appends `sid`; `auth_time` is in every browser-flow token.
+        claims_supported.extend(["sid", "auth_time"]);
+    }
     let document = Document {
         issuer: &issuer.url,
         authorization_endpoint: issuer.endpoint("/auth"),
@@ -68,6 +97,9 @@ pub fn render(
         userinfo_endpoint: issuer.endpoint("/userinfo"),
         device_authorization_endpoint: issuer.endpoint("/device/code"),
         introspection_endpoint: issuer.endpoint("/token/introspect"),
+        end_session_endpoint: sessions.then(|| issuer.endpoint("/logout")),
+        backchannel_logout_supported: sessions.then_some(true),
+        backchannel_logout_session_supported: sessions.then_some(true),
         grant_types_supported: &settings.oauth2.grant_types,
         response_types_supported: &settings.oauth2.response_types,
         subject_types_supported: ["public"],
@@ -75,21 +107,8 @@ pub fn render(
         code_challenge_methods_supported: &settings.oauth2.pkce_methods,
         scopes_supported: ["openid", "email", "groups", "profile", "offline_access"],
         token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
-        claims_supported: [
-            "iss",
-            "sub",
-            "aud",
-            "iat",
-            "exp",
-            "email",
-            "email_verified",
-            "locale",
-            "name",
-            "preferred_username",
-            "at_hash",
-            "groups",
-            "federated_claims",
-        ],
+        claims_supported,
+        prompt_values_supported: sessions.then_some(["none", "login", "consent", "select_account"]),
     };
     serde_json::to_vec_pretty(&document)
 }

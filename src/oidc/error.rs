@@ -23,6 +23,10 @@ pub enum ErrorCode {
     ExpiredToken,
     /// Rate limited or overloaded (RFC 6749 §4.1.2.1), sent with `Retry-After`.
     TemporarilyUnavailable,
+    /// `prompt=none` and nobody is signed in (OpenID Connect Core §3.1.2.6).
+    LoginRequired,
+    /// `prompt=none` and the user must approve first (OpenID Connect Core §3.1.2.6).
+    ConsentRequired,
 }
 
 impl ErrorCode {
@@ -35,6 +39,8 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedResponseType => "unsupported_response_type",
             Self::RequestNotSupported => "request_not_supported",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::AuthorizationPending => "authorization_pending",

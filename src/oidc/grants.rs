@@ -14,7 +14,7 @@ use super::is_expired;
 use super::mint::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
 use super::scopes::{self, check_scopes, go_quote_list};
 use super::subject::RefreshTokenWire;
-use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
+use crate::config::settings::{Client, RefreshTokenLifetime, RefreshTokenPolicy, Settings};
 use crate::crypto::new_id;
 use crate::storage::{
     Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
@@ -590,6 +590,32 @@ pub fn begin_refresh(
     if refresh_expired(policy, &token, ctx.now) {
         return Err(OAuthError::invalid_request("Refresh token expired."));
     }
+    // Dex HEAD: a `refreshTokenLifetime: session` client's token ends with the
+    // browser session that issued it.
+    if client.refresh_token_lifetime == RefreshTokenLifetime::Session
+        && !token.session_id.is_empty()
+        && ctx.settings.sessions.is_some()
+    {
+        let alive = match ctx.storage.get_browser_session(&token.session_id) {
+            Ok(session) => super::session::alive(&session, ctx.now),
+            Err(StorageError::NotFound) => false,
+            Err(err) => {
+                tracing::error!(%err, "failed to read the browser session of a refresh token");
+                return Err(OAuthError::storage(&err));
+            }
+        };
+        if !alive {
+            revoke_refresh_token(
+                ctx.storage,
+                &token.id,
+                &token.claims.user_id,
+                &token.connector_id,
+            );
+            return Err(OAuthError::invalid_grant(
+                "The session this refresh token belongs to has ended.",
+            ));
+        }
+    }
     if !connector_allowed(client, &token.connector_id) {
         return Err(OAuthError::invalid_grant(
             "Connector not allowed for this client.",
@@ -649,7 +675,12 @@ pub fn begin_refresh(
 }
 
 /// Deletes a refresh token and its offline-session reference (best effort).
-fn revoke_refresh_token(storage: &dyn Storage, id: &str, user_id: &str, connector_id: &str) {
+pub(crate) fn revoke_refresh_token(
+    storage: &dyn Storage,
+    id: &str,
+    user_id: &str,
+    connector_id: &str,
+) {
     match storage.delete_refresh_token(id) {
         Ok(()) | Err(StorageError::NotFound) => {}
         Err(err) => tracing::error!(%err, "failed to revoke refresh token"),

@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use aws_lc_rs::aead::{AES_128_GCM, AES_192_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::aead::{
+    AES_128_GCM, AES_192_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -52,6 +54,14 @@ impl SessionCookie {
         }
     }
 
+    /// A new secret for the existing session `session_id` (a renewed login).
+    pub fn renewed(session_id: &str) -> Self {
+        Self {
+            session_id: session_id.to_owned(),
+            ..Self::generate()
+        }
+    }
+
     /// What is stored instead of the secret.
     pub fn secret_hash(&self) -> String {
         URL_SAFE_NO_PAD.encode(crypto::sha256(self.secret.as_bytes()))
@@ -60,7 +70,10 @@ impl SessionCookie {
     /// Whether this cookie proves possession of `session` (constant time).
     pub fn opens(&self, session: &BrowserSession) -> bool {
         self.session_id == session.id
-            && crypto::constant_time_eq(self.secret_hash().as_bytes(), session.secret_hash.as_bytes())
+            && crypto::constant_time_eq(
+                self.secret_hash().as_bytes(),
+                session.secret_hash.as_bytes(),
+            )
     }
 
     /// The cookie value, sealed when a key is configured.
@@ -110,12 +123,18 @@ impl SessionCookie {
             None => value.to_owned(),
         };
         let (session_id, secret) = plain.split_once('.')?;
-        let base32 = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
-        (session_id.len() == 25 && secret.len() == SECRET_LEN && base32(session_id) && base32(secret))
-            .then(|| Self {
-                session_id: session_id.to_owned(),
-                secret: secret.to_owned(),
-            })
+        let base32 = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        };
+        (session_id.len() == 25
+            && secret.len() == SECRET_LEN
+            && base32(session_id)
+            && base32(secret))
+        .then(|| Self {
+            session_id: session_id.to_owned(),
+            secret: secret.to_owned(),
+        })
     }
 }
 
@@ -140,6 +159,7 @@ pub fn new_session(
     settings: &SessionSettings,
     cookie: &SessionCookie,
     claims: Claims,
+    connector_data: Option<Vec<u8>>,
     connector_id: &str,
     client_id: &str,
     now: SystemTime,
@@ -152,6 +172,7 @@ pub fn new_session(
         user_id: claims.user_id.clone(),
         connector_id: connector_id.to_owned(),
         claims,
+        connector_data,
         clients,
         created_at: now,
         authenticated_at: now,
@@ -168,12 +189,16 @@ pub fn record_login(
     session: &mut BrowserSession,
     cookie: &SessionCookie,
     claims: Claims,
+    connector_data: Option<Vec<u8>>,
     client_id: &str,
     now: SystemTime,
 ) {
     session.secret_hash = cookie.secret_hash();
     session.claims = claims;
-    session.clients.insert(client_id.to_owned(), direct_login(now));
+    session.connector_data = connector_data;
+    session
+        .clients
+        .insert(client_id.to_owned(), direct_login(now));
     session.authenticated_at = now;
     touch(settings, session, now);
 }
@@ -242,10 +267,12 @@ pub fn reuse(
         return Err(NoReuse::OtherUser);
     }
     if let Some(max_age) = request.max_age {
+        // `max_age=0` always asks for a new login (OpenID Connect Core §3.1.2.1:
+        // equivalent to `prompt=login`).
         let age = now
             .duration_since(session.authenticated_at)
             .unwrap_or_default();
-        if age.as_secs() > max_age {
+        if max_age == 0 || age > Duration::from_secs(max_age) {
             return Err(NoReuse::TooOld);
         }
     }
@@ -259,7 +286,11 @@ pub fn reuse(
                 .find(|c| &c.id == id)
                 .is_some_and(|source| shares_with(settings, source, request.client_id))
     });
-    if shared { Ok(true) } else { Err(NoReuse::NotShared) }
+    if shared {
+        Ok(true)
+    } else {
+        Err(NoReuse::NotShared)
+    }
 }
 
 /// The parts of an authorization request that decide session reuse.
@@ -362,6 +393,7 @@ mod tests {
                 user_id: "u".into(),
                 ..Claims::default()
             },
+            None,
             "mock",
             client,
             t0(),
@@ -376,16 +408,28 @@ mod tests {
         for key in [&[7u8; 16][..], &[8u8; 24][..], &[9u8; 32][..]] {
             let sealed = cookie.encode(Some(key));
             assert!(!sealed.contains(&cookie.session_id));
-            assert_eq!(SessionCookie::decode(&sealed, Some(key)), Some(cookie.clone()));
+            assert_eq!(
+                SessionCookie::decode(&sealed, Some(key)),
+                Some(cookie.clone())
+            );
             // Another key, the plain form, a flipped byte: all refused.
             assert_eq!(SessionCookie::decode(&sealed, Some(&[1u8; 16])), None);
             assert_eq!(SessionCookie::decode(&plain, Some(key)), None);
             let mut raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
             let last = raw.len() - 1;
             raw[last] ^= 1;
-            assert_eq!(SessionCookie::decode(&URL_SAFE_NO_PAD.encode(raw), Some(key)), None);
+            assert_eq!(
+                SessionCookie::decode(&URL_SAFE_NO_PAD.encode(raw), Some(key)),
+                None
+            );
         }
-        for bad in ["", ".", "a.b", &"a".repeat(600), &format!("{}.{}", cookie.session_id, "A".repeat(52))] {
+        for bad in [
+            "",
+            ".",
+            "a.b",
+            &"a".repeat(600),
+            &format!("{}.{}", cookie.session_id, "A".repeat(52)),
+        ] {
             assert_eq!(SessionCookie::decode(bad, None), None, "{bad:?}");
         }
     }
@@ -397,6 +441,7 @@ mod tests {
             &SessionSettings::default(),
             &cookie,
             Claims::default(),
+            None,
             "mock",
             "web",
             t0(),
@@ -420,7 +465,11 @@ mod tests {
         touch(&settings, &mut session, t0() + Duration::from_secs(3000));
         assert!(alive(&session, t0() + Duration::from_secs(6000)));
         // Touching never extends past the absolute lifetime.
-        touch(&settings, &mut session, t0() + Duration::from_secs(23 * 3600 + 1800));
+        touch(
+            &settings,
+            &mut session,
+            t0() + Duration::from_secs(23 * 3600 + 1800),
+        );
         assert_eq!(session.idle_expiry, session.absolute_expiry);
         assert!(!alive(&session, t0() + Duration::from_secs(24 * 3600)));
     }
@@ -437,23 +486,41 @@ mod tests {
         };
         let session = session_for("web");
         // Defaults: no sharing, but a client reuses its own part.
-        assert_eq!(reuse(&settings, &all, &session, &request("web"), t0()), Ok(false));
+        assert_eq!(
+            reuse(&settings, &all, &session, &request("web"), t0()),
+            Ok(false)
+        );
         assert_eq!(
             reuse(&settings, &all, &session, &request("other"), t0()),
             Err(NoReuse::NotShared)
         );
         settings.sso_shared_with_all_by_default = true;
-        assert_eq!(reuse(&settings, &all, &session, &request("other"), t0()), Ok(true));
+        assert_eq!(
+            reuse(&settings, &all, &session, &request("other"), t0()),
+            Ok(true)
+        );
         // An explicit empty list shares with nobody, even under `all`.
-        all.iter_mut().find(|c| c.id == "web").unwrap().sso_shared_with = Some(vec![]);
+        all.iter_mut()
+            .find(|c| c.id == "web")
+            .unwrap()
+            .sso_shared_with = Some(vec![]);
         assert_eq!(
             reuse(&settings, &all, &session, &request("other"), t0()),
             Err(NoReuse::NotShared)
         );
         settings.sso_shared_with_all_by_default = false;
-        all.iter_mut().find(|c| c.id == "web").unwrap().sso_shared_with = Some(vec!["other".into()]);
-        all.iter_mut().find(|c| c.id == "other").unwrap().sso_shared_with = Some(vec!["peer".into()]);
-        assert_eq!(reuse(&settings, &all, &session, &request("other"), t0()), Ok(true));
+        all.iter_mut()
+            .find(|c| c.id == "web")
+            .unwrap()
+            .sso_shared_with = Some(vec!["other".into()]);
+        all.iter_mut()
+            .find(|c| c.id == "other")
+            .unwrap()
+            .sso_shared_with = Some(vec!["peer".into()]);
+        assert_eq!(
+            reuse(&settings, &all, &session, &request("other"), t0()),
+            Ok(true)
+        );
         let mut joined = session.clone();
         join_by_sso(&mut joined, "other", t0());
         // web → other → peer: peer may not ride on other's SSO part.
@@ -466,7 +533,10 @@ mod tests {
                 &settings,
                 &all,
                 &session,
-                &ReuseRequest { connector_id: "ldap", ..request("web") },
+                &ReuseRequest {
+                    connector_id: "ldap",
+                    ..request("web")
+                },
                 t0()
             ),
             Err(NoReuse::OtherConnector)
@@ -485,18 +555,51 @@ mod tests {
             hint_subject: Some(&own),
             max_age: Some(60),
         };
-        assert_eq!(reuse(&settings, &all, &session, &base, t0() + Duration::from_secs(60)), Ok(false));
         assert_eq!(
-            reuse(&settings, &all, &session, &base, t0() + Duration::from_secs(61)),
+            reuse(
+                &settings,
+                &all,
+                &session,
+                &base,
+                t0() + Duration::from_secs(60)
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            reuse(
+                &settings,
+                &all,
+                &session,
+                &base,
+                t0() + Duration::from_secs(61)
+            ),
             Err(NoReuse::TooOld)
         );
         assert_eq!(
-            reuse(&settings, &all, &session, &ReuseRequest { max_age: Some(0), ..base }, t0() + Duration::from_secs(1)),
+            reuse(
+                &settings,
+                &all,
+                &session,
+                &ReuseRequest {
+                    max_age: Some(0),
+                    ..base
+                },
+                t0()
+            ),
             Err(NoReuse::TooOld)
         );
         let other = super::super::subject::encode_subject("v", "mock");
         assert_eq!(
-            reuse(&settings, &all, &session, &ReuseRequest { hint_subject: Some(&other), ..base }, t0()),
+            reuse(
+                &settings,
+                &all,
+                &session,
+                &ReuseRequest {
+                    hint_subject: Some(&other),
+                    ..base
+                },
+                t0()
+            ),
             Err(NoReuse::OtherUser)
         );
     }
@@ -511,10 +614,16 @@ mod tests {
             Prompt::parse("none login").unwrap_err(),
             "prompt=none must not be combined with other values"
         );
-        assert_eq!(Prompt::parse("x").unwrap_err(), "invalid prompt value \"x\"");
+        assert_eq!(
+            Prompt::parse("x").unwrap_err(),
+            "invalid prompt value \"x\""
+        );
         assert_eq!(parse_max_age(""), Ok(None));
         assert_eq!(parse_max_age("0"), Ok(Some(0)));
-        assert_eq!(parse_max_age("-1"), Err("Invalid max_age value \"-1\"".into()));
+        assert_eq!(
+            parse_max_age("-1"),
+            Err("Invalid max_age value \"-1\"".into())
+        );
         assert!(parse_max_age("1.5").is_err());
         assert!(parse_max_age(&"9".repeat(30)).is_err());
     }

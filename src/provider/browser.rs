@@ -2,16 +2,21 @@
 //! the upstream's callback and the approval (consent) step.
 
 use crate::connector::{Connector, ConnectorEntry, ConnectorError, Identity, Scopes};
-use crate::oidc::authorize::{self as flow, AuthorizeParams, AuthorizeResponse};
+use crate::oidc::authorize::{
+    self as flow, AuthorizeParams, AuthorizeResponse, ValidatedAuthorization,
+};
 use crate::oidc::binding::{self, BrowserSecret};
-use crate::storage::{AuthRequest, StorageError};
+use crate::oidc::error::{ErrorCode, RedirectError};
+use crate::oidc::session::{self as rules, NoReuse, ReuseRequest, SessionCookie};
+use crate::storage::{AuthRequest, BrowserSession, StorageError};
 use crate::throttle::ClientKey;
 use crate::web::{ApprovalPage, ConnectorLink, CsrfToken, LoginPage, OobPage, PasswordPage};
 
 use super::limits::PasswordLoginError;
-use super::{Outcome, Page, Provider, ProviderError};
+use super::session::{CookieChange, Presented, record_interactive_login, store_consent};
+use super::{Outcome, Page, Provider, ProviderError, Reply};
 
-type StepResult = Result<Outcome, ProviderError>;
+type StepResult = Result<Reply, ProviderError>;
 
 /// The request method of a browser step, as far as the flow cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +35,7 @@ pub struct AuthorizeStart<'a> {
     pub query: &'a [(String, String)],
     pub verb: Verb,
     pub browser: &'a BrowserSecret,
+    pub session: Option<&'a SessionCookie>,
     pub client: ClientKey,
 }
 
@@ -44,6 +50,9 @@ pub struct PasswordSubmission<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub password: &'a str,
+    /// The "keep me signed in" checkbox was ticked.
+    pub remember_me: bool,
+    pub session: Option<&'a SessionCookie>,
     pub client: ClientKey,
 }
 
@@ -56,6 +65,7 @@ pub struct CallbackRequest<'a> {
     /// The query string as the upstream sent it.
     pub query: &'a [(String, String)],
     pub browser: Option<&'a BrowserSecret>,
+    pub session: Option<&'a SessionCookie>,
 }
 
 /// `/approval`: the consent page, shown (GET) or answered (POST).
@@ -69,8 +79,13 @@ pub struct ApprovalSubmission<'a> {
 }
 
 impl Provider {
-    /// `/auth`: sends the browser to the one usable connector, or lists them.
-    pub fn choose_connector(&self, params: &[(String, String)]) -> StepResult {
+    /// `/auth`: sends the browser to the one usable connector, to the connector of
+    /// its session (Dex HEAD), or lists them.
+    pub async fn choose_connector(
+        &self,
+        params: &[(String, String)],
+        session: Option<&SessionCookie>,
+    ) -> StepResult {
         let get = |name: &str| first(params, name);
         let client_id = get("client_id");
         let client = self.settings.clients.iter().find(|c| c.id == client_id);
@@ -104,12 +119,39 @@ impl Provider {
                     "Connector ID does not match a valid Connector",
                 ));
             }
-            return Ok(Outcome::Found(self.connector_path(requested, &forwarded)));
+            return Ok(Outcome::Found(self.connector_path(requested, &forwarded)).into());
         }
         if let [only] = usable.as_slice()
             && !self.settings.oauth2.always_show_login_screen
         {
-            return Ok(Outcome::Found(self.connector_path(&only.id, &forwarded)));
+            return Ok(Outcome::Found(self.connector_path(&only.id, &forwarded)).into());
+        }
+        let mut stale = false;
+        if self.session_settings().is_some() {
+            // With several connectors the request is validated here, so that a
+            // silent request can be answered without showing the list.
+            let request = AuthorizeParams::from_pairs(params.iter().map(|(k, v)| (k, v)));
+            let ids: Vec<&str> = self.connectors.iter().map(|e| e.id.as_str()).collect();
+            let validated = flow::validate_authorize_request(&request, &self.settings, &ids)?;
+            let Presented {
+                session,
+                stale_cookie,
+            } = self.presented_session(session).await?;
+            stale = stale_cookie;
+            // Beyond Dex HEAD: `alwaysShowLoginScreen` does not stop a silent
+            // (`prompt=none`) request from using the session.
+            let list_anyway = validated.prompt.select_account
+                || (self.settings.oauth2.always_show_login_screen && !validated.prompt.none);
+            if let Some(session) = session.filter(|_| !list_anyway)
+                && usable.iter().any(|e| e.id == session.connector_id)
+            {
+                return Ok(
+                    Outcome::Found(self.connector_path(&session.connector_id, &forwarded)).into(),
+                );
+            }
+            if validated.prompt.none {
+                return Err(login_required(&validated, "User not authenticated"));
+            }
         }
         let mut connectors: Vec<ConnectorLink> = usable
             .iter()
@@ -121,11 +163,15 @@ impl Provider {
             })
             .collect();
         connectors.sort_by_key(|link| link.name.to_lowercase());
-        Ok(Outcome::Page(200, Page::Login(LoginPage { connectors })))
+        Ok(
+            Reply::from(Outcome::Page(200, Page::Login(LoginPage { connectors })))
+                .clearing_if(stale),
+        )
     }
 
-    /// `/auth/{connector}`: validates the authorization request, stores it bound
-    /// to this browser, and hands the browser to the connector.
+    /// `/auth/{connector}`: validates the authorization request; logs it in from
+    /// the browser's session when the session rules allow (single sign-on), else
+    /// stores it bound to this browser and hands the browser to the connector.
     pub async fn start_login(&self, start: AuthorizeStart<'_>) -> StepResult {
         let request = AuthorizeParams::from_pairs(start.params.iter().map(|(k, v)| (k, v)));
         let ids: Vec<&str> = self.connectors.iter().map(|e| e.id.as_str()).collect();
@@ -146,6 +192,58 @@ impl Provider {
         if start.verb != Verb::Get {
             return Err(ProviderError::bad_request("Unsupported request method."));
         }
+        // Checked even with sessions off, as Dex HEAD.
+        let hint = match validated.id_token_hint.as_str() {
+            "" => None,
+            raw => Some(self.verify_hint(raw).ok_or_else(|| {
+                redirect_error(
+                    &validated,
+                    ErrorCode::InvalidRequest,
+                    "Invalid id_token_hint.",
+                )
+            })?),
+        };
+        let mut stale = false;
+        let mut other_user = false;
+        if let Some(sessions) = self.session_settings() {
+            let presented = self.presented_session(start.session).await?;
+            stale = presented.stale_cookie;
+            if let Some(session) = presented.session.filter(|_| !validated.prompt.login) {
+                let reuse = ReuseRequest {
+                    client_id: &validated.client_id,
+                    connector_id: &entry.id,
+                    hint_subject: hint.as_ref().map(|h| h.subject.as_str()),
+                    max_age: validated.max_age,
+                };
+                match rules::reuse(
+                    sessions,
+                    &self.settings.clients,
+                    &session,
+                    &reuse,
+                    self.now(),
+                ) {
+                    Ok(joins) => {
+                        return self
+                            .login_from_session(&start, entry, &validated, session, joins)
+                            .await;
+                    }
+                    Err(why) => {
+                        other_user = why == NoReuse::OtherUser;
+                        tracing::debug!(?why, "browser session not reused");
+                    }
+                }
+            }
+        }
+        if validated.prompt.none {
+            // Beyond Dex HEAD, which shows the login page when sessions are off:
+            // a silent request never gets UI (OpenID Connect Core §3.1.2.1).
+            let why = if other_user {
+                "id_token_hint does not match authenticated user"
+            } else {
+                "User not authenticated"
+            };
+            return Err(login_required(&validated, why));
+        }
         let now = self.now();
         self.limits.create_request(start.client, now)?;
         let settings = self.settings.clone();
@@ -158,7 +256,7 @@ impl Provider {
             })
             .await?;
 
-        match &entry.connector {
+        let outcome = match &entry.connector {
             Connector::Callback(connector) => {
                 let scopes = Scopes::from_requested(&auth_request.scopes);
                 let callback_url = self.settings.issuer.endpoint("/callback");
@@ -177,7 +275,7 @@ impl Provider {
                     })
                     .await?;
                 }
-                Ok(Outcome::Found(url))
+                Outcome::Found(url)
             }
             Connector::Password(_) => {
                 let back = if self.connectors.len() > 1 {
@@ -189,13 +287,114 @@ impl Provider {
                 } else {
                     String::new()
                 };
-                Ok(Outcome::Found(self.password_form_path(
-                    &entry.id,
-                    &back,
-                    &auth_request.id,
-                )))
+                Outcome::Found(self.password_form_path(&entry.id, &back, &auth_request.id))
             }
+        };
+        Ok(Reply::from(outcome).clearing_if(stale))
+    }
+
+    /// Logs an authorization request in from the browser's session: the
+    /// session's identity, `auth_time` its last interactive login, no connector
+    /// involved. Approval is still asked unless skipped or already granted; a
+    /// silent request that needs it gets `consent_required`.
+    async fn login_from_session(
+        &self,
+        start: &AuthorizeStart<'_>,
+        entry: &ConnectorEntry,
+        validated: &ValidatedAuthorization,
+        session: BrowserSession,
+        joins: bool,
+    ) -> StepResult {
+        let now = self.now();
+        self.limits.create_request(start.client, now)?;
+        let settings = self.settings.clone();
+        let silent = validated.prompt.none;
+        let validated = validated.clone();
+        let binding = start.browser.binding();
+        let supports_refresh = entry.connector.supports_refresh();
+        let connector_id = entry.id.clone();
+        let session_for_write = session.clone();
+        let logged_in = self
+            .with_storage(move |s| {
+                let request = flow::create_auth_request(
+                    s,
+                    &settings,
+                    &validated,
+                    &connector_id,
+                    &binding,
+                    now,
+                )
+                .map_err(ProviderError::from)?;
+                // The upstream credentials of the session's login go to the
+                // offline session only if it has none: a refresh may have
+                // rotated the ones there since.
+                let connector_data =
+                    match s.get_offline_session(&session_for_write.user_id, &connector_id) {
+                        Ok(offline) if offline.connector_data.is_some() => None,
+                        _ => session_for_write.connector_data.clone(),
+                    };
+                flow::finalize_login(
+                    s,
+                    &request.id,
+                    session_for_write.claims.clone(),
+                    connector_data,
+                    supports_refresh,
+                    &session_for_write.id,
+                    session_for_write.authenticated_at,
+                    now,
+                )
+                .map_err(ProviderError::from)?;
+                flow::extend_after_login(s, &settings, &request.id, now)
+                    .map_err(ProviderError::from)
+            })
+            .await?;
+        let sessions = self.session_settings().cloned().unwrap_or_default();
+        let (id, client_id) = (session.id.clone(), logged_in.client_id.clone());
+        self.with_storage(move |s| {
+            let updated = s.update_browser_session(&id, &mut |mut session| {
+                if joins {
+                    rules::join_by_sso(&mut session, &client_id, now);
+                }
+                rules::touch(&sessions, &mut session, now);
+                Ok(session)
+            });
+            match updated {
+                Ok(_) | Err(StorageError::NotFound) => Ok(()),
+                Err(error) => Err(ProviderError::storage(&error)),
+            }
+        })
+        .await?;
+        tracing::info!(sid = %session.id, client_id = %logged_in.client_id, sso = joins, "login from browser session");
+        self.approve_or_issue(&logged_in, silent).await
+    }
+
+    /// After a login: the approval page when it is needed, else the response.
+    async fn approve_or_issue(&self, logged_in: &AuthRequest, silent: bool) -> StepResult {
+        let granted = self
+            .granted_scopes(
+                &logged_in.claims.user_id,
+                &logged_in.connector_id,
+                &logged_in.client_id,
+            )
+            .await?;
+        if flow::needs_approval(logged_in, &self.settings, &granted) {
+            if silent {
+                let id = logged_in.id.clone();
+                let _ = self
+                    .with_storage(move |s| {
+                        s.delete_auth_request(&id)
+                            .map_err(|e| ProviderError::storage(&e))
+                    })
+                    .await;
+                return Err(redirect_error_for(
+                    logged_in,
+                    ErrorCode::ConsentRequired,
+                    "User consent required",
+                ));
+            }
+            return Ok(Outcome::SeeOther(flow::approval_url(&self.settings, logged_in)).into());
         }
+        self.issue(logged_in).await
     }
 
     /// `/auth/{connector}/login`: shows the password form (GET) or checks the
@@ -227,11 +426,14 @@ impl Provider {
                 invalid,
                 back_link: back.clone(),
                 csrf_token: csrf.as_str().to_owned(),
+                remember_me: self
+                    .session_settings()
+                    .map(|s| s.remember_me_checked_by_default),
             })
         };
 
         match step.verb {
-            Verb::Get => Ok(Outcome::Page(200, page("", false))),
+            Verb::Get => Ok(Outcome::Page(200, page("", false)).into()),
             Verb::Post => {
                 if !CsrfToken::verify(&auth_request.hmac_key, &auth_request.id, step.csrf) {
                     return Err(invalid_form_token());
@@ -250,7 +452,7 @@ impl Provider {
                     .await
                 {
                     Ok(Some(identity)) => identity,
-                    Ok(None) => return Ok(Outcome::Page(401, page(step.username, true))),
+                    Ok(None) => return Ok(Outcome::Page(401, page(step.username, true)).into()),
                     Err(PasswordLoginError::Refused(refused)) => return Err(refused),
                     Err(PasswordLoginError::Connector(error)) => {
                         tracing::error!(connector = %entry.id, %error, "password login failed");
@@ -260,8 +462,12 @@ impl Provider {
                         ));
                     }
                 };
-                self.finish_login(&auth_request, identity, connector.supports_refresh())
-                    .await
+                let login = InteractiveLogin {
+                    supports_refresh: connector.supports_refresh(),
+                    session: step.session,
+                    remember_me: step.remember_me,
+                };
+                self.finish_login(&auth_request, identity, login).await
             }
             Verb::Other => Err(ProviderError::bad_request("Unsupported request method.")),
         }
@@ -301,8 +507,15 @@ impl Provider {
             )
             .await
             .map_err(|error| connector_failure(entry, &error))?;
-        self.finish_login(&auth_request, identity, connector.supports_refresh())
-            .await
+        let login = InteractiveLogin {
+            supports_refresh: connector.supports_refresh(),
+            session: request.session,
+            // Callback connectors show no checkbox (Dex HEAD).
+            remember_me: self
+                .session_settings()
+                .is_some_and(|s| s.remember_me_checked_by_default),
+        };
+        self.finish_login(&auth_request, identity, login).await
     }
 
     /// `/approval`: shows the consent page (GET) or records the answer (POST).
@@ -333,14 +546,30 @@ impl Provider {
                         .as_str()
                         .to_owned(),
                 };
-                Ok(Outcome::Page(200, Page::Approval(page)))
+                Ok(Outcome::Page(200, Page::Approval(page)).into())
             }
             Verb::Post => {
                 if !CsrfToken::verify(&auth_request.hmac_key, &auth_request.id, step.csrf) {
                     return Err(invalid_form_token());
                 }
                 if step.approved {
-                    self.issue(&auth_request.id).await
+                    if self.session_settings().is_some() {
+                        let request = auth_request.clone();
+                        let now = self.now();
+                        self.with_storage(move |s| {
+                            store_consent(
+                                s,
+                                &request.claims.user_id,
+                                &request.connector_id,
+                                &request.client_id,
+                                &request.scopes,
+                                now,
+                            )
+                            .map_err(|e| ProviderError::storage(&e))
+                        })
+                        .await?;
+                    }
+                    self.issue(&auth_request).await
                 } else {
                     let id = auth_request.id.clone();
                     let location = self
@@ -348,54 +577,121 @@ impl Provider {
                             flow::reject_approval(s, &id).map_err(ProviderError::from)
                         })
                         .await?;
-                    Ok(Outcome::SeeOther(location))
+                    Ok(Outcome::SeeOther(location).into())
                 }
             }
             Verb::Other => Err(ProviderError::bad_request("Unsupported request method.")),
         }
     }
 
-    /// Records the login, then shows the approval page or answers the client.
+    /// Records an interactive login (and the browser session it starts or
+    /// renews), then shows the approval page or answers the client.
     async fn finish_login(
         &self,
         auth_request: &AuthRequest,
         identity: Identity,
-        supports_refresh: bool,
+        login: InteractiveLogin<'_>,
     ) -> StepResult {
         let now = self.now();
         let id = auth_request.id.clone();
         let claims = identity.claims();
         let connector_data = identity.connector_data;
         let settings = self.settings.clone();
-        let logged_in = self
+        let presented = self.presented_session(login.session).await?.session;
+        let (connector_id, client_id) = (
+            auth_request.connector_id.clone(),
+            auth_request.client_id.clone(),
+        );
+        let supports_refresh = login.supports_refresh;
+        let (logged_in, cookie) = self
             .with_storage(move |s| {
-                flow::finalize_login(s, &id, claims, connector_data, supports_refresh, now)
-                    .and_then(|_| flow::extend_after_login(s, &settings, &id, now))
-                    .map_err(ProviderError::from)
+                let (session_id, cookie) = match &settings.sessions {
+                    Some(sessions) => {
+                        let (session, cookie) = record_interactive_login(
+                            s,
+                            &settings,
+                            sessions,
+                            presented,
+                            &claims,
+                            &connector_id,
+                            &client_id,
+                            connector_data.clone(),
+                            now,
+                        )
+                        .map_err(|e| ProviderError::storage(&e))?;
+                        (session.id, Some(cookie))
+                    }
+                    None => (String::new(), None),
+                };
+                let logged_in = flow::finalize_login(
+                    s,
+                    &id,
+                    claims,
+                    connector_data,
+                    supports_refresh,
+                    &session_id,
+                    now,
+                    now,
+                )
+                .and_then(|_| flow::extend_after_login(s, &settings, &id, now))
+                .map_err(ProviderError::from)?;
+                Ok::<_, ProviderError>((logged_in, cookie))
             })
             .await?;
-        if flow::needs_approval(&logged_in, &self.settings) {
-            return Ok(Outcome::SeeOther(flow::approval_url(
-                &self.settings,
-                &logged_in,
-            )));
-        }
-        self.issue(&logged_in.id).await
+        // A session of another user in this browser may have ended.
+        self.backchannel.wake();
+        let cookie = cookie.and_then(|cookie| {
+            let sessions = self.session_settings()?;
+            Some(CookieChange::Set {
+                value: cookie.encode(sessions.cookie_encryption_key.as_deref()),
+                max_age: login.remember_me.then_some(sessions.absolute_lifetime),
+            })
+        });
+        let mut reply = self.approve_or_issue(&logged_in, false).await?;
+        reply.cookie = cookie;
+        Ok(reply)
     }
 
-    /// Answers the client: the code (or tokens) in a redirect, or the OOB page.
-    async fn issue(&self, auth_request_id: &str) -> StepResult {
-        let id = auth_request_id.to_owned();
+    /// Answers the client: the code (or tokens) in a redirect, or the OOB page;
+    /// the browser session that logged the request in counts it as activity.
+    async fn issue(&self, auth_request: &AuthRequest) -> StepResult {
+        let id = auth_request.id.clone();
         let response = self
             .with_grant(move |ctx| {
                 flow::issue_response(ctx.storage, ctx.settings, ctx.signer, &id, ctx.now)
                     .map_err(ProviderError::from)
             })
             .await?;
-        match response {
-            AuthorizeResponse::Redirect(url) => Ok(Outcome::SeeOther(url)),
-            AuthorizeResponse::Oob { code } => Ok(Outcome::Page(200, Page::Oob(OobPage { code }))),
+        if let Some(sessions) = self.session_settings().cloned()
+            && !auth_request.session_id.is_empty()
+        {
+            let now = self.now();
+            let (sid, client_id) = (
+                auth_request.session_id.clone(),
+                auth_request.client_id.clone(),
+            );
+            let touched = self
+                .with_storage(move |s| {
+                    Ok::<_, ProviderError>(s.update_browser_session(&sid, &mut |mut session| {
+                        if let Some(part) = session.clients.get_mut(&client_id) {
+                            part.last_token_issued_at = Some(now);
+                        }
+                        rules::touch(&sessions, &mut session, now);
+                        Ok(session)
+                    }))
+                })
+                .await?;
+            if let Err(error) = touched
+                && error != StorageError::NotFound
+            {
+                tracing::warn!(%error, "cannot record browser session activity");
+            }
         }
+        Ok(match response {
+            AuthorizeResponse::Redirect(url) => Outcome::SeeOther(url),
+            AuthorizeResponse::Oob { code } => Outcome::Page(200, Page::Oob(OobPage { code })),
+        }
+        .into())
     }
 
     async fn load_auth_request(&self, id: &str) -> Result<AuthRequest, ProviderError> {
@@ -439,6 +735,44 @@ impl Provider {
             encode_query(&query)
         )
     }
+}
+
+/// How an interactive login (password form or upstream callback) ended.
+struct InteractiveLogin<'a> {
+    supports_refresh: bool,
+    /// The session cookie the browser presented.
+    session: Option<&'a SessionCookie>,
+    /// The cookie outlives the browser ("keep me signed in").
+    remember_me: bool,
+}
+
+/// `login_required` to the client (OpenID Connect Core §3.1.2.6).
+fn login_required(request: &ValidatedAuthorization, description: &str) -> ProviderError {
+    redirect_error(request, ErrorCode::LoginRequired, description)
+}
+
+/// An error redirected to the client of a validated request, with its `state`.
+fn redirect_error(
+    request: &ValidatedAuthorization,
+    error: ErrorCode,
+    description: &str,
+) -> ProviderError {
+    ProviderError::from(crate::oidc::AuthorizeError::Redirect(RedirectError {
+        redirect_uri: request.redirect_uri.clone(),
+        error,
+        description: description.to_owned(),
+        state: request.state.clone(),
+    }))
+}
+
+/// An error redirected to the client of a stored auth request.
+fn redirect_error_for(request: &AuthRequest, error: ErrorCode, description: &str) -> ProviderError {
+    ProviderError::from(crate::oidc::AuthorizeError::Redirect(RedirectError {
+        redirect_uri: request.redirect_uri.clone(),
+        error,
+        description: description.to_owned(),
+        state: request.state.clone(),
+    }))
 }
 
 /// `back` must stay on this server, under the issuer's path (`prefix`). Judged on

@@ -8,11 +8,14 @@
 //!
 //! A future admin surface (the gRPC API) calls the same methods.
 
+pub mod backchannel;
 mod browser;
 mod device;
 mod error;
 mod introspect;
 pub(crate) mod limits;
+mod logout;
+pub(crate) mod session;
 mod token;
 
 use std::sync::Arc;
@@ -25,6 +28,8 @@ pub use browser::{
 pub use device::DeviceCodeRequest;
 pub use error::ProviderError;
 pub use limits::Limits;
+pub use logout::LogoutRequest;
+pub use session::CookieChange;
 pub use token::{RefreshLocks, TokenRequest};
 
 use crate::Clock;
@@ -35,7 +40,9 @@ use crate::oidc::OAuthError;
 use crate::oidc::discovery::DiscoveryCache;
 use crate::oidc::grants::GrantContext;
 use crate::storage::{SharedStorage, Storage};
-use crate::web::{ApprovalPage, DevicePage, DeviceSuccessPage, LoginPage, OobPage, PasswordPage};
+use crate::web::{
+    ApprovalPage, DevicePage, DeviceSuccessPage, LoginPage, LogoutPage, OobPage, PasswordPage,
+};
 
 /// What the browser is sent next by a step of a login.
 #[derive(Debug)]
@@ -48,6 +55,33 @@ pub enum Outcome {
     Page(u16, Page),
 }
 
+/// What a browser step answers: where the browser goes next, and what happens
+/// to its session cookie.
+#[derive(Debug)]
+pub struct Reply {
+    pub outcome: Outcome,
+    pub cookie: Option<CookieChange>,
+}
+
+impl From<Outcome> for Reply {
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            cookie: None,
+        }
+    }
+}
+
+impl Reply {
+    /// The same reply, also clearing a cookie that named no usable session.
+    pub fn clearing_if(mut self, stale: bool) -> Self {
+        if stale && self.cookie.is_none() {
+            self.cookie = Some(CookieChange::Clear);
+        }
+        self
+    }
+}
+
 /// The pages of the browser flow, as data; `crate::web` renders them.
 #[derive(Debug)]
 pub enum Page {
@@ -57,6 +91,7 @@ pub enum Page {
     Oob(OobPage),
     Device(DevicePage),
     DeviceSuccess(DeviceSuccessPage),
+    Logout(LogoutPage),
 }
 
 /// The running identity provider (see the module documentation).
@@ -70,6 +105,7 @@ pub struct Provider {
     // release refresh locks held by requests in flight, or void open forms.
     refresh_locks: Arc<RefreshLocks>,
     limits: Arc<Limits>,
+    backchannel: Arc<backchannel::Backchannel>,
     /// Random per-process key for CSRF tokens of forms not tied to an auth
     /// request (the device user-code form).
     form_key: [u8; 32],
@@ -92,6 +128,7 @@ impl Provider {
             connectors,
             refresh_locks: Arc::default(),
             limits: Arc::default(),
+            backchannel: Arc::default(),
             form_key: crate::crypto::random_bytes(),
             clock,
         })
@@ -113,6 +150,7 @@ impl Provider {
             connectors,
             refresh_locks: self.refresh_locks.clone(),
             limits: self.limits.clone(),
+            backchannel: self.backchannel.clone(),
             form_key: self.form_key,
             clock: self.clock.clone(),
         })

@@ -220,6 +220,10 @@ pub struct BrowserSession {
     /// What the connector said at this session's last interactive login; a
     /// login that reuses the session issues these claims.
     pub claims: Claims,
+    /// The connector's data from that login (upstream tokens), handed to the
+    /// offline session of a reusing login that has none.
+    #[serde(default)]
+    pub connector_data: Option<Vec<u8>>,
     /// The clients that logged in with this session, by client id.
     pub clients: BTreeMap<String, SessionClient>,
     pub created_at: SystemTime,

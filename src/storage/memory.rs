@@ -261,11 +261,7 @@ impl Storage for MemoryStorage {
         let key = (identity.user_id.clone(), identity.connector_id.clone());
         create(&mut self.lock()?.user_identities, key, identity)
     }
-    fn get_user_identity(
-        &self,
-        user_id: &str,
-        connector_id: &str,
-    ) -> StorageResult<UserIdentity> {
+    fn get_user_identity(&self, user_id: &str, connector_id: &str) -> StorageResult<UserIdentity> {
         self.lock()?
             .user_identities
             .get(&(user_id.to_owned(), connector_id.to_owned()))

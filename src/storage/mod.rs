@@ -160,8 +160,7 @@ pub trait Storage: Send + Sync + 'static {
 
     // User identities: consent per (user, connector).
     fn create_user_identity(&self, identity: &UserIdentity) -> StorageResult<()>;
-    fn get_user_identity(&self, user_id: &str, connector_id: &str)
-    -> StorageResult<UserIdentity>;
+    fn get_user_identity(&self, user_id: &str, connector_id: &str) -> StorageResult<UserIdentity>;
     fn update_user_identity(
         &self,
         user_id: &str,

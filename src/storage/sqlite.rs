@@ -841,11 +841,7 @@ impl Storage for SqliteStorage {
     fn create_user_identity(&self, identity: &UserIdentity) -> StorageResult<()> {
         self.create(identity)
     }
-    fn get_user_identity(
-        &self,
-        user_id: &str,
-        connector_id: &str,
-    ) -> StorageResult<UserIdentity> {
+    fn get_user_identity(&self, user_id: &str, connector_id: &str) -> StorageResult<UserIdentity> {
         self.get(&[user_id, connector_id])
     }
     fn update_user_identity(

@@ -34,6 +34,7 @@ const ERROR: &str = "error.html";
 const OOB: &str = "oob.html";
 const DEVICE: &str = "device.html";
 const DEVICE_SUCCESS: &str = "device_success.html";
+const LOGOUT: &str = "logout.html";
 
 /// Built-in templates; `base.html` is the layout the others extend.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -48,6 +49,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         DEVICE_SUCCESS,
         include_str!("templates/device_success.html"),
     ),
+    (LOGOUT, include_str!("templates/logout.html")),
 ];
 
 const MAIN_CSS: &str = include_str!("static/main.css");
@@ -102,6 +104,9 @@ pub struct PasswordPage {
     /// Link back to the connector picker, if there is a choice.
     pub back_link: Option<String>,
     pub csrf_token: String,
+    /// The "keep me signed in" checkbox's initial state; `None` hides it
+    /// (sessions off).
+    pub remember_me: Option<bool>,
 }
 
 /// `approval.html`: two forms posting `approval=approve` / `approval=rejected`.
@@ -146,6 +151,33 @@ pub struct DevicePage {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceSuccessPage {
     pub client_name: String,
+}
+
+/// What `logout.html` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogoutStep {
+    /// The issuer's root page of a signed-in browser, with a sign-out button.
+    SignedIn,
+    /// An application asked to sign out without proving it speaks for this
+    /// session: the user confirms.
+    Confirm,
+    Done,
+    /// Nobody is signed in.
+    None,
+}
+
+/// `logout.html`: the sign-out form posts the CSRF field and the logout
+/// request's parameters back to `post_url`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogoutPage {
+    pub step: LogoutStep,
+    pub username: String,
+    pub post_url: String,
+    pub csrf_token: String,
+    pub post_logout_redirect_uri: String,
+    pub state: String,
+    pub client_id: String,
 }
 
 /// Human descriptions of requested scopes for the approval page, as Dex: sorted, and
@@ -271,6 +303,10 @@ impl Templates {
         self.render(DEVICE_SUCCESS, ser(page))
     }
 
+    pub fn logout(&self, page: &LogoutPage) -> String {
+        self.render(LOGOUT, ser(page))
+    }
+
     fn render(&self, name: &str, page: Value) -> String {
         let ctx = context! { ..page, ..self.globals.clone() };
         match render_in(&self.env, name, &ctx) {
@@ -289,7 +325,7 @@ impl Templates {
     /// render (unknown parent template, bad filter…) is caught at start-up.
     fn test_render(&self, origins: &HashMap<&'static str, PathBuf>) -> Result<(), WebError> {
         let sample = "sample";
-        let pages: [(&str, Value); 7] = [
+        let pages: [(&str, Value); 8] = [
             (
                 LOGIN,
                 ser(LoginPage {
@@ -310,6 +346,7 @@ impl Templates {
                     invalid: true,
                     back_link: Some(sample.into()),
                     csrf_token: sample.into(),
+                    remember_me: Some(true),
                 })},
             ),
             (
@@ -348,6 +385,18 @@ impl Templates {
                 DEVICE_SUCCESS,
                 ser(DeviceSuccessPage {
                     client_name: sample.into(),
+                }),
+            ),
+            (
+                LOGOUT,
+                ser(LogoutPage {
+                    step: LogoutStep::Confirm,
+                    username: sample.into(),
+                    post_url: sample.into(),
+                    csrf_token: sample.into(),
+                    post_logout_redirect_uri: sample.into(),
+                    state: sample.into(),
+                    client_id: sample.into(),
                 }),
             ),
         ];

@@ -22,6 +22,7 @@ fn password_page() -> PasswordPage {
         invalid: false,
         back_link: Some("/auth?client_id=x&scope=openid".to_owned()),
         csrf_token: "tok-123".to_owned(),
+        remember_me: None,
     }
 }
 

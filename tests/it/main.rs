@@ -20,6 +20,7 @@ mod login;
 mod ops;
 mod postgres;
 mod reload;
+mod sessions;
 mod shutdown;
 mod support;
 mod transport;
