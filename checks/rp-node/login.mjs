@@ -539,8 +539,9 @@ async function main() {
   );
 
   // The user cancels on the approval page: the library reads the error redirect (state checked).
+  // Consent given above is remembered (per user and client), so prompt=consent asks again.
   await check('cancel on approval → access_denied', async () => {
-    const denied = await authorizationRequest(config, opts);
+    const denied = await authorizationRequest(config, opts, { prompt: 'consent' });
     const back = await loginThroughPages(new Browser(), denied.authorizationUrl, opts, { deny: true, quiet: true });
     try {
       await client.authorizationCodeGrant(config, back, {

@@ -16,6 +16,8 @@ set -euo pipefail
 oxidex=${1:?usage: $0 OXIDEX_BIN}
 oxidex=$(command -v "$oxidex" || true)
 [ -x "$oxidex" ] || { echo "rp-node: not an executable: ${1}" >&2; exit 2; }
+# Absolute: the script changes directory before starting it.
+oxidex=$(realpath "$oxidex")
 for tool in node npm python3; do
   command -v "$tool" >/dev/null || { echo "rp-node: $tool missing" >&2; exit 2; }
 done

@@ -334,7 +334,8 @@ def main(opts):
     check("old refresh token replay rejected", replay)
 
     def cancel():
-        denied = authorize()
+        # Consent given above is remembered (per user and client), so prompt=consent asks again.
+        denied = authorize(prompt="consent")
         back = login_through_pages(denied["url"], opts, deny=True, quiet=True)
         # Authlib reads error redirects in its web-framework layer (e.g. the Flask app's
         # authorize_access_token), which is not used here; do the same by hand.

@@ -14,6 +14,8 @@ set -euo pipefail
 oxidex=${1:?usage: $0 OXIDEX_BIN}
 oxidex=$(command -v "$oxidex" || true)
 [ -x "$oxidex" ] || { echo "rp-python: not an executable: ${1}" >&2; exit 2; }
+# Absolute: the script changes directory before starting it.
+oxidex=$(realpath "$oxidex")
 command -v python3 >/dev/null || { echo "rp-python: python3 missing" >&2; exit 2; }
 
 here=$(cd "$(dirname "$0")" && pwd)
