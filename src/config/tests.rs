@@ -1432,3 +1432,142 @@ fn client_remote_ip_is_parsed_for_the_rate_limits() {
         "not a valid header name",
     );
 }
+
+#[test]
+fn sessions_are_on_with_dex_head_defaults_and_off_with_the_flag() {
+    let loaded = loads(&base());
+    let sessions = loaded.settings.sessions.expect("sessions on by default");
+    assert_eq!(sessions.cookie_name, "dex_session");
+    assert_eq!(sessions.absolute_lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(sessions.valid_if_not_used_for, Duration::from_secs(3600));
+    assert!(sessions.remember_me_checked_by_default);
+    assert!(sessions.cookie_encryption_key.is_none());
+    assert!(!sessions.sso_shared_with_all_by_default);
+    let client = &loaded.settings.clients[0];
+    assert_eq!(
+        client.refresh_token_lifetime,
+        RefreshTokenLifetime::Standalone
+    );
+    assert_eq!(client.sso_shared_with, None);
+
+    let mut config = base();
+    set(
+        &mut config,
+        "/sessions",
+        json!({"cookieName": "sid", "absoluteLifetime": "8h",
+        "validIfNotUsedFor": "30m", "rememberMeCheckedByDefault": false,
+        "cookieEncryptionKey": "0123456789abcdef0123456789abcdef", "ssoSharedWithDefault": "all"}),
+    );
+    set(&mut config, "/staticClients/0/ssoSharedWith", json!([]));
+    set(
+        &mut config,
+        "/staticClients/0/refreshTokenLifetime",
+        json!("session"),
+    );
+    set(
+        &mut config,
+        "/staticClients/0/postLogoutRedirectURIs",
+        json!(["https://app.example.org/bye"]),
+    );
+    let loaded = loads(&config);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let sessions = loaded.settings.sessions.unwrap();
+    assert_eq!(sessions.cookie_name, "sid");
+    assert_eq!(sessions.valid_if_not_used_for, Duration::from_secs(1800));
+    assert!(!sessions.remember_me_checked_by_default);
+    assert_eq!(
+        sessions.cookie_encryption_key.as_deref().map(<[u8]>::len),
+        Some(32)
+    );
+    assert!(sessions.sso_shared_with_all_by_default);
+    let client = &loaded.settings.clients[0];
+    assert_eq!(client.sso_shared_with, Some(vec![]));
+    assert_eq!(client.refresh_token_lifetime, RefreshTokenLifetime::Session);
+    assert!(
+        !format!("{sessions:?}").contains("0123456789abcdef"),
+        "key redacted"
+    );
+
+    let off = load_json(&config, &[("DEX_SESSIONS_ENABLED", "false")]).unwrap();
+    assert!(off.settings.sessions.is_none());
+    assert_has(&off.warnings, "sessions", "DEX_SESSIONS_ENABLED is false");
+}
+
+#[test]
+fn rejects_bad_session_settings_with_dex_head_texts() {
+    let cases: [(&str, Value, &str, &str); 7] = [
+        (
+            "/sessions",
+            json!({"absoluteLifetime": "0s"}),
+            "sessions.absoluteLifetime",
+            "invalid session config: absoluteLifetime must be positive",
+        ),
+        (
+            "/sessions",
+            json!({"validIfNotUsedFor": "soon"}),
+            "sessions.validIfNotUsedFor",
+            "invalid session config: invalid validIfNotUsedFor \"soon\"",
+        ),
+        (
+            "/sessions",
+            json!({"absoluteLifetime": "1h", "validIfNotUsedFor": "2h"}),
+            "sessions.validIfNotUsedFor",
+            "invalid session config: validIfNotUsedFor (2h) must not exceed absoluteLifetime (1h)",
+        ),
+        (
+            "/sessions",
+            json!({"cookieEncryptionKey": "short"}),
+            "sessions.cookieEncryptionKey",
+            "must be 16, 24 or 32 bytes long",
+        ),
+        (
+            "/sessions",
+            json!({"ssoSharedWithDefault": "some"}),
+            "sessions.ssoSharedWithDefault",
+            "ssoSharedWithDefault must be \"none\" or \"all\", got \"some\"",
+        ),
+        (
+            "/staticClients/0/refreshTokenLifetime",
+            json!("forever"),
+            "staticClients[0].refreshTokenLifetime",
+            "staticClients: client \"app\": invalid refresh token lifetime \"forever\": want \"standalone\" or \"session\"",
+        ),
+        (
+            "/staticClients/0/backchannelLogoutURI",
+            json!("https://app.example.org/bc#x"),
+            "staticClients[0].backchannelLogoutURI",
+            "not an absolute http or https URL without a fragment",
+        ),
+    ];
+    for (pointer, value, path, gist) in cases {
+        rejects(|c| set(c, pointer, value.clone()), path, gist);
+    }
+    rejects(
+        |c| set(c, "/sessions", json!({"cookieName": "a b"})),
+        "sessions.cookieName",
+        "not a valid cookie name",
+    );
+    rejects(
+        |c| {
+            set(
+                c,
+                "/staticClients/0/postLogoutRedirectURIs",
+                json!(["https://app.example.org/#frag"]),
+            )
+        },
+        "staticClients[0].postLogoutRedirectURIs[0]",
+        "",
+    );
+}
+
+#[test]
+fn a_cookie_key_in_a_store_path_config_is_refused() {
+    let mut config = base();
+    set(
+        &mut config,
+        "/sessions",
+        json!({"cookieEncryptionKey": "0123456789abcdef"}),
+    );
+    let error = load_json_at(&config, &format!("{STORE_DIR}/config.json"), &[]).unwrap_err();
+    assert_has(&error.problems, "sessions.cookieEncryptionKey", "");
+}

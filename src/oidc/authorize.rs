@@ -579,6 +579,8 @@ fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, Auth
 /// identity of a login whose approval URL somebody already holds; and the HMAC key
 /// is replaced, so every approval URL or form token computed before the login is
 /// void.
+// The login's facts are passed one by one; a struct is the next step (noted).
+#[allow(clippy::too_many_arguments)]
 pub fn finalize_login(
     storage: &dyn Storage,
     auth_request_id: &str,
@@ -670,9 +672,9 @@ pub fn extend_after_login(
 /// not granted this client every requested scope before (`granted`, from the
 /// user's stored consent; empty without sessions).
 pub fn needs_approval(auth_request: &AuthRequest, settings: &Settings, granted: &[String]) -> bool {
-    auth_request.force_approval_prompt
-        || (!settings.oauth2.skip_approval_screen
-            && !(settings.sessions.is_some() && consent_covers(granted, &auth_request.scopes)))
+    let granted_before =
+        settings.sessions.is_some() && consent_covers(granted, &auth_request.scopes);
+    auth_request.force_approval_prompt || !(settings.oauth2.skip_approval_screen || granted_before)
 }
 
 /// What to send the browser once the authorization response is issued.

@@ -369,14 +369,20 @@ impl Provider {
     }
 
     /// After a login: the approval page when it is needed, else the response.
+    /// (The login has just written the browser session: no second write here.)
     async fn approve_or_issue(&self, logged_in: &AuthRequest, silent: bool) -> StepResult {
-        let granted = self
-            .granted_scopes(
-                &logged_in.claims.user_id,
-                &logged_in.connector_id,
-                &logged_in.client_id,
-            )
-            .await?;
+        // Stored consent matters only when the page is neither forced nor skipped.
+        let granted =
+            if logged_in.force_approval_prompt || self.settings.oauth2.skip_approval_screen {
+                Vec::new()
+            } else {
+                self.granted_scopes(
+                    &logged_in.claims.user_id,
+                    &logged_in.connector_id,
+                    &logged_in.client_id,
+                )
+                .await?
+            };
         if flow::needs_approval(logged_in, &self.settings, &granted) {
             if silent {
                 let id = logged_in.id.clone();
@@ -394,7 +400,7 @@ impl Provider {
             }
             return Ok(Outcome::SeeOther(flow::approval_url(&self.settings, logged_in)).into());
         }
-        self.issue(logged_in).await
+        self.issue(logged_in, false).await
     }
 
     /// `/auth/{connector}/login`: shows the password form (GET) or checks the
@@ -569,7 +575,7 @@ impl Provider {
                         })
                         .await?;
                     }
-                    self.issue(&auth_request).await
+                    self.issue(&auth_request, true).await
                 } else {
                     let id = auth_request.id.clone();
                     let location = self
@@ -652,9 +658,11 @@ impl Provider {
         Ok(reply)
     }
 
-    /// Answers the client: the code (or tokens) in a redirect, or the OOB page;
-    /// the browser session that logged the request in counts it as activity.
-    async fn issue(&self, auth_request: &AuthRequest) -> StepResult {
+    /// Answers the client: the code (or tokens) in a redirect, or the OOB page.
+    /// With `touch_session`, the browser session that logged the request in
+    /// counts it as activity (after the approval page, which may have taken a
+    /// while).
+    async fn issue(&self, auth_request: &AuthRequest, touch_session: bool) -> StepResult {
         let id = auth_request.id.clone();
         let response = self
             .with_grant(move |ctx| {
@@ -663,6 +671,7 @@ impl Provider {
             })
             .await?;
         if let Some(sessions) = self.session_settings().cloned()
+            && touch_session
             && !auth_request.session_id.is_empty()
         {
             let now = self.now();

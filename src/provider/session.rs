@@ -164,6 +164,7 @@ impl Provider {
 /// another user is ended first, as a logout would). Always issues a new cookie
 /// secret, so a cookie planted before the login is worthless after it. Returns
 /// the session and its new cookie.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_interactive_login(
     storage: &dyn Storage,
     settings: &Settings,
@@ -175,7 +176,6 @@ pub(super) fn record_interactive_login(
     connector_data: Option<Vec<u8>>,
     now: SystemTime,
 ) -> Result<(BrowserSession, SessionCookie), StorageError> {
-    remember_login(storage, &claims.user_id, connector_id, now)?;
     if let Some(current) = presented {
         if current.user_id == claims.user_id && current.connector_id == connector_id {
             let fresh = SessionCookie::renewed(&current.id);
@@ -215,36 +215,6 @@ pub(super) fn record_interactive_login(
     Ok((session, cookie))
 }
 
-/// Updates the user's identity record at an interactive login.
-fn remember_login(
-    storage: &dyn Storage,
-    user_id: &str,
-    connector_id: &str,
-    now: SystemTime,
-) -> Result<(), StorageError> {
-    let updated = storage.update_user_identity(user_id, connector_id, &mut |mut identity| {
-        identity.last_login = now;
-        Ok(identity)
-    });
-    match updated {
-        Ok(_) => Ok(()),
-        Err(StorageError::NotFound) => {
-            let identity = UserIdentity {
-                user_id: user_id.to_owned(),
-                connector_id: connector_id.to_owned(),
-                consents: Default::default(),
-                created_at: now,
-                last_login: now,
-            };
-            match storage.create_user_identity(&identity) {
-                Ok(()) | Err(StorageError::AlreadyExists) => Ok(()),
-                Err(error) => Err(error),
-            }
-        }
-        Err(error) => Err(error),
-    }
-}
-
 /// Adds `approved` to what the user granted `client_id` (a union: approving
 /// `profile` after `email` keeps both).
 pub(super) fn store_consent(
@@ -255,21 +225,46 @@ pub(super) fn store_consent(
     approved: &[String],
     now: SystemTime,
 ) -> Result<(), StorageError> {
-    remember_login(storage, user_id, connector_id, now)?;
-    storage
-        .update_user_identity(user_id, connector_id, &mut |mut identity| {
-            let granted = identity
-                .consents
-                .get(client_id)
-                .cloned()
-                .unwrap_or_default();
-            identity.consents.insert(
-                client_id.to_owned(),
-                rules::merge_consent(&granted, approved),
-            );
-            Ok(identity)
-        })
-        .map(|_| ())
+    let merge = |identity: &mut UserIdentity| {
+        let granted = identity
+            .consents
+            .get(client_id)
+            .cloned()
+            .unwrap_or_default();
+        identity.consents.insert(
+            client_id.to_owned(),
+            rules::merge_consent(&granted, approved),
+        );
+        identity.updated_at = now;
+    };
+    let updated = storage.update_user_identity(user_id, connector_id, &mut |mut identity| {
+        merge(&mut identity);
+        Ok(identity)
+    });
+    match updated {
+        Ok(_) => Ok(()),
+        Err(StorageError::NotFound) => {
+            let mut identity = UserIdentity {
+                user_id: user_id.to_owned(),
+                connector_id: connector_id.to_owned(),
+                consents: Default::default(),
+                created_at: now,
+                updated_at: now,
+            };
+            merge(&mut identity);
+            match storage.create_user_identity(&identity) {
+                // Created by a parallel approval meanwhile: merge into that one.
+                Err(StorageError::AlreadyExists) => storage
+                    .update_user_identity(user_id, connector_id, &mut |mut identity| {
+                        merge(&mut identity);
+                        Ok(identity)
+                    })
+                    .map(|_| ()),
+                other => other,
+            }
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Ends a browser session, whatever ended it (logout, expiry, another user

@@ -264,7 +264,8 @@ pub struct UserIdentity {
     /// keeps only the last approval's list).
     pub consents: BTreeMap<String, Vec<String>>,
     pub created_at: SystemTime,
-    pub last_login: SystemTime,
+    /// When consent last changed.
+    pub updated_at: SystemTime,
 }
 
 /// A back-channel logout token still to be delivered to a client (Back-Channel

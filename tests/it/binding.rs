@@ -37,7 +37,7 @@ fn config(issuer: &str) -> Value {
 }
 
 async fn start() -> (TestServer, Browser, Browser) {
-    let server = TestServer::start_at_issuer(config).await;
+    let server = TestServer::start_at_issuer_without_sessions(config).await;
     let a = Browser::new(&server.base());
     let b = Browser::new(&server.base());
     (server, a, b)

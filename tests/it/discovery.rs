@@ -27,6 +27,9 @@ async fn discovery_matches_dex_for_code_flow_config() {
   "userinfo_endpoint": "http://127.0.0.1:5556/dex/userinfo",
   "device_authorization_endpoint": "http://127.0.0.1:5556/dex/device/code",
   "introspection_endpoint": "http://127.0.0.1:5556/dex/token/introspect",
+  "end_session_endpoint": "http://127.0.0.1:5556/dex/logout",
+  "backchannel_logout_supported": true,
+  "backchannel_logout_session_supported": true,
   "grant_types_supported": [
     "authorization_code",
     "refresh_token"
@@ -68,7 +71,15 @@ async fn discovery_matches_dex_for_code_flow_config() {
     "preferred_username",
     "at_hash",
     "groups",
-    "federated_claims"
+    "federated_claims",
+    "sid",
+    "auth_time"
+  ],
+  "prompt_values_supported": [
+    "none",
+    "login",
+    "consent",
+    "select_account"
   ]
 }"#;
     assert_eq!(body, expected);

@@ -58,6 +58,22 @@ pub fn settings_from(config: &Value, dir: &Path) -> config::Settings {
         .settings
 }
 
+/// [`settings_from`] with browser sessions off (`DEX_SESSIONS_ENABLED=false`),
+/// for tests of Dex v2.45's one-login-per-request flow that log in several times
+/// in one browser (with sessions on, the second login would be single sign-on;
+/// `sessions.rs` covers that).
+pub fn settings_without_sessions(config: &Value, dir: &Path) -> config::Settings {
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    let options = LoadOptions {
+        env: config::Env::from_pairs([("DEX_SESSIONS_ENABLED", "false")]),
+        ..LoadOptions::default()
+    };
+    config::load_file(&path, &options)
+        .unwrap_or_else(|e| panic!("test config rejected:\n{e}"))
+        .settings
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
@@ -82,6 +98,15 @@ impl TestServer {
         let issuer = format!("http://{}/dex", listener.local_addr().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let settings = settings_from(&make_config(&issuer), dir.path());
+        Self::start_on(listener, settings, server::system_clock(), Some(dir)).await
+    }
+
+    /// [`TestServer::start_at_issuer`] with browser sessions off.
+    pub async fn start_at_issuer_without_sessions(make_config: impl FnOnce(&str) -> Value) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}/dex", listener.local_addr().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_without_sessions(&make_config(&issuer), dir.path());
         Self::start_on(listener, settings, server::system_clock(), Some(dir)).await
     }
 

@@ -130,7 +130,7 @@ fn serve(listener: TcpListener, forge: Forge) -> tokio::task::JoinHandle<()> {
 
 async fn start(forge_url: &str) -> TestServer {
     let forge_url = forge_url.to_owned();
-    TestServer::start_at_issuer(move |issuer| {
+    TestServer::start_at_issuer_without_sessions(move |issuer| {
         let mut config = base_config(issuer);
         config["oauth2"] = json!({"skipApprovalScreen": true});
         config["connectors"] = json!([{
