@@ -7,9 +7,11 @@
 #   2. mockCallback connector chosen on the picker page, client_secret_post
 #   3. mockCallback connector chosen with the connector_id authorization parameter
 #   4. password DB again with a client whose id and secret need form-encoding in HTTP Basic
-# Each run goes on to SSO, prompt=none, revocation, RP-Initiated Logout and client_credentials
-# (login.mjs names the groups). RP_SKIP=logout,revocation (a comma-separated list of those groups)
-# leaves groups out, for a server that lacks the feature; by default every group runs.
+#   5. client_credentials (enabled with Dex master's DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT)
+#      through openid-client's clientCredentialsGrant (client-credentials.mjs)
+# Each login run goes on to SSO, prompt=none, revocation and RP-Initiated Logout (login.mjs names
+# the groups). RP_SKIP=logout,revocation (a comma-separated list of those groups) leaves groups
+# out, for a server that lacks the feature; by default every group runs.
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
@@ -34,11 +36,11 @@ npm ci --no-audit --no-fund --loglevel=error
 
 work=$(mktemp -d)
 trap 'stop_dev_server; rm -rf "$work"' EXIT
-start_dev_server "$oxidex" "$work"
+# The dev config sets no oauth2.grantTypes, so Dex master's flag adds client_credentials.
+DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT=true start_dev_server "$oxidex" "$work"
 
 common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback
-  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --public-client-id example-cli
-  --skip "${RP_SKIP:-}")
+  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --skip "${RP_SKIP:-}")
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
 login() { # title, flags...
   local title=$1
@@ -58,5 +60,8 @@ login "mockCallback via connector_id, client_secret_basic" "${example[@]}" \
 login "password DB, client id and secret that need form-encoding in HTTP Basic" \
   --client-id "$special_id" --client-secret "$special_secret" \
   --connector local --select picker --login admin@example.com --password password --auth basic
+
+rp_run rp-node "client_credentials grant" node client-credentials.mjs --issuer "$issuer" \
+  "${example[@]}" --client-name "Example App" --public-client-id example-cli
 
 rp_summary rp-node

@@ -4,10 +4,11 @@
 # Creates (once) a venv at ${OXIDEX_CACHE:-$HOME/.cache/oxidex}/venv-rp with the pinned
 # requirements, starts `OXIDEX_BIN serve` with examples/config-dev.json on a free loopback port
 # (checks/lib/dev-server.sh), then runs login.py with the password DB, the mockCallback
-# connector and a client whose id and secret hold reserved characters. Each run goes on to SSO,
-# prompt=none, revocation, RP-Initiated Logout and client_credentials (login.py names the groups).
-# RP_SKIP=logout,revocation (a comma-separated list of those groups) leaves groups out, for a
-# server that lacks the feature; by default every group runs.
+# connector and a client whose id and secret hold reserved characters, then client_credentials.py
+# (the grant enabled with Dex master's DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT).
+# Each login run goes on to SSO, prompt=none, revocation and RP-Initiated Logout (login.py names
+# the groups). RP_SKIP=logout,revocation (a comma-separated list of those groups) leaves groups
+# out, for a server that lacks the feature; by default every group runs.
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
@@ -35,11 +36,11 @@ python="$venv/bin/python"
 
 work=$(mktemp -d)
 trap 'stop_dev_server; rm -rf "$work"' EXIT
-start_dev_server "$oxidex" "$work"
+# The dev config sets no oauth2.grantTypes, so Dex master's flag adds client_credentials.
+DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT=true start_dev_server "$oxidex" "$work"
 
 common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback
-  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --public-client-id example-cli
-  --skip "${RP_SKIP:-}")
+  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --skip "${RP_SKIP:-}")
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
 login() { # title, flags...
   local title=$1
@@ -60,5 +61,8 @@ login "password DB, client id and secret with reserved characters, client_secret
   --client-id "$special_id" --client-secret "$special_secret" \
   --connector local --select picker --login admin@example.com --password password \
   --auth client_secret_post
+
+rp_run rp-python "client_credentials grant" "$python" client_credentials.py --issuer "$issuer" \
+  "${example[@]}" --client-name "Example App" --public-client-id example-cli
 
 rp_summary rp-python

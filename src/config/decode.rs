@@ -190,12 +190,13 @@ const CLIENT: &[Field] = &[
         shape: Shape::StrList,
         support: Support::Refused("multi-factor authentication is not supported by oxidex"),
     },
-    ignored(
+    f(
         "clientCredentialsClaims",
-        Shape::Any,
-        "the client_credentials grant is not supported by oxidex yet; oxidex ignores this key",
+        Shape::Object(CLIENT_CREDENTIALS_CLAIMS),
     ),
 ];
+
+const CLIENT_CREDENTIALS_CLAIMS: &[Field] = &[f("groups", Shape::StrList)];
 
 const CONNECTOR: &[Field] = &[
     f("type", Shape::Str),

@@ -25,14 +25,17 @@ use crate::keys::SigningAlgorithm;
 /// Dex's default) allow-list intersected with this one.
 pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
     "authorization_code",
+    CLIENT_CREDENTIALS,
     "implicit",
     "password",
     "refresh_token",
     DEVICE_CODE,
+    TOKEN_EXCHANGE,
 ];
 
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const CLIENT_CREDENTIALS: &str = "client_credentials";
 
 /// Dex's default `oauth2.grantTypes`.
 const DEX_DEFAULT_GRANT_TYPES: &[&str] = &[
@@ -689,12 +692,6 @@ impl Resolver<'_> {
                             "password stays off: oauth2.passwordConnector is not set",
                         );
                     }
-                } else if DEX_DEFAULT_GRANT_TYPES.contains(&grant) || grant == "client_credentials"
-                {
-                    self.warn(
-                        path,
-                        format!("grant type {grant:?} is not supported by oxidex yet; ignored"),
-                    );
                 } else {
                     self.warn(path, format!("unknown grant type {grant:?}; ignored"));
                 }
@@ -702,10 +699,20 @@ impl Resolver<'_> {
         }
         let allow: Vec<String> = match configured {
             Some(list) => list.to_vec(),
-            None => DEX_DEFAULT_GRANT_TYPES
-                .iter()
-                .map(|g| (*g).to_owned())
-                .collect(),
+            None => {
+                let mut defaults: Vec<String> = DEX_DEFAULT_GRANT_TYPES
+                    .iter()
+                    .map(|g| (*g).to_owned())
+                    .collect();
+                // Dex HEAD's feature flag: client_credentials is opt-in.
+                if self
+                    .env
+                    .flag("DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT", false)
+                {
+                    defaults.push(CLIENT_CREDENTIALS.to_owned());
+                }
+                defaults
+            }
         };
         let grant_types = sorted(allow.into_iter().filter(|grant| {
             SUPPORTED_GRANT_TYPES.contains(&grant.as_str())
@@ -1302,6 +1309,7 @@ impl Resolver<'_> {
                     backchannel_logout_uri: c.backchannel_logout_uri.clone(),
                     refresh_token_lifetime,
                     sso_shared_with: c.sso_shared_with.clone(),
+                    client_credentials_groups: c.client_credentials_claims.groups.clone(),
                 },
             ));
         }

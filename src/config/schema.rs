@@ -331,6 +331,18 @@ pub struct StaticClient {
     /// with nobody.
     #[serde(default)]
     pub sso_shared_with: Option<Vec<String>>,
+    /// Dex HEAD: claims of the tokens this client gets from the
+    /// `client_credentials` grant.
+    #[serde(default)]
+    pub client_credentials_claims: ClientCredentialsClaims,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCredentialsClaims {
+    /// The `groups` claim (with the `groups` scope).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

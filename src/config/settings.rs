@@ -341,6 +341,9 @@ pub struct Client {
     /// Clients that may reuse a session this client authenticated (`*` = all);
     /// `None` defers to `sessions.ssoSharedWithDefault`.
     pub sso_shared_with: Option<Vec<String>>,
+    /// `clientCredentialsClaims.groups`: the `groups` claim of this client's
+    /// `client_credentials` tokens.
+    pub client_credentials_groups: Vec<String>,
 }
 
 impl std::fmt::Debug for Client {

@@ -1123,7 +1123,8 @@ fn defaults_match_dex() {
         [
             "authorization_code",
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code"
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
         ]
     );
     assert_eq!(s.frontend.theme, "light");
@@ -1155,7 +1156,8 @@ fn grant_types_are_intersected_and_sorted() {
             "implicit",
             "password",
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code"
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
         ]
     );
     assert_eq!(s.oauth2.response_types, ["code", "id_token", "token"]);
@@ -1173,17 +1175,83 @@ fn grant_types_are_intersected_and_sorted() {
     let loaded = loads(&config);
     assert_eq!(
         loaded.settings.oauth2.grant_types,
-        ["authorization_code", "refresh_token"]
+        [
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ]
     );
-    assert_has(
-        &loaded.warnings,
-        "oauth2.grantTypes[1]",
-        "not supported by oxidex yet",
-    );
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     assert_has(
         &loaded.warnings,
         "oauth2.grantTypes[2]",
         "unknown grant type \"bogus\"",
+    );
+}
+
+#[test]
+fn client_credentials_is_opt_in_as_dex_head() {
+    let config = base();
+    let default = loads(&config).settings.oauth2.grant_types;
+    assert!(!default.iter().any(|g| g == "client_credentials"));
+
+    let flagged = load_json(
+        &config,
+        &[("DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT", "true")],
+    )
+    .unwrap()
+    .settings
+    .oauth2
+    .grant_types;
+    assert!(flagged.iter().any(|g| g == "client_credentials"));
+
+    // A configured list replaces the defaults, flag or not.
+    let mut listed = config.clone();
+    set(
+        &mut listed,
+        "/oauth2",
+        json!({"grantTypes": ["client_credentials", "authorization_code"]}),
+    );
+    let loaded = loads(&listed);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(
+        loaded.settings.oauth2.grant_types,
+        ["authorization_code", "client_credentials"]
+    );
+    let flagged = load_json(
+        &listed,
+        &[("DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT", "false")],
+    )
+    .unwrap()
+    .settings
+    .oauth2
+    .grant_types;
+    assert_eq!(flagged, ["authorization_code", "client_credentials"]);
+}
+
+#[test]
+fn client_credentials_claims_are_read() {
+    let mut config = base();
+    set(
+        &mut config,
+        "/staticClients/0/clientCredentialsClaims",
+        json!({"groups": ["robots", "ci"]}),
+    );
+    let loaded = loads(&config);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(
+        loaded.settings.clients[0].client_credentials_groups,
+        ["robots", "ci"]
+    );
+    set(
+        &mut config,
+        "/staticClients/0/clientCredentialsClaims",
+        json!({"groups": "robots"}),
+    );
+    let problems = fails(&config, &[]).to_string();
+    assert!(
+        problems.contains("staticClients[0].clientCredentialsClaims.groups"),
+        "{problems}"
     );
 }
 

@@ -193,6 +193,31 @@ pub trait CallbackConnector: Send + Sync {
         scopes: &Scopes,
         identity: Identity,
     ) -> Result<Identity, ConnectorError>;
+
+    /// The connector's token verification for RFC 8693 token exchange, if it
+    /// has one (Dex's `TokenIdentityConnector`); most connectors do not.
+    fn token_identity(&self) -> Option<&dyn TokenIdentityConnector> {
+        None
+    }
+}
+
+/// The `subject_token_type`s of a token exchange (RFC 8693 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectTokenType {
+    IdToken,
+    AccessToken,
+}
+
+/// A connector that can tell who a token its upstream issued belongs to.
+#[async_trait]
+pub trait TokenIdentityConnector: Send + Sync {
+    /// The identity behind `token`; any error means "not accepted" (the reason is
+    /// for the log only).
+    async fn token_identity(
+        &self,
+        kind: SubjectTokenType,
+        token: &str,
+    ) -> Result<Identity, ConnectorError>;
 }
 
 /// A connector that checks a login and password entered into oxidex's own form.
@@ -226,6 +251,14 @@ pub enum Connector {
 }
 
 impl Connector {
+    /// See [`CallbackConnector::token_identity`].
+    pub fn token_identity(&self) -> Option<&dyn TokenIdentityConnector> {
+        match self {
+            Connector::Callback(c) => c.token_identity(),
+            Connector::Password(_) => None,
+        }
+    }
+
     pub fn supports_refresh(&self) -> bool {
         match self {
             Connector::Callback(c) => c.supports_refresh(),

@@ -19,7 +19,12 @@
 //!   userinfo when configured, and returns the possibly rotated refresh token in
 //!   `connector_data`. Without a new ID token or userinfo the previous claims are
 //!   kept (Dex fails with "missing sub claim").
+//! * Token exchange ([`TokenIdentityConnector`]): a subject ID token is verified
+//!   against the provider's keys, issuer and expiry but not its audience (as
+//!   Dex); an access token only through userinfo (`getUserInfo`). A connector
+//!   configured with nothing but `issuer` does only this.
 
+use std::str::FromStr as _;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -27,12 +32,14 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use http::StatusCode;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata, CoreTokenResponse,
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreTokenResponse,
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse as _,
+    EndpointNotSet, EndpointSet, IssuerUrl, JwsSigningAlgorithm as _, Nonce,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -40,7 +47,9 @@ use serde_json::{Map, Value};
 use super::body::{BodyError, CappedClient, MAX_UPSTREAM_BODY, read_capped};
 use super::config::{ConfigReader, DecodeConfig, Problems, check_base_url};
 use super::upstream::{self, SingleFlight, TlsOptions, oauth_error_text, quote_body};
-use super::{CallbackConnector, ConnectorError, Identity, Scopes};
+use super::{
+    CallbackConnector, ConnectorError, Identity, Scopes, SubjectTokenType, TokenIdentityConnector,
+};
 use crate::Clock;
 
 pub const KIND: &str = "oidc";
@@ -126,7 +135,25 @@ impl DecodeConfig for OidcConfig {
         if !issuer.is_empty() {
             p.take(check_base_url(&r.key_path("issuer"), &issuer));
         }
-        let client = r.oauth_client(p, callback, false);
+        // Dex's token-exchange setup names only the issuer: without clientID and
+        // redirectURI the connector verifies tokens but cannot log anyone in.
+        let blank = |key: &str| match r.raw(key) {
+            None => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(_) => false,
+        };
+        let client = if ["clientID", "clientSecret", "redirectURI"]
+            .into_iter()
+            .all(blank)
+        {
+            super::config::OAuthClient {
+                client_id: String::new(),
+                client_secret: String::new(),
+                redirect_uri: String::new(),
+            }
+        } else {
+            r.oauth_client(p, callback, false)
+        };
         let mut scopes = r.scopes(p, "scopes");
         if scopes.is_empty() {
             scopes = vec!["profile".to_owned(), "email".to_owned()];
@@ -238,7 +265,19 @@ struct Discovered {
     client: OidcClient,
     userinfo_url: Option<String>,
     offline_access_supported: bool,
+    /// For token exchange, which verifies without the client's audience.
+    issuer: IssuerUrl,
+    jwks: CoreJsonWebKeySet,
+    /// The provider's ID token algorithms without `none` and the MAC ones (a
+    /// subject token must carry the upstream's own signature).
+    exchange_algs: Vec<CoreJwsSigningAlgorithm>,
+    fetched_at: SystemTime,
 }
+
+/// A subject token with a bad signature makes the connector fetch the upstream's
+/// keys again (they may have rotated) at most this often, so that callers cannot
+/// turn forged tokens into requests to the upstream.
+const EXCHANGE_REDISCOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct OidcConnector {
     id: String,
@@ -329,19 +368,29 @@ impl OidcConnector {
             .await
             .map_err(|e| fail(error_chain(&e)))?;
         let userinfo_url = metadata.userinfo_endpoint().map(|u| u.url().to_string());
+        let issuer = metadata.issuer().clone();
+        let jwks = metadata.jwks().clone();
+        let exchange_algs = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|alg| !alg.uses_shared_secret() && **alg != CoreJwsSigningAlgorithm::None)
+            .cloned()
+            .collect();
         let offline_access_supported = metadata
             .scopes_supported()
             .is_some_and(|s| s.iter().any(|s| s.as_str() == "offline_access"));
-        let redirect =
-            RedirectUrl::new(self.config.redirect_uri.clone()).map_err(|e| fail(e.to_string()))?;
         let secret = (!self.config.client_secret.is_empty())
             .then(|| ClientSecret::new(self.config.client_secret.clone()));
         let mut client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
             secret,
-        )
-        .set_redirect_uri(redirect);
+        );
+        if !self.config.redirect_uri.is_empty() {
+            let redirect = RedirectUrl::new(self.config.redirect_uri.clone())
+                .map_err(|e| fail(e.to_string()))?;
+            client = client.set_redirect_uri(redirect);
+        }
         if self.config.basic_auth_unsupported {
             client = client.set_auth_type(AuthType::RequestBody);
         }
@@ -349,6 +398,10 @@ impl OidcConnector {
             client,
             userinfo_url,
             offline_access_supported,
+            issuer,
+            jwks,
+            exchange_algs,
+            fetched_at: (self.clock)(),
         });
         if let Ok(mut slot) = self.discovered.write() {
             *slot = Some(Arc::clone(&discovered));
@@ -386,6 +439,51 @@ impl OidcConnector {
             Err(e) => return Err(format!("failed to verify ID token: {e}")),
         }
         jwt_payload(&id_token.to_string())
+    }
+
+    /// A token-exchange subject ID token (Dex's `TokenIdentity`): signature
+    /// against the upstream's keys (asymmetric algorithms it advertises), issuer
+    /// and expiry; like Dex, not the audience, so any ID token this issuer signed
+    /// is accepted. Returns its claims.
+    async fn verify_subject_id_token(&self, token: &str) -> Result<Map<String, Value>, String> {
+        let id_token = CoreIdToken::from_str(token)
+            .map_err(|e| format!("the subject token is not a signed JWT: {e}"))?;
+        let check = |d: &Discovered| -> Result<(), openidconnect::ClaimsVerificationError> {
+            let clock = Arc::clone(&self.clock);
+            let verifier = CoreIdTokenVerifier::new_public_client(
+                ClientId::new(self.config.client_id.clone()),
+                d.issuer.clone(),
+                d.jwks.clone(),
+            )
+            .set_allowed_algs(d.exchange_algs.clone())
+            .require_audience_match(false)
+            .set_time_fn(move || chrono::DateTime::<chrono::Utc>::from(clock()));
+            id_token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .map(|_| ())
+        };
+        let disc = self.discover(false).await.map_err(|e| e.to_string())?;
+        match check(&disc) {
+            Ok(()) => {}
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(e))
+                if !self.discovered_recently(&disc) =>
+            {
+                let fresh = self.discover(true).await.map_err(|e| e.to_string())?;
+                check(&fresh).map_err(|again| {
+                    format!(
+                        "failed to verify the subject token: {again} (before re-discovery: {e})"
+                    )
+                })?;
+            }
+            Err(e) => return Err(format!("failed to verify the subject token: {e}")),
+        }
+        jwt_payload(token)
+    }
+
+    fn discovered_recently(&self, disc: &Discovered) -> bool {
+        (self.clock)()
+            .duration_since(disc.fetched_at)
+            .is_ok_and(|age| age < EXCHANGE_REDISCOVERY_INTERVAL)
     }
 
     /// `GET userinfo` with the access token; its `sub` must be `expected_sub`
@@ -636,9 +734,60 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[async_trait]
+impl TokenIdentityConnector for OidcConnector {
+    /// Dex's `TokenIdentity` → `createIdentity`: an ID token is verified
+    /// ([`OidcConnector::verify_subject_id_token`]); an access token is only
+    /// accepted with `getUserInfo`, and then the upstream's userinfo answer is
+    /// what vouches for it. With `getUserInfo`, userinfo is asked with the subject
+    /// token either way (as Dex) and its claims overlay the ID token's (whose
+    /// `sub` it must repeat: beyond Dex). The usual claim mapping follows.
+    async fn token_identity(
+        &self,
+        kind: SubjectTokenType,
+        token: &str,
+    ) -> Result<Identity, ConnectorError> {
+        let refused = |message: String| ConnectorError::Upstream(format!("oidc: {message}"));
+        let mut claims = match kind {
+            SubjectTokenType::IdToken => {
+                self.verify_subject_id_token(token).await.map_err(refused)?
+            }
+            SubjectTokenType::AccessToken if self.config.get_user_info => Map::new(),
+            SubjectTokenType::AccessToken => {
+                return Err(refused(
+                    "getUserInfo is required for access token exchange".into(),
+                ));
+            }
+        };
+        if self.config.get_user_info {
+            let disc = self.discover(false).await?;
+            let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+            let info = self
+                .user_info(&disc, token, sub.as_deref())
+                .await
+                .map_err(|e| refused(format!("error loading userinfo: {e}")))?;
+            claims.extend(info);
+        }
+        match self.identity_from_claims(&claims).map_err(refused)? {
+            Ok(identity) => Ok(identity),
+            Err(_) => Err(ConnectorError::NotInRequiredGroups {
+                user: claims
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
 impl CallbackConnector for OidcConnector {
     async fn prepare(&self) -> Result<(), ConnectorError> {
         self.discover(false).await.map(|_| ())
+    }
+
+    fn token_identity(&self) -> Option<&dyn TokenIdentityConnector> {
+        Some(self)
     }
 
     fn login_url(
@@ -647,6 +796,15 @@ impl CallbackConnector for OidcConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<(String, Option<Vec<u8>>), ConnectorError> {
+        if self.config.client_id.is_empty() {
+            return Err(ConnectorError::Config {
+                id: self.id.clone(),
+                kind: KIND.to_owned(),
+                message: "no clientID and redirectURI are configured: this connector only \
+                          verifies tokens (token exchange) and cannot log users in"
+                    .to_owned(),
+            });
+        }
         upstream::check_callback_url(&self.id, KIND, callback_url, &self.config.redirect_uri)?;
         let disc = self.cached().ok_or_else(|| {
             ConnectorError::Upstream(format!(
@@ -873,6 +1031,31 @@ mod config_tests {
             "openid is always sent, not listed twice"
         );
         assert_eq!(c.prompt_type, None);
+    }
+
+    #[test]
+    fn issuer_alone_makes_a_verify_only_connector() {
+        let (c, _) = OidcConfig::parse(
+            "connectors[0].config",
+            &json!({"issuer": "https://token.actions.example"}),
+            CALLBACK,
+        )
+        .unwrap();
+        assert_eq!((c.client_id.as_str(), c.redirect_uri.as_str()), ("", ""));
+        let conn = OidcConnector::new("ci", c, Arc::new(SystemTime::now)).unwrap();
+        let e = conn
+            .login_url(&Scopes::default(), CALLBACK, "state")
+            .unwrap_err();
+        assert!(e.to_string().contains("only verifies tokens"), "{e}");
+        // Half a client registration is still an error.
+        let errors = OidcConfig::parse(
+            "c",
+            &json!({"issuer": "https://up.example", "clientID": "id"}),
+            CALLBACK,
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errors.contains("c.redirectURI: required"), "{errors}");
     }
 
     #[test]

@@ -62,6 +62,10 @@ async fn token(
         username: params.form_get("username"),
         password: params.form_get("password"),
         nonce: params.form_get("nonce"),
+        connector_id: params.form_get("connector_id"),
+        subject_token: params.form_get("subject_token"),
+        subject_token_type: params.form_get("subject_token_type"),
+        requested_token_type: params.form_get("requested_token_type"),
     };
     match live.provider.token(request, client_ip).await {
         Ok(tokens) => {

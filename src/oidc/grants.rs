@@ -37,7 +37,7 @@ pub struct GrantContext<'a> {
 }
 
 impl GrantContext<'_> {
-    fn minter(&self) -> Minter<'_> {
+    pub(super) fn minter(&self) -> Minter<'_> {
         Minter::new(self.settings, self.signer)
     }
 
@@ -220,7 +220,7 @@ pub fn verify_pkce(code_verifier: &str, pkce: &Pkce) -> Result<(), OAuthError> {
 
 /// Access token, ID token when `openid` was granted, and a refresh token when
 /// asked — signed first, so a signing failure leaves no refresh token behind.
-fn issue_tokens(
+pub(super) fn issue_tokens(
     ctx: &GrantContext<'_>,
     subject: &TokenSubject<'_>,
     code: Option<&str>,
@@ -274,7 +274,7 @@ fn issue_tokens(
 }
 
 /// Whether a token response carries a refresh token, and whether it is stored yet.
-enum RefreshIssue {
+pub(super) enum RefreshIssue {
     None,
     New,
     Stored(Box<RefreshToken>),

@@ -195,6 +195,9 @@ pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// RFC 8693 token exchange only: what `access_token` holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
     /// Always `"bearer"` (lowercase, as Dex).
     pub token_type: String,
     /// Seconds until the access token (and ID token) expire.
@@ -215,6 +218,7 @@ impl TokenResponse {
         let expiry = id_token.as_ref().map_or(access.expiry, |t| t.expiry);
         Self {
             access_token: access.token.clone(),
+            issued_token_type: None,
             token_type: "bearer".to_owned(),
             expires_in: expiry.duration_since(now).map_or(0, |d| d.as_secs()),
             refresh_token,

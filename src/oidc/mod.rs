@@ -13,6 +13,7 @@
 pub mod authorize;
 pub(crate) mod binding;
 pub mod client_auth;
+pub mod client_credentials;
 pub(crate) mod device;
 pub(crate) mod discovery;
 pub(crate) mod error;
@@ -23,6 +24,7 @@ pub(crate) mod redirect_uri;
 pub(crate) mod scopes;
 pub(crate) mod session;
 pub mod subject;
+pub mod token_exchange;
 
 // The fixtures live in the test kit, outside src/; unit tests compile them in so
 // they share this crate's types.

@@ -1,12 +1,17 @@
-//! `/token`: the authorization_code, refresh_token and password grants (the
-//! device_code grant is [`Provider::poll_device_token`]).
+//! `/token`: the authorization_code, refresh_token, password,
+//! client_credentials and token-exchange grants (the device_code grant is
+//! [`Provider::poll_device_token`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Client;
 use crate::connector::{Connector, ConnectorError, Identity, Scopes};
+use crate::oidc::client_credentials::{
+    CLIENT_CREDENTIALS_GRANT, client_credentials_grant, client_credentials_scopes,
+};
 use crate::oidc::grants::{self, CodeExchange, PasswordLogin, RefreshPlan};
+use crate::oidc::token_exchange::{self, TOKEN_EXCHANGE_GRANT};
 use crate::oidc::{OAuthError, TokenResponse};
 use crate::storage::Claims;
 use crate::throttle::ClientKey;
@@ -31,6 +36,11 @@ pub struct TokenRequest<'a> {
     pub username: &'a str,
     pub password: &'a str,
     pub nonce: &'a str,
+    /// Token exchange (RFC 8693; `connector_id` is Dex's extension).
+    pub connector_id: &'a str,
+    pub subject_token: &'a str,
+    pub subject_token_type: &'a str,
+    pub requested_token_type: &'a str,
 }
 
 /// Serialises upstream refreshes per (user, connector): upstreams such as
@@ -78,8 +88,78 @@ impl Provider {
             "authorization_code" => Ok(self.exchange_code(&request, client).await?),
             "refresh_token" => Ok(self.refresh(&request, client).await?),
             "password" => self.password_grant(&request, client, client_ip).await,
+            CLIENT_CREDENTIALS_GRANT => Ok(self.client_credentials(&request, client).await?),
+            TOKEN_EXCHANGE_GRANT => Ok(self.token_exchange(&request, client).await?),
             _ => Err(OAuthError::unsupported_grant_type().into()),
         }
+    }
+
+    async fn client_credentials(
+        &self,
+        request: &TokenRequest<'_>,
+        client: Client,
+    ) -> Result<TokenResponse, OAuthError> {
+        let scopes = client_credentials_scopes(&self.settings, &client, request.scope)?;
+        let nonce = request.nonce.to_owned();
+        self.with_grant(move |ctx| client_credentials_grant(ctx, &client, &scopes, &nonce))
+            .await
+    }
+
+    /// Token exchange in Dex HEAD's order: the connector gate (when a
+    /// `connector_id` is given), the subject token's type and presence, whether
+    /// the connector can verify tokens at all, the verification (any failure is
+    /// 401 `access_denied`), then the requested token type and minting.
+    async fn token_exchange(
+        &self,
+        request: &TokenRequest<'_>,
+        client: Client,
+    ) -> Result<TokenResponse, OAuthError> {
+        let connector_id = request.connector_id;
+        let entry = if connector_id.is_empty() {
+            None
+        } else {
+            let entry = self.connectors.get(connector_id);
+            token_exchange::check_connector(
+                &client,
+                connector_id,
+                entry.map(|e| e.grant_types.as_slice()),
+                TOKEN_EXCHANGE_GRANT,
+            )?;
+            entry
+        };
+        let kind =
+            token_exchange::check_subject(request.subject_token_type, request.subject_token)?;
+        let Some((entry, verifier)) =
+            entry.and_then(|e| e.connector.token_identity().map(|v| (e, v)))
+        else {
+            return Err(token_exchange::connector_missing());
+        };
+        let identity = match verifier.token_identity(kind, request.subject_token).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::info!(connector = %entry.id, client_id = %client.id, %error, "token exchange: subject token refused");
+                return Err(token_exchange::subject_rejected());
+            }
+        };
+        tracing::info!(
+            connector = %entry.id,
+            client_id = %client.id,
+            user_id = %identity.user_id,
+            "token exchange successful"
+        );
+        let requested = request.requested_token_type.to_owned();
+        let scope = request.scope.to_owned();
+        let connector_id = entry.id.clone();
+        self.with_grant(move |ctx| {
+            let exchange = token_exchange::Exchange {
+                requested_token_type: &requested,
+                scope: &scope,
+                connector_id: &connector_id,
+                claims: identity.claims(),
+            };
+            token_exchange::exchange_grant(ctx, &client, &exchange)
+        })
+        .await
     }
 
     async fn exchange_code(

@@ -377,6 +377,12 @@ impl FakeForgejo {
         }
     }
 
+    /// A JWT over exactly `claims`, signed with this provider's key: the tokens
+    /// a real provider would not issue (expired, another issuer, any audience).
+    pub fn sign(&self, claims: &Value) -> Result<String, String> {
+        self.shared.keys.sign_jwt(claims).map_err(|e| e.to_string())
+    }
+
     /// Requests seen so far, as `METHOD /path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()

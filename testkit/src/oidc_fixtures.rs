@@ -37,6 +37,7 @@ fn client(id: &str, secret: &str, redirect_uris: &[&str], public: bool) -> Clien
         backchannel_logout_uri: String::new(),
         refresh_token_lifetime: RefreshTokenLifetime::Standalone,
         sso_shared_with: None,
+        client_credentials_groups: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 mod binding;
 mod browser;
 mod cli;
+mod client_credentials;
 mod connectors;
 mod device;
 mod discovery;
@@ -23,6 +24,7 @@ mod reload;
 mod sessions;
 mod shutdown;
 mod support;
+mod token_exchange;
 mod transport;
 mod upstream_outages;
 mod upstream_tls;
