@@ -4,7 +4,7 @@
 //   node login.mjs --issuer URL --client-id ID --client-secret SECRET --redirect-uri URI
 //                  [--connector local] [--select picker|param] [--login L --password P]
 //                  [--expect-email E] [--expect-group G] [--auth basic|post]
-//                  [--post-logout-redirect-uri URI] [--public-client-id ID] [--skip LIST]
+//                  [--post-logout-redirect-uri URI] [--skip LIST]
 //
 // After the login, refresh and replay checks come the provider features a strict RP uses, in
 // groups that --skip (comma-separated) can leave out for a server that lacks them:
@@ -14,7 +14,7 @@
 //                       token no longer refreshes
 //   logout              RP-Initiated Logout with id_token_hint, post_logout_redirect_uri and state,
 //                       then prompt=none (also with the old cookie) answers login_required
-//   client-credentials  RFC 6749 §4.4 for this (confidential) client; refused for --public-client-id
+// (client_credentials has its own script, client-credentials.mjs.)
 //
 // Every flag can also come from the environment (OXIDEX_ISSUER, OXIDEX_CLIENT_ID, ...: the flag
 // name upper-cased with `-` → `_`, prefixed with OXIDEX_). One line per step, then
@@ -38,11 +38,10 @@ const flagNames = {
   'expect-group': { type: 'string' },
   auth: { type: 'string' },
   'post-logout-redirect-uri': { type: 'string' },
-  'public-client-id': { type: 'string' },
   skip: { type: 'string' },
 };
 
-const GROUPS = ['sessions', 'revocation', 'logout', 'client-credentials'];
+const GROUPS = ['sessions', 'revocation', 'logout'];
 
 function options() {
   const { values } = parseArgs({ options: flagNames, strict: true });
@@ -61,7 +60,6 @@ function options() {
     password: get('password'),
     auth: get('auth', 'basic'),
     postLogoutRedirectUri: get('post-logout-redirect-uri'),
-    publicClientId: get('public-client-id'),
     skip: new Set((get('skip', '') ?? '').split(',').map((g) => g.trim()).filter(Boolean)),
   };
   opts.expectEmail = get('expect-email', opts.login?.includes('@') ? opts.login : undefined);
@@ -81,7 +79,7 @@ function usage(message) {
   console.error(
     'usage: node login.mjs --issuer URL --client-id ID --client-secret SECRET --redirect-uri URI ' +
       '[--connector ID] [--select picker|param] [--login L --password P] [--expect-email E] ' +
-      '[--expect-group G] [--auth basic|post] [--post-logout-redirect-uri URI] [--public-client-id ID] ' +
+      '[--expect-group G] [--auth basic|post] [--post-logout-redirect-uri URI] ' +
       `[--skip ${GROUPS.join(',')}]`,
   );
   process.exit(2);
@@ -563,7 +561,6 @@ async function main() {
   if (run('sessions')) await sessionChecks(config, opts, browser, claims);
   if (run('revocation')) await revocationChecks(config, opts, browser);
   if (run('logout')) await logoutChecks(config, opts, browser, tokens);
-  if (run('client-credentials')) await clientCredentialsChecks(config, opts);
   if (opts.skip.size) console.log(`skipped: ${[...opts.skip].join(', ')}`);
 }
 
@@ -667,42 +664,6 @@ async function logoutChecks(config, opts, browser, tokens) {
   await check('after logout: the old session cookie → login_required', () =>
     expectAuthorizationError(config, opts, before, { prompt: 'none' }, 'login_required'),
   );
-}
-
-/** RFC 6749 §4.4: tokens for the client itself, opt-in in oxidex's config (oauth2.grantTypes). */
-async function clientCredentialsChecks(config, opts) {
-  await check('client_credentials advertised', () => {
-    const grants = config.serverMetadata().grant_types_supported ?? [];
-    assert(grants.includes('client_credentials'), `grant_types_supported ${JSON.stringify(grants)}`);
-    return 'in grant_types_supported';
-  });
-
-  await check('clientCredentialsGrant (confidential client)', async () => {
-    const got = await client.clientCredentialsGrant(config, { scope: 'openid profile' });
-    assert(got.access_token, 'no access token');
-    assert(got.refresh_token === undefined, 'a refresh token was issued (RFC 6749 §4.4.3)');
-    // openid was asked for: the library validated the ID token (signature, iss, aud, exp, iat).
-    assert(got.id_token, 'no ID token for scope openid');
-    const c = got.claims();
-    assert(c.sub, 'no sub');
-    assert(c.sid === undefined, 'sid in a token that no browser session issued');
-    assert(typeof c.name === 'string' && c.name, 'scope profile: no name (the client name)');
-    const info = await client.fetchUserInfo(config, got.access_token, c.sub);
-    return `sub=${c.sub} name=${JSON.stringify(c.name)} no refresh token, userinfo sub=${info.sub}`;
-  });
-
-  await check('clientCredentialsGrant with offline_access → invalid_scope', () =>
-    expectOAuthError(client.clientCredentialsGrant(config, { scope: 'openid offline_access' }), 'invalid_scope'),
-  );
-
-  if (opts.publicClientId) {
-    await check('clientCredentialsGrant (public client) → unauthorized_client', async () => {
-      const meta = config.serverMetadata();
-      const pub = new client.Configuration(meta, opts.publicClientId, undefined, client.None());
-      client.allowInsecureRequests(pub);
-      return expectOAuthError(client.clientCredentialsGrant(pub, { scope: 'openid' }), 'unauthorized_client');
-    });
-  }
 }
 
 try {

@@ -4,7 +4,7 @@
   python login.py --issuer URL --client-id ID --client-secret SECRET --redirect-uri URI
                   [--connector local] [--select picker|param] [--login L --password P]
                   [--expect-email E] [--expect-group G] [--auth client_secret_basic|client_secret_post]
-                  [--post-logout-redirect-uri URI] [--public-client-id ID] [--skip LIST]
+                  [--post-logout-redirect-uri URI] [--skip LIST]
 
 Authlib's own OIDC client (the framework-neutral core of its Flask/Django integrations) does
 discovery, the authorization URL (PKCE S256, state, nonce), the code exchange (state check),
@@ -17,8 +17,7 @@ out for a server that lacks them:
                       userinfo, a revoked refresh token no longer refreshes
   logout              RP-Initiated Logout (end_session_endpoint from discovery) with id_token_hint,
                       post_logout_redirect_uri and state, then prompt=none answers login_required
-  client-credentials  fetch_token(grant_type="client_credentials") for this client; refused for
-                      --public-client-id
+(client_credentials has its own script, client_credentials.py.)
 One line per step, then `N passed, N failed`; the exit status is non-zero when anything failed.
 """
 
@@ -39,7 +38,7 @@ import authlib
 
 SCOPE = "openid email profile groups offline_access"
 REDIRECTS = (301, 302, 303, 307, 308)
-GROUPS = ("sessions", "revocation", "logout", "client-credentials")
+GROUPS = ("sessions", "revocation", "logout")
 
 passed = 0
 failed = 0
@@ -352,7 +351,6 @@ def main(opts):
         ("sessions", session_checks),
         ("revocation", revocation_checks),
         ("logout", logout_checks),
-        ("client-credentials", client_credentials_checks),
     ):
         if group not in opts.skip:
             run(ctx)
@@ -532,57 +530,6 @@ def logout_checks(ctx):
     )
 
 
-def client_credentials_checks(ctx):
-    """RFC 6749 §4.4, opt-in in oxidex's config (oauth2.grantTypes)."""
-
-    def advertised():
-        grants = ctx.metadata.get("grant_types_supported") or []
-        expect("client_credentials" in grants, f"grant_types_supported {grants}")
-        return "in grant_types_supported"
-
-    check("client_credentials advertised", advertised)
-
-    def grant(session, scope):
-        return session.fetch_token(ctx.metadata["token_endpoint"], grant_type="client_credentials", scope=scope)
-
-    def confidential():
-        with ctx.session() as session:
-            token = grant(session, "openid profile")
-        expect(token.get("access_token"), "no access token")
-        expect("refresh_token" not in token, "a refresh token was issued (RFC 6749 §4.4.3)")
-        expect(token.get("id_token"), "no ID token for scope openid")
-        claims = ctx.rp.parse_id_token(
-            token,
-            None,
-            claims_options={
-                "iss": {"essential": True, "value": ctx.opts.issuer},
-                "aud": {"essential": True, "value": ctx.opts.client_id},
-            },
-        )
-        expect("sid" not in claims, "sid in a token that no browser session issued")
-        expect(claims.get("name"), "scope profile: no name (the client name)")
-        response = ctx.userinfo_status(token["access_token"])
-        expect(response.status_code == 200, f"userinfo answered {response.status_code}")
-        expect(response.json().get("sub") == claims["sub"], "userinfo sub differs from the ID token's")
-        return f"sub={claims['sub']} name={claims['name']!r}, ID token valid, no refresh token, userinfo sub matches"
-
-    check('fetch_token(grant_type="client_credentials") (confidential client)', confidential)
-
-    def offline():
-        with ctx.session() as session:
-            return expect_token_error(lambda: grant(session, "openid offline_access"), "invalid_scope")
-
-    check("client_credentials with offline_access → invalid_scope", offline)
-
-    if ctx.opts.public_client_id:
-
-        def public():
-            with OAuth2Session(ctx.opts.public_client_id, None, token_endpoint_auth_method="none") as session:
-                return expect_token_error(lambda: grant(session, "openid"), "unauthorized_client")
-
-        check("client_credentials (public client) → unauthorized_client", public)
-
-
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--issuer", required=True)
@@ -597,7 +544,6 @@ def parse():
     p.add_argument("--expect-group")
     p.add_argument("--auth", choices=("client_secret_basic", "client_secret_post"), default="client_secret_basic")
     p.add_argument("--post-logout-redirect-uri")
-    p.add_argument("--public-client-id")
     p.add_argument("--skip", default="", help=f"comma-separated groups to leave out: {','.join(GROUPS)}")
     opts = p.parse_args()
     opts.skip = {g.strip() for g in opts.skip.split(",") if g.strip()}
