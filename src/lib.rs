@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod health;
 pub mod http;
 pub mod keys;
+mod log_fields;
 pub mod oidc;
 pub mod provider;
 pub mod server;

@@ -253,6 +253,12 @@ pub fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static 
         "logger.format",
         json(&running.logger.format) != json(&new.logger.format),
     );
+    check(
+        "logger.excludeFields",
+        running.logger.exclude_fields != new.logger.exclude_fields,
+    );
     check("gc.interval", running.gc_interval != new.gc_interval);
+    // The HTTP layer reads the cookie with the settings it started with.
+    check("sessions", running.sessions != new.sessions);
     changed
 }

@@ -1639,3 +1639,54 @@ fn a_cookie_key_in_a_store_path_config_is_refused() {
     let error = load_json_at(&config, &format!("{STORE_DIR}/config.json"), &[]).unwrap_err();
     assert_has(&error.problems, "sessions.cookieEncryptionKey", "");
 }
+
+#[test]
+fn check_config_output_is_a_dex_config_that_loads_to_the_same_settings() {
+    let mut config = base();
+    set(
+        &mut config,
+        "/expiry",
+        json!({"idTokens": "90m", "refreshTokens": {"reuseInterval": "3s", "absoluteLifetime": "720h"}}),
+    );
+    set(
+        &mut config,
+        "/sessions",
+        json!({"validIfNotUsedFor": "30m"}),
+    );
+    set(
+        &mut config,
+        "/logger",
+        json!({"level": "debug", "format": "json", "excludeFields": ["email"]}),
+    );
+    set(
+        &mut config,
+        "/web/headers",
+        json!({"X-Frame-Options": "DENY"}),
+    );
+    set(&mut config, "/enablePasswordDB", json!(true));
+    set(
+        &mut config,
+        "/staticPasswords",
+        json!([{"email": "a@example.org", "hash": HASH, "username": "a", "userID": "1"}]),
+    );
+    let printed = redacted_json(&loads(&config).settings);
+    assert_eq!(printed["expiry"]["idTokens"], "1h30m");
+    assert_eq!(
+        printed["expiry"]["refreshTokens"]["absoluteLifetime"],
+        "720h"
+    );
+    assert_eq!(printed["sessions"]["validIfNotUsedFor"], "30m");
+    assert_eq!(
+        printed["staticClients"][0]["redirectURIs"][0],
+        "https://app.example.org/callback"
+    );
+    assert_eq!(printed["oauth2"]["responseTypes"], json!(["code"]));
+    assert!(printed.get("issuer").unwrap().is_string());
+    // Put the redacted secrets back, load it again: the same document.
+    let mut again = printed.clone();
+    set(&mut again, "/staticClients/0/secret", json!("app-secret"));
+    set(&mut again, "/staticPasswords/0/hash", json!(HASH));
+    let reloaded = loads(&again);
+    assert!(reloaded.warnings.is_empty(), "{:?}", reloaded.warnings);
+    assert_eq!(redacted_json(&reloaded.settings), printed);
+}

@@ -12,8 +12,9 @@ use super::check_param_len;
 use super::error::{ErrorCode, OAuthError, REFRESH_CLAIMED};
 use super::is_expired;
 use super::mint::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
+use super::revoke::deny_grant;
 use super::scopes::{self, check_scopes, go_quote_list};
-use super::subject::RefreshTokenWire;
+use super::subject::{RefreshTokenWire, encode_subject};
 use crate::config::settings::{Client, RefreshTokenLifetime, RefreshTokenPolicy, Settings};
 use crate::crypto::new_id;
 use crate::storage::{
@@ -185,6 +186,21 @@ fn revoke_if_replayed(ctx: &GrantContext<'_>, code: &str) {
     );
     if let Some(id) = &redeemed.refresh_token_id {
         revoke_refresh_token(ctx.storage, id, &redeemed.user_id, &redeemed.connector_id);
+    }
+    deny_access_tokens(
+        ctx,
+        &redeemed.user_id,
+        &redeemed.connector_id,
+        &redeemed.client_id,
+    );
+}
+
+/// Beyond Dex: after replay detection, the grant's access tokens are refused
+/// too (by subject and client, up to now: see `oidc::revoke`). Best effort.
+fn deny_access_tokens(ctx: &GrantContext<'_>, user_id: &str, connector_id: &str, client_id: &str) {
+    let subject = encode_subject(user_id, connector_id);
+    if let Err(err) = deny_grant(ctx.storage, ctx.settings, &subject, client_id, ctx.now) {
+        tracing::error!(%err, "failed to deny a replayed grant's access tokens");
     }
 }
 
@@ -580,7 +596,7 @@ pub fn begin_refresh(
             return Err(OAuthError::invalid_request(REFRESH_CLAIMED));
         }
         if !reuse {
-            revoke_family(ctx.storage, &token);
+            revoke_family(ctx, &token);
             return Err(OAuthError::invalid_grant(
                 "Refresh token was already used; the token has been revoked.",
             ));
@@ -695,12 +711,18 @@ pub(crate) fn revoke_refresh_token(
     }
 }
 
-fn revoke_family(storage: &dyn Storage, token: &RefreshToken) {
+fn revoke_family(ctx: &GrantContext<'_>, token: &RefreshToken) {
     revoke_refresh_token(
-        storage,
+        ctx.storage,
         &token.id,
         &token.claims.user_id,
         &token.connector_id,
+    );
+    deny_access_tokens(
+        ctx,
+        &token.claims.user_id,
+        &token.connector_id,
+        &token.client_id,
     );
     tracing::warn!(
         client_id = token.client_id,

@@ -606,6 +606,7 @@ pub(crate) fn garbage_collection(new: Factory<'_>) {
             auth_codes: 1,
             device_requests: 1,
             device_tokens: 1,
+            revoked_access_tokens: 0,
         }
     );
     assert_eq!(counts.total(), 4);
@@ -681,6 +682,105 @@ pub(crate) fn garbage_collection_follows_updated_expiry(new: Factory<'_>) {
     assert!(s.get_device_token("dev").is_ok());
 }
 
+fn revoked(key: &str, revoked_at: SystemTime, expiry: SystemTime) -> RevokedAccessTokens {
+    RevokedAccessTokens {
+        key: key.to_owned(),
+        revoked_at,
+        expiry,
+    }
+}
+
+/// A revocation round-trips; revoking a key again keeps the later instants, so a
+/// repeated (or older) revocation never shortens or lifts one.
+pub(crate) fn revoked_access_tokens_merge(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    assert_eq!(
+        s.get_revoked_access_tokens("jti a"),
+        Err(StorageError::NotFound)
+    );
+    let first = revoked("jti a", t, t + HOUR);
+    s.revoke_access_tokens(&first).unwrap();
+    assert_eq!(s.get_revoked_access_tokens("jti a").unwrap(), first);
+    assert_eq!(
+        s.get_revoked_access_tokens("jti b"),
+        Err(StorageError::NotFound),
+        "keys are exact"
+    );
+
+    s.revoke_access_tokens(&revoked("jti a", t - HOUR, t - HOUR))
+        .unwrap();
+    assert_eq!(s.get_revoked_access_tokens("jti a").unwrap(), first);
+
+    s.revoke_access_tokens(&revoked("jti a", t + HOUR, t + 2 * HOUR))
+        .unwrap();
+    assert_eq!(
+        s.get_revoked_access_tokens("jti a").unwrap(),
+        revoked("jti a", t + HOUR, t + 2 * HOUR)
+    );
+    s.revoke_access_tokens(&revoked("jti a", t + 2 * HOUR, t))
+        .unwrap();
+    assert_eq!(
+        s.get_revoked_access_tokens("jti a").unwrap(),
+        revoked("jti a", t + 2 * HOUR, t + 2 * HOUR),
+        "each instant merges on its own"
+    );
+}
+
+/// Concurrent revocations of one key (the first ones racing to create the row)
+/// all succeed and the row ends with the latest instants.
+pub(crate) fn parallel_access_token_revocations(new: Factory<'_>) {
+    const THREADS: u64 = 16;
+    let s = new();
+    let t = instant(1_700_000_000);
+    let start = Barrier::new(THREADS as usize);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (s, start) = (&s, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    let at = t + Duration::from_secs(i);
+                    s.revoke_access_tokens(&revoked("grant x", at, at + HOUR))
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap().unwrap();
+        }
+    });
+    let last = t + Duration::from_secs(THREADS - 1);
+    assert_eq!(
+        s.get_revoked_access_tokens("grant x").unwrap(),
+        revoked("grant x", last, last + HOUR)
+    );
+}
+
+/// Revocations are collected once their expiry has passed, counted on their own.
+pub(crate) fn garbage_collection_of_revoked_access_tokens(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    s.revoke_access_tokens(&revoked("jti old", t - HOUR, t))
+        .unwrap();
+    s.revoke_access_tokens(&revoked("jti live", t - HOUR, t + HOUR))
+        .unwrap();
+    assert_eq!(s.garbage_collect(t).unwrap(), GcCounts::default());
+    let counts = s.garbage_collect(t + Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        counts,
+        GcCounts {
+            revoked_access_tokens: 1,
+            ..GcCounts::default()
+        }
+    );
+    assert_eq!(counts.total(), 1);
+    assert_eq!(
+        s.get_revoked_access_tokens("jti old"),
+        Err(StorageError::NotFound)
+    );
+    assert!(s.get_revoked_access_tokens("jti live").is_ok());
+}
+
 /// Dex's `RefreshTokenParallelUpdate`: 100 concurrent increments all succeed.
 pub(crate) fn parallel_refresh_token_updates(new: Factory<'_>) {
     let s = new();
@@ -749,7 +849,10 @@ macro_rules! conformance_tests {
             garbage_collection,
             garbage_collection_spares_long_lived_objects,
             garbage_collection_follows_updated_expiry,
-            parallel_refresh_token_updates
+            parallel_refresh_token_updates,
+            revoked_access_tokens_merge,
+            parallel_access_token_revocations,
+            garbage_collection_of_revoked_access_tokens
         );
     };
     (@each $run:path; $($check:ident),* $(,)?) => {

@@ -20,6 +20,7 @@ struct Tables {
     browser_sessions: BTreeMap<String, BrowserSession>,
     user_identities: BTreeMap<(String, String), UserIdentity>,
     logout_deliveries: BTreeMap<String, LogoutDelivery>,
+    revoked_access_tokens: BTreeMap<String, RevokedAccessTokens>,
 }
 
 #[derive(Default)]
@@ -308,6 +309,19 @@ impl Storage for MemoryStorage {
         ))
     }
 
+    fn revoke_access_tokens(&self, revoked: &RevokedAccessTokens) -> StorageResult<()> {
+        let mut t = self.lock()?;
+        let row = match t.revoked_access_tokens.remove(&revoked.key) {
+            Some(existing) => existing.merged(revoked),
+            None => revoked.clone(),
+        };
+        t.revoked_access_tokens.insert(row.key.clone(), row);
+        Ok(())
+    }
+    fn get_revoked_access_tokens(&self, key: &str) -> StorageResult<RevokedAccessTokens> {
+        get(&self.lock()?.revoked_access_tokens, key)
+    }
+
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts> {
         let mut t = self.lock()?;
         Ok(GcCounts {
@@ -316,6 +330,7 @@ impl Storage for MemoryStorage {
                 + expire(&mut t.redeemed_codes, now, |c| c.expiry),
             device_requests: expire(&mut t.device_requests, now, |r| r.expiry),
             device_tokens: expire(&mut t.device_tokens, now, |d| d.expiry),
+            revoked_access_tokens: expire(&mut t.revoked_access_tokens, now, |r| r.expiry),
         })
     }
 }

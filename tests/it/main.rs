@@ -21,6 +21,7 @@ mod login;
 mod ops;
 mod postgres;
 mod reload;
+mod revocation;
 mod sessions;
 mod shutdown;
 mod support;
