@@ -2,7 +2,9 @@
 # examples/config-dev.json on a free loopback port, a temp SQLite file and no telemetry
 # listener, plus one extra client whose id and secret need form-encoding in HTTP Basic.
 #
-#   start_dev_server OXIDEX_BIN WORKDIR
+#   start_dev_server OXIDEX_BIN WORKDIR [SOURCE_CONFIG]
+#
+# SOURCE_CONFIG (default examples/config-dev.json) is the config to start from.
 #
 # Sets: issuer, oxidex_pid, oxidex_log, special_id, special_secret. The caller's EXIT trap
 # must call stop_dev_server. Needs python3.
@@ -11,14 +13,15 @@ special_id='rp:special client'
 special_secret="s3cret with space+plus/slash:colon%25-_.!~*'()"
 
 start_dev_server() {
-  local oxidex=$1 work=$2 repo port
+  local oxidex=$1 work=$2 source=${3:-} repo port
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  source=${source:-$repo/examples/config-dev.json}
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   issuer="http://127.0.0.1:${port}/dex"
   oxidex_log="$work/oxidex.log"
 
   SPECIAL_ID="$special_id" SPECIAL_SECRET="$special_secret" ISSUER="$issuer" PORT="$port" \
-    python3 - "$repo/examples/config-dev.json" "$work" <<'EOF'
+    python3 - "$source" "$work" <<'EOF'
 import json, os, sys
 source, work = sys.argv[1], sys.argv[2]
 with open(source) as f:

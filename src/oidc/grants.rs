@@ -15,7 +15,7 @@ use super::mint::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds
 use super::revoke::deny_grant;
 use super::scopes::{self, check_scopes, go_quote_list};
 use super::subject::{RefreshTokenWire, encode_subject};
-use crate::config::settings::{Client, RefreshTokenLifetime, RefreshTokenPolicy, Settings};
+use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::crypto::new_id;
 use crate::storage::{
     Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
@@ -608,29 +608,27 @@ pub fn begin_refresh(
     }
     // Dex HEAD: a `refreshTokenLifetime: session` client's token ends with the
     // browser session that issued it.
-    if client.refresh_token_lifetime == RefreshTokenLifetime::Session
-        && !token.session_id.is_empty()
-        && ctx.settings.sessions.is_some()
-    {
-        let alive = match ctx.storage.get_browser_session(&token.session_id) {
-            Ok(session) => super::session::alive(&session, ctx.now),
-            Err(StorageError::NotFound) => false,
-            Err(err) => {
-                tracing::error!(%err, "failed to read the browser session of a refresh token");
-                return Err(OAuthError::storage(&err));
-            }
-        };
-        if !alive {
-            revoke_refresh_token(
-                ctx.storage,
-                &token.id,
-                &token.claims.user_id,
-                &token.connector_id,
-            );
-            return Err(OAuthError::invalid_grant(
-                "The session this refresh token belongs to has ended.",
-            ));
-        }
+    let ended = super::session::bound_session_ended(
+        ctx.storage,
+        ctx.settings,
+        &client.id,
+        &token.session_id,
+        ctx.now,
+    )
+    .map_err(|err| {
+        tracing::error!(%err, "failed to read the browser session of a refresh token");
+        OAuthError::storage(&err)
+    })?;
+    if ended {
+        revoke_refresh_token(
+            ctx.storage,
+            &token.id,
+            &token.claims.user_id,
+            &token.connector_id,
+        );
+        return Err(OAuthError::invalid_grant(
+            "The session this refresh token belongs to has ended.",
+        ));
     }
     if !connector_allowed(client, &token.connector_id) {
         return Err(OAuthError::invalid_grant(

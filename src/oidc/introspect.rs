@@ -167,10 +167,22 @@ pub fn introspect(
             let Some(active) = introspect_access_token(ctx, client, token) else {
                 return Ok(None);
             };
-            match revoke::is_revoked(ctx.storage, &active.1) {
+            let sid = active
+                .1
+                .get("sid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let ended = super::session::bound_session_ended(
+                ctx.storage,
+                ctx.settings,
+                &active.0.client_id,
+                sid,
+                ctx.now,
+            );
+            match ended.and_then(|ended| Ok(ended || revoke::is_revoked(ctx.storage, &active.1)?)) {
                 Ok(false) => Ok(Some(active.0)),
                 Ok(true) => {
-                    tracing::debug!("introspected token was revoked");
+                    tracing::debug!("introspected token was revoked or its session ended");
                     Ok(None)
                 }
                 Err(error) => {
@@ -307,6 +319,22 @@ fn introspect_refresh_token(
     }
     if stored.client_id != client.id {
         tracing::debug!(caller = %client.id, "introspection of another client's refresh token");
+        return Ok(None);
+    }
+    // Beyond Dex HEAD (active until the next refresh attempt): a session-bound
+    // token whose session is over is inactive now.
+    let ended = super::session::bound_session_ended(
+        ctx.storage,
+        ctx.settings,
+        &stored.client_id,
+        &stored.session_id,
+        ctx.now,
+    )
+    .map_err(|error| {
+        tracing::error!(%error, "failed to read the browser session of a refresh token");
+        OAuthError::storage(&error)
+    })?;
+    if ended {
         return Ok(None);
     }
     Ok(Some(describe_refresh_token(ctx.settings, &stored)))

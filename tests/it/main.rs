@@ -19,6 +19,7 @@ mod ldap;
 mod limits;
 mod login;
 mod ops;
+mod pages;
 mod postgres;
 mod reload;
 mod revocation;

@@ -278,9 +278,29 @@ async fn logout_with_a_hint_redirects_with_state_and_ends_the_session() {
         rp(&server, APP_B, CB_B).await,
     );
     let browser = Browser::new(&server.base());
-    let (id_token, _) = login(&browser, &a, None, &[]).await;
+    let (id_token, a_tokens) = login(&browser, &a, None, &[]).await;
     let (_, b_tokens) = login(&browser, &b, None, &["offline_access"]).await;
     let b_refresh = b_tokens.refresh_token().expect("refresh token").clone();
+    let introspect = |client: &'static str, token: String| {
+        let url = format!("{}/token/introspect", server.issuer());
+        async move {
+            let body: Value = reqwest::Client::new()
+                .post(url)
+                .basic_auth(client, Some(SECRET))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["active"] == json!(true)
+        }
+    };
+    let b_access = b_tokens.access_token().secret().clone();
+    let a_access = a_tokens.access_token().secret().clone();
+    assert!(introspect(APP_B, b_access.clone()).await);
+    assert!(introspect(APP_B, b_refresh.secret().clone()).await);
 
     // A redirect URI not registered for the hint's client: refused, no redirect.
     let bad = LogoutRequest::from(a.end_session.clone())
@@ -328,7 +348,11 @@ async fn logout_with_a_hint_redirects_with_state_and_ends_the_session() {
         query_param(&refused, "error").as_deref(),
         Some("login_required")
     );
-    // app-b's refresh token was bound to the session (refreshTokenLifetime: session).
+    // app-b's tokens were bound to the session (refreshTokenLifetime: session):
+    // inactive now; app-a's (standalone) access token lives until it expires.
+    assert!(!introspect(APP_B, b_access).await);
+    assert!(!introspect(APP_B, b_refresh.secret().clone()).await);
+    assert!(introspect(APP_A, a_access).await);
     let error = b
         .client
         .exchange_refresh_token(&b_refresh)
