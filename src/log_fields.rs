@@ -122,21 +122,18 @@ impl Drop for JsonRecord {
 fn filter_json_lines(bytes: &[u8], excluded: &Excluded) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     for line in bytes.split_inclusive(|b| *b == b'\n') {
-        match serde_json::from_slice::<Value>(line) {
-            Ok(mut record) => {
-                strip(&mut record, excluded);
-                if let Some(spans) = record.get_mut("spans").and_then(Value::as_array_mut) {
-                    spans.iter_mut().for_each(|span| strip(span, excluded));
-                }
-                if let Some(span) = record.get_mut("span") {
-                    strip(span, excluded);
-                }
-                let _ = serde_json::to_writer(&mut out, &record);
-                out.push(b'\n');
+        // A line that is not JSON (cannot happen with the JSON formatter) is
+        // dropped rather than risk writing an excluded value.
+        if let Ok(mut record) = serde_json::from_slice::<Value>(line) {
+            strip(&mut record, excluded);
+            if let Some(spans) = record.get_mut("spans").and_then(Value::as_array_mut) {
+                spans.iter_mut().for_each(|span| strip(span, excluded));
             }
-            // Not JSON (cannot happen with the JSON formatter): dropped rather
-            // than risk writing an excluded value.
-            Err(_) => {}
+            if let Some(span) = record.get_mut("span") {
+                strip(span, excluded);
+            }
+            let _ = serde_json::to_writer(&mut out, &record);
+            out.push(b'\n');
         }
     }
     out
