@@ -35,6 +35,7 @@ config["staticClients"].append({
     "name": "RP with an awkward secret",
     "secret": os.environ["SPECIAL_SECRET"],
     "redirectURIs": ["http://127.0.0.1:5555/callback"],
+    "postLogoutRedirectURIs": ["http://127.0.0.1:5555/logged-out"],
 })
 with open(os.path.join(work, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
