@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod health;
 pub mod http;
 pub mod keys;
+pub mod listen;
 pub mod oidc;
 pub mod provider;
 pub mod server;
@@ -14,7 +15,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;
-mod tls;
+pub mod tls;
 pub mod urlencoded;
 pub mod web;
 
