@@ -46,6 +46,7 @@ cargo build --locked --bin oxidex && bash checks/render-contract.sh "$root/targe
 
 step "relying parties against a running oxidex (npm openid-client, PyPI Authlib)"
 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node (openid-client)" $?
+RP_HTTPS=1 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node over HTTPS (openid-client)" $?
 bash checks/rp-python/run.sh "$root/target/debug/oxidex"; record "rp-python (Authlib)" $?
 
 step "ldap connector against a real OpenLDAP (Debian slapd, throwaway config, StartTLS/LDAPS CA)"
