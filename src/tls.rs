@@ -72,6 +72,9 @@ pub struct ServerTls {
     config: Arc<rustls::ServerConfig>,
     current: Arc<CurrentCert>,
     files: PairFiles,
+    /// What the current pair was loaded from: the reloader compares with it, so a
+    /// change between the start and the first look is not missed.
+    loaded: PairBytes,
 }
 
 /// Where the certificate chain and the key are read from.
@@ -86,7 +89,7 @@ pub struct PairFiles {
 const MAX_PEM_FILE: u64 = 1 << 20;
 
 /// The contents of both files as last read, to notice when they change.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct PairBytes {
     cert: Vec<u8>,
     key: Vec<u8>,
@@ -236,6 +239,7 @@ impl ServerTls {
             config: Arc::new(config),
             current,
             files,
+            loaded: bytes,
         })
     }
 
@@ -254,9 +258,10 @@ impl ServerTls {
     ) -> tokio::task::JoinHandle<()> {
         let current = self.current.clone();
         let files = self.files.clone();
+        let loaded = self.loaded.clone();
         tokio::spawn(async move {
             let provider = provider();
-            let mut last_seen = files.read().ok();
+            let mut last_seen = Some(loaded);
             tokio::pin!(shutdown);
             loop {
                 tokio::select! {
@@ -352,6 +357,31 @@ mod tests {
                 .contains("greater")
         );
         assert!(names(Some("1.1"), None).unwrap_err().contains("1.2, 1.3"));
+    }
+
+    #[tokio::test]
+    async fn a_change_before_the_reloader_starts_is_not_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = pair(dir.path(), "first");
+        let tls = ServerTls::load(files.clone(), None, None).unwrap();
+        let second = pair(dir.path(), "second");
+        std::fs::copy(&second.cert, &files.cert).unwrap();
+        std::fs::copy(&second.key, &files.key).unwrap();
+        let expected = CertificateDer::from_pem_file(&second.cert).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tls.spawn_reloader(Duration::from_millis(10), async {
+            let _ = stopped.await;
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while tls.current.get().cert[0] != expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change was missed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(());
+        task.await.unwrap();
     }
 
     #[test]
