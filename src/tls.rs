@@ -247,10 +247,11 @@ impl ServerTls {
         tokio_rustls::TlsAcceptor::from(self.config.clone())
     }
 
-    /// Re-reads the files every `interval` until `shutdown`. When their
-    /// contents change, a pair that loads and matches is served to new
-    /// connections (open ones keep theirs); one that does not is logged and the
-    /// running pair stays — until the files change again.
+    /// Re-reads the files every `interval`, and at once on SIGHUP (as Dex
+    /// does), until `shutdown`. When their contents change, a pair that loads
+    /// and matches is served to new connections (open ones keep theirs); one
+    /// that does not is logged and the running pair stays — until the files
+    /// change again.
     pub fn spawn_reloader(
         &self,
         interval: Duration,
@@ -259,6 +260,8 @@ impl ServerTls {
         let current = self.current.clone();
         let files = self.files.clone();
         let loaded = self.loaded.clone();
+        // Registered before this returns, so a SIGHUP sent right after is seen.
+        let mut hangups = Hangups::new();
         tokio::spawn(async move {
             let provider = provider();
             let mut last_seen = Some(loaded);
@@ -266,6 +269,7 @@ impl ServerTls {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
+                    () = hangups.next() => {}
                     () = &mut shutdown => return,
                 }
                 let read_files = files.clone();
@@ -303,6 +307,37 @@ impl ServerTls {
                 last_seen = Some(bytes);
             }
         })
+    }
+}
+
+/// SIGHUP, where there is one; never otherwise.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = signal(SignalKind::hangup())
+                .map_err(|error| tracing::warn!(%error, "TLS reload: cannot listen for SIGHUP"))
+                .ok();
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut()
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
     }
 }
 
@@ -377,6 +412,37 @@ mod tests {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the change was missed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sighup_reloads_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = pair(dir.path(), "first");
+        let tls = ServerTls::load(files.clone(), None, None).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tls.spawn_reloader(Duration::from_secs(3600), async {
+            let _ = stopped.await;
+        });
+        let second = pair(dir.path(), "second");
+        std::fs::copy(&second.cert, &files.cert).unwrap();
+        std::fs::copy(&second.key, &files.key).unwrap();
+        let expected = CertificateDer::from_pem_file(&second.cert).unwrap();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while tls.current.get().cert[0] != expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIGHUP did not reload"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
