@@ -47,6 +47,7 @@ cargo build --locked --bin oxidex && bash checks/render-contract.sh "$root/targe
 
 step "relying parties against a running oxidex (npm openid-client, PyPI Authlib)"
 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node (openid-client)" $?
+RP_HTTPS=1 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node over HTTPS (openid-client)" $?
 bash checks/rp-python/run.sh "$root/target/debug/oxidex"; record "rp-python (Authlib)" $?
 
 step "browser pages in headless Chromium (real flows, axe-core, keyboard, screenshots; light and dark)"

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod health;
 pub mod http;
 pub mod keys;
+pub mod listen;
 mod log_fields;
 pub mod oidc;
 pub mod provider;
@@ -15,7 +16,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;
-mod tls;
+pub mod tls;
 pub mod urlencoded;
 pub mod web;
 

@@ -1,7 +1,7 @@
 //! Wiring: from validated [`Settings`] to running listeners and background tasks.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -14,6 +14,7 @@ use crate::http::{self, AppContext, AppState, Live};
 use crate::keys::{KeyManager, KeyPolicy};
 use crate::provider::Provider;
 use crate::shutdown::Shutdown;
+use crate::tls::{PairFiles, ServerTls};
 use crate::web::Templates;
 use crate::{Clock, storage};
 
@@ -114,24 +115,77 @@ pub async fn start_services(
     })
 }
 
+/// How often the HTTPS certificate and key files are read to notice a rotation.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where the server listens.
+pub struct Listeners {
+    /// `web.http`.
+    pub http: Option<TcpListener>,
+    /// `web.https`.
+    pub https: Option<HttpsListener>,
+    /// `telemetry.http`.
+    pub telemetry: Option<TcpListener>,
+}
+
+pub struct HttpsListener {
+    pub tcp: TcpListener,
+    pub tls: ServerTls,
+    /// How often the certificate files are re-read ([`TLS_RELOAD_INTERVAL`]).
+    pub reload_interval: Duration,
+}
+
+/// The HTTPS listener's TLS for `settings`, its certificate and key read and
+/// checked; `None` without `web.https`.
+pub fn load_tls(settings: &Settings) -> Result<Option<ServerTls>, String> {
+    let web = &settings.web;
+    if web.https.is_none() {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (web.tls_cert.clone(), web.tls_key.clone()) else {
+        return Err("web.https needs web.tlsCert and web.tlsKey".to_owned());
+    };
+    ServerTls::load(
+        PairFiles { cert, key },
+        web.tls_min_version.as_deref(),
+        web.tls_max_version.as_deref(),
+    )
+    .map(Some)
+}
+
 /// Serves the main router on `listener` (and telemetry on `telemetry`) until
-/// `shutdown`. Then readiness fails at once, the main listener stops accepting
-/// and drains its requests in flight (within `web.drainTimeout`), and only then
-/// do the telemetry listener and the background tasks stop, so probes and
-/// scrapes see the drain.
+/// `shutdown`; see [`serve`].
 pub async fn run(
     services: Services,
     listener: TcpListener,
     telemetry: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
+    let listeners = Listeners {
+        http: Some(listener),
+        https: None,
+        telemetry,
+    };
+    serve(services, listeners, shutdown).await
+}
+
+/// Serves the main router on the HTTP and HTTPS listeners (and telemetry on
+/// its own) until `shutdown`. Then readiness fails at once, both main listeners
+/// stop accepting and drain their requests in flight (within
+/// `web.drainTimeout`), and only then do the telemetry listener and the
+/// background tasks stop, so probes and scrapes see the drain.
+pub async fn serve(
+    services: Services,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
     let Services {
         state,
-        tasks,
+        mut tasks,
         limits,
     } = services;
     let (telemetry_stop, telemetry_stopped) = crate::shutdown::channel();
-    let telemetry_task = telemetry.map(|listener| {
+    let telemetry_task = listeners.telemetry.map(|listener| {
         let app = crate::telemetry::telemetry_app(state.health.clone());
         tokio::spawn(http::serve::serve(
             listener,
@@ -140,6 +194,21 @@ pub async fn run(
             telemetry_stopped.wait(),
         ))
     });
+    let mut main = Vec::new();
+    if let Some(tcp) = listeners.http {
+        main.push(http::serve::Listener::from(tcp));
+    }
+    if let Some(https) = listeners.https {
+        tasks.push(
+            https
+                .tls
+                .spawn_reloader(https.reload_interval, shutdown.clone().wait()),
+        );
+        main.push(http::serve::Listener {
+            tcp: https.tcp,
+            tls: Some(https.tls.acceptor()),
+        });
+    }
     let health = state.health.clone();
     let draining = async move {
         shutdown.wait().await;
@@ -150,7 +219,7 @@ pub async fn run(
         );
     };
     let app = http::app(state);
-    http::serve::serve(listener, app, limits, draining).await;
+    http::serve::serve_all(main, app, limits, draining).await;
     tracing::info!("every connection is closed");
     telemetry_stop.fire();
     if let Some(task) = telemetry_task {

@@ -33,6 +33,7 @@ pub(crate) use secrets::read_bounded;
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub web_http: Option<String>,
+    pub web_https: Option<String>,
     pub telemetry_http: Option<String>,
 }
 

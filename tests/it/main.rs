@@ -13,6 +13,7 @@ mod discovery;
 mod faults;
 mod forgejo;
 mod hostile;
+mod https;
 mod introspect;
 mod keys;
 mod ldap;
