@@ -578,7 +578,12 @@ pub fn begin_refresh(
     let wire = RefreshTokenWire::decode(refresh_token);
     let token = match ctx.storage.get_refresh_token(&wire.id) {
         Ok(token) => token,
-        Err(StorageError::NotFound) => return Err(OAuthError::invalid_request(REFRESH_CLAIMED)),
+        Err(StorageError::NotFound) => {
+            return Err(match super::revoke::family_revoked(ctx.storage, &wire.id) {
+                Ok(true) => OAuthError::invalid_grant("Refresh token has been revoked."),
+                _ => OAuthError::invalid_request(REFRESH_CLAIMED),
+            });
+        }
         Err(err) => {
             tracing::error!(%err, "failed to get refresh token");
             return Err(refresh_storage_error(&err));

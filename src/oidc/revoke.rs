@@ -163,6 +163,20 @@ fn revoke_refresh_family(
     deny_grant(storage, ctx.settings, &subject, &stored.client_id, ctx.now).map_err(
         storage_error("failed to deny a revoked grant's access tokens"),
     )?;
+    // Remembered (before the delete, so that no refresh sees the family gone
+    // and not yet remembered) so that using it afterwards answers `invalid_grant` (RFC 6749
+    // §5.2: revoked), not the unknown-token error; bounded like every deny row.
+    let tombstone = RevokedAccessTokens {
+        key: family_key(&stored.id),
+        revoked_at: ctx.now,
+        expiry: ctx
+            .now
+            .checked_add(REVOKED_FAMILY_MEMORY)
+            .unwrap_or(ctx.now),
+    };
+    if let Err(error) = storage.revoke_access_tokens(&tombstone) {
+        tracing::warn!(%error, "failed to remember a revoked refresh token");
+    }
     match storage.delete_refresh_token(&stored.id) {
         // Gone already: a concurrent revocation or replay detection won.
         Ok(()) | Err(StorageError::NotFound) => {}
@@ -287,6 +301,24 @@ pub fn is_revoked(storage: &dyn Storage, claims: &Map<String, Value>) -> Storage
 
 /// The deny-list key of one token. `jti` values and subjects (base64url) hold
 /// no space, so the two key kinds cannot collide.
+/// How long a revoked refresh token is answered as revoked (`invalid_grant`)
+/// rather than unknown (`invalid_request`, Dex's error for a token it never saw).
+pub const REVOKED_FAMILY_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn family_key(id: &str) -> String {
+    format!("refresh {id}")
+}
+
+/// Whether the refresh-token family `id` was revoked at `/token/revoke` (within
+/// [`REVOKED_FAMILY_MEMORY`]).
+pub fn family_revoked(storage: &dyn Storage, id: &str) -> StorageResult<bool> {
+    match storage.get_revoked_access_tokens(&family_key(id)) {
+        Ok(_) => Ok(true),
+        Err(StorageError::NotFound) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 fn jti_key(jti: &str) -> String {
     format!("jti {jti}")
 }
