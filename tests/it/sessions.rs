@@ -43,20 +43,37 @@ fn config(issuer: &str) -> Value {
     })
 }
 
+type RpClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 struct Rp {
-    client: CoreClient<
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    >,
+    client: RpClient,
     end_session: EndSessionUrl,
     http: reqwest::Client,
 }
 
 async fn rp(server: &TestServer, id: &str, redirect: &str) -> Rp {
+    let (client, end_session, http) = discover(server, id, redirect).await;
+    Rp {
+        client,
+        end_session: end_session.expect("discovery advertises end_session_endpoint"),
+        http,
+    }
+}
+
+/// The openidconnect client of `id` from discovery, and the discovered
+/// `end_session_endpoint` if any.
+async fn discover(
+    server: &TestServer,
+    id: &str,
+    redirect: &str,
+) -> (RpClient, Option<EndSessionUrl>, reqwest::Client) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -65,22 +82,14 @@ async fn rp(server: &TestServer, id: &str, redirect: &str) -> Rp {
         ProviderMetadataWithLogout::discover_async(IssuerUrl::new(server.issuer()).unwrap(), &http)
             .await
             .unwrap();
-    let end_session = metadata
-        .additional_metadata()
-        .end_session_endpoint
-        .clone()
-        .expect("discovery advertises end_session_endpoint");
+    let end_session = metadata.additional_metadata().end_session_endpoint.clone();
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(id.into()),
         Some(ClientSecret::new(SECRET.into())),
     )
     .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
-    Rp {
-        client,
-        end_session,
-        http,
-    }
+    (client, end_session, http)
 }
 
 /// An authorization URL of `rp` with `prompt`/`max_age`, and its nonce and state.
@@ -871,20 +880,8 @@ async fn sessions_off_gives_dex_v2_45_behaviour() {
 }
 
 async fn rp_without_logout(server: &TestServer) -> Rp {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let metadata =
-        ProviderMetadataWithLogout::discover_async(IssuerUrl::new(server.issuer()).unwrap(), &http)
-            .await
-            .unwrap();
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(APP_A.into()),
-        Some(ClientSecret::new(SECRET.into())),
-    )
-    .set_redirect_uri(RedirectUrl::new(CB_A.into()).unwrap());
+    let (client, end_session, http) = discover(server, APP_A, CB_A).await;
+    assert!(end_session.is_none());
     Rp {
         client,
         end_session: EndSessionUrl::new(format!("{}/logout", server.issuer())).unwrap(),
