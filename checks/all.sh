@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check that runs on a plain Debian machine: formatting, lints, unit and
 # integration tests, PostgreSQL storage on a throwaway cluster, a real OpenLDAP, fault injection,
-# a fuzzing smoke run, the Nix offline checks and the Nix→oxidex rendering contract.
+# a fuzzing smoke run, the Nix offline checks, the Nix→oxidex rendering contract and the
+# browser pages in headless Chromium.
 # Installs missing prerequisites (as root, via apt-get) first. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,11 @@ cargo build --locked --bin oxidex && bash checks/render-contract.sh "$root/targe
 
 step "relying parties against a running oxidex (npm openid-client, PyPI Authlib)"
 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node (openid-client)" $?
+RP_HTTPS=1 bash checks/rp-node/run.sh "$root/target/debug/oxidex"; record "rp-node over HTTPS (openid-client)" $?
 bash checks/rp-python/run.sh "$root/target/debug/oxidex"; record "rp-python (Authlib)" $?
+
+step "browser pages in headless Chromium (real flows, axe-core, keyboard, screenshots; light and dark)"
+bash checks/pages/run.sh "$root/target/debug/oxidex"; record "pages (Chromium)" $?
 
 step "Dex's Go API client (github.com/dexidp/dex/api/v2) against a running oxidex"
 bash checks/grpc-go/run.sh "$root/target/debug/oxidex"; record "grpc-go (Dex API client)" $?

@@ -17,6 +17,8 @@ let
   issuer = "http://idp:5556/dex";
   grafanaUrl = "http://grafana:3000";
   grafanaCallback = "${grafanaUrl}/login/generic_oauth";
+  # Where oxidex sends the browser after a sign-out from Grafana.
+  grafanaSignedOut = "${grafanaUrl}/login";
 
   # Test-only secrets. They go through the store here; real deployments keep them out of it.
   grafanaClientSecret = "grafana-client-secret-for-tests";
@@ -78,6 +80,7 @@ in
                 grafanaCallback
                 "http://grafana.test:3000/login/generic_oauth"
               ];
+              postLogoutRedirectURIs = [ grafanaSignedOut ];
               secretFile = "/run/credentials/oxidex.service/grafana-client-secret";
             }
           ];
@@ -138,6 +141,9 @@ in
             api_url = "${issuer}/userinfo";
             use_pkce = true;
             use_refresh_token = true;
+            # Grafana's /logout sends the browser here and, since the URL carries
+            # post_logout_redirect_uri, adds id_token_hint (RP-Initiated Logout 1.0).
+            signout_redirect_url = "${issuer}/logout?post_logout_redirect_uri=${grafanaSignedOut}";
             login_attribute_path = "preferred_username";
             role_attribute_path = "contains(groups[*], 'sso:admins') && 'Admin' || contains(groups[*], 'sso') && 'Viewer' || 'None'";
           };
@@ -249,6 +255,19 @@ in
           assert user["login"] == "alice", user
           assert user["email"] == "alice@example.test", user
           assert user["role"] == "Admin", user
+
+      with subtest("Signing out of Grafana ends the oxidex session (signout_redirect_url)"):
+          # Logs in, logs in again without the connector (oxidex's session), signs out at
+          # Grafana's /logout, which goes through oxidex's /logout with id_token_hint and back to
+          # Grafana's login page; then a new login has to go through Forgejo again.
+          out = client.succeed(
+              "oxidex-login-driver grafana --grafana-url ${grafanaUrl} --issuer ${issuer} --logout "
+              + "--username alice --password ${alicePassword} --expect-role Admin"
+          )
+          logout = json.loads(out)["logout"]
+          assert "id_token_hint" in logout["logout_parameters"], logout
+          assert logout["landed"].startswith("${grafanaSignedOut}"), logout
+          assert logout["connector_after_logout"], logout
 
       with subtest("The same login as Grafana's OAuth client does it, keeping the tokens"):
           out = client.succeed("${driverOidc} --expect-group sso --expect-group sso:admins --save-tokens /tmp/tokens.json")

@@ -128,6 +128,60 @@ let
       };
     };
   };
+  # HTTPS: the pair as credentials, or an ACME certificate read in place.
+  httpsSettings = example.settings // {
+    web = {
+      http = null;
+      https = "0.0.0.0:5554";
+    };
+  };
+  tlsFiles = evalWith {
+    inherit (example) credentials;
+    settings = httpsSettings;
+    tls = {
+      certificateFile = "/run/secrets/oxidex/tls.crt";
+      keyFile = "/run/secrets/oxidex/tls.key";
+    };
+    openFirewall = true;
+  };
+  acmeWith =
+    certs:
+    (evalNixos [
+      base
+      {
+        security.acme = {
+          acceptTerms = true;
+          defaults.email = "admin@example.org";
+          inherit certs;
+        };
+        services.oxidex = {
+          enable = true;
+          inherit (example) credentials;
+          settings = httpsSettings;
+          tls.acmeHost = "sso.example.org";
+        };
+      }
+    ]).config;
+  tlsAcme = acmeWith {
+    "sso.example.org" = {
+      directory = "/var/lib/acme/sso.example.org";
+      group = "oxidex-certs";
+    };
+  };
+  tlsAcmeMissing = acmeWith { };
+  httpsWithoutCert = evalWith {
+    inherit (example) credentials;
+    settings = httpsSettings;
+  };
+  tlsBoth = evalWith {
+    inherit (example) credentials;
+    settings = httpsSettings;
+    tls = {
+      certificateFile = "/run/secrets/oxidex/tls.crt";
+      keyFile = "/run/secrets/oxidex/tls.key";
+      acmeHost = "sso.example.org";
+    };
+  };
   pgLocalJson = pgLocal.services.oxidex.finalSettings;
   pgRemoteJson = pgRemote.services.oxidex.finalSettings;
   pgRemoteUnit = pgRemote.systemd.services.oxidex;
@@ -269,6 +323,32 @@ let
       anyFailure pgLocalOtherUser "storage.config.user must be \"oxidex\"";
     "postgres local: a TCP host fails an assertion" =
       anyFailure pgLocalTcp "createLocally uses the local PostgreSQL through its socket directory";
+
+    "https from credentials: no assertion fails" = failed tlsFiles == [ ];
+    "https from credentials: the pair is loaded and named in web" =
+      lib.elem "tls.crt:/run/secrets/oxidex/tls.crt" tlsFiles.systemd.services.oxidex.serviceConfig.LoadCredential
+      && lib.elem "tls.key:/run/secrets/oxidex/tls.key" tlsFiles.systemd.services.oxidex.serviceConfig.LoadCredential
+      && tlsFiles.services.oxidex.finalSettings.web == {
+        https = "0.0.0.0:5554";
+        tlsCert = "${credentialsDirectory}/tls.crt";
+        tlsKey = "${credentialsDirectory}/tls.key";
+      };
+    "https from credentials: the firewall opens the HTTPS port" =
+      tlsFiles.networking.firewall.allowedTCPPorts == [ 5554 ];
+    "https from ACME: no assertion fails" = failed tlsAcme == [ ];
+    "https from ACME: read in place through the certificate's group, after its unit" =
+      tlsAcme.services.oxidex.finalSettings.web.tlsCert == "/var/lib/acme/sso.example.org/fullchain.pem"
+      && tlsAcme.services.oxidex.finalSettings.web.tlsKey == "/var/lib/acme/sso.example.org/key.pem"
+      && tlsAcme.systemd.services.oxidex.serviceConfig.SupplementaryGroups == [ "oxidex-certs" ]
+      && !tlsAcme.systemd.services.oxidex.serviceConfig.PrivateUsers
+      && lib.elem "acme-sso.example.org.service" tlsAcme.systemd.services.oxidex.wants
+      && lib.elem "acme-sso.example.org.service" tlsAcme.systemd.services.oxidex.after;
+    "https from ACME: an unknown certificate fails an assertion" =
+      anyFailure tlsAcmeMissing "security.acme.certs has no certificate of that name";
+    "https without a certificate fails an assertion" =
+      anyFailure httpsWithoutCert "settings.web.https needs a certificate";
+    "https from credentials and ACME at once fails an assertion" =
+      anyFailure tlsBoth "not both";
   };
   failures = lib.attrNames (lib.filterAttrs (_: v: !v) checks);
 in

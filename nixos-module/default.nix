@@ -33,8 +33,17 @@ let
   serviceUser = "oxidex";
   postgresSocketDirectory = "/run/postgresql";
 
+  # The credentials systemd loads: the declared ones and the HTTPS pair.
+  credentials =
+    cfg.credentials
+    // lib.optionalAttrs tlsFromFiles {
+      "tls.crt" = cfg.tls.certificateFile;
+      "tls.key" = cfg.tls.keyFile;
+    };
+
   rendered = import ./render.nix {
-    inherit (cfg) settings credentials;
+    inherit (cfg) settings;
+    inherit credentials;
     inherit
       stateDirectory
       credentialsDirectory
@@ -73,6 +82,27 @@ let
   );
   grpcPorts = lib.optional (cfg.settings.grpc.addr != null) (portOf cfg.settings.grpc.addr);
   bindsPrivilegedPort = lib.any (p: p < 1024) (listenPorts ++ grpcPorts);
+
+  # HTTPS: the pair as credentials (copied when the unit starts), or read in place from an
+  # ACME certificate's directory (group-readable), where oxidex notices each renewal itself.
+  tlsFromFiles = cfg.tls.certificateFile != null || cfg.tls.keyFile != null;
+  acmeHost = cfg.tls.acmeHost;
+  acmeCert = if acmeHost == null then null else config.security.acme.certs.${acmeHost} or null;
+  acmeDirectory = if acmeCert == null then "/var/lib/acme/${toString acmeHost}" else acmeCert.directory;
+  acmeGroup = if acmeCert == null then "acme" else acmeCert.group;
+  tlsSettings =
+    if acmeHost != null then
+      {
+        tlsCert = "${acmeDirectory}/fullchain.pem";
+        tlsKey = "${acmeDirectory}/key.pem";
+      }
+    else if tlsFromFiles then
+      {
+        tlsCert = "${credentialsDirectory}/tls.crt";
+        tlsKey = "${credentialsDirectory}/tls.key";
+      }
+    else
+      { };
 
   # Freeform JSON with a few declared keys: typed, documented, with defaults.
   jsonSubmodule = options: types.submodule { freeformType = settingsFormat.type; inherit options; };
@@ -217,7 +247,10 @@ in
             type = types.nullOr types.str;
             default = null;
             example = "0.0.0.0:5554";
-            description = "Address for HTTPS (needs `web.tlsCert` and `web.tlsKey`); `null` disables it.";
+            description = ''
+              Address for HTTPS, as `host:port`; `null` disables it. The certificate comes from
+              {option}`${opt}.tls` (or `web.tlsCert`/`web.tlsKey` set here by hand).
+            '';
           };
         };
 
@@ -361,6 +394,41 @@ in
       };
     };
 
+    tls = {
+      certificateFile = mkOption {
+        type = types.nullOr secretPath;
+        default = null;
+        example = "/run/secrets/oxidex/tls.crt";
+        description = ''
+          PEM certificate chain (leaf first) for {option}`${opt}.settings.web.https`, handed to
+          oxidex with `LoadCredential=` as `${credentialsDirectory}/tls.crt` (it becomes
+          `web.tlsCert`), whatever the owner and mode of the source. systemd copies credentials
+          when the unit starts, so restart the unit after replacing the file.
+        '';
+      };
+      keyFile = mkOption {
+        type = types.nullOr secretPath;
+        default = null;
+        example = "/run/secrets/oxidex/tls.key";
+        description = ''
+          PEM private key of {option}`${opt}.tls.certificateFile`, loaded as the credential
+          `${credentialsDirectory}/tls.key` (it becomes `web.tlsKey`).
+        '';
+      };
+      acmeHost = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "sso.example.org";
+        description = ''
+          Serve HTTPS with the certificate {option}`security.acme.certs.<name>` of this name:
+          oxidex reads `fullchain.pem` and `key.pem` in its directory (the unit joins the
+          certificate's group) and serves each renewal to new connections within 5 s, without
+          a restart or a dropped connection. Give the certificate `reloadServices` no entry
+          for oxidex: nothing needs to be done.
+        '';
+      };
+    };
+
     credentials = mkOption {
       type = types.attrsOf secretPath;
       default = { };
@@ -435,6 +503,7 @@ in
   };
 
   config = mkIf cfg.enable {
+    services.oxidex.settings.web = tlsSettings;
     services.oxidex.finalSettings = rendered.config;
     services.oxidex.configFile = configFile;
     environment.etc."oxidex/config.json".source = configFile;
@@ -456,6 +525,32 @@ in
         {
           assertion = pgConfig.database == pgConfig.user;
           message = "${opt}.database.createLocally makes the role own the database of its own name (services.postgresql.ensureDBOwnership), so ${opt}.settings.storage.config.database must be ${builtins.toJSON pgConfig.user} (got ${builtins.toJSON pgConfig.database}).";
+        }
+      ]
+      ++ [
+        {
+          assertion = !(tlsFromFiles && acmeHost != null);
+          message = "${opt}.tls: set either certificateFile and keyFile or acmeHost, not both.";
+        }
+        {
+          assertion = tlsFromFiles -> (cfg.tls.certificateFile != null && cfg.tls.keyFile != null);
+          message = "${opt}.tls: certificateFile and keyFile go together.";
+        }
+        {
+          assertion = tlsFromFiles -> !(cfg.credentials ? "tls.crt" || cfg.credentials ? "tls.key");
+          message = "${opt}.tls.certificateFile and keyFile are loaded as the credentials tls.crt and tls.key: rename those entries of ${opt}.credentials.";
+        }
+        {
+          assertion = acmeHost != null -> acmeCert != null;
+          message = "${opt}.tls.acmeHost is ${builtins.toJSON acmeHost}, but security.acme.certs has no certificate of that name.";
+        }
+        {
+          assertion = (tlsFromFiles || acmeHost != null) -> cfg.settings.web.https != null;
+          message = "${opt}.tls is set but ${opt}.settings.web.https is null: give HTTPS an address, e.g. \"0.0.0.0:5554\".";
+        }
+        {
+          assertion = cfg.settings.web.https != null -> (rendered.config.web ? tlsCert && rendered.config.web ? tlsKey);
+          message = "${opt}.settings.web.https needs a certificate: set ${opt}.tls.certificateFile and keyFile (credentials) or ${opt}.tls.acmeHost.";
         }
       ]
       ++ lib.optional (isPostgres && !cfg.database.createLocally) {
@@ -493,7 +588,10 @@ in
       after = [
         "network.target"
       ]
-      ++ lib.optional (createPostgres || (isPostgres && config.services.postgresql.enable)) "postgresql.target";
+      ++ lib.optional (createPostgres || (isPostgres && config.services.postgresql.enable)) "postgresql.target"
+      # The certificate exists (self-signed until the first order succeeds) once it ran.
+      ++ lib.optional (acmeHost != null) "acme-${acmeHost}.service";
+      wants = lib.optional (acmeHost != null) "acme-${acmeHost}.service";
       requires = lib.optional createPostgres "postgresql.target";
       restartTriggers = [
         (builtins.toJSON restartOnly)
@@ -515,7 +613,7 @@ in
         RuntimeDirectory = "oxidex";
         RuntimeDirectoryMode = "0700";
         WorkingDirectory = stateDirectory;
-        LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") cfg.credentials;
+        LoadCredential = lib.mapAttrsToList (name: path: "${name}:${toString path}") credentials;
         UMask = "0077";
         # Every open connection holds a descriptor: with the default soft limit (1024) a
         # thousand idle or slow clients lock everyone else out.
@@ -524,7 +622,9 @@ in
         # Only when a port below 1024 is configured; PrivateUsers would drop the capability.
         AmbientCapabilities = if bindsPrivilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
         CapabilityBoundingSet = if bindsPrivilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
-        PrivateUsers = !bindsPrivilegedPort;
+        # The ACME directory is readable through its group, which a private user namespace
+        # would not map.
+        PrivateUsers = !bindsPrivilegedPort && acmeHost == null;
 
         # ProtectClock= would otherwise add DeviceAllow=char-rtc r
         DeviceAllow = "";
@@ -562,6 +662,9 @@ in
       }
       // lib.optionalAttrs (cfg.environmentFile != null) {
         EnvironmentFile = cfg.environmentFile;
+      }
+      // lib.optionalAttrs (acmeHost != null) {
+        SupplementaryGroups = [ acmeGroup ];
       };
     };
   };

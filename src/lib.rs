@@ -8,6 +8,8 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod keys;
+pub mod listen;
+mod log_fields;
 pub mod oidc;
 pub mod provider;
 pub mod server;
@@ -15,7 +17,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;
-mod tls;
+pub mod tls;
 pub mod urlencoded;
 pub mod web;
 

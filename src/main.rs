@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
 
 use oxidex::config::{self, LoadOptions, Loaded, Overrides};
 use oxidex::{server, shutdown};
@@ -45,6 +44,9 @@ struct ServeArgs {
     /// Overrides `web.http`.
     #[arg(long)]
     web_http_addr: Option<String>,
+    /// Overrides `web.https`.
+    #[arg(long)]
+    web_https_addr: Option<String>,
     /// Overrides `telemetry.http`.
     #[arg(long)]
     telemetry_addr: Option<String>,
@@ -101,7 +103,13 @@ fn check_config(args: CheckArgs) -> ExitCode {
     // Connector configs (clientID, redirectURI, rootCA files…) and templates,
     // checked offline as a reload checks them: their problems show here, not at
     // the first login.
-    if let Err(problems) = server::prepare(&loaded.settings, server::system_clock()) {
+    let mut problems = server::prepare(&loaded.settings, server::system_clock())
+        .err()
+        .unwrap_or_default();
+    if let Err(problem) = server::load_tls(&loaded.settings) {
+        problems.push(problem);
+    }
+    if !problems.is_empty() {
         eprintln!("invalid config {}:", args.config.display());
         for problem in problems {
             eprintln!("  {problem}");
@@ -148,6 +156,7 @@ fn backup(args: BackupArgs) -> ExitCode {
 fn serve(args: ServeArgs, started: Instant) -> ExitCode {
     let overrides = Overrides {
         web_http: args.web_http_addr,
+        web_https: args.web_https_addr,
         telemetry_http: args.telemetry_addr,
     };
     let reload = ReloadSource {
@@ -188,16 +197,28 @@ fn serve(args: ServeArgs, started: Instant) -> ExitCode {
 
 async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> Result<(), String> {
     let settings = loaded.settings;
-    // Validation refuses web.https, so a valid config always has web.http.
-    let Some(http_addr) = settings.web.http.clone() else {
-        return Err("web.http: no address to listen on".to_owned());
+    let tls = server::load_tls(&settings)?;
+    let http = match &settings.web.http {
+        Some(addr) => Some(
+            oxidex::listen::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on web.http {addr}: {e}"))?,
+        ),
+        None => None,
     };
-    let listener = TcpListener::bind(&http_addr)
-        .await
-        .map_err(|e| format!("cannot listen on web.http {http_addr}: {e}"))?;
+    let https = match (&settings.web.https, tls) {
+        (Some(addr), Some(tls)) => Some(server::HttpsListener {
+            tcp: oxidex::listen::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on web.https {addr}: {e}"))?,
+            tls,
+            reload_interval: server::TLS_RELOAD_INTERVAL,
+        }),
+        _ => None,
+    };
     let telemetry = match &settings.telemetry_http {
         Some(addr) => Some(
-            TcpListener::bind(addr)
+            oxidex::listen::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on telemetry.http {addr}: {e}"))?,
         ),
@@ -205,9 +226,9 @@ async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> 
     };
     let grpc = match &settings.grpc {
         Some(grpc) => Some(
-            TcpListener::bind(&grpc.addr)
+            oxidex::listen::bind(&grpc.addr)
                 .await
-                .map_err(|e| format!("listening (grpc) on {}: {e}", grpc.addr))?,
+                .map_err(|e| format!("cannot listen on grpc.addr {}: {e}", grpc.addr))?,
         ),
         None => None,
     };
@@ -215,12 +236,20 @@ async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> 
     let services = server::start_services(settings, server::system_clock(), stop.clone())
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(
-        address = %http_addr,
-        issuer = %services.state.settings.issuer.url,
-        ready_after_ms = started.elapsed().as_millis() as u64,
-        "listening"
-    );
+    for (scheme, listener) in [
+        ("http", http.as_ref()),
+        ("https", https.as_ref().map(|l| &l.tcp)),
+    ] {
+        if let Some(Ok(addr)) = listener.map(|l| l.local_addr()) {
+            tracing::info!(
+                address = %addr,
+                scheme,
+                issuer = %services.state.settings.issuer.url,
+                ready_after_ms = started.elapsed().as_millis() as u64,
+                "listening"
+            );
+        }
+    }
     if let Some(Ok(addr)) = telemetry.as_ref().map(|t| t.local_addr()) {
         tracing::info!(address = %addr, "telemetry listening");
     }
@@ -232,7 +261,13 @@ async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> 
         trigger.fire();
     });
     tokio::spawn(reload_on_sighup(services.state.clone(), reload));
-    server::run_with_grpc(services, listener, telemetry, grpc, stop)
+    let listeners = server::Listeners {
+        http,
+        https,
+        telemetry,
+        grpc,
+    };
+    server::serve(services, listeners, stop)
         .await
         .map_err(|e| e.to_string())
 }

@@ -1,7 +1,7 @@
 //! Wiring: from validated [`Settings`] to running listeners and background tasks.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -14,6 +14,7 @@ use crate::http::{self, AppContext, AppState, Live};
 use crate::keys::{KeyManager, KeyPolicy};
 use crate::provider::Provider;
 use crate::shutdown::Shutdown;
+use crate::tls::{PairFiles, ServerTls};
 use crate::web::Templates;
 use crate::{Clock, storage};
 
@@ -182,37 +183,82 @@ pub async fn start_services(
     })
 }
 
+/// How often the HTTPS certificate and key files are read to notice a rotation.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where the server listens.
+pub struct Listeners {
+    /// `web.http`.
+    pub http: Option<TcpListener>,
+    /// `web.https`.
+    pub https: Option<HttpsListener>,
+    /// `telemetry.http`.
+    pub telemetry: Option<TcpListener>,
+    /// `grpc.addr`: the admin API. It stops taking calls when the main
+    /// listeners start draining and finishes the ones in flight before the
+    /// background tasks stop.
+    pub grpc: Option<TcpListener>,
+}
+
+pub struct HttpsListener {
+    pub tcp: TcpListener,
+    pub tls: ServerTls,
+    /// How often the certificate files are re-read ([`TLS_RELOAD_INTERVAL`]).
+    pub reload_interval: Duration,
+}
+
+/// The HTTPS listener's TLS for `settings`, its certificate and key read and
+/// checked; `None` without `web.https`.
+pub fn load_tls(settings: &Settings) -> Result<Option<ServerTls>, String> {
+    let web = &settings.web;
+    if web.https.is_none() {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (web.tls_cert.clone(), web.tls_key.clone()) else {
+        return Err("web.https needs web.tlsCert and web.tlsKey".to_owned());
+    };
+    ServerTls::load(
+        PairFiles { cert, key },
+        web.tls_min_version.as_deref(),
+        web.tls_max_version.as_deref(),
+    )
+    .map(Some)
+}
+
 /// Serves the main router on `listener` (and telemetry on `telemetry`) until
-/// `shutdown`. Then readiness fails at once, the main listener stops accepting
-/// and drains its requests in flight (within `web.drainTimeout`), and only then
-/// do the telemetry listener and the background tasks stop, so probes and
-/// scrapes see the drain.
+/// `shutdown`; see [`serve`].
 pub async fn run(
     services: Services,
     listener: TcpListener,
     telemetry: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
-    run_with_grpc(services, listener, telemetry, None, shutdown).await
+    let listeners = Listeners {
+        http: Some(listener),
+        https: None,
+        telemetry,
+        grpc: None,
+    };
+    serve(services, listeners, shutdown).await
 }
 
-/// [`run`], plus the gRPC admin API on `grpc` (bound to `grpc.addr`). It stops
-/// taking calls when the main listener starts draining and finishes the ones in
-/// flight before the background tasks stop.
-pub async fn run_with_grpc(
+/// Serves the main router on the HTTP and HTTPS listeners (and telemetry on
+/// its own) until `shutdown`. Then readiness fails at once, both main listeners
+/// stop accepting and drain their requests in flight (within
+/// `web.drainTimeout`), and only then do the telemetry listener and the
+/// background tasks stop, so probes and scrapes see the drain.
+pub async fn serve(
     services: Services,
-    listener: TcpListener,
-    telemetry: Option<TcpListener>,
-    grpc: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let Services {
         state,
         stored_sync,
-        tasks,
+        mut tasks,
         limits,
     } = services;
-    let grpc_task = match (grpc, state.settings.grpc.clone()) {
+    let grpc_task = match (listeners.grpc, state.settings.grpc.clone()) {
         (Some(listener), Some(settings)) => {
             // Certificate problems fail the start, before anything is served.
             if let Some(tls) = &settings.tls {
@@ -230,7 +276,7 @@ pub async fn run_with_grpc(
         _ => None,
     };
     let (telemetry_stop, telemetry_stopped) = crate::shutdown::channel();
-    let telemetry_task = telemetry.map(|listener| {
+    let telemetry_task = listeners.telemetry.map(|listener| {
         let app = crate::telemetry::telemetry_app(state.health.clone());
         tokio::spawn(http::serve::serve(
             listener,
@@ -239,6 +285,21 @@ pub async fn run_with_grpc(
             telemetry_stopped.wait(),
         ))
     });
+    let mut main = Vec::new();
+    if let Some(tcp) = listeners.http {
+        main.push(http::serve::Listener::from(tcp));
+    }
+    if let Some(https) = listeners.https {
+        tasks.push(
+            https
+                .tls
+                .spawn_reloader(https.reload_interval, shutdown.clone().wait()),
+        );
+        main.push(http::serve::Listener {
+            tcp: https.tcp,
+            tls: Some(https.tls.acceptor()),
+        });
+    }
     let health = state.health.clone();
     let draining = async move {
         shutdown.wait().await;
@@ -249,7 +310,7 @@ pub async fn run_with_grpc(
         );
     };
     let app = http::app(state);
-    http::serve::serve(listener, app, limits, draining).await;
+    http::serve::serve_all(main, app, limits, draining).await;
     tracing::info!("every connection is closed");
     if let Some(task) = grpc_task {
         match task.await {
@@ -360,6 +421,12 @@ pub fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static 
         "logger.format",
         json(&running.logger.format) != json(&new.logger.format),
     );
+    check(
+        "logger.excludeFields",
+        running.logger.exclude_fields != new.logger.exclude_fields,
+    );
     check("gc.interval", running.gc_interval != new.gc_interval);
+    // The HTTP layer reads the cookie with the settings it started with.
+    check("sessions", running.sessions != new.sessions);
     changed
 }

@@ -17,26 +17,30 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogFormat, LoggerSettings};
 use crate::health::HealthChecker;
+use crate::log_fields::{Excluded, FilteredJson, TextFields};
 
 /// Installs the global tracing subscriber. `RUST_LOG`, when set, wins over
 /// `logger.level` so an operator can turn on debug output without editing config.
+/// `logger.excludeFields` are dropped from every record (`crate::log_fields`).
 pub fn init_logging(logger: &LoggerSettings) -> Result<(), String> {
     let filter = log_filter(&logger.level)?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
+    let excluded = Excluded::new(&logger.exclude_fields);
     let result = match logger.format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(FilteredJson(excluded)),
             )
             .try_init(),
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .fmt_fields(TextFields(excluded))
                     .with_writer(std::io::stderr),
             )
             .try_init(),

@@ -21,6 +21,7 @@ oxidex_port=${OXIDEX_PORT:-5556}
 rp_port=${RP_PORT:-3000}
 issuer=http://127.0.0.1:$oxidex_port/dex
 rp_redirect=http://127.0.0.1:$rp_port/login/generic_oauth
+rp_signed_out=http://127.0.0.1:$rp_port/login
 # The forge's access tokens live this long, so that every refresh through oxidex needs an
 # upstream refresh (Dex's gitea connector refreshes upstream only once the token has expired).
 ttl=${FORGE_ACCESS_TOKEN_TTL:-4}
@@ -29,7 +30,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/oxidex-e2e.XXXXXX")
 oxidex_pid=
 passed=0
 failed=0
-scenarios=(gitea-login-alice refresh-twice wrong-password outside-org oidc-connector-login forge-restarted forge-app-deleted)
+scenarios=(gitea-login-alice refresh-twice wrong-password outside-org oidc-connector-login grafana-logout forge-restarted forge-app-deleted)
 
 cleanup() {
   if [[ -n $oxidex_pid ]]; then
@@ -106,9 +107,9 @@ forge_issuer=$(curl -fsS "$forge_url/.well-known/openid-configuration" | python3
 # --- oxidex -----------------------------------------------------------------------------------
 umask 077
 python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$work/grafana-client-secret"
-python3 - "$work" "$issuer" "$oxidex_port" "$rp_redirect" "$forge_url" "$forge_issuer" <<'EOF' || abort "writing the oxidex config failed"
+python3 - "$work" "$issuer" "$oxidex_port" "$rp_redirect" "$rp_signed_out" "$forge_url" "$forge_issuer" <<'EOF' || abort "writing the oxidex config failed"
 import json, sys
-work, issuer, port, rp_redirect, forge_url, forge_issuer = sys.argv[1:]
+work, issuer, port, rp_redirect, rp_signed_out, forge_url, forge_issuer = sys.argv[1:]
 forge = json.load(open(f"{work}/forge/forge.json"))
 apps = forge["apps"]
 config = {
@@ -121,6 +122,7 @@ config = {
         "id": "grafana",
         "name": "Grafana",
         "redirectURIs": [rp_redirect],
+        "postLogoutRedirectURIs": [rp_signed_out],
         "secretFile": f"{work}/grafana-client-secret",
     }],
     "connectors": [
@@ -235,7 +237,17 @@ else
   fail oidc-connector-login "login through the oidc connector failed"
 fi
 
-# 6. the forge stops mid-session: a refresh that needs it is a clean 503 temporarily_unavailable
+# 6. Grafana's sign-out (signout_redirect_url = <issuer>/logout?post_logout_redirect_uri=<rp>/login,
+#    id_token_hint added): before it a second login skips the forge (oxidex's session); the
+#    sign-out lands on the RP's login page; the next login goes through the forge again.
+if run_driver grafana-logout oidc "${rp[@]}" --connector forgejo --username alice --password "$alice_pw" \
+     --logout-url "$issuer/logout?post_logout_redirect_uri=$rp_signed_out"; then
+  pass grafana-logout
+else
+  fail grafana-logout "sign-out through oxidex's /logout did not end the session as expected"
+fi
+
+# 7. the forge stops mid-session: a refresh that needs it is a clean 503 temporarily_unavailable
 #    (not a 500, nothing rotated); once the forge is back, the same refresh token refreshes.
 forge_restarted() {
   [[ -f $work/alice.tokens ]] || { echo "no tokens from gitea-login-alice"; return 1; }
@@ -260,7 +272,7 @@ else
   fail forge-restarted "$why"
 fi
 
-# 7. the forge's OAuth2 application is deleted: refreshing alice's session is a clean
+# 8. the forge's OAuth2 application is deleted: refreshing alice's session is a clean
 #    invalid_grant (400, not 500), and a new login ends on the forge's "Client ID not registered"
 #    page instead of an oxidex 500.
 if python3 "$here/forge.py" delete-app --dir "$work/forge" --which gitea 2>"$work/forge-app-deleted.err"; then

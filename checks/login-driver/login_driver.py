@@ -8,12 +8,23 @@ approval and password pages) and then does what the relying party does.
 
 Modes:
   grafana  start at Grafana's /login/generic_oauth, end logged in to Grafana, read /api/user and
-           /api/user/orgs (the real Grafana does the code exchange).
+           /api/user/orgs (the real Grafana does the code exchange). With --logout, then sign out
+           of Grafana (GET /logout, which sends the browser to Grafana's signout_redirect_url) and
+           check the oxidex session ended (see "Logout" below).
   oidc     play Grafana's generic_oauth against oxidex: discovery, authorize with state and PKCE,
            code exchange with client_secret_basic falling back to client_secret_post (like
-           golang.org/x/oauth2's AutoDetect), id_token payload, userinfo, groups -> role.
+           golang.org/x/oauth2's AutoDetect), id_token payload, userinfo, groups -> role. With
+           --logout-url (what Grafana's signout_redirect_url would be), then sign out the way
+           Grafana does and check the oxidex session ended.
   refresh  use the refresh token saved by `oidc --save-tokens`, check the new access token at
            userinfo and save the rotated refresh token.
+
+Logout: Grafana's /logout redirects to signout_redirect_url and, when that URL carries a
+post_logout_redirect_uri parameter and Grafana holds the user's unexpired OAuth token, adds
+id_token_hint to it (pkg/services/authn/clients/oauth.go: Logout). The driver first checks that
+the oxidex session works (a second login in the same browser does not go through the connector),
+follows the logout to where oxidex sends the browser (it must be the post_logout_redirect_uri),
+then checks that a new login goes through the connector again.
 
 The result is one JSON document on stdout; progress goes to stderr. Exit status: 0 success (or
 the expected failure with --expect-failure), 1 the flow failed or an expectation did not hold,
@@ -321,6 +332,61 @@ def drive(browser, start, username, password, stop, connector=None):
     raise FlowError(f"gave up after {MAX_PAGES} pages; last was {resp.url if resp else stopped}")
 
 
+def connector_steps(browser, issuer, since):
+    """The requests after trail index `since` that only a login through a connector makes: the
+    upstream's redirect back to `<issuer>/callback…`, or a credentials form posted to
+    `<issuer>/auth/<connector>/login` (password connectors). A login that oxidex answers from its
+    browser session has none."""
+    base = urllib.parse.urlsplit(issuer.rstrip("/"))
+    steps = []
+    for entry in browser.trail[since:]:
+        method, url = entry.split(" ", 2)[:2]
+        parts = urllib.parse.urlsplit(url)
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            continue
+        rest = parts.path[len(base.path):] if parts.path.startswith(base.path + "/") else ""
+        if rest == "/callback" or rest.startswith("/callback/") or (
+            method == "POST" and rest.startswith("/auth/") and rest.endswith("/login")
+        ):
+            steps.append(f"{method} {parts.path}")
+    return steps
+
+
+def with_id_token_hint(signout_url, id_token):
+    """Grafana's signout URL for an OIDC logout: id_token_hint is added only when the configured
+    URL carries post_logout_redirect_uri; the query is re-encoded with sorted keys (Go's
+    url.Values.Encode)."""
+    parts = urllib.parse.urlsplit(signout_url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if not id_token or "post_logout_redirect_uri" not in {k for k, _ in query}:
+        return signout_url
+    query = [(k, v) for k, v in query if k != "id_token_hint"] + [("id_token_hint", id_token)]
+    encoded = urllib.parse.urlencode(sorted(query, key=lambda kv: kv[0]))
+    return urllib.parse.urlunsplit(parts._replace(query=encoded))
+
+
+def check_logout_hop(browser, issuer, since, expect_hint):
+    """The request to `<issuer>/logout` among the hops after trail index `since`, with the
+    parameters Grafana sends; returns its post_logout_redirect_uri."""
+    logout_url = issuer.rstrip("/") + "/logout"
+    hops = [e.split(" ", 2)[1] for e in browser.trail[since:]]
+    calls = [u for u in hops if u.split("?", 1)[0] == logout_url]
+    if not calls:
+        raise FlowError(f"the sign-out never reached {logout_url}; hops: {hops}")
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(calls[0]).query))
+    target = params.get("post_logout_redirect_uri")
+    if not target:
+        raise FlowError(f"{logout_url} was called without post_logout_redirect_uri: {sorted(params)}")
+    if expect_hint and not params.get("id_token_hint"):
+        raise FlowError(f"{logout_url} was called without id_token_hint (Grafana adds it): {sorted(params)}")
+    return target, sorted(params)
+
+
+def same_place(a, b):
+    pa, pb = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
+    return (pa.scheme, pa.netloc, pa.path or "/") == (pb.scheme, pb.netloc, pb.path or "/")
+
+
 # ---------------------------------------------------------------------------------------------
 # The relying party (what Grafana's generic_oauth does)
 
@@ -467,9 +533,8 @@ def identity(claims, info, rules, default_role):
     }
 
 
-def run_oidc(args, browser):
-    secret = secret_from(args)
-    doc = discover(browser, args.issuer)
+def authorize_and_exchange(args, browser, doc, secret):
+    """One authorization (pages as they come) and its code exchange; returns (tokens, style)."""
     state = secrets.token_urlsafe(24)
     verifier = secrets.token_urlsafe(64)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
@@ -503,7 +568,49 @@ def run_oidc(args, browser):
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": args.redirect_uri}
     if not args.no_pkce:
         form["code_verifier"] = verifier
-    tokens, style = token_request(browser, doc["token_endpoint"], args.client_id, secret, form)
+    return token_request(browser, doc["token_endpoint"], args.client_id, secret, form)
+
+
+def oidc_logout(args, browser, doc, secret, first_claims, id_token):
+    """Sign out as Grafana does (see "Logout" in the module doc) and check the session ended."""
+    since = len(browser.trail)
+    tokens, _ = authorize_and_exchange(args, browser, doc, secret)
+    steps = connector_steps(browser, args.issuer, since)
+    if steps:
+        raise FlowError(f"before logout, a second login in the same browser went through the connector ({steps}): oxidex kept no session")
+    if check_id_token(tokens, args.issuer, args.client_id)[1].get("sub") != first_claims.get("sub"):
+        raise FlowError("the second login named another user")
+
+    url = with_id_token_hint(args.logout_url, id_token)
+    since = len(browser.trail)
+    log(f"signing out at {url.split('?', 1)[0]}")
+    resp, landed = browser.follow(url, stop=lambda u: not u.startswith(args.issuer.rstrip("/") + "/"))
+    if landed is None:
+        page = parse_page(resp.body)
+        raise FlowError(f"logout stayed at {resp.url} ({resp.status}, title {page.title.strip()!r}): {page.text()}")
+    target, sent = check_logout_hop(browser, args.issuer, since, expect_hint=True)
+    if landed != target:
+        raise FlowError(f"oxidex sent the browser to {landed}, not to post_logout_redirect_uri {target}")
+
+    since = len(browser.trail)
+    tokens, _ = authorize_and_exchange(args, browser, doc, secret)
+    steps = connector_steps(browser, args.issuer, since)
+    if not steps:
+        raise FlowError("after logout a new login did not go through the connector: the oxidex session is still alive")
+    if check_id_token(tokens, args.issuer, args.client_id)[1].get("sub") != first_claims.get("sub"):
+        raise FlowError("the login after logout named another user")
+    return {
+        "sso_before_logout": True,
+        "logout_parameters": sent,
+        "landed": landed,
+        "connector_after_logout": steps,
+    }
+
+
+def run_oidc(args, browser):
+    secret = secret_from(args)
+    doc = discover(browser, args.issuer)
+    tokens, style = authorize_and_exchange(args, browser, doc, secret)
     _, claims = check_id_token(tokens, args.issuer, args.client_id)
     info = userinfo(browser, doc["userinfo_endpoint"], tokens["access_token"])
     if info.get("sub") != claims.get("sub"):
@@ -527,6 +634,8 @@ def run_oidc(args, browser):
         id_token_claims=claims,
         userinfo=info,
     )
+    if args.logout_url:
+        result["logout"] = oidc_logout(args, browser, doc, secret, claims, tokens["id_token"])
     return result
 
 
@@ -560,7 +669,7 @@ def run_refresh(args, browser):
     return result
 
 
-def run_grafana(args, browser):
+def grafana_login(args, browser):
     base = args.grafana_url.rstrip("/")
     origin = urllib.parse.urlsplit(base)
 
@@ -574,6 +683,54 @@ def run_grafana(args, browser):
         raise FlowError(f"Grafana sent the browser back to {landed}: the login failed {errors or '(see the Grafana log)'}")
     if not any(c.name == "grafana_session" for c in browser.jar):
         raise FlowError("Grafana did not set a grafana_session cookie")
+
+
+def forget_grafana(browser, base):
+    """Drop the browser's Grafana session cookies: Grafana sees a stranger, oxidex still knows its
+    session (by name: Grafana and oxidex may share a host name, and cookies ignore ports)."""
+    host = urllib.parse.urlsplit(base).hostname
+    for cookie in [
+        c for c in browser.jar
+        if c.name in ("grafana_session", "grafana_session_expiry") and c.domain.lstrip(".") in (host, f"{host}.local")
+    ]:
+        browser.jar.clear(cookie.domain, cookie.path, cookie.name)
+
+
+def grafana_logout(args, browser):
+    """Sign out of Grafana (see "Logout" in the module doc) and check the oxidex session ended."""
+    base = args.grafana_url.rstrip("/")
+    forget_grafana(browser, base)
+    since = len(browser.trail)
+    grafana_login(args, browser)
+    steps = connector_steps(browser, args.issuer, since)
+    if steps:
+        raise FlowError(f"before logout, a second Grafana login went through the connector ({steps}): oxidex kept no session")
+
+    since = len(browser.trail)
+    log(f"signing out of Grafana at {base}/logout")
+    resp, _ = browser.follow(base + "/logout")
+    target, sent = check_logout_hop(browser, args.issuer, since, expect_hint=True)
+    if not same_place(resp.url, target) or resp.status != 200:
+        raise FlowError(f"the sign-out ended at {resp.url} ({resp.status}), not at post_logout_redirect_uri {target}")
+    if any(c.name == "grafana_session" for c in browser.jar):
+        raise FlowError("Grafana kept its grafana_session cookie after /logout")
+
+    since = len(browser.trail)
+    grafana_login(args, browser)
+    steps = connector_steps(browser, args.issuer, since)
+    if not steps:
+        raise FlowError("after logout a new Grafana login did not go through the connector: the oxidex session is still alive")
+    return {
+        "sso_before_logout": True,
+        "logout_parameters": sent,
+        "landed": resp.url,
+        "connector_after_logout": steps,
+    }
+
+
+def run_grafana(args, browser):
+    base = args.grafana_url.rstrip("/")
+    grafana_login(args, browser)
     user = browser.request("GET", base + "/api/user", headers={"Accept": "application/json"})
     if user.status != 200:
         raise FlowError(f"/api/user answered {user.status}: {user.body[:200]!r}")
@@ -581,7 +738,7 @@ def run_grafana(args, browser):
     if orgs.status != 200:
         raise FlowError(f"/api/user/orgs answered {orgs.status}: {orgs.body[:200]!r}")
     user_doc, orgs_doc = user.json(), orgs.json()
-    return {
+    result = {
         "login": user_doc.get("login"),
         "email": user_doc.get("email"),
         "name": user_doc.get("name"),
@@ -589,6 +746,9 @@ def run_grafana(args, browser):
         "user": user_doc,
         "orgs": orgs_doc,
     }
+    if args.logout:
+        result["logout"] = grafana_logout(args, browser)
+    return result
 
 
 def check_expectations(args, result):
@@ -632,6 +792,10 @@ def build_parser():
 
     g = sub.add_parser("grafana", help="log in to Grafana through oxidex and read /api/user")
     g.add_argument("--grafana-url", required=True, help="Grafana root URL, e.g. http://grafana:3000")
+    g.add_argument("--logout", action="store_true",
+                   help="then sign out of Grafana (its signout_redirect_url points at oxidex's /logout) "
+                        "and check the oxidex session ended; needs --issuer")
+    g.add_argument("--issuer", help="oxidex's issuer (for --logout)")
     common(g)
 
     o = sub.add_parser("oidc", help="play Grafana's generic_oauth client against oxidex")
@@ -640,6 +804,10 @@ def build_parser():
     o.add_argument("--scopes", default="openid email profile groups offline_access")
     o.add_argument("--no-pkce", action="store_true")
     o.add_argument("--save-tokens", metavar="FILE")
+    o.add_argument("--logout-url", metavar="URL",
+                   help="after the login, sign out as Grafana does with this signout_redirect_url "
+                        "(e.g. ISSUER/logout?post_logout_redirect_uri=RP/login) and check the "
+                        "oxidex session ended")
     common(o)
     relying_party(o)
 
@@ -656,6 +824,9 @@ def main(argv=None):
     if args.mode == "oidc" and not args.client_id:
         print("login-driver: --client-id is required", file=sys.stderr)
         return 2
+    if args.mode == "grafana" and args.logout and not args.issuer:
+        print("login-driver: --logout needs --issuer", file=sys.stderr)
+        return 2
     browser = Browser(cafile=args.cafile)
     runner = {"grafana": run_grafana, "oidc": run_oidc, "refresh": run_refresh}[args.mode]
     try:
@@ -665,9 +836,10 @@ def main(argv=None):
         if args.expect_failure and all(text in str(err) for text in args.expect_failure):
             print(json.dumps({"failed_as_expected": str(err)}, indent=2))
             return 0
-        log(f"error: {err}")
+        # The error last: callers that show the tail of stderr show it.
         for line in browser.trail[-15:]:
             log(f"  {line}")
+        log(f"error: {err}")
         return 1
     if args.expect_failure:
         log(f"error: the flow succeeded, but a failure containing {args.expect_failure!r} was expected")

@@ -100,12 +100,16 @@ if (config) {
     if (opts['client-name']) assert(claims.name === opts['client-name'], `name ${claims.name}`);
     return `sub=${claims.sub}`;
   });
-  await check('clientCredentialsGrant with openid: an ID token naming the client', async () => {
+  await check('clientCredentialsGrant with openid: an ID token naming the client (no sid); userinfo', async () => {
     const tokens = await client.clientCredentialsGrant(config, { scope: 'openid email' });
     assert(tokens.id_token, 'no ID token');
     const claims = payload(tokens.id_token);
     assert(claims.sub === dexSubject(opts['client-id']) && claims.aud === opts['client-id'], JSON.stringify(claims));
     assert(claims.email_verified === false && claims.email === undefined, JSON.stringify(claims));
+    // No browser session issued it (Dex HEAD: no sid, no auth_time).
+    assert(claims.sid === undefined && claims.auth_time === undefined, JSON.stringify(claims));
+    const info = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
+    return `userinfo sub=${info.sub}`;
   });
   await check('offline_access is invalid_scope', () =>
     expectOAuthError(client.clientCredentialsGrant(config, { scope: 'offline_access' }), 400, 'invalid_scope'),

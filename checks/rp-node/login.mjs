@@ -4,6 +4,17 @@
 //   node login.mjs --issuer URL --client-id ID --client-secret SECRET --redirect-uri URI
 //                  [--connector local] [--select picker|param] [--login L --password P]
 //                  [--expect-email E] [--expect-group G] [--auth basic|post]
+//                  [--post-logout-redirect-uri URI] [--skip LIST]
+//
+// After the login, refresh and replay checks come the provider features a strict RP uses, in
+// groups that --skip (comma-separated) can leave out for a server that lacks them:
+//   sessions            sid in the ID token; SSO (a second authorization in the same browser needs
+//                       no page); prompt=none with the session (a code) and without (login_required)
+//   revocation          RFC 7009: a revoked access token is refused at userinfo, a revoked refresh
+//                       token no longer refreshes
+//   logout              RP-Initiated Logout with id_token_hint, post_logout_redirect_uri and state,
+//                       then prompt=none (also with the old cookie) answers login_required
+// (client_credentials has its own script, client-credentials.mjs.)
 //
 // Every flag can also come from the environment (OXIDEX_ISSUER, OXIDEX_CLIENT_ID, ...: the flag
 // name upper-cased with `-` → `_`, prefixed with OXIDEX_). One line per step, then
@@ -26,7 +37,11 @@ const flagNames = {
   'expect-email': { type: 'string' },
   'expect-group': { type: 'string' },
   auth: { type: 'string' },
+  'post-logout-redirect-uri': { type: 'string' },
+  skip: { type: 'string' },
 };
+
+const GROUPS = ['sessions', 'revocation', 'logout'];
 
 function options() {
   const { values } = parseArgs({ options: flagNames, strict: true });
@@ -44,6 +59,8 @@ function options() {
     login: get('login'),
     password: get('password'),
     auth: get('auth', 'basic'),
+    postLogoutRedirectUri: get('post-logout-redirect-uri'),
+    skip: new Set((get('skip', '') ?? '').split(',').map((g) => g.trim()).filter(Boolean)),
   };
   opts.expectEmail = get('expect-email', opts.login?.includes('@') ? opts.login : undefined);
   opts.expectGroup = get('expect-group');
@@ -51,6 +68,9 @@ function options() {
   if (missing.length) usage(`missing: ${missing.join(', ')}`);
   if (!['picker', 'param'].includes(opts.select)) usage('--select is picker or param');
   if (!['basic', 'post'].includes(opts.auth)) usage('--auth is basic or post');
+  const unknown = [...opts.skip].filter((g) => !GROUPS.includes(g));
+  if (unknown.length) usage(`--skip takes ${GROUPS.join(', ')}; unknown: ${unknown.join(', ')}`);
+  if (!opts.skip.has('logout') && !opts.postLogoutRedirectUri) usage('the logout checks need --post-logout-redirect-uri');
   return opts;
 }
 
@@ -59,7 +79,8 @@ function usage(message) {
   console.error(
     'usage: node login.mjs --issuer URL --client-id ID --client-secret SECRET --redirect-uri URI ' +
       '[--connector ID] [--select picker|param] [--login L --password P] [--expect-email E] ' +
-      '[--expect-group G] [--auth basic|post]',
+      '[--expect-group G] [--auth basic|post] [--post-logout-redirect-uri URI] ' +
+      `[--skip ${GROUPS.join(',')}]`,
   );
   process.exit(2);
 }
@@ -96,6 +117,9 @@ function describe(err) {
   if (err instanceof client.ResponseBodyError) {
     return `${err.status} ${err.error}: ${err.error_description ?? ''}`;
   }
+  if (err instanceof client.AuthorizationResponseError) {
+    return `authorization response error=${err.error}: ${err.error_description ?? ''}`;
+  }
   const code = err?.code ? ` [${err.code}]` : '';
   let cause = '';
   if (err?.cause instanceof Error) cause = ` cause=${err.cause.message}`;
@@ -116,8 +140,8 @@ function assert(condition, message) {
 // A tiny browser: manual redirects, a cookie jar, forms and links read from the HTML.
 
 class Browser {
-  constructor() {
-    this.cookies = new Map();
+  constructor(cookies = new Map()) {
+    this.cookies = new Map(cookies);
   }
 
   async request(url, init = {}) {
@@ -127,9 +151,20 @@ class Browser {
     }
     const response = await fetch(url, { ...init, headers, redirect: 'manual' });
     for (const line of response.headers.getSetCookie()) {
-      const [pair] = line.split(';');
+      const [pair, ...attrs] = line.split(';');
       const eq = pair.indexOf('=');
-      if (eq > 0) this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+      if (eq <= 0) continue;
+      const name = pair.slice(0, eq).trim();
+      const value = pair.slice(eq + 1).trim();
+      // A browser drops a cookie set empty, with Max-Age <= 0 or with an expiry in the past.
+      const expired = attrs.some((a) => {
+        const [k, v = ''] = a.split('=').map((x) => x.trim());
+        if (k.toLowerCase() === 'max-age') return Number(v) <= 0;
+        if (k.toLowerCase() === 'expires') return Date.parse(v) <= Date.now();
+        return false;
+      });
+      if (expired || value === '') this.cookies.delete(name);
+      else this.cookies.set(name, value);
     }
     return response;
   }
@@ -195,10 +230,11 @@ const isRedirect = (status) => [301, 302, 303, 307, 308].includes(status);
  * Plays the user: follows redirects from the authorization URL, chooses the connector on the
  * picker, fills the password form, grants access (or, with `deny`, cancels), and stops at the
  * first redirect to the client's redirect URI. Returns that URL; reports one step per page
- * unless `quiet`.
+ * unless `quiet`. With `silent` (SSO, prompt=none) any page or connector callback on the way
+ * fails: the browser's session alone must bring it back to the client.
  */
-async function loginThroughPages(browser, authorizationUrl, opts, { deny = false, quiet = false } = {}) {
-  const report = quiet ? () => {} : pass;
+async function loginThroughPages(browser, authorizationUrl, opts, { deny = false, quiet = false, silent = false } = {}) {
+  const report = quiet || silent ? () => {} : pass;
   const redirectUri = new URL(opts.redirectUri);
   const atClient = (url) => url.origin === redirectUri.origin && url.pathname === redirectUri.pathname;
   let response = await browser.get(authorizationUrl);
@@ -211,6 +247,7 @@ async function loginThroughPages(browser, authorizationUrl, opts, { deny = false
       url = new URL(location, url);
       if (atClient(url)) return url;
       if (/\/callback(\/[^/]+)?$/.test(url.pathname)) {
+        assert(!silent, `went through the connector again (${url.pathname})`);
         report('connector callback', `${response.status} → ${url.pathname}`);
       }
       response = await browser.get(url);
@@ -218,6 +255,7 @@ async function loginThroughPages(browser, authorizationUrl, opts, { deny = false
     }
     const html = await response.text();
     assert(response.status === 200, `${response.status} at ${url.pathname}${url.search}: ${pageText(html)}`);
+    assert(!silent, `a page was shown at ${url.pathname}: ${pageText(html)}`);
     const pageForms = forms(html, url);
     const passwordForm = pageForms.find((f) => f.inputs.some((i) => i.name === 'password'));
     const decision = deny ? 'rejected' : 'approve';
@@ -299,8 +337,8 @@ async function expectOAuthError(promise, ...codes) {
   throw new Error(`accepted; expected ${codes.join(' or ')}`);
 }
 
-/** An authorization request with PKCE S256, state and nonce. */
-async function authorizationRequest(config, opts) {
+/** An authorization request with PKCE S256, state and nonce (plus `extra` parameters). */
+async function authorizationRequest(config, opts, extra = {}) {
   const codeVerifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
   const nonce = client.randomNonce();
@@ -313,7 +351,55 @@ async function authorizationRequest(config, opts) {
     nonce,
   };
   if (opts.select === 'param') parameters.connector_id = opts.connector;
+  Object.assign(parameters, extra);
   return { codeVerifier, state, nonce, authorizationUrl: client.buildAuthorizationUrl(config, parameters) };
+}
+
+/** One whole authorization in `browser` (pages as needed, or none with `silent`), then the code exchange. */
+async function authorizeAndExchange(config, opts, browser, { extra = {}, silent = false } = {}) {
+  const request = await authorizationRequest(config, opts, extra);
+  const back = await loginThroughPages(browser, request.authorizationUrl, opts, { quiet: true, silent });
+  return client.authorizationCodeGrant(config, back, {
+    pkceCodeVerifier: request.codeVerifier,
+    expectedState: request.state,
+    expectedNonce: request.nonce,
+    idTokenExpected: true,
+  });
+}
+
+/** Expects the authorization to come back to the client with `error=<code>` (state checked by the library). */
+async function expectAuthorizationError(config, opts, browser, extra, code) {
+  const request = await authorizationRequest(config, opts, extra);
+  const back = await loginThroughPages(browser, request.authorizationUrl, opts, { silent: true });
+  try {
+    await client.authorizationCodeGrant(config, back, {
+      pkceCodeVerifier: request.codeVerifier,
+      expectedState: request.state,
+      expectedNonce: request.nonce,
+    });
+  } catch (err) {
+    if (err instanceof client.AuthorizationResponseError) {
+      assert(err.error === code, `error=${err.error} (${err.error_description ?? ''}), expected ${code}`);
+      return `error=${err.error} state matched, no page shown`;
+    }
+    throw err;
+  }
+  throw new Error(`a code came back; expected error=${code}`);
+}
+
+/** Expects the promise (a request with a bearer token) to be refused with 401. */
+async function expectUnauthorized(promise) {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof client.WWWAuthenticateChallengeError || err instanceof client.ResponseBodyError) {
+      assert(err.status === 401, `got ${err.status}, expected 401`);
+      const challenge = err.cause?.[0];
+      return `${err.status}${challenge?.parameters?.error ? ` ${challenge.parameters.error}` : err.error ? ` ${err.error}` : ''}`;
+    }
+    throw err;
+  }
+  throw new Error('accepted; expected 401');
 }
 
 function libraryVersion(name) {
@@ -354,9 +440,11 @@ async function main() {
   const { codeVerifier, state, nonce, authorizationUrl } = await authorizationRequest(config, opts);
   pass('authorization url', `${authorizationUrl.pathname} S256 state nonce${opts.select === 'param' ? ` connector_id=${opts.connector}` : ''}`);
 
+  // One browser for the whole run: its session cookie is what SSO, prompt=none and logout use.
+  const browser = new Browser();
   let callbackUrl;
   const loggedIn = await check('redirect to client', async () => {
-    callbackUrl = await loginThroughPages(new Browser(), authorizationUrl, opts);
+    callbackUrl = await loginThroughPages(browser, authorizationUrl, opts);
     assert(callbackUrl.searchParams.get('code'), `no code in ${callbackUrl}`);
     return `${callbackUrl.origin}${callbackUrl.pathname}?code=…&state=…`;
   });
@@ -449,8 +537,9 @@ async function main() {
   );
 
   // The user cancels on the approval page: the library reads the error redirect (state checked).
+  // Consent given above is remembered (per user and client), so prompt=consent asks again.
   await check('cancel on approval → access_denied', async () => {
-    const denied = await authorizationRequest(config, opts);
+    const denied = await authorizationRequest(config, opts, { prompt: 'consent' });
     const back = await loginThroughPages(new Browser(), denied.authorizationUrl, opts, { deny: true, quiet: true });
     try {
       await client.authorizationCodeGrant(config, back, {
@@ -467,6 +556,114 @@ async function main() {
     }
     throw new Error('a code came back after Cancel');
   });
+
+  const run = (group) => !opts.skip.has(group);
+  if (run('sessions')) await sessionChecks(config, opts, browser, claims);
+  if (run('revocation')) await revocationChecks(config, opts, browser);
+  if (run('logout')) await logoutChecks(config, opts, browser, tokens);
+  if (opts.skip.size) console.log(`skipped: ${[...opts.skip].join(', ')}`);
+}
+
+/** OIDC Core §3.1.2.1 and Dex HEAD's sessions: the login above left a session in `browser`. */
+async function sessionChecks(config, opts, browser, claims) {
+  await check('sid claim', () => {
+    assert(typeof claims.sid === 'string' && claims.sid, `no sid in the ID token: ${short(claims)}`);
+    return `sid=${claims.sid}${claims.auth_time ? ` auth_time=${claims.auth_time}` : ''}`;
+  });
+
+  await check('SSO: second authorization, no page', async () => {
+    const again = await authorizeAndExchange(config, opts, browser, { silent: true });
+    const c = again.claims();
+    assert(c.sub === claims.sub, `sub ${c.sub} != ${claims.sub}`);
+    assert(c.sid === claims.sid, `sid ${c.sid} != ${claims.sid}`);
+    // auth_time is the time of the real login, not of the SSO.
+    if (claims.auth_time !== undefined || c.auth_time !== undefined) {
+      assert(c.auth_time === claims.auth_time, `auth_time ${c.auth_time} != ${claims.auth_time}`);
+    }
+    return `same sub and sid${c.auth_time ? ', same auth_time' : ''}, code without connector or approval`;
+  });
+
+  await check('prompt=none with the session → code', async () => {
+    const silent = await authorizeAndExchange(config, opts, browser, { extra: { prompt: 'none' }, silent: true });
+    const c = silent.claims();
+    assert(c.sub === claims.sub && c.sid === claims.sid, `sub/sid ${c.sub}/${c.sid} != ${claims.sub}/${claims.sid}`);
+    return 'same sub and sid';
+  });
+
+  await check('prompt=none without a session → login_required', () =>
+    expectAuthorizationError(config, opts, new Browser(), { prompt: 'none' }, 'login_required'),
+  );
+}
+
+/** RFC 7009 at the advertised revocation_endpoint, with the client's own authentication. */
+async function revocationChecks(config, opts, browser) {
+  const meta = config.serverMetadata();
+  if (!(await check('revocation_endpoint advertised', () => {
+    assert(meta.revocation_endpoint, 'no revocation_endpoint in discovery');
+    return meta.revocation_endpoint;
+  }))) return;
+
+  // A fresh grant (SSO when sessions work, the pages again otherwise).
+  let fresh;
+  if (!(await check('fresh tokens for revocation', async () => {
+    fresh = await authorizeAndExchange(config, opts, browser);
+    assert(fresh.refresh_token, 'no refresh token');
+    await client.fetchUserInfo(config, fresh.access_token, fresh.claims().sub);
+    return 'access token accepted at userinfo';
+  }))) return;
+
+  await check('tokenRevocation(access token) → userinfo refuses it', async () => {
+    await client.tokenRevocation(config, fresh.access_token, { token_type_hint: 'access_token' });
+    return expectUnauthorized(client.fetchUserInfo(config, fresh.access_token, fresh.claims().sub));
+  });
+
+  await check('tokenRevocation(refresh token) → refresh fails', async () => {
+    // Rotate once first: the token revoked below demonstrably worked a moment before.
+    const live = await client.refreshTokenGrant(config, fresh.refresh_token);
+    assert(live.refresh_token, 'no rotated refresh token');
+    await client.tokenRevocation(config, live.refresh_token, { token_type_hint: 'refresh_token' });
+    return expectOAuthError(client.refreshTokenGrant(config, live.refresh_token), 'invalid_grant', 'invalid_request');
+  });
+
+  await check('revoking an unknown token → 200', async () => {
+    await client.tokenRevocation(config, 'not-a-token-we-issued');
+    return '200';
+  });
+}
+
+/** RP-Initiated Logout 1.0 through the advertised end_session_endpoint. */
+async function logoutChecks(config, opts, browser, tokens) {
+  const meta = config.serverMetadata();
+  if (!(await check('end_session_endpoint advertised', () => {
+    assert(meta.end_session_endpoint, 'no end_session_endpoint in discovery');
+    return meta.end_session_endpoint;
+  }))) return;
+
+  // What the browser held before logging out: a copy plays a stolen or kept cookie afterwards.
+  const before = new Browser(browser.cookies);
+  await check('buildEndSessionUrl → post_logout_redirect_uri with state', async () => {
+    const state = client.randomState();
+    const url = client.buildEndSessionUrl(config, {
+      id_token_hint: tokens.id_token,
+      post_logout_redirect_uri: opts.postLogoutRedirectUri,
+      state,
+    });
+    const response = await browser.get(url);
+    const location = response.headers.get('location');
+    assert(isRedirect(response.status) && location, `${response.status} at ${url.pathname}: ${pageText(await response.text())}`);
+    const back = new URL(location, url);
+    const expected = new URL(opts.postLogoutRedirectUri);
+    assert(back.origin === expected.origin && back.pathname === expected.pathname, `redirected to ${back}`);
+    assert(back.searchParams.get('state') === state, `state ${back.searchParams.get('state')} != ${state}`);
+    return `${response.status} → ${back.origin}${back.pathname}?state=… (echoed)`;
+  });
+
+  await check('after logout: prompt=none → login_required', () =>
+    expectAuthorizationError(config, opts, browser, { prompt: 'none' }, 'login_required'),
+  );
+  await check('after logout: the old session cookie → login_required', () =>
+    expectAuthorizationError(config, opts, before, { prompt: 'none' }, 'login_required'),
+  );
 }
 
 try {

@@ -9,12 +9,20 @@
 #   4. password DB again with a client whose id and secret need form-encoding in HTTP Basic
 #   5. client_credentials (enabled with Dex master's DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT)
 #      through openid-client's clientCredentialsGrant (client-credentials.mjs)
+# Each login run goes on to SSO, prompt=none, revocation and RP-Initiated Logout (login.mjs names
+# the groups). RP_SKIP=logout,revocation (a comma-separated list of those groups) leaves groups
+# out, for a server that lacks the feature; by default every group runs.
+# With RP_HTTPS=1 the same runs go to an https issuer: oxidex serves web.https with a
+# certificate from a throwaway CA (checks/lib/dev-server.sh), which Node trusts through
+# NODE_EXTRA_CA_CERTS and nothing else.
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
 oxidex=${1:?usage: $0 OXIDEX_BIN}
 oxidex=$(command -v "$oxidex" || true)
 [ -x "$oxidex" ] || { echo "rp-node: not an executable: ${1}" >&2; exit 2; }
+# Absolute: the script changes directory before starting it.
+oxidex=$(realpath "$oxidex")
 for tool in node npm python3; do
   command -v "$tool" >/dev/null || { echo "rp-node: $tool missing" >&2; exit 2; }
 done
@@ -32,9 +40,14 @@ npm ci --no-audit --no-fund --loglevel=error
 work=$(mktemp -d)
 trap 'stop_dev_server; rm -rf "$work"' EXIT
 # The dev config sets no oauth2.grantTypes, so Dex master's flag adds client_credentials.
-DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT=true start_dev_server "$oxidex" "$work"
+DEV_SERVER_HTTPS=${RP_HTTPS:-} DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT=true \
+  start_dev_server "$oxidex" "$work"
+if [ -n "$dev_ca_file" ]; then
+  export NODE_EXTRA_CA_CERTS=$dev_ca_file
+fi
 
-common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback)
+common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback
+  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --skip "${RP_SKIP:-}")
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
 login() { # title, flags...
   local title=$1

@@ -100,8 +100,14 @@ def main():
         )
         claims = payload(token["id_token"])
         assert claims["sub"] == dex_subject(opts.client_id) and claims["aud"] == opts.client_id, claims
+        # No browser session issued it (Dex HEAD: no sid, no auth_time).
+        assert "sid" not in claims and "auth_time" not in claims, claims
+        info = requests.get(
+            meta["userinfo_endpoint"], headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10
+        )
+        assert info.status_code == 200 and info.json().get("sub") == claims["sub"], (info.status_code, info.text[:200])
 
-    check("openid adds an ID token naming the client", id_token_with_openid)
+    check("openid adds an ID token naming the client (no sid); userinfo takes the access token", id_token_with_openid)
     check(
         "offline_access is invalid_scope",
         lambda: expect_error(

@@ -6,12 +6,17 @@
 # (checks/lib/dev-server.sh), then runs login.py with the password DB, the mockCallback
 # connector and a client whose id and secret hold reserved characters, then client_credentials.py
 # (the grant enabled with Dex master's DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT).
+# Each login run goes on to SSO, prompt=none, revocation and RP-Initiated Logout (login.py names
+# the groups). RP_SKIP=logout,revocation (a comma-separated list of those groups) leaves groups
+# out, for a server that lacks the feature; by default every group runs.
 # Exit status: 0 when every run passed.
 set -euo pipefail
 
 oxidex=${1:?usage: $0 OXIDEX_BIN}
 oxidex=$(command -v "$oxidex" || true)
 [ -x "$oxidex" ] || { echo "rp-python: not an executable: ${1}" >&2; exit 2; }
+# Absolute: the script changes directory before starting it.
+oxidex=$(realpath "$oxidex")
 command -v python3 >/dev/null || { echo "rp-python: python3 missing" >&2; exit 2; }
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +39,8 @@ trap 'stop_dev_server; rm -rf "$work"' EXIT
 # The dev config sets no oauth2.grantTypes, so Dex master's flag adds client_credentials.
 DEX_CLIENT_CREDENTIAL_GRANT_ENABLED_BY_DEFAULT=true start_dev_server "$oxidex" "$work"
 
-common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback)
+common=(--issuer "$issuer" --redirect-uri http://127.0.0.1:5555/callback
+  --post-logout-redirect-uri http://127.0.0.1:5555/logged-out --skip "${RP_SKIP:-}")
 example=(--client-id example-app --client-secret ZXhhbXBsZS1hcHAtc2VjcmV0)
 login() { # title, flags...
   local title=$1

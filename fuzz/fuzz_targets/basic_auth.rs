@@ -13,7 +13,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
-use oxidex::config::settings::Client;
+use oxidex::config::settings::{Client, RefreshTokenLifetime};
 use oxidex::oidc::client_auth::ClientCredentials;
 
 fn client(id: &str, secret: &str, public: bool) -> Client {
@@ -27,6 +27,11 @@ fn client(id: &str, secret: &str, public: bool) -> Client {
         logo_url: String::new(),
         allowed_connectors: Vec::new(),
         require_pkce: false,
+        post_logout_redirect_uris: Vec::new(),
+        backchannel_logout_uri: String::new(),
+        refresh_token_lifetime: RefreshTokenLifetime::Standalone,
+        sso_shared_with: None,
+        client_credentials_groups: Vec::new(),
     }
 }
 

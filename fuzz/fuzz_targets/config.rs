@@ -60,16 +60,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    // The rendering is in Dex's schema (`staticClients`, `staticPasswords`).
     let redacted = redacted_json(settings);
     let hidden = |value: &Value| matches!(value.as_str(), Some("") | Some(REDACTED));
     for i in 0..settings.clients.len() {
         assert!(
-            hidden(&redacted["clients"][i]["secret"]),
+            hidden(&redacted["staticClients"][i]["secret"]),
             "client {i} secret"
         );
     }
     for i in 0..settings.passwords.len() {
-        let entry = &redacted["passwords"][i];
+        let entry = &redacted["staticPasswords"][i];
         assert!(
             entry.get("hash").is_none_or(hidden),
             "password {i} hash: {entry}"

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use oxidex::config::settings::Client;
+use oxidex::config::settings::{Client, RefreshTokenLifetime};
 use oxidex::oidc::authorize::{DEVICE_CALLBACK_PATH, OOB_REDIRECT_URI, valid_redirect_uri};
 use url::{Host, Url};
 
@@ -33,6 +33,11 @@ fn client(redirect_uris: &[&str], public: bool) -> Client {
         logo_url: String::new(),
         allowed_connectors: Vec::new(),
         require_pkce: false,
+        post_logout_redirect_uris: Vec::new(),
+        backchannel_logout_uri: String::new(),
+        refresh_token_lifetime: RefreshTokenLifetime::Standalone,
+        sso_shared_with: None,
+        client_credentials_groups: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub(crate) mod decode;
 pub(crate) mod duration;
+pub mod effective;
 pub(crate) mod env;
 pub(crate) mod nix_store;
 mod postgres;
@@ -32,6 +33,7 @@ pub(crate) use secrets::read_bounded;
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub web_http: Option<String>,
+    pub web_https: Option<String>,
     pub telemetry_http: Option<String>,
 }
 
@@ -145,9 +147,8 @@ pub fn load_str(text: &str, path: &Path, options: &LoadOptions) -> Result<Loaded
     resolve::load(text, path, None, options)
 }
 
-/// The effective configuration for `check-config`: every secret redacted.
+/// The effective configuration for `check-config`, in Dex's schema
+/// ([`effective::dex_schema`]): every default filled in, every secret redacted.
 pub fn redacted_json(settings: &Settings) -> serde_json::Value {
-    serde_json::to_value(settings).unwrap_or_else(
-        |e| serde_json::json!({ "error": format!("cannot render the configuration: {e}") }),
-    )
+    effective::dex_schema(settings)
 }

@@ -143,6 +143,7 @@ fn apply_overrides(config: &mut Config, options: &LoadOptions) {
         }
     };
     set(&mut config.web.http, &overrides.web_http);
+    set(&mut config.web.https, &overrides.web_https);
     set(&mut config.telemetry.http, &overrides.telemetry_http);
 }
 
@@ -209,6 +210,7 @@ impl Resolver<'_> {
             (self.report.problems.len() == problems_before).then(|| issuer.endpoint("/callback"));
         let storage = self.storage(config.storage.as_ref());
         let web = self.web(&config.web);
+        self.listen_address("telemetry.http", &config.telemetry.http);
         let connectors = self.connectors(&config.connectors, callback.as_deref());
         let connector_ids: Vec<String> = config.connectors.iter().map(|c| c.id.clone()).collect();
         let clients = self.clients(
@@ -520,6 +522,7 @@ impl Resolver<'_> {
         if grpc.addr.is_empty() && tls_set {
             self.error("grpc.addr", "no address specified for gRPC");
         }
+        self.listen_address("grpc.addr", &grpc.addr);
         if grpc.tls_cert.is_empty() != grpc.tls_key.is_empty() {
             self.error("grpc", "must specific both a gRPC TLS cert and key");
         }
@@ -565,6 +568,15 @@ impl Resolver<'_> {
         })
     }
 
+    /// A listen address in a form Dex accepts (`host:port`, `:port`, `[v6]:port`).
+    fn listen_address(&mut self, key: &str, addr: &str) {
+        if !addr.is_empty()
+            && let Err(problem) = crate::listen::parse(addr)
+        {
+            self.error(key, problem);
+        }
+    }
+
     fn web(&mut self, web: &schema::Web) -> WebSettings {
         if web.http.is_empty() && web.https.is_empty() {
             self.error(
@@ -579,12 +591,9 @@ impl Resolver<'_> {
             if web.tls_key.is_empty() {
                 self.error("web.tlsKey", "no private key specified for HTTPS");
             }
-            self.error(
-                "web.https",
-                "oxidex does not serve HTTPS itself yet: set web.http and terminate TLS in a \
-                 reverse proxy or ingress in front of it",
-            );
         }
+        self.listen_address("web.http", &web.http);
+        self.listen_address("web.https", &web.https);
         let mut versions_ok = true;
         for (key, version) in [
             ("tlsMinVersion", &web.tls_min_version),

@@ -65,7 +65,7 @@ pub struct GrpcTls {
 }
 
 /// The resolved `sessions` block (Dex HEAD's defaults applied).
-#[derive(Clone, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct SessionSettings {
     pub cookie_name: String,
     /// Counted from the session's creation; never extended.

@@ -267,13 +267,56 @@ fn rejects_web_without_listener_or_tls_files() {
         "web.tlsKey",
         "no private key specified for HTTPS",
     );
-    let complete = json!({"http": "127.0.0.1:5556", "https": "0.0.0.0:5554",
-        "tlsCert": "/etc/oxidex/tls.crt", "tlsKey": "/etc/oxidex/tls.key"});
-    rejects(
-        |c| set(c, "/web", complete),
-        "web.https",
-        "terminate TLS in a reverse proxy",
+    let mut config = base();
+    set(
+        &mut config,
+        "/web",
+        json!({"http": "127.0.0.1:5556", "https": "0.0.0.0:5554",
+            "tlsCert": "/etc/oxidex/tls.crt", "tlsKey": "/etc/oxidex/tls.key",
+            "tlsMinVersion": "1.3"}),
     );
+    let web = loads(&config).settings.web;
+    assert_eq!(
+        (web.http.as_deref(), web.https.as_deref()),
+        (Some("127.0.0.1:5556"), Some("0.0.0.0:5554"))
+    );
+    assert_eq!(web.tls_min_version.as_deref(), Some("1.3"));
+}
+
+#[test]
+fn listen_addresses_are_checked_at_load() {
+    for (pointer, key) in [
+        ("/web/http", "web.http"),
+        ("/web/https", "web.https"),
+        ("/telemetry", "telemetry.http"),
+    ] {
+        for (addr, gist) in [
+            ("localhost", "missing port"),
+            ("::1:80", "too many colons"),
+            ("localhost:http", "port must be a number"),
+            ("localhost:70000", "port must be a number"),
+        ] {
+            rejects(
+                |c| {
+                    set(c, "/web/tlsCert", json!("/tls.crt"));
+                    set(c, "/web/tlsKey", json!("/tls.key"));
+                    if pointer == "/telemetry" {
+                        set(c, pointer, json!({"http": addr}));
+                    } else {
+                        set(c, pointer, json!(addr));
+                    }
+                },
+                key,
+                gist,
+            );
+        }
+    }
+    for addr in [":5556", "[::1]:5556", "localhost:5556", "0.0.0.0:0"] {
+        let mut config = base();
+        set(&mut config, "/web/http", json!(addr));
+        set(&mut config, "/telemetry", json!({"http": addr}));
+        loads(&config);
+    }
 }
 
 #[test]
@@ -1364,6 +1407,7 @@ fn cli_overrides_apply_before_validation() {
     set(&mut config, "/web", json!({}));
     let overrides = Overrides {
         web_http: Some("0.0.0.0:8080".into()),
+        web_https: None,
         telemetry_http: Some("127.0.0.1:9090".into()),
     };
     let options = LoadOptions {
@@ -1376,6 +1420,22 @@ fn cli_overrides_apply_before_validation() {
     assert_eq!(s.web.http.as_deref(), Some("0.0.0.0:8080"));
     assert_eq!(s.web.https, None);
     assert_eq!(s.telemetry_http.as_deref(), Some("127.0.0.1:9090"));
+
+    // --web-https-addr sets web.https, which then needs its certificate files.
+    let https = Overrides {
+        web_https: Some(":8443".into()),
+        ..Overrides::default()
+    };
+    let https_options = LoadOptions {
+        overrides: https,
+        ..self::options(&[])
+    };
+    let error = load_str(&base().to_string(), Path::new("c.json"), &https_options).unwrap_err();
+    assert_has(
+        &error.problems,
+        "web.tlsCert",
+        "no cert specified for HTTPS",
+    );
 }
 
 #[test]
@@ -1680,4 +1740,55 @@ fn a_cookie_key_in_a_store_path_config_is_refused() {
     );
     let error = load_json_at(&config, &format!("{STORE_DIR}/config.json"), &[]).unwrap_err();
     assert_has(&error.problems, "sessions.cookieEncryptionKey", "");
+}
+
+#[test]
+fn check_config_output_is_a_dex_config_that_loads_to_the_same_settings() {
+    let mut config = base();
+    set(
+        &mut config,
+        "/expiry",
+        json!({"idTokens": "90m", "refreshTokens": {"reuseInterval": "3s", "absoluteLifetime": "720h"}}),
+    );
+    set(
+        &mut config,
+        "/sessions",
+        json!({"validIfNotUsedFor": "30m"}),
+    );
+    set(
+        &mut config,
+        "/logger",
+        json!({"level": "debug", "format": "json", "excludeFields": ["email"]}),
+    );
+    set(
+        &mut config,
+        "/web/headers",
+        json!({"X-Frame-Options": "DENY"}),
+    );
+    set(&mut config, "/enablePasswordDB", json!(true));
+    set(
+        &mut config,
+        "/staticPasswords",
+        json!([{"email": "a@example.org", "hash": HASH, "username": "a", "userID": "1"}]),
+    );
+    let printed = redacted_json(&loads(&config).settings);
+    assert_eq!(printed["expiry"]["idTokens"], "1h30m");
+    assert_eq!(
+        printed["expiry"]["refreshTokens"]["absoluteLifetime"],
+        "720h"
+    );
+    assert_eq!(printed["sessions"]["validIfNotUsedFor"], "30m");
+    assert_eq!(
+        printed["staticClients"][0]["redirectURIs"][0],
+        "https://app.example.org/callback"
+    );
+    assert_eq!(printed["oauth2"]["responseTypes"], json!(["code"]));
+    assert!(printed.get("issuer").unwrap().is_string());
+    // Put the redacted secrets back, load it again: the same document.
+    let mut again = printed.clone();
+    set(&mut again, "/staticClients/0/secret", json!("app-secret"));
+    set(&mut again, "/staticPasswords/0/hash", json!(HASH));
+    let reloaded = loads(&again);
+    assert!(reloaded.warnings.is_empty(), "{:?}", reloaded.warnings);
+    assert_eq!(redacted_json(&reloaded.settings), printed);
 }

@@ -15,6 +15,7 @@ mod logout;
 mod middleware;
 pub mod params;
 mod respond;
+pub(crate) mod revoke;
 pub mod serve;
 pub(crate) mod token;
 pub(crate) mod userinfo;
@@ -123,7 +124,8 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::routes(&prefix))
         .merge(token::routes(&prefix))
         .merge(userinfo::routes(&prefix))
-        .merge(introspect::routes(&prefix));
+        .merge(introspect::routes(&prefix))
+        .merge(revoke::routes(&prefix));
     let public = match cors::layer(&state.settings.web) {
         Some(cors) => public.layer(cors),
         None => public,

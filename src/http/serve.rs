@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 /// What a connection may cost; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +77,45 @@ const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before retrying.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// One listener: plain HTTP, or HTTPS when `tls` is set.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting,
 /// lets open connections finish their requests (at most
 /// [`ConnectionLimits::drain_timeout`] longer) and waits for them.
 pub async fn serve(
     listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve_all(vec![listener.into()], app, limits, shutdown).await;
+}
+
+/// What every listener of one [`serve_all`] shares: the connection cap counts
+/// their connections together.
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    limits: ConnectionLimits,
+    slots: Arc<Semaphore>,
+}
+
+/// [`serve`] on several listeners at once (`web.http` and `web.https`): one
+/// connection cap, one shutdown, the same limits and drain on each. On HTTPS
+/// listeners the TLS handshake must finish within
+/// [`ConnectionLimits::header_read_timeout`], like a request's headers.
+pub async fn serve_all(
+    listeners: Vec<Listener>,
     app: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
@@ -99,15 +134,44 @@ pub async fn serve(
         // No keep-alive pings: a peer's answers would count as activity and keep
         // an idle connection open for ever; the idle timeout finds dead peers.
         .keep_alive_interval(None);
-    let builder = Arc::new(builder);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let shared = Arc::new(Shared {
+        builder,
+        app,
+        limits,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+    });
+    // Dropped (the future cancelled) counts as stop too.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<Infallible>(1);
-    let mut last_cap_warning: Option<Instant> = None;
-    tokio::pin!(shutdown);
+    for listener in listeners {
+        tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            stop_rx.clone(),
+            done_tx.clone(),
+        ));
+    }
+    drop(done_tx);
+    shutdown.await;
+    stop_tx.send_replace(true);
+    // Completes when every accept loop and connection task has dropped its sender.
+    let _ = done_rx.recv().await;
+}
 
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<Infallible>,
+) {
+    let limits = shared.limits;
+    let mut last_cap_warning: Option<Instant> = None;
     loop {
-        let slot = match slots.clone().try_acquire_owned() {
+        let slot = match shared.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 if last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
@@ -118,16 +182,16 @@ pub async fn serve(
                     );
                 }
                 tokio::select! {
-                    slot = slots.clone().acquire_owned() => match slot {
+                    slot = shared.slots.clone().acquire_owned() => match slot {
                         Ok(slot) => slot,
                         Err(_) => break,
                     },
-                    () = &mut shutdown => break,
+                    () = stopped(&mut stop) => break,
                 }
             }
         };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.tcp.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accepting a connection failed");
@@ -135,54 +199,82 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
         let connection = Connection {
-            builder: builder.clone(),
-            app: app.clone(),
-            limits,
+            shared: shared.clone(),
             peer,
         };
-        let stop = stop_rx.clone();
-        let done = done_tx.clone();
+        let tls = listener.tls.clone();
+        let stop = stop.clone();
+        let done = done.clone();
         tokio::spawn(async move {
-            connection.run(stream, stop).await;
+            connection.start(stream, tls, stop).await;
             drop(slot);
             drop(done);
         });
     }
-    drop(listener);
-    stop_tx.send_replace(true);
-    drop(done_tx);
-    // Completes when every connection task has dropped its sender.
-    let _ = done_rx.recv().await;
 }
 
 struct Connection {
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    app: Router,
-    limits: ConnectionLimits,
+    shared: Arc<Shared>,
     peer: SocketAddr,
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+    async fn start(
+        self,
+        stream: TcpStream,
+        tls: Option<TlsAcceptor>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             inner: stream,
             activity: activity.clone(),
-        });
+        };
+        let Some(tls) = tls else {
+            return self.run(tracked, activity, stop).await;
+        };
+        let timeout = self.shared.limits.header_read_timeout;
+        let handshake = tokio::time::timeout(timeout, tls.accept(tracked));
+        let stream = tokio::select! {
+            finished = handshake => match finished {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(peer = %self.peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            () = stopped(&mut stop) => return,
+        };
+        self.run(stream, activity, stop).await;
+    }
+
+    async fn run<S>(self, stream: S, activity: Arc<Activity>, mut stop: watch::Receiver<bool>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = self.shared.limits;
+        let io = TokioIo::new(stream);
         let service = RequestService {
-            app: self.app,
+            app: self.shared.app.clone(),
             peer: self.peer,
-            body_timeout: self.limits.body_read_timeout,
+            body_timeout: limits.body_read_timeout,
             activity: activity.clone(),
         };
         let service = hyper_util::service::TowerToHyperService::new(service);
-        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        let conn = self
+            .shared
+            .builder
+            .serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
-        let idle = self.limits.idle_timeout;
+        let idle = limits.idle_timeout;
         let mut closing = false;
         // Set when an idle connection is being closed: it must be gone by then.
         let mut hard_deadline: Option<Instant> = None;
@@ -190,12 +282,12 @@ impl Connection {
         loop {
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = stop.changed(), if !closing => {
+                () = stopped(&mut stop), if !closing => {
                     // Process shutdown: the requests in flight finish first,
                     // within the drain timeout.
                     closing = true;
                     conn.as_mut().graceful_shutdown();
-                    hard_deadline = Some(Instant::now() + self.limits.drain_timeout);
+                    hard_deadline = Some(Instant::now() + limits.drain_timeout);
                 }
                 () = tokio::time::sleep_until(next_check), if !closing => {
                     let quiet_until = activity.last_read() + idle;
@@ -209,7 +301,7 @@ impl Connection {
                         tracing::debug!(peer = %self.peer, "closing an idle connection");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
-                        hard_deadline = Some(now + self.limits.header_read_timeout);
+                        hard_deadline = Some(now + limits.header_read_timeout);
                     }
                 }
                 () = sleep_until_opt(hard_deadline) => {

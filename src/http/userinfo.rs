@@ -8,6 +8,7 @@ use axum::{Json, Router};
 
 use super::AppState;
 use super::error::oauth_error_response;
+use crate::oidc::ErrorCode;
 use crate::oidc::grants::{bearer_token, missing_bearer_error};
 
 /// Routes at their full paths under the issuer's path `prefix` (e.g. `/dex`).
@@ -27,8 +28,17 @@ async fn userinfo(State(state): State<AppState>, headers: axum::http::HeaderMap)
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
-    match live.provider.userinfo(token) {
+    match live.provider.userinfo(token).await {
         Ok(claims) => (StatusCode::OK, Json(claims)).into_response(),
-        Err(error) => oauth_error_response(&error),
+        Err(error) => {
+            let mut response = oauth_error_response(&error);
+            if error.code == ErrorCode::InvalidToken {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            response
+        }
     }
 }

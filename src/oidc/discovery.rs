@@ -22,6 +22,7 @@ struct Document<'a> {
     backchannel_logout_supported: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backchannel_logout_session_supported: Option<bool>,
+    revocation_endpoint: String,
     grant_types_supported: &'a [String],
     response_types_supported: &'a [String],
     subject_types_supported: [&'static str; 1],
@@ -29,6 +30,7 @@ struct Document<'a> {
     code_challenge_methods_supported: &'a [String],
     scopes_supported: [&'static str; 5],
     token_endpoint_auth_methods_supported: [&'static str; 2],
+    revocation_endpoint_auth_methods_supported: [&'static str; 2],
     claims_supported: Vec<&'static str>,
     /// Beyond Dex HEAD, which does not advertise it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +102,7 @@ pub fn render(
         end_session_endpoint: sessions.then(|| issuer.endpoint("/logout")),
         backchannel_logout_supported: sessions.then_some(true),
         backchannel_logout_session_supported: sessions.then_some(true),
+        revocation_endpoint: issuer.endpoint("/token/revoke"),
         grant_types_supported: &settings.oauth2.grant_types,
         response_types_supported: &settings.oauth2.response_types,
         subject_types_supported: ["public"],
@@ -107,6 +110,7 @@ pub fn render(
         code_challenge_methods_supported: &settings.oauth2.pkce_methods,
         scopes_supported: ["openid", "email", "groups", "profile", "offline_access"],
         token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+        revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
         claims_supported,
         prompt_values_supported: sessions.then_some(["none", "login", "consent", "select_account"]),
     };

@@ -28,6 +28,10 @@ pub enum ErrorCode {
     LoginRequired,
     /// `prompt=none` and the user must approve first (OpenID Connect Core §3.1.2.6).
     ConsentRequired,
+    /// RFC 7009 §2.2.1: the server cannot revoke this kind of token.
+    UnsupportedTokenType,
+    /// RFC 6750 §3.1: a revoked bearer token at `/userinfo`.
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -49,6 +53,8 @@ impl ErrorCode {
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidToken => "invalid_token",
         }
     }
 }

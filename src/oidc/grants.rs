@@ -12,9 +12,10 @@ use super::check_param_len;
 use super::error::{ErrorCode, OAuthError, REFRESH_CLAIMED};
 use super::is_expired;
 use super::mint::{Minter, TokenResponse, TokenSigner, TokenSubject, unix_seconds};
+use super::revoke::deny_grant;
 use super::scopes::{self, check_scopes, go_quote_list};
-use super::subject::RefreshTokenWire;
-use crate::config::settings::{Client, RefreshTokenLifetime, RefreshTokenPolicy, Settings};
+use super::subject::{RefreshTokenWire, encode_subject};
+use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::crypto::new_id;
 use crate::storage::{
     Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
@@ -185,6 +186,21 @@ fn revoke_if_replayed(ctx: &GrantContext<'_>, code: &str) {
     );
     if let Some(id) = &redeemed.refresh_token_id {
         revoke_refresh_token(ctx.storage, id, &redeemed.user_id, &redeemed.connector_id);
+    }
+    deny_access_tokens(
+        ctx,
+        &redeemed.user_id,
+        &redeemed.connector_id,
+        &redeemed.client_id,
+    );
+}
+
+/// Beyond Dex: after replay detection, the grant's access tokens are refused
+/// too (by subject and client, up to now: see `oidc::revoke`). Best effort.
+fn deny_access_tokens(ctx: &GrantContext<'_>, user_id: &str, connector_id: &str, client_id: &str) {
+    let subject = encode_subject(user_id, connector_id);
+    if let Err(err) = deny_grant(ctx.storage, ctx.settings, &subject, client_id, ctx.now) {
+        tracing::error!(%err, "failed to deny a replayed grant's access tokens");
     }
 }
 
@@ -562,7 +578,12 @@ pub fn begin_refresh(
     let wire = RefreshTokenWire::decode(refresh_token);
     let token = match ctx.storage.get_refresh_token(&wire.id) {
         Ok(token) => token,
-        Err(StorageError::NotFound) => return Err(OAuthError::invalid_request(REFRESH_CLAIMED)),
+        Err(StorageError::NotFound) => {
+            return Err(match super::revoke::family_revoked(ctx.storage, &wire.id) {
+                Ok(true) => OAuthError::invalid_grant("Refresh token has been revoked."),
+                _ => OAuthError::invalid_request(REFRESH_CLAIMED),
+            });
+        }
         Err(err) => {
             tracing::error!(%err, "failed to get refresh token");
             return Err(refresh_storage_error(&err));
@@ -580,7 +601,7 @@ pub fn begin_refresh(
             return Err(OAuthError::invalid_request(REFRESH_CLAIMED));
         }
         if !reuse {
-            revoke_family(ctx.storage, &token);
+            revoke_family(ctx, &token);
             return Err(OAuthError::invalid_grant(
                 "Refresh token was already used; the token has been revoked.",
             ));
@@ -592,29 +613,27 @@ pub fn begin_refresh(
     }
     // Dex HEAD: a `refreshTokenLifetime: session` client's token ends with the
     // browser session that issued it.
-    if client.refresh_token_lifetime == RefreshTokenLifetime::Session
-        && !token.session_id.is_empty()
-        && ctx.settings.sessions.is_some()
-    {
-        let alive = match ctx.storage.get_browser_session(&token.session_id) {
-            Ok(session) => super::session::alive(&session, ctx.now),
-            Err(StorageError::NotFound) => false,
-            Err(err) => {
-                tracing::error!(%err, "failed to read the browser session of a refresh token");
-                return Err(OAuthError::storage(&err));
-            }
-        };
-        if !alive {
-            revoke_refresh_token(
-                ctx.storage,
-                &token.id,
-                &token.claims.user_id,
-                &token.connector_id,
-            );
-            return Err(OAuthError::invalid_grant(
-                "The session this refresh token belongs to has ended.",
-            ));
-        }
+    let ended = super::session::bound_session_ended(
+        ctx.storage,
+        ctx.settings,
+        &client.id,
+        &token.session_id,
+        ctx.now,
+    )
+    .map_err(|err| {
+        tracing::error!(%err, "failed to read the browser session of a refresh token");
+        OAuthError::storage(&err)
+    })?;
+    if ended {
+        revoke_refresh_token(
+            ctx.storage,
+            &token.id,
+            &token.claims.user_id,
+            &token.connector_id,
+        );
+        return Err(OAuthError::invalid_grant(
+            "The session this refresh token belongs to has ended.",
+        ));
     }
     if !connector_allowed(client, &token.connector_id) {
         return Err(OAuthError::invalid_grant(
@@ -695,12 +714,18 @@ pub(crate) fn revoke_refresh_token(
     }
 }
 
-fn revoke_family(storage: &dyn Storage, token: &RefreshToken) {
+fn revoke_family(ctx: &GrantContext<'_>, token: &RefreshToken) {
     revoke_refresh_token(
-        storage,
+        ctx.storage,
         &token.id,
         &token.claims.user_id,
         &token.connector_id,
+    );
+    deny_access_tokens(
+        ctx,
+        &token.claims.user_id,
+        &token.connector_id,
+        &token.client_id,
     );
     tracing::warn!(
         client_id = token.client_id,

@@ -16,6 +16,8 @@
 //!   neither is configured. Dex reports `created + absoluteLifetime`, which is
 //!   `exp == iat` without an absolute lifetime.
 //! * an access token whose client no longer exists is inactive (Dex: 500).
+//! * a revoked access token (RFC 7009, [`super::revoke`]) is inactive until it
+//!   expires.
 
 use std::time::SystemTime;
 
@@ -27,6 +29,7 @@ use serde_json::{Map, Value};
 use super::error::OAuthError;
 use super::grants::{check_token_claims, refresh_expired, reuse_allowed, secret_matches};
 use super::mint::unix_seconds;
+use super::revoke;
 use super::scopes::cross_client_peer;
 use super::subject::{RefreshTokenWire, encode_subject};
 use crate::config::settings::{Client, Settings};
@@ -160,16 +163,57 @@ pub fn introspect(
         return Ok(None);
     }
     match classify(token) {
-        TokenKind::AccessToken => Ok(introspect_access_token(ctx, client, token)),
+        TokenKind::AccessToken => {
+            let Some(active) = introspect_access_token(ctx, client, token) else {
+                return Ok(None);
+            };
+            let sid = active
+                .1
+                .get("sid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let ended = super::session::bound_session_ended(
+                ctx.storage,
+                ctx.settings,
+                &active.0.client_id,
+                sid,
+                ctx.now,
+            );
+            match ended.and_then(|ended| Ok(ended || revoke::is_revoked(ctx.storage, &active.1)?)) {
+                Ok(false) => Ok(Some(active.0)),
+                Ok(true) => {
+                    tracing::debug!("introspected token was revoked or its session ended");
+                    Ok(None)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "failed to check the revoked access tokens");
+                    Err(OAuthError::storage(&error))
+                }
+            }
+        }
         TokenKind::RefreshToken => introspect_refresh_token(ctx, client, token),
     }
 }
 
+/// The client an access or ID token was issued to, by Dex's rule: the single
+/// audience, else the authorized party (`azp`).
+pub(crate) fn issued_to(claims: &Map<String, Value>) -> Option<String> {
+    match claims.get("aud") {
+        Some(Value::String(single)) => Some(single.clone()),
+        Some(Value::Array(many)) if many.len() == 1 => many[0].as_str().map(str::to_owned),
+        Some(Value::Array(many)) if many.len() > 1 => {
+            claims.get("azp").and_then(Value::as_str).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// The active token's description and its claims.
 fn introspect_access_token(
     ctx: &IntrospectContext<'_>,
     client: &Client,
     token: &str,
-) -> Option<Introspection> {
+) -> Option<(Introspection, Map<String, Value>)> {
     let claims = match ctx.verifier.verify(token) {
         Ok(claims) => claims,
         Err(error) => {
@@ -182,7 +226,9 @@ fn introspect_access_token(
         tracing::debug!(%error, "introspected token refused");
         return None;
     }
-    let claims = value.as_object()?;
+    let Value::Object(claims) = value else {
+        return None;
+    };
     let str_claim = |name: &str| {
         claims
             .get(name)
@@ -199,12 +245,7 @@ fn introspect_access_token(
         _ => Vec::new(),
     };
     let azp = str_claim("azp");
-    // Dex's rule: the single audience, else the authorized party.
-    let client_id = match aud.as_slice() {
-        [] => return None,
-        [single] => single.clone(),
-        _ => azp.clone(),
-    };
+    let client_id = issued_to(&claims)?;
     if ctx.settings.client(&client_id).is_none() {
         tracing::debug!(client_id, "introspected token's client is not configured");
         return None;
@@ -219,7 +260,7 @@ fn introspect_access_token(
     }
     let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
     let preferred_username = str_claim("preferred_username");
-    Some(Introspection {
+    let introspection = Introspection {
         active: true,
         client_id,
         sub: str_claim("sub"),
@@ -251,7 +292,8 @@ fn introspect_access_token(
                 .filter(|v| v.is_object())
                 .cloned(),
         },
-    })
+    };
+    Some((introspection, claims))
 }
 
 fn introspect_refresh_token(
@@ -277,6 +319,22 @@ fn introspect_refresh_token(
     }
     if stored.client_id != client.id {
         tracing::debug!(caller = %client.id, "introspection of another client's refresh token");
+        return Ok(None);
+    }
+    // Beyond Dex HEAD (active until the next refresh attempt): a session-bound
+    // token whose session is over is inactive now.
+    let ended = super::session::bound_session_ended(
+        ctx.storage,
+        ctx.settings,
+        &stored.client_id,
+        &stored.session_id,
+        ctx.now,
+    )
+    .map_err(|error| {
+        tracing::error!(%error, "failed to read the browser session of a refresh token");
+        OAuthError::storage(&error)
+    })?;
+    if ended {
         return Ok(None);
     }
     Ok(Some(describe_refresh_token(ctx.settings, &stored)))

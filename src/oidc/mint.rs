@@ -115,6 +115,7 @@ impl<'a> Minter<'a> {
         }
         m.insert("exp".into(), json!(unix_seconds(expiry)));
         m.insert("iat".into(), json!(unix_seconds(now)));
+        m.insert("jti".into(), json!(super::revoke::new_jti(now)));
         if aud.len() > 1 {
             m.insert("azp".into(), json!(subject.client_id));
         }
@@ -268,6 +269,7 @@ mod tests {
                 "aud",
                 "exp",
                 "iat",
+                "jti",
                 "nonce",
                 "at_hash",
                 "c_hash",
@@ -310,7 +312,12 @@ mod tests {
             .claims(&subject(&claims, &sc), t0(), None, None)
             .unwrap();
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["iss", "sub", "aud", "exp", "iat", "nonce"]);
+        assert_eq!(keys, ["iss", "sub", "aud", "exp", "iat", "jti", "nonce"]);
+        // Every token has its own `jti` (the key of RFC 7009 revocation).
+        let (again, _) = minter
+            .claims(&subject(&claims, &sc), t0(), None, None)
+            .unwrap();
+        assert_ne!(m["jti"], again["jti"]);
     }
 
     #[test]

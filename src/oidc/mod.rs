@@ -21,6 +21,7 @@ pub mod grants;
 pub mod introspect;
 pub(crate) mod mint;
 pub(crate) mod redirect_uri;
+pub mod revoke;
 pub(crate) mod scopes;
 pub(crate) mod session;
 pub mod subject;

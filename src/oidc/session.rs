@@ -18,9 +18,9 @@ use aws_lc_rs::aead::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::config::{Client, SessionSettings};
+use crate::config::{Client, RefreshTokenLifetime, SessionSettings, Settings};
 use crate::crypto;
-use crate::storage::{BrowserSession, Claims, SessionClient};
+use crate::storage::{BrowserSession, Claims, SessionClient, Storage, StorageError};
 
 use super::scopes::OPENID;
 
@@ -152,6 +152,31 @@ fn sealing_key(key: &[u8]) -> Option<LessSafeKey> {
 /// Whether `session` is alive at `now` (before both its idle and absolute expiry).
 pub fn alive(session: &BrowserSession, now: SystemTime) -> bool {
     now < session.expiry()
+}
+
+/// Whether a token of `client_id` issued by browser session `session_id` has
+/// outlived that session, for a client with `refreshTokenLifetime: session` (Dex
+/// HEAD: its tokens end with the session). Always false for other clients, for
+/// tokens without a session, and with sessions off.
+pub fn bound_session_ended(
+    storage: &dyn Storage,
+    settings: &Settings,
+    client_id: &str,
+    session_id: &str,
+    now: SystemTime,
+) -> Result<bool, StorageError> {
+    let bound = settings
+        .clients
+        .iter()
+        .any(|c| c.id == client_id && c.refresh_token_lifetime == RefreshTokenLifetime::Session);
+    if !bound || session_id.is_empty() || settings.sessions.is_none() {
+        return Ok(false);
+    }
+    match storage.get_browser_session(session_id) {
+        Ok(session) => Ok(!alive(&session, now)),
+        Err(StorageError::NotFound) => Ok(true),
+        Err(error) => Err(error),
+    }
 }
 
 /// A new session for an interactive login of `client_id`.

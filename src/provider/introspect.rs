@@ -3,6 +3,7 @@
 
 use crate::oidc::grants::check_token_claims;
 use crate::oidc::introspect::{IntrospectContext, classify, introspect};
+use crate::oidc::revoke::is_revoked;
 use crate::oidc::{ErrorCode, OAuthError};
 
 use super::Provider;
@@ -71,8 +72,9 @@ impl Provider {
     }
 
     /// `/userinfo`: the claims of a valid access token (signature, issuer,
-    /// expiry), as Dex returns them.
-    pub fn userinfo(&self, bearer_token: &str) -> Result<serde_json::Value, OAuthError> {
+    /// expiry), as Dex returns them. Beyond Dex: a revoked token (RFC 7009) is
+    /// 401 `invalid_token` (RFC 6750 §3.1).
+    pub async fn userinfo(&self, bearer_token: &str) -> Result<serde_json::Value, OAuthError> {
         let invalid = || OAuthError::new(ErrorCode::AccessDenied, 403, "Invalid bearer token.");
         let claims = match self.keys.keyset().verify_jwt(bearer_token) {
             Ok(claims) => serde_json::Value::Object(claims),
@@ -85,6 +87,25 @@ impl Provider {
             tracing::debug!(%error, "userinfo token rejected");
             return Err(error.to_oauth());
         }
-        Ok(claims)
+        let serde_json::Value::Object(claims) = claims else {
+            return Err(invalid());
+        };
+        let (revoked, claims) = self
+            .with_storage(move |storage| {
+                let revoked = is_revoked(storage, &claims).map_err(|error| {
+                    tracing::error!(%error, "failed to check the revoked access tokens");
+                    OAuthError::storage(&error)
+                })?;
+                Ok::<_, OAuthError>((revoked, claims))
+            })
+            .await?;
+        if revoked {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidToken,
+                401,
+                "The access token has been revoked.",
+            ));
+        }
+        Ok(serde_json::Value::Object(claims))
     }
 }

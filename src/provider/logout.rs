@@ -79,7 +79,7 @@ impl Provider {
             let csrf = CsrfToken::new(session.secret_hash.as_bytes(), &session.id);
             let page = self.logout_page(
                 LogoutStep::Confirm,
-                &session.claims.username,
+                display_name(&session.claims),
                 &request,
                 client_id,
                 csrf.as_str(),
@@ -125,11 +125,7 @@ impl Provider {
         let page = match &session {
             Some(session) => {
                 let csrf = CsrfToken::new(session.secret_hash.as_bytes(), &session.id);
-                let name = if session.claims.email.is_empty() {
-                    &session.claims.username
-                } else {
-                    &session.claims.email
-                };
+                let name = display_name(&session.claims);
                 self.logout_page(LogoutStep::SignedIn, name, &empty, "", csrf.as_str())
             }
             None => self.logout_page(LogoutStep::None, "", &empty, "", ""),
@@ -202,5 +198,14 @@ impl Provider {
             state: request.state.to_owned(),
             client_id: client_id.to_owned(),
         }
+    }
+}
+
+/// How the pages name the signed-in user: the email, else the user name.
+fn display_name(claims: &crate::storage::Claims) -> &str {
+    if claims.email.is_empty() {
+        &claims.username
+    } else {
+        &claims.email
     }
 }

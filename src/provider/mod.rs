@@ -16,6 +16,7 @@ mod error;
 mod introspect;
 pub(crate) mod limits;
 mod logout;
+mod revoke;
 pub(crate) mod session;
 mod token;
 

@@ -607,6 +607,7 @@ pub(crate) fn garbage_collection(new: Factory<'_>) {
             auth_codes: 1,
             device_requests: 1,
             device_tokens: 1,
+            revoked_access_tokens: 0,
         }
     );
     assert_eq!(counts.total(), 4);
@@ -682,6 +683,105 @@ pub(crate) fn garbage_collection_follows_updated_expiry(new: Factory<'_>) {
     assert!(s.get_device_token("dev").is_ok());
 }
 
+fn revoked(key: &str, revoked_at: SystemTime, expiry: SystemTime) -> RevokedAccessTokens {
+    RevokedAccessTokens {
+        key: key.to_owned(),
+        revoked_at,
+        expiry,
+    }
+}
+
+/// A revocation round-trips; revoking a key again keeps the later instants, so a
+/// repeated (or older) revocation never shortens or lifts one.
+pub(crate) fn revoked_access_tokens_merge(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    assert_eq!(
+        s.get_revoked_access_tokens("jti a"),
+        Err(StorageError::NotFound)
+    );
+    let first = revoked("jti a", t, t + HOUR);
+    s.revoke_access_tokens(&first).unwrap();
+    assert_eq!(s.get_revoked_access_tokens("jti a").unwrap(), first);
+    assert_eq!(
+        s.get_revoked_access_tokens("jti b"),
+        Err(StorageError::NotFound),
+        "keys are exact"
+    );
+
+    s.revoke_access_tokens(&revoked("jti a", t - HOUR, t - HOUR))
+        .unwrap();
+    assert_eq!(s.get_revoked_access_tokens("jti a").unwrap(), first);
+
+    s.revoke_access_tokens(&revoked("jti a", t + HOUR, t + 2 * HOUR))
+        .unwrap();
+    assert_eq!(
+        s.get_revoked_access_tokens("jti a").unwrap(),
+        revoked("jti a", t + HOUR, t + 2 * HOUR)
+    );
+    s.revoke_access_tokens(&revoked("jti a", t + 2 * HOUR, t))
+        .unwrap();
+    assert_eq!(
+        s.get_revoked_access_tokens("jti a").unwrap(),
+        revoked("jti a", t + 2 * HOUR, t + 2 * HOUR),
+        "each instant merges on its own"
+    );
+}
+
+/// Concurrent revocations of one key (the first ones racing to create the row)
+/// all succeed and the row ends with the latest instants.
+pub(crate) fn parallel_access_token_revocations(new: Factory<'_>) {
+    const THREADS: u64 = 16;
+    let s = new();
+    let t = instant(1_700_000_000);
+    let start = Barrier::new(THREADS as usize);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (s, start) = (&s, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    let at = t + Duration::from_secs(i);
+                    s.revoke_access_tokens(&revoked("grant x", at, at + HOUR))
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap().unwrap();
+        }
+    });
+    let last = t + Duration::from_secs(THREADS - 1);
+    assert_eq!(
+        s.get_revoked_access_tokens("grant x").unwrap(),
+        revoked("grant x", last, last + HOUR)
+    );
+}
+
+/// Revocations are collected once their expiry has passed, counted on their own.
+pub(crate) fn garbage_collection_of_revoked_access_tokens(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    s.revoke_access_tokens(&revoked("jti old", t - HOUR, t))
+        .unwrap();
+    s.revoke_access_tokens(&revoked("jti live", t - HOUR, t + HOUR))
+        .unwrap();
+    assert_eq!(s.garbage_collect(t).unwrap(), GcCounts::default());
+    let counts = s.garbage_collect(t + Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        counts,
+        GcCounts {
+            revoked_access_tokens: 1,
+            ..GcCounts::default()
+        }
+    );
+    assert_eq!(counts.total(), 1);
+    assert_eq!(
+        s.get_revoked_access_tokens("jti old"),
+        Err(StorageError::NotFound)
+    );
+    assert!(s.get_revoked_access_tokens("jti live").is_ok());
+}
+
 /// Dex's `RefreshTokenParallelUpdate`: 100 concurrent increments all succeed.
 pub(crate) fn parallel_refresh_token_updates(new: Factory<'_>) {
     let s = new();
@@ -729,6 +829,190 @@ pub(crate) fn parallel_increments(handles: &[SharedStorage]) {
     for handle in handles {
         assert_eq!(handle.get_refresh_token("counter").unwrap().token, "100");
     }
+}
+
+fn browser_session(id: &str, created: SystemTime, idle: SystemTime) -> BrowserSession {
+    let mut clients = BTreeMap::new();
+    clients.insert(
+        "web".to_owned(),
+        SessionClient {
+            authenticated_at: created,
+            last_token_issued_at: Some(instant(1_700_000_010)),
+            via_sso: false,
+        },
+    );
+    clients.insert(
+        "other".to_owned(),
+        SessionClient {
+            authenticated_at: created,
+            last_token_issued_at: None,
+            via_sso: true,
+        },
+    );
+    BrowserSession {
+        id: id.to_owned(),
+        secret_hash: format!("{id}-hash"),
+        user_id: "carol-id".to_owned(),
+        connector_id: "mock".to_owned(),
+        claims: claims("carol"),
+        connector_data: Some(b"upstream".to_vec()),
+        clients,
+        created_at: created,
+        authenticated_at: created,
+        last_activity: created,
+        absolute_expiry: later(),
+        idle_expiry: idle,
+    }
+}
+
+pub(crate) fn browser_session_crud(new: Factory<'_>) {
+    let s = new();
+    let session = browser_session("sid-1", instant(1_700_000_000), instant(1_700_003_600));
+    s.create_browser_session(&session).unwrap();
+    assert_eq!(
+        s.create_browser_session(&session),
+        Err(StorageError::AlreadyExists)
+    );
+    assert_eq!(s.get_browser_session("sid-1").unwrap(), session);
+    let updated = s
+        .update_browser_session("sid-1", &mut |mut b| {
+            b.idle_expiry = instant(1_700_007_200);
+            b.clients.remove("other");
+            Ok(b)
+        })
+        .unwrap();
+    assert_eq!(s.get_browser_session("sid-1").unwrap(), updated);
+    assert_eq!(updated.clients.len(), 1);
+    assert_rejected(s.update_browser_session("sid-1", &mut rejected));
+    assert_eq!(s.get_browser_session("sid-1").unwrap(), updated);
+    s.delete_browser_session("sid-1").unwrap();
+    assert_eq!(
+        s.delete_browser_session("sid-1"),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.get_browser_session("sid-1"), Err(StorageError::NotFound));
+}
+
+/// Expired sessions are listed by the earlier of their two expiries, oldest
+/// first, at most `limit`; an update that extends the idle expiry takes a
+/// session off the list.
+pub(crate) fn expired_browser_sessions(new: Factory<'_>) {
+    let s = new();
+    let t = |secs: u64| instant(1_700_000_000 + secs);
+    s.create_browser_session(&browser_session("late", t(0), t(300)))
+        .unwrap();
+    s.create_browser_session(&browser_session("early", t(0), t(100)))
+        .unwrap();
+    s.create_browser_session(&browser_session("alive", t(0), t(10_000)))
+        .unwrap();
+    let ids = |list: Vec<BrowserSession>| list.into_iter().map(|b| b.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.expired_browser_sessions(t(50), 10).unwrap()),
+        Vec::<String>::new()
+    );
+    // Exactly at its expiry a session is still alive.
+    assert_eq!(
+        ids(s.expired_browser_sessions(t(100), 10).unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(s.expired_browser_sessions(t(500), 10).unwrap()),
+        ["early", "late"]
+    );
+    assert_eq!(
+        ids(s.expired_browser_sessions(t(500), 1).unwrap()),
+        ["early"]
+    );
+    s.update_browser_session("early", &mut |mut b| {
+        b.idle_expiry = t(1000);
+        Ok(b)
+    })
+    .unwrap();
+    assert_eq!(
+        ids(s.expired_browser_sessions(t(500), 10).unwrap()),
+        ["late"]
+    );
+}
+
+pub(crate) fn user_identity_crud(new: Factory<'_>) {
+    let s = new();
+    let mut consents = BTreeMap::new();
+    consents.insert(
+        "web".to_owned(),
+        vec!["email".to_owned(), "openid".to_owned()],
+    );
+    let identity = UserIdentity {
+        user_id: "carol-id".to_owned(),
+        connector_id: "mock".to_owned(),
+        consents,
+        created_at: instant(1_700_000_000),
+        updated_at: instant(1_700_000_001),
+    };
+    s.create_user_identity(&identity).unwrap();
+    assert_eq!(
+        s.create_user_identity(&identity),
+        Err(StorageError::AlreadyExists)
+    );
+    assert_eq!(s.get_user_identity("carol-id", "mock").unwrap(), identity);
+    assert_eq!(
+        s.get_user_identity("carol-id", "other"),
+        Err(StorageError::NotFound)
+    );
+    let updated = s
+        .update_user_identity("carol-id", "mock", &mut |mut u| {
+            u.consents
+                .insert("other".to_owned(), vec!["groups".to_owned()]);
+            Ok(u)
+        })
+        .unwrap();
+    assert_eq!(s.get_user_identity("carol-id", "mock").unwrap(), updated);
+    assert_rejected(s.update_user_identity("carol-id", "mock", &mut rejected));
+    assert_eq!(
+        s.update_user_identity("nobody", "mock", &mut |u| Ok(u)),
+        Err(StorageError::NotFound)
+    );
+}
+
+pub(crate) fn logout_deliveries(new: Factory<'_>) {
+    let s = new();
+    let t = |secs: u64| instant(1_700_000_000 + secs);
+    let delivery = |id: &str, due| LogoutDelivery {
+        id: id.to_owned(),
+        client_id: "web".to_owned(),
+        user_id: "carol-id".to_owned(),
+        connector_id: "mock".to_owned(),
+        session_id: "sid-1".to_owned(),
+        attempts: 0,
+        due,
+        give_up_at: t(3600),
+    };
+    s.create_logout_delivery(&delivery("b", t(20))).unwrap();
+    s.create_logout_delivery(&delivery("a", t(10))).unwrap();
+    assert_eq!(
+        s.create_logout_delivery(&delivery("a", t(10))),
+        Err(StorageError::AlreadyExists)
+    );
+    let ids = |list: Vec<LogoutDelivery>| list.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.due_logout_deliveries(t(5), 10).unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(ids(s.due_logout_deliveries(t(30), 10).unwrap()), ["a", "b"]);
+    assert_eq!(ids(s.due_logout_deliveries(t(30), 1).unwrap()), ["a"]);
+    // Claimed (due moved on) ⇒ not due any more.
+    let claimed = s
+        .update_logout_delivery("a", &mut |mut d| {
+            d.due = t(100);
+            d.attempts += 1;
+            Ok(d)
+        })
+        .unwrap();
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(ids(s.due_logout_deliveries(t(30), 10).unwrap()), ["b"]);
+    assert_rejected(s.update_logout_delivery("a", &mut rejected));
+    s.delete_logout_delivery("b").unwrap();
+    assert_eq!(s.delete_logout_delivery("b"), Err(StorageError::NotFound));
+    assert_eq!(ids(s.due_logout_deliveries(t(200), 10).unwrap()), ["a"]);
 }
 
 fn api_client(id: &str) -> ApiClient {
@@ -860,6 +1144,13 @@ macro_rules! conformance_tests {
             garbage_collection_spares_long_lived_objects,
             garbage_collection_follows_updated_expiry,
             parallel_refresh_token_updates,
+            revoked_access_tokens_merge,
+            parallel_access_token_revocations,
+            garbage_collection_of_revoked_access_tokens,
+            browser_session_crud,
+            expired_browser_sessions,
+            user_identity_crud,
+            logout_deliveries,
             api_client_crud,
             api_password_crud
         );

@@ -285,6 +285,27 @@ pub struct LogoutDelivery {
     pub give_up_at: SystemTime,
 }
 
+/// Beyond Dex (RFC 7009): access tokens refused before they expire. `key` names
+/// the tokens covered (one token by its `jti`, or every token of one subject at
+/// one client); a covered token issued (`iat`) at or before `revoked_at` is
+/// refused. The row is collected after `expiry`, when no covered token is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedAccessTokens {
+    pub key: String,
+    pub revoked_at: SystemTime,
+    pub expiry: SystemTime,
+}
+
+impl RevokedAccessTokens {
+    /// Two revocations of the same key: the later instants win, so a repeated
+    /// revocation never un-revokes a token.
+    pub fn merged(mut self, other: &Self) -> Self {
+        self.revoked_at = self.revoked_at.max(other.revoked_at);
+        self.expiry = self.expiry.max(other.expiry);
+        self
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

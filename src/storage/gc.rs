@@ -39,6 +39,7 @@ pub fn spawn_garbage_collector(
                         auth_codes = counts.auth_codes,
                         device_requests = counts.device_requests,
                         device_tokens = counts.device_tokens,
+                        revoked_access_tokens = counts.revoked_access_tokens,
                         "garbage collection removed expired objects"
                     ),
                     Ok(_) => {}

@@ -20,6 +20,7 @@ struct Tables {
     browser_sessions: BTreeMap<String, BrowserSession>,
     user_identities: BTreeMap<(String, String), UserIdentity>,
     logout_deliveries: BTreeMap<String, LogoutDelivery>,
+    revoked_access_tokens: BTreeMap<String, RevokedAccessTokens>,
     api_clients: BTreeMap<String, ApiClient>,
     api_passwords: BTreeMap<String, ApiPassword>,
 }
@@ -310,6 +311,19 @@ impl Storage for MemoryStorage {
         ))
     }
 
+    fn revoke_access_tokens(&self, revoked: &RevokedAccessTokens) -> StorageResult<()> {
+        let mut t = self.lock()?;
+        let row = match t.revoked_access_tokens.remove(&revoked.key) {
+            Some(existing) => existing.merged(revoked),
+            None => revoked.clone(),
+        };
+        t.revoked_access_tokens.insert(row.key.clone(), row);
+        Ok(())
+    }
+    fn get_revoked_access_tokens(&self, key: &str) -> StorageResult<RevokedAccessTokens> {
+        get(&self.lock()?.revoked_access_tokens, key)
+    }
+
     fn create_api_client(&self, client: &ApiClient) -> StorageResult<()> {
         create(&mut self.lock()?.api_clients, client.id.clone(), client)
     }
@@ -370,6 +384,7 @@ impl Storage for MemoryStorage {
                 + expire(&mut t.redeemed_codes, now, |c| c.expiry),
             device_requests: expire(&mut t.device_requests, now, |r| r.expiry),
             device_tokens: expire(&mut t.device_tokens, now, |d| d.expiry),
+            revoked_access_tokens: expire(&mut t.revoked_access_tokens, now, |r| r.expiry),
         })
     }
 }

@@ -69,11 +69,16 @@ pub struct GcCounts {
     pub auth_codes: u64,
     pub device_requests: u64,
     pub device_tokens: u64,
+    pub revoked_access_tokens: u64,
 }
 
 impl GcCounts {
     pub fn total(&self) -> u64 {
-        self.auth_requests + self.auth_codes + self.device_requests + self.device_tokens
+        self.auth_requests
+            + self.auth_codes
+            + self.device_requests
+            + self.device_tokens
+            + self.revoked_access_tokens
     }
 }
 
@@ -183,9 +188,16 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> StorageResult<Vec<LogoutDelivery>>;
 
+    // Token revocation (RFC 7009): the deny list of access tokens, bounded by
+    // expiry (see `oidc::revoke`).
+    /// Stores `revoked`, or merges it into the row with the same key
+    /// ([`RevokedAccessTokens::merged`]), atomically.
+    fn revoke_access_tokens(&self, revoked: &RevokedAccessTokens) -> StorageResult<()>;
+    fn get_revoked_access_tokens(&self, key: &str) -> StorageResult<RevokedAccessTokens>;
+
     /// Deletes auth requests, auth codes and redeemed-code tombstones (counted as
-    /// auth codes), device requests and device tokens whose expiry is before
-    /// `now`.
+    /// auth codes), device requests, device tokens and revoked-access-token rows
+    /// whose expiry is before `now`.
     fn garbage_collect(&self, now: SystemTime) -> StorageResult<GcCounts>;
 
     /// Why the database cannot be reached, while the last attempt failed (a

@@ -138,7 +138,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX logout_delivery_due ON logout_delivery (due);
     ",
-    // 5: clients and passwords created through the gRPC admin API.
+    // 5: the deny list of revoked access tokens (RFC 7009).
+    "
+    CREATE TABLE revoked_access_tokens (
+        key    TEXT   NOT NULL PRIMARY KEY,
+        expiry BIGINT NOT NULL,
+        data   TEXT   NOT NULL
+    );
+    CREATE INDEX revoked_access_tokens_expiry ON revoked_access_tokens (expiry);
+    ",
+    // 6: clients and passwords created through the gRPC admin API.
     "
     CREATE TABLE api_client (
         id   TEXT NOT NULL PRIMARY KEY,
@@ -819,6 +828,22 @@ impl Storage for PostgresStorage {
         self.update(&[device_code], updater)
     }
 
+    fn revoke_access_tokens(&self, revoked: &RevokedAccessTokens) -> StorageResult<()> {
+        // A concurrent first revocation of the same key makes `create` fail; the
+        // update then merges into that row.
+        match self.create(revoked) {
+            Err(StorageError::AlreadyExists) => self
+                .update(&[&revoked.key], &mut |existing: RevokedAccessTokens| {
+                    Ok(existing.merged(revoked))
+                })
+                .map(|_| ()),
+            other => other,
+        }
+    }
+    fn get_revoked_access_tokens(&self, key: &str) -> StorageResult<RevokedAccessTokens> {
+        self.get(&[key])
+    }
+
     /// One transaction of plain deletes. Replicas collecting at the same time
     /// queue on the row locks; a row goes to whichever deletes it first, so the
     /// counts summed over replicas equal one collector's.
@@ -941,13 +966,14 @@ impl Storage for PostgresStorage {
                 "DELETE FROM redeemed_code WHERE expiry < $1",
                 "DELETE FROM device_request WHERE expiry < $1",
                 "DELETE FROM device_token WHERE expiry < $1",
+                "DELETE FROM revoked_access_tokens WHERE expiry < $1",
             ];
             let mut statements = Vec::with_capacity(sqls.len());
             for sql in sqls {
                 statements.push(prepare(conn, sql).map_err(&err)?);
             }
             let mut tx = conn.client.transaction().map_err(&err)?;
-            let mut counts = [0u64; 5];
+            let mut counts = [0u64; 6];
             for (count, stmt) in counts.iter_mut().zip(&statements) {
                 *count = tx.execute(stmt, &[&now]).map_err(&err)?;
             }
@@ -958,6 +984,7 @@ impl Storage for PostgresStorage {
                 redeemed_codes,
                 device_requests,
                 device_tokens,
+                revoked_access_tokens,
             ] = counts;
             Ok(GcCounts {
                 auth_requests,
@@ -965,6 +992,7 @@ impl Storage for PostgresStorage {
                 auth_codes: auth_codes + redeemed_codes,
                 device_requests,
                 device_tokens,
+                revoked_access_tokens,
             })
         })
     }

@@ -136,7 +136,16 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX logout_delivery_due ON logout_delivery (due);
     ",
-    // 5: clients and passwords created through the gRPC admin API.
+    // 5: the deny list of revoked access tokens (RFC 7009).
+    "
+    CREATE TABLE revoked_access_tokens (
+        key    TEXT    NOT NULL PRIMARY KEY,
+        expiry INTEGER NOT NULL,
+        data   TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX revoked_access_tokens_expiry ON revoked_access_tokens (expiry);
+    ",
+    // 6: clients and passwords created through the gRPC admin API.
     "
     CREATE TABLE api_client (
         id   TEXT NOT NULL PRIMARY KEY,
@@ -612,6 +621,19 @@ impl Row for LogoutDelivery {
     }
 }
 
+impl Row for RevokedAccessTokens {
+    const TABLE: &'static str = "revoked_access_tokens";
+    const WHAT: &'static str = "revoked access tokens";
+    const KEY: &'static [&'static str] = &["key"];
+    const TIMES: &'static [&'static str] = &["expiry"];
+    fn key(&self) -> Vec<&str> {
+        vec![&self.key]
+    }
+    fn times(&self) -> Vec<SystemTime> {
+        vec![self.expiry]
+    }
+}
+
 fn key_filter<T: Row>() -> String {
     T::KEY
         .iter()
@@ -904,6 +926,22 @@ impl Storage for SqliteStorage {
         self.list_before(now, limit)
     }
 
+    fn revoke_access_tokens(&self, revoked: &RevokedAccessTokens) -> StorageResult<()> {
+        // A concurrent first revocation of the same key makes `create` fail; the
+        // update then merges into that row.
+        match self.create(revoked) {
+            Err(StorageError::AlreadyExists) => self
+                .update(&[&revoked.key], &mut |existing: RevokedAccessTokens| {
+                    Ok(existing.merged(revoked))
+                })
+                .map(|_| ()),
+            other => other,
+        }
+    }
+    fn get_revoked_access_tokens(&self, key: &str) -> StorageResult<RevokedAccessTokens> {
+        self.get(&[key])
+    }
+
     fn create_api_client(&self, client: &ApiClient) -> StorageResult<()> {
         self.create(client)
     }
@@ -975,6 +1013,7 @@ impl Storage for SqliteStorage {
                 + purge("DELETE FROM redeemed_code WHERE expiry < ?1")?,
             device_requests: purge("DELETE FROM device_request WHERE expiry < ?1")?,
             device_tokens: purge("DELETE FROM device_token WHERE expiry < ?1")?,
+            revoked_access_tokens: purge("DELETE FROM revoked_access_tokens WHERE expiry < ?1")?,
         };
         tx.commit().map_err(db(
             &self.path,

@@ -24,7 +24,14 @@ fn check_config_accepts_the_dev_example_and_redacts_secrets() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     let effective: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(effective["issuer"]["url"], "http://127.0.0.1:5556/dex");
+    // Dex's own schema: camelCase keys, Go durations, defaults filled in.
+    assert_eq!(effective["issuer"], "http://127.0.0.1:5556/dex");
+    assert_eq!(effective["expiry"]["idTokens"], "24h");
+    assert_eq!(
+        effective["staticClients"][0]["redirectURIs"][0],
+        "http://127.0.0.1:5555/callback"
+    );
+    assert_eq!(effective["staticClients"][0]["secret"], "<redacted>");
     assert!(
         !stdout.contains("ZXhhbXBsZS1hcHAtc2VjcmV0"),
         "client secret leaked:\n{stdout}"
@@ -87,4 +94,87 @@ fn check_config_into_a_closed_pipe_does_not_panic() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(output.status.success(), "{:?}: {stderr}", output.status);
+}
+
+/// Runs `oxidex serve` on the dev example with `logger` until it logs
+/// "listening", and returns its stderr.
+fn serve_logs(logger: serde_json::Value) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo_file("examples/config-dev.json")).unwrap())
+            .unwrap();
+    config["storage"] = serde_json::json!({"type": "memory"});
+    config["web"] = serde_json::json!({"http": "127.0.0.1:0"});
+    config.as_object_mut().unwrap().remove("telemetry");
+    config["logger"] = logger;
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = oxidex()
+        .arg("serve")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+#[test]
+fn logger_exclude_fields_drops_the_named_attributes_in_both_formats() {
+    let json =
+        serve_logs(serde_json::json!({"format": "json", "excludeFields": ["kid", "address"]}));
+    let records: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let keys = records
+        .iter()
+        .find(|r| r["message"] == "signing keys loaded")
+        .expect(&json);
+    assert!(
+        keys.get("kid").is_none() && keys.get("algorithm").is_some(),
+        "{keys}"
+    );
+    let listening = records
+        .iter()
+        .find(|r| r["message"] == "listening")
+        .expect(&json);
+    assert!(
+        listening.get("address").is_none() && listening.get("issuer").is_some(),
+        "{listening}"
+    );
+
+    let text =
+        serve_logs(serde_json::json!({"format": "text", "excludeFields": ["kid", "address"]}));
+    let line = text
+        .lines()
+        .find(|l| l.contains("signing keys loaded"))
+        .expect(&text);
+    assert!(
+        !line.contains(" kid=") && line.contains("algorithm="),
+        "{line}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains(" listening"))
+        .expect(&text);
+    assert!(
+        !line.contains("address=") && line.contains("issuer="),
+        "{line}"
+    );
+
+    // Without the setting every attribute is there.
+    let all = serve_logs(serde_json::json!({"format": "text"}));
+    assert!(all.contains(" kid=") && all.contains("address="), "{all}");
 }

@@ -30,6 +30,7 @@ async fn discovery_matches_dex_for_code_flow_config() {
   "end_session_endpoint": "http://127.0.0.1:5556/dex/logout",
   "backchannel_logout_supported": true,
   "backchannel_logout_session_supported": true,
+  "revocation_endpoint": "http://127.0.0.1:5556/dex/token/revoke",
   "grant_types_supported": [
     "authorization_code",
     "refresh_token"
@@ -55,6 +56,10 @@ async fn discovery_matches_dex_for_code_flow_config() {
     "offline_access"
   ],
   "token_endpoint_auth_methods_supported": [
+    "client_secret_basic",
+    "client_secret_post"
+  ],
+  "revocation_endpoint_auth_methods_supported": [
     "client_secret_basic",
     "client_secret_post"
   ],

@@ -61,9 +61,13 @@ impl Api {
         let sync = services.stored_sync.clone();
         let grpc_addr = grpc.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            server::run_with_grpc(services, listener, None, Some(grpc), stop)
-                .await
-                .unwrap();
+            let listeners = server::Listeners {
+                http: Some(listener),
+                https: None,
+                telemetry: None,
+                grpc: Some(grpc),
+            };
+            server::serve(services, listeners, stop).await.unwrap();
         });
         Self {
             http,

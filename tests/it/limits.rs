@@ -430,7 +430,7 @@ async fn concurrent_password_checks_never_exceed_the_gate() {
 }
 
 /// Runs the futures concurrently on this task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
+pub(crate) async fn futures_join_all<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output> {
     let mut set = Vec::new();

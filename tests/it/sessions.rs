@@ -43,20 +43,37 @@ fn config(issuer: &str) -> Value {
     })
 }
 
+type RpClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 struct Rp {
-    client: CoreClient<
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    >,
+    client: RpClient,
     end_session: EndSessionUrl,
     http: reqwest::Client,
 }
 
 async fn rp(server: &TestServer, id: &str, redirect: &str) -> Rp {
+    let (client, end_session, http) = discover(server, id, redirect).await;
+    Rp {
+        client,
+        end_session: end_session.expect("discovery advertises end_session_endpoint"),
+        http,
+    }
+}
+
+/// The openidconnect client of `id` from discovery, and the discovered
+/// `end_session_endpoint` if any.
+async fn discover(
+    server: &TestServer,
+    id: &str,
+    redirect: &str,
+) -> (RpClient, Option<EndSessionUrl>, reqwest::Client) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -65,22 +82,14 @@ async fn rp(server: &TestServer, id: &str, redirect: &str) -> Rp {
         ProviderMetadataWithLogout::discover_async(IssuerUrl::new(server.issuer()).unwrap(), &http)
             .await
             .unwrap();
-    let end_session = metadata
-        .additional_metadata()
-        .end_session_endpoint
-        .clone()
-        .expect("discovery advertises end_session_endpoint");
+    let end_session = metadata.additional_metadata().end_session_endpoint.clone();
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(id.into()),
         Some(ClientSecret::new(SECRET.into())),
     )
     .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
-    Rp {
-        client,
-        end_session,
-        http,
-    }
+    (client, end_session, http)
 }
 
 /// An authorization URL of `rp` with `prompt`/`max_age`, and its nonce and state.
@@ -278,9 +287,29 @@ async fn logout_with_a_hint_redirects_with_state_and_ends_the_session() {
         rp(&server, APP_B, CB_B).await,
     );
     let browser = Browser::new(&server.base());
-    let (id_token, _) = login(&browser, &a, None, &[]).await;
+    let (id_token, a_tokens) = login(&browser, &a, None, &[]).await;
     let (_, b_tokens) = login(&browser, &b, None, &["offline_access"]).await;
     let b_refresh = b_tokens.refresh_token().expect("refresh token").clone();
+    let introspect = |client: &'static str, token: String| {
+        let url = format!("{}/token/introspect", server.issuer());
+        async move {
+            let body: Value = reqwest::Client::new()
+                .post(url)
+                .basic_auth(client, Some(SECRET))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["active"] == json!(true)
+        }
+    };
+    let b_access = b_tokens.access_token().secret().clone();
+    let a_access = a_tokens.access_token().secret().clone();
+    assert!(introspect(APP_B, b_access.clone()).await);
+    assert!(introspect(APP_B, b_refresh.secret().clone()).await);
 
     // A redirect URI not registered for the hint's client: refused, no redirect.
     let bad = LogoutRequest::from(a.end_session.clone())
@@ -328,7 +357,11 @@ async fn logout_with_a_hint_redirects_with_state_and_ends_the_session() {
         query_param(&refused, "error").as_deref(),
         Some("login_required")
     );
-    // app-b's refresh token was bound to the session (refreshTokenLifetime: session).
+    // app-b's tokens were bound to the session (refreshTokenLifetime: session):
+    // inactive now; app-a's (standalone) access token lives until it expires.
+    assert!(!introspect(APP_B, b_access).await);
+    assert!(!introspect(APP_B, b_refresh.secret().clone()).await);
+    assert!(introspect(APP_A, a_access).await);
     let error = b
         .client
         .exchange_refresh_token(&b_refresh)
@@ -847,20 +880,8 @@ async fn sessions_off_gives_dex_v2_45_behaviour() {
 }
 
 async fn rp_without_logout(server: &TestServer) -> Rp {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let metadata =
-        ProviderMetadataWithLogout::discover_async(IssuerUrl::new(server.issuer()).unwrap(), &http)
-            .await
-            .unwrap();
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(APP_A.into()),
-        Some(ClientSecret::new(SECRET.into())),
-    )
-    .set_redirect_uri(RedirectUrl::new(CB_A.into()).unwrap());
+    let (client, end_session, http) = discover(server, APP_A, CB_A).await;
+    assert!(end_session.is_none());
     Rp {
         client,
         end_session: EndSessionUrl::new(format!("{}/logout", server.issuer())).unwrap(),

@@ -31,7 +31,7 @@ struct Pki {
     leaf_key: PrivateKeyDer<'static>,
 }
 
-fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
