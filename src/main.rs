@@ -106,8 +106,13 @@ fn check_config(args: CheckArgs) -> ExitCode {
     let mut problems = server::prepare(&loaded.settings, server::system_clock())
         .err()
         .unwrap_or_default();
-    if let Err(problem) = server::load_tls(&loaded.settings) {
-        problems.push(problem);
+    for loaded_tls in [
+        server::load_tls(&loaded.settings),
+        server::load_grpc_tls(&loaded.settings),
+    ] {
+        if let Err(problem) = loaded_tls {
+            problems.push(problem);
+        }
     }
     if !problems.is_empty() {
         eprintln!("invalid config {}:", args.config.display());
@@ -198,6 +203,7 @@ fn serve(args: ServeArgs, started: Instant) -> ExitCode {
 async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> Result<(), String> {
     let settings = loaded.settings;
     let tls = server::load_tls(&settings)?;
+    let grpc_tls = server::load_grpc_tls(&settings)?;
     let http = match &settings.web.http {
         Some(addr) => Some(
             oxidex::listen::bind(addr)
@@ -225,11 +231,12 @@ async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> 
         None => None,
     };
     let grpc = match &settings.grpc {
-        Some(grpc) => Some(
-            oxidex::listen::bind(&grpc.addr)
+        Some(grpc) => Some(server::GrpcListener {
+            tcp: oxidex::listen::bind(&grpc.addr)
                 .await
                 .map_err(|e| format!("cannot listen on grpc.addr {}: {e}", grpc.addr))?,
-        ),
+            tls: grpc_tls,
+        }),
         None => None,
     };
     let (trigger, stop) = shutdown::channel();
@@ -253,7 +260,7 @@ async fn serve_async(loaded: Loaded, reload: ReloadSource, started: Instant) -> 
     if let Some(Ok(addr)) = telemetry.as_ref().map(|t| t.local_addr()) {
         tracing::info!(address = %addr, "telemetry listening");
     }
-    if let Some(Ok(addr)) = grpc.as_ref().map(|t| t.local_addr()) {
+    if let Some(Ok(addr)) = grpc.as_ref().map(|t| t.tcp.local_addr()) {
         tracing::info!(address = %addr, "gRPC API listening");
     }
     tokio::spawn(async move {

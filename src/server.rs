@@ -14,7 +14,7 @@ use crate::http::{self, AppContext, AppState, Live};
 use crate::keys::{KeyManager, KeyPolicy};
 use crate::provider::Provider;
 use crate::shutdown::Shutdown;
-use crate::tls::{PairFiles, ServerTls};
+use crate::tls::{PairFiles, ServerTls, TlsOptions};
 use crate::web::Templates;
 use crate::{Clock, storage};
 
@@ -197,7 +197,13 @@ pub struct Listeners {
     /// `grpc.addr`: the admin API. It stops taking calls when the main
     /// listeners start draining and finishes the ones in flight before the
     /// background tasks stop.
-    pub grpc: Option<TcpListener>,
+    pub grpc: Option<GrpcListener>,
+}
+
+pub struct GrpcListener {
+    pub tcp: TcpListener,
+    /// With `grpc.tlsCert` ([`load_grpc_tls`]); plaintext HTTP/2 without.
+    pub tls: Option<ServerTls>,
 }
 
 pub struct HttpsListener {
@@ -218,9 +224,40 @@ pub fn load_tls(settings: &Settings) -> Result<Option<ServerTls>, String> {
         return Err("web.https needs web.tlsCert and web.tlsKey".to_owned());
     };
     ServerTls::load(
-        PairFiles { cert, key },
-        web.tls_min_version.as_deref(),
-        web.tls_max_version.as_deref(),
+        PairFiles {
+            section: "web",
+            cert,
+            key,
+        },
+        TlsOptions {
+            min_version: web.tls_min_version.clone(),
+            max_version: web.tls_max_version.clone(),
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            client_ca: None,
+        },
+    )
+    .map(Some)
+}
+
+/// The gRPC listener's TLS for `settings` (certificate, key and client CA read
+/// and checked); `None` without `grpc.tlsCert`.
+pub fn load_grpc_tls(settings: &Settings) -> Result<Option<ServerTls>, String> {
+    let Some(tls) = settings.grpc.as_ref().and_then(|grpc| grpc.tls.as_ref()) else {
+        return Ok(None);
+    };
+    let version = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    ServerTls::load(
+        PairFiles {
+            section: "grpc",
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+        },
+        TlsOptions {
+            min_version: version(&tls.min_version),
+            max_version: version(&tls.max_version),
+            alpn: vec![b"h2".to_vec()],
+            client_ca: tls.client_ca.clone(),
+        },
     )
     .map(Some)
 }
@@ -260,16 +297,17 @@ pub async fn serve(
     } = services;
     let grpc_task = match (listeners.grpc, state.settings.grpc.clone()) {
         (Some(listener), Some(settings)) => {
-            // Certificate problems fail the start, before anything is served.
-            if let Some(tls) = &settings.tls {
-                crate::grpc::check_tls(tls).map_err(|e| ServerError::Grpc(e.to_string()))?;
-            }
+            let acceptor = listener.tls.map(|tls| {
+                tasks.push(tls.spawn_reloader(TLS_RELOAD_INTERVAL, shutdown.clone().wait()));
+                tls.acceptor()
+            });
             let stop = shutdown.clone();
             Some(tokio::spawn(crate::grpc::serve(
                 state.clone(),
                 stored_sync,
                 settings,
-                listener,
+                listener.tcp,
+                acceptor,
                 async move { stop.wait().await },
             )))
         }

@@ -1,6 +1,6 @@
 //! TLS pieces: for the clients that build their own rustls configuration (LDAP
-//! connector, PostgreSQL storage), and the HTTPS listener's certificate, re-read
-//! when its files change.
+//! connector, PostgreSQL storage), and the server side of the HTTPS and gRPC
+//! listeners, whose certificate is re-read when its files change.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -66,57 +66,95 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
     }
 }
 
-/// The HTTPS listener's TLS: the protocol versions fixed at start, the
-/// certificate and key re-read from their files while running.
+/// A listener's TLS (`web.https`, `grpc.addr`): the protocol versions and ALPN
+/// fixed at start; the certificate, key and client CA re-read from their files
+/// while running (as Dex's TLS reloader), each change served to new connections.
 pub struct ServerTls {
-    config: Arc<rustls::ServerConfig>,
-    current: Arc<CurrentCert>,
-    files: PairFiles,
-    /// What the current pair was loaded from: the reloader compares with it, so a
-    /// change between the start and the first look is not missed.
-    loaded: PairBytes,
+    live: Arc<LiveTls>,
+    source: TlsSource,
+    /// What the current configuration was built from: the reloader compares
+    /// with it, so a change between the start and the first look is not missed.
+    loaded: TlsBytes,
 }
 
 /// Where the certificate chain and the key are read from.
 #[derive(Debug, Clone)]
 pub struct PairFiles {
+    /// The config block they are named in (`web`, `grpc`), for error messages.
+    pub section: &'static str,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-/// The most a certificate or key file may hold: a chain of a few PEM
+/// What a listener's TLS is fixed to, besides its files.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// `tlsMinVersion`/`tlsMaxVersion`: `"1.2"`, `"1.3"`, or unset.
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+    /// Protocols offered by ALPN, most preferred first.
+    pub alpn: Vec<Vec<u8>>,
+    /// With a CA file, every client must present a certificate it issued (Go's
+    /// `RequireAndVerifyClientCert`; webpki also requires the clientAuth
+    /// extended key usage when the certificate lists usages).
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+struct TlsSource {
+    files: PairFiles,
+    options: TlsOptions,
+}
+
+/// The most a certificate, key or CA file may hold: a chain of a few PEM
 /// certificates is a few kilobytes.
 const MAX_PEM_FILE: u64 = 1 << 20;
 
-/// The contents of both files as last read, to notice when they change.
+/// The contents of the files as last read, to notice when they change.
 #[derive(Clone, PartialEq, Eq)]
-struct PairBytes {
+struct TlsBytes {
     cert: Vec<u8>,
     key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
 }
 
-/// What new handshakes present; replaced as a whole when the files change.
-struct CurrentCert(RwLock<Arc<CertifiedKey>>);
+/// What new handshakes use; replaced as a whole when the files change.
+struct Current {
+    config: Arc<rustls::ServerConfig>,
+    #[cfg(test)]
+    cert: CertificateDer<'static>,
+}
 
-impl std::fmt::Debug for CurrentCert {
+struct LiveTls(RwLock<Current>);
+
+impl LiveTls {
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone()
+    }
+
+    fn set(&self, current: Current) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = current;
+    }
+}
+
+/// Accepts TLS connections with the listener's current configuration.
+#[derive(Clone)]
+pub struct LiveAcceptor(Arc<LiveTls>);
+
+impl LiveAcceptor {
+    /// The acceptor for a connection starting now.
+    pub fn current(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.0.config())
+    }
+}
+
+impl std::fmt::Debug for LiveAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CurrentCert")
-    }
-}
-
-impl CurrentCert {
-    fn get(&self) -> Arc<CertifiedKey> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, key: Arc<CertifiedKey>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
-    }
-}
-
-impl ResolvesServerCert for CurrentCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.get())
+        f.write_str("LiveAcceptor")
     }
 }
 
@@ -124,7 +162,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// `web.tlsMinVersion`/`tlsMaxVersion` (`"1.2"`, `"1.3"`, or unset: 1.2 and 1.3)
+/// `tlsMinVersion`/`tlsMaxVersion` (`"1.2"`, `"1.3"`, or unset: 1.2 and 1.3)
 /// as rustls versions; the config loader has refused any other name.
 fn versions(
     min: Option<&str>,
@@ -165,100 +203,171 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-impl PairFiles {
-    fn read(&self) -> Result<PairBytes, String> {
-        let cert = read_limited(&self.cert)
-            .map_err(|e| format!("web.tlsCert {}: cannot read: {e}", self.cert.display()))?;
-        let key = read_limited(&self.key)
-            .map_err(|e| format!("web.tlsKey {}: cannot read: {e}", self.key.display()))?;
-        Ok(PairBytes { cert, key })
+impl TlsSource {
+    fn read(&self) -> Result<TlsBytes, String> {
+        let PairFiles { section, cert, key } = &self.files;
+        let cert_bytes = read_limited(cert)
+            .map_err(|e| format!("{section}.tlsCert {}: cannot read: {e}", cert.display()))?;
+        let key_bytes = read_limited(key)
+            .map_err(|e| format!("{section}.tlsKey {}: cannot read: {e}", key.display()))?;
+        let client_ca = match &self.options.client_ca {
+            Some(ca) => Some(read_limited(ca).map_err(|e| {
+                format!("{section}.tlsClientCA {}: cannot read: {e}", ca.display())
+            })?),
+            None => None,
+        };
+        Ok(TlsBytes {
+            cert: cert_bytes,
+            key: key_bytes,
+            client_ca,
+        })
     }
 
+    /// The server configuration from `bytes`: the certificate chain and key
+    /// checked to belong together, the client CA parsed; every error names its
+    /// file.
+    fn build(&self, bytes: &TlsBytes, provider: &Arc<CryptoProvider>) -> Result<Current, String> {
+        let versions = versions(
+            self.options.min_version.as_deref(),
+            self.options.max_version.as_deref(),
+        )?;
+        let certified = self.files.certified_key(bytes, provider)?;
+        #[cfg(test)]
+        let cert = certified.cert[0].clone();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let builder = match (&self.options.client_ca, &bytes.client_ca) {
+            (Some(path), Some(ca)) => builder.with_client_cert_verifier(client_verifier(
+                self.files.section,
+                path,
+                ca,
+                provider.clone(),
+            )?),
+            _ => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
+        config.alpn_protocols = self.options.alpn.clone();
+        Ok(Current {
+            config: Arc::new(config),
+            #[cfg(test)]
+            cert,
+        })
+    }
+}
+
+/// Verifies client certificates against the CA certificates in `ca` (read
+/// from `path`).
+fn client_verifier(
+    section: &str,
+    path: &Path,
+    ca: &[u8],
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let named = |problem: String| format!("{section}.tlsClientCA {}: {problem}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        let cert = cert.map_err(|e| named(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| named(format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(named(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) found".to_owned(),
+        ));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| named(e.to_string()))
+}
+
+/// One certificate for every handshake (the key is checked against it, which
+/// `with_single_cert` would also do, but with the file named in the error).
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+impl PairFiles {
     /// The certificate chain and key in `bytes`, checked to belong together.
     fn certified_key(
         &self,
-        bytes: &PairBytes,
+        bytes: &TlsBytes,
         provider: &CryptoProvider,
     ) -> Result<CertifiedKey, String> {
+        let section = self.section;
         let cert_file = self.cert.display();
         let key_file = self.key.display();
         let chain = CertificateDer::pem_slice_iter(&bytes.cert)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("web.tlsCert {cert_file}: not a PEM certificate chain: {e}"))?;
+            .map_err(|e| {
+                format!("{section}.tlsCert {cert_file}: not a PEM certificate chain: {e}")
+            })?;
         if chain.is_empty() {
             return Err(format!(
-                "web.tlsCert {cert_file}: no PEM certificate (-----BEGIN CERTIFICATE-----) found"
+                "{section}.tlsCert {cert_file}: no PEM certificate (-----BEGIN CERTIFICATE-----) found"
             ));
         }
         let key = PrivateKeyDer::from_pem_slice(&bytes.key).map_err(|e| {
             format!(
-                "web.tlsKey {key_file}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"
+                "{section}.tlsKey {key_file}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"
             )
         })?;
         let signing_key = provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| format!("web.tlsKey {key_file}: unusable private key: {e}"))?;
+            .map_err(|e| format!("{section}.tlsKey {key_file}: unusable private key: {e}"))?;
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {
                 Ok(certified)
             }
             Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(format!(
-                "web.tlsKey {key_file}: the private key does not match the certificate in \
-                 web.tlsCert {cert_file}"
+                "{section}.tlsKey {key_file}: the private key does not match the certificate in \
+                 {section}.tlsCert {cert_file}"
             )),
             Err(e) => Err(format!(
-                "web.tlsCert {cert_file}: unusable certificate: {e}"
+                "{section}.tlsCert {cert_file}: unusable certificate: {e}"
             )),
         }
     }
 }
 
 impl ServerTls {
-    /// Reads and checks the pair (a clear error naming the file that is wrong),
-    /// and builds the server configuration: the versions asked for, HTTP/2 and
-    /// HTTP/1.1 offered by ALPN.
-    pub fn load(
-        files: PairFiles,
-        min_version: Option<&str>,
-        max_version: Option<&str>,
-    ) -> Result<Self, String> {
-        let provider = provider();
-        let versions = versions(min_version, max_version)?;
-        let bytes = files.read()?;
-        let certified = files.certified_key(&bytes, &provider)?;
-        let current = Arc::new(CurrentCert(RwLock::new(Arc::new(certified))));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions)
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(current.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    /// Reads and checks the files (a clear error naming the one that is
+    /// wrong), and builds the server configuration.
+    pub fn load(files: PairFiles, options: TlsOptions) -> Result<Self, String> {
+        let source = TlsSource { files, options };
+        let bytes = source.read()?;
+        let current = source.build(&bytes, &provider())?;
         Ok(Self {
-            config: Arc::new(config),
-            current,
-            files,
+            live: Arc::new(LiveTls(RwLock::new(current))),
+            source,
             loaded: bytes,
         })
     }
 
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.config.clone())
+    pub fn acceptor(&self) -> LiveAcceptor {
+        LiveAcceptor(self.live.clone())
     }
 
     /// Re-reads the files every `interval`, and at once on SIGHUP (as Dex
-    /// does), until `shutdown`. When their contents change, a pair that loads
-    /// and matches is served to new connections (open ones keep theirs); one
-    /// that does not is logged and the running pair stays — until the files
-    /// change again.
+    /// does), until `shutdown`. When their contents change, files that load
+    /// and match are used for new connections (open ones keep theirs); files
+    /// that do not are logged and the running configuration stays — until the
+    /// files change again.
     pub fn spawn_reloader(
         &self,
         interval: Duration,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        let current = self.current.clone();
-        let files = self.files.clone();
+        let live = self.live.clone();
+        let source = self.source.clone();
         let loaded = self.loaded.clone();
         // Registered before this returns, so a SIGHUP sent right after is seen.
         let mut hangups = Hangups::new();
@@ -272,8 +381,8 @@ impl ServerTls {
                     () = hangups.next() => {}
                     () = &mut shutdown => return,
                 }
-                let read_files = files.clone();
-                let read = crate::blocking::run(move || read_files.read()).await;
+                let reading = source.clone();
+                let read = crate::blocking::run(move || reading.read()).await;
                 let bytes = match read {
                     Ok(Ok(bytes)) => bytes,
                     Ok(Err(error)) => {
@@ -292,11 +401,11 @@ impl ServerTls {
                 if last_seen.as_ref() == Some(&bytes) {
                     continue;
                 }
-                match files.certified_key(&bytes, &provider) {
-                    Ok(certified) => {
-                        current.set(Arc::new(certified));
+                match source.build(&bytes, &provider) {
+                    Ok(current) => {
+                        live.set(current);
                         tracing::info!(
-                            cert = %files.cert.display(),
+                            cert = %source.files.cert.display(),
                             "TLS certificate reloaded; new connections get it"
                         );
                     }
@@ -353,6 +462,7 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         let files = PairFiles {
+            section: "web",
             cert: dir.join(format!("{name}.crt")),
             key: dir.join(format!("{name}.key")),
         };
@@ -362,7 +472,7 @@ mod tests {
     }
 
     fn load_error(files: PairFiles) -> String {
-        match ServerTls::load(files, None, None) {
+        match ServerTls::load(files, TlsOptions::default()) {
             Ok(_) => panic!("expected the pair to be refused"),
             Err(error) => error,
         }
@@ -398,7 +508,7 @@ mod tests {
     async fn a_change_before_the_reloader_starts_is_not_missed() {
         let dir = tempfile::tempdir().unwrap();
         let files = pair(dir.path(), "first");
-        let tls = ServerTls::load(files.clone(), None, None).unwrap();
+        let tls = ServerTls::load(files.clone(), TlsOptions::default()).unwrap();
         let second = pair(dir.path(), "second");
         std::fs::copy(&second.cert, &files.cert).unwrap();
         std::fs::copy(&second.key, &files.key).unwrap();
@@ -408,7 +518,7 @@ mod tests {
             let _ = stopped.await;
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while tls.current.get().cert[0] != expected {
+        while tls.live.0.read().unwrap().cert != expected {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the change was missed"
@@ -424,7 +534,7 @@ mod tests {
     async fn sighup_reloads_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let files = pair(dir.path(), "first");
-        let tls = ServerTls::load(files.clone(), None, None).unwrap();
+        let tls = ServerTls::load(files.clone(), TlsOptions::default()).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tls.spawn_reloader(Duration::from_secs(3600), async {
             let _ = stopped.await;
@@ -439,7 +549,7 @@ mod tests {
             .unwrap();
         assert!(sent.success());
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while tls.current.get().cert[0] != expected {
+        while tls.live.0.read().unwrap().cert != expected {
             assert!(
                 std::time::Instant::now() < deadline,
                 "SIGHUP did not reload"
@@ -454,10 +564,21 @@ mod tests {
     fn a_pair_loads_and_each_wrong_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let good = pair(dir.path(), "good");
-        assert!(ServerTls::load(good.clone(), Some("1.2"), Some("1.3")).is_ok());
+        assert!(
+            ServerTls::load(
+                good.clone(),
+                TlsOptions {
+                    min_version: Some("1.2".to_owned()),
+                    max_version: Some("1.3".to_owned()),
+                    ..TlsOptions::default()
+                }
+            )
+            .is_ok()
+        );
 
         let other = pair(dir.path(), "other");
         let mismatched = PairFiles {
+            section: "web",
             cert: good.cert.clone(),
             key: other.key.clone(),
         };
@@ -471,6 +592,7 @@ mod tests {
         let empty = dir.path().join("empty.crt");
         std::fs::write(&empty, "").unwrap();
         let error = load_error(PairFiles {
+            section: "web",
             cert: empty.clone(),
             key: good.key.clone(),
         });
@@ -480,6 +602,7 @@ mod tests {
         )));
 
         let error = load_error(PairFiles {
+            section: "web",
             cert: good.cert.clone(),
             key: good.cert.clone(),
         });
@@ -488,6 +611,7 @@ mod tests {
         let huge = dir.path().join("huge.crt");
         std::fs::write(&huge, vec![b'a'; (MAX_PEM_FILE + 1) as usize]).unwrap();
         let error = load_error(PairFiles {
+            section: "web",
             cert: huge,
             key: good.key,
         });

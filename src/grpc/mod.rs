@@ -29,7 +29,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 
-use crate::config::settings::{GrpcSettings, GrpcTls};
+use crate::config::settings::GrpcSettings;
 use crate::http::AppState;
 use crate::provider::admin::{AdminCaller, AdminError, Changed, ClientChanges, Created, Verified};
 use crate::server::StoredSync;
@@ -52,16 +52,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
-    #[error("invalid config: get gRPC TLS: {0}")]
-    Tls(String),
     #[error("grpc: {0}")]
     Serve(#[from] tonic::transport::Error),
-}
-
-/// Reads `grpc.tlsCert`/`tlsKey`/`tlsClientCA` now, so a bad file fails the
-/// start.
-pub fn check_tls(tls: &GrpcTls) -> Result<(), GrpcError> {
-    tls::server_config(tls).map(|_| ())
 }
 
 /// Serves the API on `listener` until `shutdown`, then lets calls in flight
@@ -71,6 +63,7 @@ pub async fn serve(
     sync: Arc<StoredSync>,
     settings: GrpcSettings,
     listener: TcpListener,
+    tls: Option<crate::tls::LiveAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
     let mut builder = Server::builder()
@@ -79,7 +72,6 @@ pub async fn serve(
         .timeout(CALL_TIMEOUT)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    let tls = settings.tls.as_ref().map(tls::server_config).transpose()?;
     if settings
         .tls
         .as_ref()
@@ -98,10 +90,10 @@ pub async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let router = builder.add_service(service);
     match tls {
-        Some(config) => {
+        Some(acceptor) => {
             let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(
                 listener,
-                config,
+                acceptor,
                 HANDSHAKE_TIMEOUT,
             ));
             router

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::tls::LiveAcceptor;
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::ConnectInfo;
@@ -40,7 +41,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
 /// What a connection may cost; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// One listener: plain HTTP, or HTTPS when `tls` is set.
 pub struct Listener {
     pub tcp: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<LiveAcceptor>,
 }
 
 impl From<TcpListener> for Listener {
@@ -226,7 +226,7 @@ impl Connection {
     async fn start(
         self,
         stream: TcpStream,
-        tls: Option<TlsAcceptor>,
+        tls: Option<LiveAcceptor>,
         mut stop: watch::Receiver<bool>,
     ) {
         let activity = Arc::new(Activity::default());
@@ -238,7 +238,7 @@ impl Connection {
             return self.run(tracked, activity, stop).await;
         };
         let timeout = self.shared.limits.header_read_timeout;
-        let handshake = tokio::time::timeout(timeout, tls.accept(tracked));
+        let handshake = tokio::time::timeout(timeout, tls.current().accept(tracked));
         let stream = tokio::select! {
             finished = handshake => match finished {
                 Ok(Ok(stream)) => stream,

@@ -53,13 +53,17 @@ impl Api {
         }
         config["grpc"]["addr"] = json!(grpc.local_addr().unwrap().to_string());
         let settings = settings_from(&config, dir);
+        let grpc = server::GrpcListener {
+            tcp: grpc,
+            tls: server::load_grpc_tls(&settings).unwrap(),
+        };
         let (trigger, stop) = shutdown::channel();
         let services = server::start_services(settings, server::system_clock(), stop.clone())
             .await
             .unwrap();
         let state = services.state.clone();
         let sync = services.stored_sync.clone();
-        let grpc_addr = grpc.local_addr().unwrap();
+        let grpc_addr = grpc.tcp.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let listeners = server::Listeners {
                 http: Some(listener),
@@ -919,5 +923,92 @@ async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
                 .is_err()
         );
     }
+    server.stop().await;
+}
+
+/// The API's certificate and client CA are re-read while running, as the
+/// HTTPS listener's certificate: after the files switch to a pair from another
+/// CA, new connections get it (a client trusting only the new CA gets in, one
+/// trusting only the old CA no longer does), and a new client CA decides who
+/// gets in, all without a restart.
+#[tokio::test]
+async fn a_rotated_api_certificate_reaches_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_pki = Pki::new("old server CA");
+    let new_pki = Pki::new("new server CA");
+    let client_pki = Pki::new("client CA");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (cert, key) = old_pki.issue("localhost", false);
+    let cert = write("server.pem", &cert);
+    let key = write("server.key", &key);
+    let client_ca = write("client-ca.pem", &client_pki.ca_pem());
+    let config_dir = tempfile::tempdir().unwrap();
+    let server = Api::start(
+        |issuer| {
+            let mut config = password_db_config(issuer);
+            config["grpc"] = json!({
+                "tlsCert": cert, "tlsKey": key, "tlsClientCA": client_ca
+            });
+            config
+        },
+        config_dir.path(),
+    )
+    .await;
+    let admin = client_pki.issue("admin", true);
+    tls_client(server.grpc, &old_pki.ca_pem(), Some(&admin))
+        .await
+        .expect("the first certificate is served");
+
+    let (new_cert, new_key) = new_pki.issue("localhost", false);
+    // The key first: a reload between the two writes sees a mismatched pair,
+    // keeps the old one, and picks up the pair at its next look.
+    std::fs::write(&key, new_key).unwrap();
+    std::fs::write(&cert, new_cert).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if tls_client(server.grpc, &new_pki.ca_pem(), Some(&admin))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        tls_client(server.grpc, &old_pki.ca_pem(), Some(&admin))
+            .await
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+
+    // A new client CA replaces the old one for new connections, as in Dex.
+    let new_client_pki = Pki::new("new client CA");
+    let new_admin = new_client_pki.issue("admin", true);
+    std::fs::write(&client_ca, new_client_pki.ca_pem()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while tls_client(server.grpc, &new_pki.ca_pem(), Some(&new_admin))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new client CA was not used within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        tls_client(server.grpc, &new_pki.ca_pem(), Some(&admin))
+            .await
+            .is_err(),
+        "a certificate of the replaced client CA is refused"
+    );
     server.stop().await;
 }

@@ -582,4 +582,43 @@ fn check_config_names_the_tls_file_that_is_wrong_and_bad_listen_addresses() {
         stderr.contains("web.http") && stderr.contains("missing port"),
         "{stderr}"
     );
+
+    // The gRPC listener's files and address are checked the same way.
+    let check_grpc = |grpc: Value| {
+        let mut config = password_db_config("http://127.0.0.1:5556/dex");
+        config["grpc"] = grpc;
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_oxidex"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let grpc = |key: &Path, ca: &Path| json!({"addr": "127.0.0.1:5557", "tlsCert": pki.cert_file, "tlsKey": key, "tlsClientCA": ca});
+    let (code, stderr) = check_grpc(grpc(&pki.key_file, &pki.cert_file));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = check_grpc(grpc(&wrong_key, &pki.cert_file));
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(&format!("grpc.tlsKey {}", wrong_key.display()))
+            && stderr.contains("does not match the certificate"),
+        "{stderr}"
+    );
+    let (code, stderr) = check_grpc(grpc(&pki.key_file, &wrong_key));
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(&format!("grpc.tlsClientCA {}", wrong_key.display())),
+        "{stderr}"
+    );
+    let (code, stderr) = check_grpc(json!({"addr": "localhost"}));
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("grpc.addr") && stderr.contains("missing port"),
+        "{stderr}"
+    );
 }
