@@ -19,6 +19,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# TLS stand-ins (a self-signed certificate and its key; also the client CA) for examples
+# whose credentials are certificates: check-config reads and checks those files.
+command -v openssl >/dev/null || { echo "render-contract: openssl missing" >&2; exit 2; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj /CN=localhost -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+
 passed=0
 failed=0
 ok() { passed=$((passed + 1)); printf 'ok    %-28s %s\n' "$1" "$2"; }
@@ -68,6 +74,8 @@ PY
       *hash*) printf '%s\n' '$2b$10$sD0K5NZrR9THssaos8nEde5ywauRcVXC6frrFKxi6lUuERHKIbAdi' >"$creds/$cred" ;;
       # Client ids are not secrets: check-config may print them.
       *client-id*) printf 'test-id-for-%s\n' "$cred" >"$creds/$cred" ;;
+      *.crt) cp "$work/tls.crt" "$creds/$cred" ;;
+      *.key) cp "$work/tls.key" "$creds/$cred" ;;
       *) printf 'test-value-for-%s\n' "$cred" >"$creds/$cred" ;;
     esac
   done <"$case_dir/credential-names"
