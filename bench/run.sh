@@ -22,10 +22,10 @@ secs=${SECS:-5}
 target=${CARGO_TARGET_DIR:-$repo/target}
 bench_target=${CARGO_TARGET_DIR:-$repo/bench/target}
 
-# The storage table and the soak need no hello servers.
-hello=(--example hello --example signing_hello)
-[ -z "${STORAGE_ONLY:-}${SOAK:-}" ] || hello=()
-cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex "${hello[@]}"
+# Always with the examples, even where they are not run (storage table, soak): examples
+# enable the dev-dependencies' features, so `--bin oxidex` alone would be another build of
+# every crate (minutes, and a second copy in target/).
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello --example signing_hello
 CARGO_TARGET_DIR=$bench_target cargo build --release --manifest-path "$repo/bench/Cargo.toml"
 
 if [ -n "${SOAK:-}" ]; then

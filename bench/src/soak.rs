@@ -169,17 +169,26 @@ pub async fn run(
                 let began = Instant::now();
                 let result = worker.op(&mut conn, step % KINDS.len()).await;
                 let elapsed = began.elapsed();
-                let mut window = lock(&window);
-                match result {
-                    Ok(kind) => window.latencies[kind].push(elapsed),
-                    Err(error) => {
-                        window.errors += 1;
-                        if window.first_errors.len() < KEPT_ERRORS {
-                            window.first_errors.push(error.to_string());
+                let failed = {
+                    let mut window = lock(&window);
+                    match result {
+                        Ok(kind) => {
+                            window.latencies[kind].push(elapsed);
+                            false
                         }
-                        drop(window);
-                        conn = Conn::new(addr);
+                        Err(error) => {
+                            window.errors += 1;
+                            if window.first_errors.len() < KEPT_ERRORS {
+                                window.first_errors.push(error.to_string());
+                            }
+                            true
+                        }
                     }
+                };
+                if failed {
+                    conn = Conn::new(addr);
+                    // A dead server refuses at once: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 step += 1;
             }
@@ -430,8 +439,8 @@ impl SoakReport {
             "FAILED"
         };
         out.push_str(&format!(
-            "<text x=\"{LEFT}\" y=\"24\" font-size=\"15\">oxidex soak: {} s, {WORKERS} workers, {verdict}</text>\n",
-            num(self.secs)
+            "<text x=\"{LEFT}\" y=\"24\" font-size=\"15\">oxidex soak: {:.0} s, {WORKERS} workers, {verdict}</text>\n",
+            self.secs
         ));
 
         // Time axis ticks, shared by both panels.
