@@ -6,6 +6,8 @@
 #   SKIP_DEX=1 SKIP_NODE=1 bench/run.sh     oxidex, hello and the ceilings only
 #   SKIP_PG=1 bench/run.sh       without the PostgreSQL columns
 #   STORAGE_ONLY=1 bench/run.sh  only the storage table: oxidex and Dex on SQLite and PostgreSQL
+#   SOAK=600 bench/run.sh        the soak instead: 600 s of mixed load on oxidex alone, exit 1 on
+#                                errors or RSS growth; writes results/<...>-soak.md and .svg
 #
 # The PostgreSQL columns run on a throwaway cluster (checks/lib/postgres-cluster.sh: initdb in
 # a temp dir, never as root, loopback only), stopped and removed on exit.
@@ -20,11 +22,19 @@ secs=${SECS:-5}
 target=${CARGO_TARGET_DIR:-$repo/target}
 bench_target=${CARGO_TARGET_DIR:-$repo/bench/target}
 
-# The storage table needs no hello server.
-hello=(--example hello)
-[ -z "${STORAGE_ONLY:-}" ] || hello=()
-cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex "${hello[@]}"
+# Always with the examples, even where they are not run (storage table, soak): examples
+# enable the dev-dependencies' features, so `--bin oxidex` alone would be another build of
+# every crate (minutes, and a second copy in target/).
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello --example signing_hello
 CARGO_TARGET_DIR=$bench_target cargo build --release --manifest-path "$repo/bench/Cargo.toml"
+
+if [ -n "${SOAK:-}" ]; then
+  mkdir -p "$repo/bench/results"
+  out="$repo/bench/results/$(date -u +%F-%H%M)-$(hostname -s)-soak.md"
+  BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) \
+    exec "$bench_target/release/oxidex-bench" --oxidex "$target/release/oxidex" \
+    --soak "$SOAK" --out "$out"
+fi
 
 if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -73,4 +83,5 @@ out="$repo/bench/results/$(date -u +%F-%H%M)-$(hostname -s).md"
 BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) \
   "$bench_target/release/oxidex-bench" \
   --oxidex "$target/release/oxidex" --hello "$target/release/examples/hello" \
+  --signing-hello "$target/release/examples/signing_hello" \
   "${peers[@]}" "${mode[@]}" --secs "$secs" --out "$out"

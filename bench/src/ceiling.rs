@@ -1,5 +1,7 @@
 //! Signature ceilings: RS256 and ES256 with aws-lc-rs (the library oxidex's signer uses),
-//! key parsed once, over a JWS signing input the size of a Dex-like ID token.
+//! key parsed once, over a JWS signing input the size of a Dex-like ID token; and the
+//! bcrypt ceiling: verifications at cost 10 with the `bcrypt` crate oxidex checks
+//! passwords with (same version, same release profile), on every core.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,4 +84,25 @@ pub fn measure(window: Duration) -> Result<Ceilings, Error> {
             rate(2, window, 1 << 24, es_sign),
         ],
     })
+}
+
+/// The password the bench's `staticPasswords` user logs in with.
+pub const PASSWORD: &str = "oxidex-bench-password";
+
+/// bcrypt cost of the bench's password hash: Dex's default and oxidex's minimum.
+pub const BCRYPT_COST: u32 = 10;
+
+/// A bcrypt hash of [`PASSWORD`] at [`BCRYPT_COST`].
+pub fn password_hash() -> Result<String, Error> {
+    Ok(bcrypt::hash(PASSWORD, BCRYPT_COST)?)
+}
+
+/// Correct-password bcrypt verifications per second against `hash`, on one thread per
+/// core (oxidex's password gate runs one check per core at a time).
+pub fn bcrypt_rate(window: Duration, hash: &str) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hash = hash.to_owned();
+    let verify: Arc<dyn Fn() -> bool + Send + Sync> =
+        Arc::new(move || bcrypt::verify(PASSWORD, &hash).unwrap_or(false));
+    rate(threads, window, 1 << 16, verify)
 }

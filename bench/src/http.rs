@@ -234,16 +234,46 @@ pub fn local_path(target: &str, addr: SocketAddr, current: &str) -> Result<Strin
     Ok(format!("{dir}{target}"))
 }
 
+/// The entities a template engine writes into attributes: `&amp;` `&quot;` `&lt;` `&gt;`
+/// `&apos;` and numeric ones in any case (`&#x2F;`, `&#x2f;`, `&#47;`).
 fn decode_entities(s: &str) -> String {
-    s.replace("&amp;", "&")
-        .replace("&#38;", "&")
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x2F;", "/")
-        .replace("&#47;", "/")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let decoded = rest.find(';').filter(|&end| end <= 10).and_then(|end| {
+            let name = &rest[1..end];
+            let c = match name {
+                "amp" => Some('&'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                _ => {
+                    let number = name.strip_prefix('#')?;
+                    let code = match number.strip_prefix(['x', 'X']) {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                        None => number.parse().ok()?,
+                    };
+                    char::from_u32(code)
+                }
+            }?;
+            Some((c, end + 1))
+        });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The first `<form>` of a page: its action and the fields a user would submit.
@@ -359,6 +389,18 @@ mod tests {
         assert_eq!(
             local_path(&form.action, addr, "/x").unwrap(),
             "/dex/auth/local/login?back=&state=x"
+        );
+    }
+
+    #[test]
+    fn entities_decode_in_either_case() {
+        assert_eq!(
+            decode_entities("&#x2f;dex&#x2F;auth&#47;local?back=&amp;state=x&#39;&quot;&lt;&gt;"),
+            "/dex/auth/local?back=&state=x'\"<>"
+        );
+        assert_eq!(
+            decode_entities("a & b &unknown; &#xZZ; &"),
+            "a & b &unknown; &#xZZ; &"
         );
     }
 

@@ -243,12 +243,15 @@ pub async fn login_to_code(
     Err("more than 16 hops without reaching the client".into())
 }
 
-/// Tokens from one `/token` response: the refresh token, if any.
-pub async fn exchange_code(
-    conn: &mut Conn,
-    target: &Target,
-    code: &str,
-) -> Result<Option<String>, Error> {
+/// What one `/token` response carried.
+pub struct Tokens {
+    pub access: String,
+    pub refresh: Option<String>,
+    /// Size of the response body.
+    pub bytes: usize,
+}
+
+pub async fn exchange_code(conn: &mut Conn, target: &Target, code: &str) -> Result<Tokens, Error> {
     let body = format!(
         "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
         enc(code),
@@ -258,20 +261,12 @@ pub async fn exchange_code(
     token_request(conn, target, body).await
 }
 
-pub async fn refresh(
-    conn: &mut Conn,
-    target: &Target,
-    token: &str,
-) -> Result<Option<String>, Error> {
+pub async fn refresh(conn: &mut Conn, target: &Target, token: &str) -> Result<Tokens, Error> {
     let body = format!("grant_type=refresh_token&refresh_token={}", enc(token));
     token_request(conn, target, body).await
 }
 
-async fn token_request(
-    conn: &mut Conn,
-    target: &Target,
-    body: String,
-) -> Result<Option<String>, Error> {
+async fn token_request(conn: &mut Conn, target: &Target, body: String) -> Result<Tokens, Error> {
     let reply = conn
         .send(
             Method::POST,
@@ -288,10 +283,18 @@ async fn token_request(
     if json.get("id_token").and_then(|v| v.as_str()).is_none() {
         return Err(format!("token response without id_token: {}", reply.describe()).into());
     }
-    Ok(json
-        .get("refresh_token")
+    let access = json
+        .get("access_token")
         .and_then(|v| v.as_str())
-        .map(str::to_owned))
+        .ok_or_else(|| format!("token response without access_token: {}", reply.describe()))?;
+    Ok(Tokens {
+        access: access.to_owned(),
+        refresh: json
+            .get("refresh_token")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        bytes: reply.body.len(),
+    })
 }
 
 /// A per-worker counter so that every flow has its own state and nonce.
@@ -339,7 +342,7 @@ pub fn exchange_next<'a>(conn: &'a mut Conn, state: &'a mut CodeQueue) -> OpFutu
             return Ok(Outcome::Exhausted);
         };
         Ok(Outcome::Done(
-            exchange_code(conn, &state.target, &code).await?,
+            exchange_code(conn, &state.target, &code).await?.refresh,
         ))
     })
 }
@@ -352,9 +355,22 @@ pub struct RefreshChain {
 /// One refresh grant; the next one uses the rotated token.
 pub fn refresh_next<'a>(conn: &'a mut Conn, state: &'a mut RefreshChain) -> OpFuture<'a, ()> {
     Box::pin(async move {
-        if let Some(next) = refresh(conn, &state.target, &state.token).await? {
+        if let Some(next) = refresh(conn, &state.target, &state.token).await?.refresh {
             state.token = next;
         }
+        Ok(Outcome::Done(None))
+    })
+}
+
+/// The code exchange's request against the signing hello (`examples/signing_hello.rs`),
+/// which signs a token response for any request: same body, same client authentication,
+/// same response checks as [`exchange_next`].
+pub fn signing_hello_token<'a>(
+    conn: &'a mut Conn,
+    target: &'a mut Arc<Target>,
+) -> OpFuture<'a, ()> {
+    Box::pin(async move {
+        exchange_code(conn, target, "pc7tn6ajdfkgwnabkkngmawyr").await?;
         Ok(Outcome::Done(None))
     })
 }

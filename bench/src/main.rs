@@ -1,16 +1,16 @@
 //! oxidex-bench: measures a release build of oxidex against the machine's ceilings and its
 //! peers, in one run, and prints one Markdown table. It builds nothing: see `bench/run.sh`.
 //!
-//!   oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH]
-//!                [--secs 5] [--out FILE] [--storage-only]
+//!   oxidex-bench --oxidex PATH --hello PATH [--signing-hello PATH] [--oidc-provider DIR]
+//!                [--dex PATH] [--secs 5] [--out FILE] [--storage-only]
 //!   oxidex-bench --oxidex PATH --soak SECS [--out FILE]
 //!
 //! With `OXIDEX_BENCH_POSTGRES="host=H port=P user=U password=W"` (a role owning the empty
 //! databases `oxidex` and `dex`), oxidex and Dex also run on PostgreSQL: the storage table.
 //! `--storage-only` measures only that table's rows (code exchange, refresh, login flows).
-//! `--soak SECS` runs login flows (16 workers, each ending in a code exchange that issues
-//! a refresh token) for SECS with nobody scraping `/metrics`, samples oxidex's RSS every
-//! 10 s, and compares the growth after minute one with a 5 MB ceiling.
+//! `--soak SECS`: the mixed workload of `soak.rs` for SECS; fails (exit 1) on any request
+//! error or RSS growth after minute one beyond its tolerance, and writes a plot next to
+//! `--out` (`.svg`).
 //!
 //! GETs are driven by wrk (-t2 -c64, keep-alive); POSTs and login flows by the Rust loop
 //! in `load.rs` (tokio + hyper, one keep-alive connection per worker). Every loop stops at
@@ -20,6 +20,7 @@ mod ceiling;
 mod http;
 mod load;
 mod procs;
+mod soak;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use crate::table::{Measured, Report, SystemResult};
 struct Args {
     oxidex: PathBuf,
     hello: PathBuf,
+    signing_hello: Option<PathBuf>,
     node_peer: Option<PathBuf>,
     dex: Option<PathBuf>,
     secs: f64,
@@ -97,6 +99,7 @@ fn args() -> Result<Args, Error> {
     let mut args = Args {
         oxidex: PathBuf::new(),
         hello: PathBuf::new(),
+        signing_hello: None,
         node_peer: None,
         dex: None,
         secs: 5.0,
@@ -111,6 +114,7 @@ fn args() -> Result<Args, Error> {
         match flag.as_str() {
             "--oxidex" => args.oxidex = value()?.into(),
             "--hello" => args.hello = value()?.into(),
+            "--signing-hello" => args.signing_hello = Some(value()?.into()),
             "--oidc-provider" => args.node_peer = Some(value()?.into()),
             "--dex" => args.dex = Some(value()?.into()),
             "--secs" => args.secs = value()?.parse()?,
@@ -119,7 +123,8 @@ fn args() -> Result<Args, Error> {
             "--soak" => args.soak = Some(value()?.parse()?),
             "-h" | "--help" => {
                 println!(
-                    "usage: oxidex-bench --oxidex PATH --hello PATH [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE] [--storage-only]\n\
+                    "usage: oxidex-bench --oxidex PATH --hello PATH [--signing-hello PATH] [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE] [--storage-only]\n\
+                     \x20      oxidex-bench --oxidex PATH --soak SECS [--out FILE]\n\
                      env OXIDEX_BENCH_POSTGRES=\"host=H port=P user=U password=W\": also oxidex and Dex on PostgreSQL \
                      (databases `oxidex` and `dex`, empty)"
                 );
@@ -171,14 +176,22 @@ async fn run() -> Result<(), Error> {
     let work = std::env::temp_dir().join(format!("oxidex-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     if let Some(secs) = args.soak {
-        let markdown = soak(&args, &work, secs).await?;
+        let report = soak::run(&args.oxidex, &work, secs, context(&args)).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let report = report?;
+        let markdown = report.markdown();
         println!("{markdown}");
         if let Some(out) = &args.out {
             std::fs::write(out, &markdown)?;
             progress(&format!("wrote {}", out.display()));
+            let svg = out.with_extension("svg");
+            std::fs::write(&svg, report.svg())?;
+            progress(&format!("wrote {}", svg.display()));
         }
-        let _ = std::fs::remove_dir_all(&work);
-        return Ok(());
+        return match report.failures().as_slice() {
+            [] => Ok(()),
+            failures => Err(format!("soak failed: {}", failures.join("; ")).into()),
+        };
     }
     let mut report = Report::new(args.secs);
     report.storage_only = args.storage_only;
@@ -199,6 +212,21 @@ async fn run() -> Result<(), Error> {
         report.hello_loop = Some(Measured::from(&r));
         report.hello_rss = hello.rss_mb();
         hello.stop();
+        if let Some(path) = &args.signing_hello {
+            for (slot, algorithm) in ["RS256", "ES256"].into_iter().enumerate() {
+                progress(&format!("signing hello ({algorithm})"));
+                match signing_hello(path, algorithm, &work, window).await {
+                    Ok((measured, bytes)) => {
+                        report.signing_hello[slot] = Some(measured);
+                        report.signing_hello_bytes[slot] = Some(bytes);
+                    }
+                    Err(e) => report
+                        .oxidex
+                        .errors
+                        .push(format!("signing hello ({algorithm}): {e}")),
+                }
+            }
+        }
     }
 
     let two_sig = report
@@ -237,12 +265,23 @@ async fn run() -> Result<(), Error> {
         )
         .await;
         report.oxidex.token_es256 = es.token;
+        report.oxidex.token_es256_bytes = es.token_bytes;
         report.oxidex_es256_flows = es.flows;
         report.oxidex.errors.extend(
             es.errors
                 .into_iter()
                 .map(|e| format!("ES256 instance: {e}")),
         );
+    }
+    if !args.storage_only {
+        // At ~0.1 s per check, a short window holds too few checks for a stable rate.
+        let slow = window.max(PASSWORD_WINDOW);
+        progress("bcrypt ceiling");
+        let hash = ceiling::password_hash()?;
+        report.bcrypt_ceiling =
+            Some(tokio::task::spawn_blocking(move || ceiling::bcrypt_rate(slow, &hash)).await?);
+        progress("oxidex (RS256) with the password DB");
+        report.oxidex_password = Some(oxidex_password(&args, &work.join("oxidex-password")).await);
     }
     if let Some(pg) = &args.postgres {
         progress("oxidex on PostgreSQL (RS256)");
@@ -363,6 +402,37 @@ fn context(args: &Args) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// The signing hello with `algorithm` under the `/token` row's load: 64 workers posting a
+/// code exchange. Returns its rate and the size of its response body.
+async fn signing_hello(
+    path: &Path,
+    algorithm: &str,
+    work: &Path,
+    window: Duration,
+) -> Result<(Measured, usize), Error> {
+    let addr = free_addr()?;
+    let mut cmd = Command::new(path);
+    cmd.arg(addr.to_string()).arg(algorithm);
+    let log = work.join(format!("signing-hello-{algorithm}.log"));
+    let server = Server::start("signing hello", cmd, addr, "/", &log).await?;
+    let target = Arc::new(Target::new(addr, "", "/auth", "/token"));
+    let bytes = load::exchange_code(&mut crate::http::Conn::new(addr), &target, "check")
+        .await?
+        .bytes;
+    let states = (0..64).map(|_| target.clone()).collect();
+    let r = closed_loop(addr, states, window, u64::MAX, load::signing_hello_token).await;
+    server.stop();
+    if r.errors > 0 {
+        return Err(format!(
+            "{} errors, first: {}",
+            r.errors,
+            r.first_error.unwrap_or_default()
+        )
+        .into());
+    }
+    Ok((Measured::from(&r), bytes))
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), Error> {
@@ -527,6 +597,10 @@ async fn measure_provider(
             .into());
         }
     }
+    // The size of one token response, to compare with the signing hello's.
+    let mut conn = crate::http::Conn::new(addr);
+    let (code, _) = load::login_to_code(&mut conn, target, (63 << 40) | 0xff_ffff).await?;
+    result.token_bytes = Some(load::exchange_code(&mut conn, target, &code).await?.bytes);
     if gets {
         progress(&format!("  {}: GET discovery, keys", server.name));
         result.discovery = Some(wrk(&format!("http://{addr}{discovery}"), args.secs).await?);
@@ -572,6 +646,7 @@ async fn measure_provider(
                 let (code, _) = load::login_to_code(&mut conn, &client, i as u64).await?;
                 let token = load::exchange_code(&mut conn, &client, &code)
                     .await?
+                    .refresh
                     .ok_or("no refresh token with offline_access")?;
                 chains.push(RefreshChain {
                     target: client,
@@ -713,78 +788,94 @@ async fn dex_peer(
     result
 }
 
-/// RSS growth after the first minute that the soak accepts.
-const SOAK_CEILING_MB: f64 = 5.0;
-
-/// The soak (see the module documentation): one oxidex on SQLite, login flows in
-/// 10-second windows with nobody scraping `/metrics`, RSS sampled after each window.
-async fn soak(args: &Args, work: &Path, secs: f64) -> Result<String, Error> {
-    let dir = work.join("oxidex-soak");
-    std::fs::create_dir_all(&dir)?;
-    let addr = free_addr()?;
-    let config = dir.join("config.json");
-    let storage = json!({"type": "sqlite3", "config": {"file": dir.join("oxidex.db")}});
-    write_json(&config, &oxidex_config(addr, storage, "RS256"))?;
-    let mut cmd = Command::new(&args.oxidex);
-    cmd.arg("serve").arg(&config);
-    let server =
-        Server::start("oxidex", cmd, addr, "/dex/healthz", &dir.join("oxidex.log")).await?;
-    let target = Arc::new(Target::new(addr, "/dex", "/auth", "/token"));
-    let window = Duration::from_secs(10);
-    let started = std::time::Instant::now();
-    let mut samples: Vec<(f64, f64, u64, u64)> = Vec::new();
-    let mut round = 0u64;
-    while started.elapsed().as_secs_f64() < secs {
-        // New states, further along each worker's counter: fresh states and addresses.
-        round += 1;
-        let mut states = flow_states(&target, 16);
-        for state in &mut states {
-            state.n += round << 20;
+/// oxidex (RS256, SQLite) with the password DB as its only connector and one
+/// `staticPasswords` user hashed at bcrypt cost 10: login flows at concurrency
+/// [`password_concurrency`] that POST the login form with the right password, each
+/// ending in a code exchange, for at least [`PASSWORD_WINDOW`].
+/// Every login comes from its own client address (see `load::login_to_code`), as many
+/// users behind a proxy would: the per-(user, address) password limit then never
+/// refuses a correct password. From one address, only 5 attempts per user are let in at
+/// once (`PASSWORD_PER_USER`), so 32 concurrent logins of one user would be refused.
+async fn oxidex_password(args: &Args, dir: &Path) -> SystemResult {
+    let mut result = SystemResult::default();
+    let run = async {
+        std::fs::create_dir_all(dir)?;
+        let addr = free_addr()?;
+        let storage = json!({"type": "sqlite3", "config": {"file": dir.join("oxidex.db")}});
+        let mut config = oxidex_config(addr, storage, "RS256");
+        if let Some(map) = config.as_object_mut() {
+            // With one connector, /auth goes straight to its login form.
+            map.remove("connectors");
+            map.insert("enablePasswordDB".into(), json!(true));
+            map.insert(
+                "staticPasswords".into(),
+                json!([{
+                    "email": PASSWORD_USER,
+                    "hash": ceiling::password_hash()?,
+                    "username": "bench",
+                    "userID": "08a8684b-db88-4b73-90a9-3cd1661f5466"
+                }]),
+            );
         }
-        let r = closed_loop(addr, states, window, u64::MAX, load::full_flow).await;
-        let elapsed = started.elapsed().as_secs_f64();
-        samples.push((elapsed, server.rss_mb(), r.ok, r.errors));
+        let path = dir.join("config.json");
+        write_json(&path, &config)?;
+        let mut cmd = Command::new(&args.oxidex);
+        cmd.arg("serve").arg(&path);
+        let server =
+            Server::start("oxidex", cmd, addr, "/dex/healthz", &dir.join("oxidex.log")).await?;
+        let mut target = Target::new(addr, "/dex", "/auth", "/token");
+        target.login = PASSWORD_USER.into();
+        target.password = ceiling::PASSWORD.into();
+        let target = Arc::new(target);
+        let check = closed_loop(
+            addr,
+            flow_states(&target, 1),
+            Duration::from_secs(10),
+            1,
+            load::full_flow,
+        )
+        .await;
+        result.hops = check.outputs.first().copied();
+        if result.hops.is_none() {
+            return Err(format!(
+                "a password login failed: {}",
+                check.first_error.unwrap_or_default()
+            )
+            .into());
+        }
+        let concurrency = password_concurrency();
         progress(&format!(
-            "  soak {elapsed:.0} s: RSS {:.1} MB, {} flows, {} errors",
-            server.rss_mb(),
-            r.ok,
-            r.errors
+            "  oxidex: password logins at concurrency {concurrency}"
         ));
-    }
-    server.stop();
-    let at = |t: f64| {
-        samples
-            .iter()
-            .find(|(e, ..)| *e >= t)
-            .or(samples.last())
-            .map_or(0.0, |s| s.1)
+        let window = Duration::from_secs_f64(args.secs).max(PASSWORD_WINDOW);
+        let r = closed_loop(
+            addr,
+            flow_states(&target, concurrency),
+            window,
+            1_000_000,
+            load::full_flow,
+        )
+        .await;
+        note_errors(&mut result, &format!("password logins c={concurrency}"), &r);
+        result.flows[1] = Some(Measured::from(&r));
+        result.rss_after_mb = Some(server.rss_mb());
+        Ok::<(), Error>(())
     };
-    let minute_one = at(60.0);
-    let last = samples.last().map_or(0.0, |s| s.1);
-    let growth = last - minute_one;
-    let flows: u64 = samples.iter().map(|s| s.2).sum();
-    let errors: u64 = samples.iter().map(|s| s.3).sum();
-    let mut md = String::new();
-    for line in context(args) {
-        md.push_str(&line);
-        md.push('\n');
+    if let Err(e) = run.await {
+        result.errors.push(e.to_string());
     }
-    md.push_str(&format!(
-        "\nSoak: {secs:.0} s of login flows (16 workers, each flow ending in a code exchange), nobody scraping `/metrics`.\n\n\
-         | figure | value |\n| --- | --- |\n\
-         | flows completed | {flows} ({errors} errors) |\n\
-         | RSS at minute one | {minute_one:.1} MB |\n\
-         | RSS at the end | {last:.1} MB |\n\
-         | growth after minute one | {growth:+.1} MB |\n\
-         | growth / ceiling ({SOAK_CEILING_MB} MB) | {:.2}× |\n\n\
-         RSS per minute (MB): {}\n",
-        growth.max(0.0) / SOAK_CEILING_MB,
-        samples
-            .iter()
-            .filter(|(e, ..)| (*e as u64) % 60 < 10)
-            .map(|s| format!("{:.1}", s.1))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    Ok(md)
+    result
 }
+
+/// The shortest window for the bcrypt ceiling and the password logins.
+const PASSWORD_WINDOW: Duration = Duration::from_secs(10);
+
+/// Four password logins per core: enough to keep every bcrypt slot of oxidex's password
+/// gate (one per core) busy while the other hops of a login run, and well inside the
+/// gate's queue (16 per core), which answers 503 beyond it.
+pub fn password_concurrency() -> usize {
+    4 * std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The e-mail (login) of the bench's `staticPasswords` user.
+const PASSWORD_USER: &str = "bench@example.org";

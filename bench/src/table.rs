@@ -32,6 +32,9 @@ pub struct SystemResult {
     pub keys: Option<WrkResult>,
     pub token: Option<Measured>,
     pub token_es256: Option<Measured>,
+    /// Size of one token response body (RS256 / ES256 instance).
+    pub token_bytes: Option<usize>,
+    pub token_es256_bytes: Option<usize>,
     pub refresh: Option<Measured>,
     /// Concurrency 1 and 32.
     pub flows: [Option<Measured>; 2],
@@ -48,7 +51,15 @@ pub struct Report {
     pub hello_wrk: Option<WrkResult>,
     pub hello_loop: Option<Measured>,
     pub hello_rss: f64,
+    /// `examples/signing_hello.rs` under the `/token` load (RS256, ES256), and the size
+    /// of its response body.
+    pub signing_hello: [Option<Measured>; 2],
+    pub signing_hello_bytes: [Option<usize>; 2],
+    /// bcrypt verifications/s at cost 10 on every core.
+    pub bcrypt_ceiling: Option<f64>,
     pub oxidex: SystemResult,
+    /// oxidex with the password DB: password logins (`crate::password_concurrency`) in `flows[1]`.
+    pub oxidex_password: Option<SystemResult>,
     /// Login flows (concurrency 1 and 32) of oxidex with an ES256 signer.
     pub oxidex_es256_flows: [Option<Measured>; 2],
     pub node: Option<SystemResult>,
@@ -80,6 +91,10 @@ pub fn num(x: f64) -> String {
         out.push(c);
     }
     if x < 0.0 { format!("-{out}") } else { out }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
 }
 
 fn check(ok: bool) -> &'static str {
@@ -121,6 +136,61 @@ fn opt(x: Option<f64>, unit: &str) -> String {
     x.map_or("—".into(), |x| format!("{}{unit}", num(x)))
 }
 
+/// A figure of the issue-15 table: at least or at most `bound`.
+#[derive(Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Goal {
+    fn met(self, x: f64) -> bool {
+        match self {
+            Goal::AtLeast(bound) => x >= bound,
+            Goal::AtMost(bound) => x <= bound,
+        }
+    }
+}
+
+/// `name rate` or `name not measured`.
+fn named(name: &str, x: Option<f64>, unit: &str) -> String {
+    match x.filter(|x| x.is_finite()) {
+        Some(x) => format!("{name} {}{unit}", num(x)),
+        None => format!("{name} not measured"),
+    }
+}
+
+/// One row: `figure | value | ratio | target | met?`; the goal applies to the ratio,
+/// or to `value` itself when there is no ratio (`ratio_of: None`).
+fn goal_row(
+    figure: &str,
+    value: String,
+    judged: Option<f64>,
+    is_ratio: bool,
+    goal: Goal,
+    target: &str,
+) -> String {
+    let judged = judged.filter(|x| x.is_finite());
+    let ratio = match (is_ratio, judged) {
+        (true, Some(r)) => format!("{} ×", num(r)),
+        _ => "—".into(),
+    };
+    let met = match judged {
+        Some(x) if goal.met(x) => "✔ met",
+        Some(_) => "✘ not met",
+        None => "not measured",
+    };
+    format!("| {figure} | {value} | {ratio} | {target} | {met} |\n")
+}
+
+/// `a / b` when both were measured.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if a.is_finite() && b.is_finite() && b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
 impl Report {
     pub fn new(secs: f64) -> Self {
         Self {
@@ -130,7 +200,11 @@ impl Report {
             hello_wrk: None,
             hello_loop: None,
             hello_rss: f64::NAN,
+            signing_hello: [None, None],
+            signing_hello_bytes: [None, None],
+            bcrypt_ceiling: None,
             oxidex: SystemResult::default(),
+            oxidex_password: None,
             oxidex_es256_flows: [None, None],
             node: None,
             dex: None,
@@ -208,6 +282,128 @@ impl Report {
         out
     }
 
+    /// Every figure of issue 15 with its target; a peer that was not run (SKIP_DEX,
+    /// SKIP_NODE) makes its rows "not measured".
+    fn targets_table(&self) -> String {
+        let ox = &self.oxidex;
+        let rate = |m: &Option<Measured>| m.map(|m| m.rate);
+        let node = self.node.as_ref();
+        let dex = self.dex.as_ref();
+        let hello = self.hello_wrk.as_ref().map(|h| h.rps);
+        let mut out =
+            String::from("| figure | value | ratio | target | met? |\n|---|---|---|---|---|\n");
+        for (slot, algorithm, token, bound) in [
+            (0, "RS256", ox.token, 0.85),
+            (1, "ES256", ox.token_es256, 0.25),
+        ] {
+            out.push_str(&goal_row(
+                &format!("/token code exchange {algorithm} vs the {algorithm} signing hello"),
+                format!(
+                    "{}, {}",
+                    named("oxidex", rate(&token), "/s"),
+                    named("signing hello", rate(&self.signing_hello[slot]), "/s")
+                ),
+                ratio(rate(&token), rate(&self.signing_hello[slot])),
+                true,
+                Goal::AtLeast(bound),
+                &format!("≥ {bound} ×"),
+            ));
+        }
+        let node_flows = node.and_then(|n| rate(&n.flows[1]));
+        for (name, ours, bound) in [
+            ("oxidex RS256", rate(&ox.flows[1]), 2.0),
+            ("oxidex ES256", rate(&self.oxidex_es256_flows[1]), 4.0),
+        ] {
+            out.push_str(&goal_row(
+                &format!("login flows/s at concurrency 32, {name} vs oidc-provider"),
+                format!(
+                    "{}, {}",
+                    named(name, ours, "/s"),
+                    named("oidc-provider", node_flows, "/s")
+                ),
+                ratio(ours, node_flows),
+                true,
+                Goal::AtLeast(bound),
+                &format!("≥ {bound} ×"),
+            ));
+        }
+        for (slot, concurrency) in [(0usize, 1), (1, 32)] {
+            let theirs = dex.and_then(|d| rate(&d.flows[slot]));
+            out.push_str(&goal_row(
+                &format!("login flows/s at concurrency {concurrency}, oxidex RS256 vs Dex"),
+                format!(
+                    "{}, {}",
+                    named("oxidex", rate(&ox.flows[slot]), "/s"),
+                    named("Dex", theirs, "/s")
+                ),
+                ratio(rate(&ox.flows[slot]), theirs),
+                true,
+                Goal::AtLeast(10.0),
+                "≥ 10 ×",
+            ));
+        }
+        for (name, get) in [("discovery", &ox.discovery), ("/keys", &ox.keys)] {
+            let ours = get.as_ref().map(|r| r.rps);
+            out.push_str(&goal_row(
+                &format!("GET {name} vs hello (wrk)"),
+                format!(
+                    "{}, {}",
+                    named("oxidex", ours, " req/s"),
+                    named("hello", hello, " req/s")
+                ),
+                ratio(ours, hello),
+                true,
+                Goal::AtLeast(0.9),
+                "≥ 0.9 ×",
+            ));
+        }
+        out.push_str(&goal_row(
+            "exec → ready, empty database (RS256)",
+            named("oxidex", ox.ready_first_ms, " ms"),
+            ox.ready_first_ms,
+            false,
+            Goal::AtMost(20.0),
+            "≤ 20 ms",
+        ));
+        let dex_rss = dex.and_then(|d| d.rss_after_mb);
+        out.push_str(&goal_row(
+            "RSS after the full load vs Dex's",
+            format!(
+                "{}, {}",
+                named("oxidex", ox.rss_after_mb, " MB"),
+                named("Dex", dex_rss, " MB")
+            ),
+            ratio(ox.rss_after_mb, dex_rss),
+            true,
+            Goal::AtMost(0.8),
+            "≤ 0.8 ×",
+        ));
+        let logins = self
+            .oxidex_password
+            .as_ref()
+            .and_then(|p| rate(&p.flows[1]));
+        out.push_str(&goal_row(
+            &format!(
+                "password logins/s (bcrypt cost 10, concurrency {}) vs the bcrypt ceiling",
+                crate::password_concurrency()
+            ),
+            format!(
+                "{}, {}",
+                named("oxidex", logins, "/s"),
+                named(
+                    &format!("ceiling ({} cores)", cores()),
+                    self.bcrypt_ceiling,
+                    "/s"
+                )
+            ),
+            ratio(logins, self.bcrypt_ceiling),
+            true,
+            Goal::AtLeast(0.9),
+            "≥ 0.9 ×",
+        ));
+        out
+    }
+
     pub fn render(&self) -> String {
         let ox = &self.oxidex;
         let none = SystemResult::default();
@@ -234,6 +430,33 @@ impl Report {
             "",
             "",
             &format!("{} / {}", num(es[0]), num(es[1])),
+            "ceiling",
+        ]);
+        let oxidex_bytes = [ox.token_bytes, ox.token_es256_bytes];
+        for (slot, algorithm) in ["RS256", "ES256"].into_iter().enumerate() {
+            let bytes = |b: Option<usize>| b.map_or("—".into(), |b| b.to_string());
+            row([
+                &format!(
+                    "signing hello POST /token/s, {algorithm} (two signatures, Rust loop, 64 conns)"
+                ),
+                "",
+                "",
+                "",
+                &format!(
+                    "{}; response {} bytes (oxidex's {})",
+                    measured_cell(&self.signing_hello[slot]),
+                    bytes(self.signing_hello_bytes[slot]),
+                    bytes(oxidex_bytes[slot])
+                ),
+                "ceiling",
+            ]);
+        }
+        row([
+            &format!("bcrypt cost 10 verifications/s, all {} cores", cores()),
+            "",
+            "",
+            "",
+            &opt(self.bcrypt_ceiling, ""),
             "ceiling",
         ]);
         row([
@@ -279,9 +502,11 @@ impl Report {
             &measured_cell(&node.token),
             &measured_cell(&dex.token),
             &format!(
-                "two-signature ceiling {}; oxidex {} × it",
+                "two-signature ceiling {}; oxidex {} × it, {} × the signing hello",
                 num(two_sig),
-                num(ratio)
+                num(ratio),
+                num(ox.token.map_or(f64::NAN, |m| m.rate)
+                    / self.signing_hello[0].map_or(f64::NAN, |m| m.rate))
             ),
             &format!("≥ 0.85 × ceiling {}", check(ratio >= 0.85)),
         ]);
@@ -293,9 +518,11 @@ impl Report {
             "",
             "",
             &format!(
-                "two-signature ceiling {}; oxidex {} × it",
+                "two-signature ceiling {}; oxidex {} × it, {} × the signing hello",
                 num(two_sig_es),
-                num(ratio_es)
+                num(ratio_es),
+                num(ox.token_es256.map_or(f64::NAN, |m| m.rate)
+                    / self.signing_hello[1].map_or(f64::NAN, |m| m.rate))
             ),
             "(no target)",
         ]);
@@ -338,6 +565,23 @@ impl Report {
                 "(shows what RS256 costs)",
             ]);
         }
+        let password = self.oxidex_password.as_ref().unwrap_or(&none);
+        row([
+            &format!(
+                "password logins/s (bcrypt cost 10), concurrency {}, oxidex RS256",
+                crate::password_concurrency()
+            ),
+            &measured_cell(&password.flows[1]),
+            "",
+            "",
+            &format!(
+                "{} × the bcrypt ceiling; {} requests per login",
+                num(password.flows[1].map_or(f64::NAN, |m| m.rate)
+                    / self.bcrypt_ceiling.unwrap_or(f64::NAN)),
+                password.hops.map_or("—".into(), |h| h.to_string())
+            ),
+            "",
+        ]);
         let hops = |s: &SystemResult| s.hops.map_or("—".into(), |h| h.to_string());
         row([
             "HTTP requests per login flow (/token included)",
@@ -408,6 +652,10 @@ impl Report {
                 out.push_str(&format!("| {} |\n", r.join(" | ")));
             }
         }
+        if !self.storage_only {
+            out.push_str("\nIssue 15 targets (ratios within this run).\n\n");
+            out.push_str(&self.targets_table());
+        }
         if self.storage_only || self.oxidex_pg.is_some() || self.dex_pg.is_some() {
             if !self.storage_only {
                 out.push_str("\nStorage: the same workload on SQLite and on PostgreSQL.\n\n");
@@ -417,6 +665,10 @@ impl Report {
         let mut errors = Vec::new();
         for (name, errs) in [
             ("oxidex", &ox.errors[..]),
+            (
+                "oxidex with the password DB",
+                &self.oxidex_password.as_ref().unwrap_or(&none).errors[..],
+            ),
             ("oidc-provider", &node.errors[..]),
             ("Dex", &dex.errors[..]),
             (
@@ -469,6 +721,77 @@ mod tests {
         );
         assert!(text.contains("≥ 0.85 × ceiling ✘"));
         assert!(!text.contains("oxidex PostgreSQL"));
+    }
+
+    fn measured(rate: f64) -> Option<Measured> {
+        Some(Measured {
+            rate,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+        })
+    }
+
+    fn target_line<'a>(text: &'a str, figure: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(&format!("| {figure}")))
+            .unwrap_or_else(|| panic!("no row {figure:?} in\n{text}"))
+    }
+
+    #[test]
+    fn every_issue_15_figure_has_a_row_and_missing_ones_say_so() {
+        let text = Report::new(1.0).render();
+        let table = &text[text.find("Issue 15 targets").unwrap()..];
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| figure"))
+            .collect();
+        assert_eq!(rows.len(), 11, "{table}");
+        assert!(
+            rows.iter().all(|r| r.ends_with("| not measured |")),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn targets_are_judged_on_ratios_within_the_run() {
+        let mut report = Report::new(1.0);
+        report.signing_hello = [measured(1000.0), measured(10_000.0)];
+        report.oxidex.token = measured(850.0);
+        report.oxidex.token_es256 = measured(2000.0);
+        report.oxidex.flows = [measured(300.0), measured(900.0)];
+        report.oxidex_es256_flows = [measured(400.0), measured(1500.0)];
+        report.oxidex.ready_first_ms = Some(25.0);
+        report.oxidex.rss_after_mb = Some(30.0);
+        report.node = Some(SystemResult {
+            flows: [measured(200.0), measured(400.0)],
+            ..SystemResult::default()
+        });
+        report.bcrypt_ceiling = Some(20.0);
+        report.oxidex_password = Some(SystemResult {
+            flows: [None, measured(18.0)],
+            ..SystemResult::default()
+        });
+        let text = report.render();
+        let row = |figure| target_line(&text, figure).to_owned();
+        assert!(row("/token code exchange RS256").ends_with("| 0.85 × | ≥ 0.85 × | ✔ met |"));
+        assert!(row("/token code exchange ES256").ends_with("| 0.20 × | ≥ 0.25 × | ✘ not met |"));
+        assert!(
+            row("login flows/s at concurrency 32, oxidex RS256 vs oidc")
+                .contains("| 2.25 × | ≥ 2 × | ✔ met |")
+        );
+        assert!(
+            row("login flows/s at concurrency 32, oxidex ES256 vs oidc")
+                .contains("| 3.75 × | ≥ 4 × | ✘ not met |")
+        );
+        // Dex was not run (SKIP_DEX): its rows are not judged.
+        let dex = row("login flows/s at concurrency 1, oxidex RS256 vs Dex");
+        assert!(dex.contains("Dex not measured") && dex.ends_with("| not measured |"));
+        assert!(row("RSS after the full load").ends_with("| not measured |"));
+        assert!(row("exec → ready, empty").ends_with("| — | ≤ 20 ms | ✘ not met |"));
+        assert!(
+            row("password logins/s (bcrypt cost 10, concurrency")
+                .contains("| 0.90 × | ≥ 0.9 × | ✔ met |")
+        );
     }
 
     #[test]
