@@ -121,7 +121,8 @@ pub async fn start_services(
         .await
         .map_err(|e| storage::StorageError::Backend(e.to_string()))??;
     let policy = KeyPolicy::from_settings(&settings);
-    let keys = KeyManager::start(storage.clone(), policy, clock())
+    // A fresh database gets its keys in the background: the listeners open now.
+    let keys = KeyManager::start_in_background(storage.clone(), policy, clock.clone())
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
     let connectors = Arc::new(crate::connector::build_connectors(
