@@ -116,6 +116,9 @@ pub async fn start_services(
 ) -> Result<Services, ServerError> {
     // Install the metrics recorder before the first request is counted.
     let _ = crate::telemetry::prometheus();
+    // AWS-LC seeds its generator (key generation, RSA blinding, ECDSA nonces)
+    // on first use, which takes tens of milliseconds: now, beside the start-up.
+    tokio::task::spawn_blocking(crate::crypto::warm_up_key_generator);
     let storage_settings = settings.storage.clone();
     let storage = crate::blocking::run(move || storage::open(&storage_settings))
         .await
