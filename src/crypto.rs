@@ -1,7 +1,7 @@
 //! Every cryptographic primitive oxidex uses outside key handling, on aws-lc-rs:
-//! SHA-256, the OIDC token hash, HMAC-SHA256, constant-time comparison and random
-//! values (bytes, Dex's identifiers, tokens over an alphabet). One copy of each, so
-//! a fix or an audit covers every caller.
+//! SHA-256, the OIDC token hash, HMAC-SHA256, constant-time comparison; and random
+//! values (bytes, Dex's identifiers, tokens over an alphabet) from the operating
+//! system's generator. One copy of each, so a fix or an audit covers every caller.
 
 use aws_lc_rs::{constant_time, digest, hmac};
 use base64::Engine as _;
@@ -77,12 +77,29 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
-/// Fills `buf` from AWS-LC's CSPRNG.
+/// Fills `buf` from the operating system's CSPRNG (`getrandom(2)` on Linux).
+///
+/// Not AWS-LC's generator: AWS-LC seeds it from CPU jitter on its first use in a
+/// process, which takes tens of milliseconds (measured 67–104 ms on a loaded
+/// 2-core VM) — a cost every start would pay before serving, since ids are
+/// drawn during start-up. AWS-LC's generator is still what its own key
+/// generation, RSA blinding and ECDSA nonces use; [`warm_up_key_generator`]
+/// seeds it in the background.
 pub fn fill_random(buf: &mut [u8]) {
-    // AWS-LC's `RAND_bytes` aborts the process itself when it cannot produce
-    // entropy, so `fill` never reports an error; should one ever come, handing
-    // out zero bytes as a secret would be worse than stopping.
-    if aws_lc_rs::rand::fill(buf).is_err() {
+    // The kernel generator does not fail once seeded (early boot is long past
+    // when a service runs); should it ever, handing out zero bytes as a secret
+    // would be worse than stopping.
+    if getrandom::fill(buf).is_err() {
+        std::process::abort();
+    }
+}
+
+/// Makes AWS-LC seed its own generator now (see [`fill_random`]), so the first
+/// key generation or signature of a request does not wait for it. Blocking:
+/// call it off the async threads.
+pub fn warm_up_key_generator() {
+    let mut byte = [0u8; 1];
+    if aws_lc_rs::rand::fill(&mut byte).is_err() {
         std::process::abort();
     }
 }

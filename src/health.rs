@@ -156,8 +156,11 @@ impl HealthChecker {
     async fn check_signing_key(&self, now: SystemTime) -> Result<(), String> {
         // A key whose rotation is overdue by more than a few check intervals means
         // the rotation task is stuck.
-        let overdue =
-            |keys: &KeyManager| keys.keyset().next_rotation() + 4 * ROTATION_CHECK_INTERVAL < now;
+        // Before the first keys of a fresh start exist, there is nothing overdue.
+        let overdue = |keys: &KeyManager| {
+            keys.loaded()
+                .is_some_and(|set| set.next_rotation() + 4 * ROTATION_CHECK_INTERVAL < now)
+        };
         if !overdue(&self.keys) {
             return Ok(());
         }

@@ -116,12 +116,16 @@ pub async fn start_services(
 ) -> Result<Services, ServerError> {
     // Install the metrics recorder before the first request is counted.
     let _ = crate::telemetry::prometheus();
+    // AWS-LC seeds its generator (key generation, RSA blinding, ECDSA nonces)
+    // on first use, which takes tens of milliseconds: now, beside the start-up.
+    tokio::task::spawn_blocking(crate::crypto::warm_up_key_generator);
     let storage_settings = settings.storage.clone();
     let storage = crate::blocking::run(move || storage::open(&storage_settings))
         .await
         .map_err(|e| storage::StorageError::Backend(e.to_string()))??;
     let policy = KeyPolicy::from_settings(&settings);
-    let keys = KeyManager::start(storage.clone(), policy, clock())
+    // A fresh database gets its keys in the background: the listeners open now.
+    let keys = KeyManager::start_in_background(storage.clone(), policy, clock.clone())
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
     let connectors = Arc::new(crate::connector::build_connectors(

@@ -14,6 +14,13 @@ use crate::storage::{Keys, SharedStorage, Storage, StorageError, StoredSigningKe
 /// How often the rotation task checks storage, as in Dex.
 pub const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long a request that needs the signing key waits for the first one to be
+/// generated (a fresh database) before it fails.
+pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(10);
+
+/// Pause between attempts when generating or storing the first keys fails.
+const FIRST_KEY_RETRY: Duration = Duration::from_secs(1);
+
 /// Storage-backed signing keys for one process.
 ///
 /// Several processes may share one storage: every change goes through
@@ -23,7 +30,10 @@ pub const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub struct KeyManager {
     storage: SharedStorage,
     policy: KeyPolicy,
-    state: RwLock<State>,
+    /// `None` only between the start on an empty storage and the first keys.
+    state: RwLock<Option<State>>,
+    /// Flips to `true` once `state` holds keys (it never goes back).
+    loaded: tokio::sync::watch::Sender<bool>,
     /// Serializes `refresh` so an older result never replaces a newer one.
     refresh_lock: tokio::sync::Mutex<()>,
 }
@@ -41,35 +51,83 @@ impl KeyManager {
         policy: KeyPolicy,
         now: SystemTime,
     ) -> Result<Arc<Self>, KeyError> {
-        let (keys, set) = sync_off_thread(&storage, policy, now, None)
-            .await?
-            .ok_or_else(|| KeyError::Task("no keys after the initial load".to_owned()))?;
-        tracing::info!(
-            kid = set.kid(),
-            algorithm = %set.algorithm(),
-            next_kid = next_kid(&keys),
-            "signing keys loaded"
-        );
-        Ok(Arc::new(Self {
-            storage,
-            policy,
-            state: RwLock::new(State {
-                keys,
-                set: Arc::new(set),
-            }),
-            refresh_lock: tokio::sync::Mutex::new(()),
-        }))
+        let manager = Self::empty(storage, policy);
+        manager.refresh(now).await?;
+        Ok(manager)
     }
 
-    /// The current key set. Cheap: an `Arc` clone under a briefly held read lock.
-    pub fn keyset(&self) -> Arc<KeySet> {
-        Arc::clone(
-            &self
-                .state
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .set,
-        )
+    /// Like [`KeyManager::start`], but on an empty storage (a first start) it
+    /// returns at once and generates the keys in the background (a few tens to
+    /// hundreds of milliseconds for RSA), so the server can listen meanwhile:
+    /// what needs a key waits for it ([`KeyManager::keyset`]). Stored keys are
+    /// loaded (and rotated if due) before it returns, as by `start`.
+    pub async fn start_in_background(
+        storage: SharedStorage,
+        policy: KeyPolicy,
+        clock: crate::Clock,
+    ) -> Result<Arc<Self>, KeyError> {
+        let probe = Arc::clone(&storage);
+        let stored = crate::blocking::run(move || probe.get_keys())
+            .await
+            .map_err(|error| KeyError::Task(error.to_string()))??;
+        if stored.is_some() {
+            return Self::start(storage, policy, clock()).await;
+        }
+        let manager = Self::empty(storage, policy);
+        let generating = Arc::clone(&manager);
+        tokio::spawn(async move {
+            while let Err(error) = generating.refresh(clock()).await {
+                tracing::error!(%error, "generating the first signing keys failed; retrying");
+                tokio::time::sleep(FIRST_KEY_RETRY).await;
+            }
+        });
+        Ok(manager)
+    }
+
+    pub(super) fn empty(storage: SharedStorage, policy: KeyPolicy) -> Arc<Self> {
+        Arc::new(Self {
+            storage,
+            policy,
+            state: RwLock::new(None),
+            loaded: tokio::sync::watch::Sender::new(false),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The current key set, waiting (up to [`FIRST_KEY_WAIT`]) for the first
+    /// keys of a fresh start. Otherwise cheap: an `Arc` clone under a briefly
+    /// held read lock.
+    pub async fn keyset(&self) -> Result<Arc<KeySet>, KeyError> {
+        self.keyset_within(FIRST_KEY_WAIT).await
+    }
+
+    pub(super) async fn keyset_within(&self, limit: Duration) -> Result<Arc<KeySet>, KeyError> {
+        if let Some(set) = self.loaded() {
+            return Ok(set);
+        }
+        let mut loaded = self.loaded.subscribe();
+        match tokio::time::timeout(limit, loaded.wait_for(|loaded| *loaded)).await {
+            Ok(Ok(_)) => self
+                .loaded()
+                .ok_or_else(|| KeyError::Task("signing keys vanished".to_owned())),
+            _ => Err(KeyError::NotReady),
+        }
+    }
+
+    /// The current key set, or `None` while the first keys are being generated.
+    pub fn loaded(&self) -> Option<Arc<KeySet>> {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|state| Arc::clone(&state.set))
+    }
+
+    /// The algorithm tokens are signed with: the current key's, or the
+    /// configured one before the first key exists.
+    pub fn algorithm(&self) -> super::SigningAlgorithm {
+        self.loaded()
+            .map_or(self.policy.algorithm, |set| set.algorithm())
     }
 
     pub fn policy(&self) -> &KeyPolicy {
@@ -85,17 +143,23 @@ impl KeyManager {
             .state
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .keys
-            .clone();
-        let old_kid = known.signing_key.kid.clone();
-        let Some((keys, set)) =
-            sync_off_thread(&self.storage, self.policy, now, Some(known)).await?
+            .as_ref()
+            .map(|state| state.keys.clone());
+        let old_kid = known.as_ref().map(|keys| keys.signing_key.kid.clone());
+        let Some((keys, set)) = sync_off_thread(&self.storage, self.policy, now, known).await?
         else {
             return Ok(false);
         };
-        if set.kid() != old_kid {
+        if old_kid.is_none() {
             tracing::info!(
-                old_kid,
+                kid = set.kid(),
+                algorithm = %set.algorithm(),
+                next_kid = next_kid(&keys),
+                "signing keys loaded"
+            );
+        } else if old_kid.as_deref() != Some(set.kid()) {
+            tracing::info!(
+                old_kid = old_kid.as_deref().unwrap_or_default(),
                 kid = set.kid(),
                 algorithm = %set.algorithm(),
                 next_kid = next_kid(&keys),
@@ -104,10 +168,11 @@ impl KeyManager {
         } else {
             tracing::debug!(kid = set.kid(), "signing keys reloaded");
         }
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = State {
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = Some(State {
             keys,
             set: Arc::new(set),
-        };
+        });
+        self.loaded.send_replace(true);
         Ok(true)
     }
 

@@ -85,6 +85,9 @@ pub enum KeyError {
     /// A blocking key task panicked or was cancelled.
     #[error("key task failed: {0}")]
     Task(String),
+    /// The first signing keys of a fresh start are not there yet.
+    #[error("the signing keys are still being generated")]
+    NotReady,
 }
 
 /// Why a token was not accepted by [`KeySet::verify_jwt`] or the claim helpers.

@@ -582,7 +582,7 @@ async fn rotation_timeline_publishes_next_key_ahead_and_retires_old_keys() {
         .unwrap();
 
     // t0: A signs, B is published.
-    let at_t0 = manager.keyset();
+    let at_t0 = manager.loaded().unwrap();
     let a = at_t0.kid().to_owned();
     let stored = storage.get_keys().unwrap().unwrap();
     let b = stored.next_key.unwrap().kid;
@@ -605,7 +605,7 @@ async fn rotation_timeline_publishes_next_key_ahead_and_retires_old_keys() {
     // t0 + period: B signs; C is published; A verifies until t0 + period + lifetime.
     let t1 = t0() + 6 * HOUR;
     assert!(manager.refresh(t1).await.unwrap());
-    let at_t1 = manager.keyset();
+    let at_t1 = manager.loaded().unwrap();
     assert_eq!(at_t1.kid(), b);
     let c = storage.get_keys().unwrap().unwrap().next_key.unwrap().kid;
     assert_eq!(jwks_kids(&at_t1), [b.clone(), c.clone(), a.clone()]);
@@ -628,13 +628,16 @@ async fn rotation_timeline_publishes_next_key_ahead_and_retires_old_keys() {
     // Rotations every period; A stays while its expiry has not passed.
     for step in 2..=4 {
         assert!(manager.refresh(t0() + step * 6 * HOUR).await.unwrap());
-        assert!(jwks_kids(&manager.keyset()).contains(&a), "step {step}");
-        assert!(manager.keyset().verify_jwt(&token_a).is_ok());
+        assert!(
+            jwks_kids(&manager.loaded().unwrap()).contains(&a),
+            "step {step}"
+        );
+        assert!(manager.loaded().unwrap().verify_jwt(&token_a).is_ok());
     }
     // t0 + 30h = t0 + period + lifetime, A's expiry, and a rotation is due: A is
     // pruned.
     assert!(manager.refresh(t0() + 30 * HOUR).await.unwrap());
-    let late = manager.keyset();
+    let late = manager.loaded().unwrap();
     assert!(!jwks_kids(&late).contains(&a));
     assert_eq!(
         late.verify_jwt(&token_a),
@@ -653,16 +656,16 @@ async fn restart_reuses_stored_keys_and_verifies_old_tokens() {
     let first = KeyManager::start(Arc::clone(&storage), policy, t0())
         .await
         .unwrap();
-    let token = first.keyset().sign_jwt(&claims()).unwrap();
-    let kid = first.keyset().kid().to_owned();
+    let token = first.loaded().unwrap().sign_jwt(&claims()).unwrap();
+    let kid = first.loaded().unwrap().kid().to_owned();
     drop(first);
 
     let second = KeyManager::start(Arc::clone(&storage), policy, t0() + HOUR)
         .await
         .unwrap();
-    assert_eq!(second.keyset().kid(), kid);
+    assert_eq!(second.loaded().unwrap().kid(), kid);
     assert_eq!(
-        Value::Object(second.keyset().verify_jwt(&token).unwrap()),
+        Value::Object(second.loaded().unwrap().verify_jwt(&token).unwrap()),
         claims()
     );
 }
@@ -677,8 +680,8 @@ async fn racing_managers_rotate_once_and_agree() {
     );
     let (one, two) = (one.unwrap(), two.unwrap());
     assert_eq!(
-        one.keyset().kid(),
-        two.keyset().kid(),
+        one.loaded().unwrap().kid(),
+        two.loaded().unwrap().kid(),
         "both adopt the first creation"
     );
 
@@ -690,9 +693,12 @@ async fn racing_managers_rotate_once_and_agree() {
     );
     let stored = storage.get_keys().unwrap().unwrap();
     assert_eq!(stored.verification_keys.len(), 1, "rotated exactly once");
-    assert_eq!(one.keyset().kid(), stored.signing_key.kid);
-    assert_eq!(two.keyset().kid(), stored.signing_key.kid);
-    assert_eq!(one.keyset().jwks_json(), two.keyset().jwks_json());
+    assert_eq!(one.loaded().unwrap().kid(), stored.signing_key.kid);
+    assert_eq!(two.loaded().unwrap().kid(), stored.signing_key.kid);
+    assert_eq!(
+        one.loaded().unwrap().jwks_json(),
+        two.loaded().unwrap().jwks_json()
+    );
 }
 
 #[tokio::test]
@@ -709,10 +715,10 @@ async fn manager_reloads_a_rotation_done_by_another_process() {
     assert!(one.refresh(due).await.unwrap());
     // A token from the process that rotated verifies here even before we reload:
     // its new signing key was our published next key.
-    let token = one.keyset().sign_jwt(&claims()).unwrap();
-    assert!(two.keyset().verify_jwt(&token).is_ok());
+    let token = one.loaded().unwrap().sign_jwt(&claims()).unwrap();
+    assert!(two.loaded().unwrap().verify_jwt(&token).is_ok());
     assert!(two.refresh(due + Duration::from_secs(1)).await.unwrap());
-    assert_eq!(two.keyset().kid(), one.keyset().kid());
+    assert_eq!(two.loaded().unwrap().kid(), one.loaded().unwrap().kid());
     assert!(!two.refresh(due + Duration::from_secs(2)).await.unwrap());
 }
 
@@ -722,7 +728,7 @@ async fn algorithm_change_takes_effect_at_the_next_rotation() {
     let es = KeyManager::start(Arc::clone(&storage), policy(SigningAlgorithm::ES256), t0())
         .await
         .unwrap();
-    let es_token = es.keyset().sign_jwt(&claims()).unwrap();
+    let es_token = es.loaded().unwrap().sign_jwt(&claims()).unwrap();
 
     // Restart with a new algorithm: the current key keeps signing, the next key
     // is replaced by an EdDSA key and published.
@@ -733,13 +739,13 @@ async fn algorithm_change_takes_effect_at_the_next_rotation() {
     )
     .await
     .unwrap();
-    assert_eq!(ed.keyset().algorithm(), SigningAlgorithm::ES256);
-    let published = jwks(&ed.keyset());
+    assert_eq!(ed.loaded().unwrap().algorithm(), SigningAlgorithm::ES256);
+    let published = jwks(&ed.loaded().unwrap());
     assert_eq!(published.len(), 2);
     assert_eq!(published[1]["kty"], "OKP");
 
     assert!(ed.refresh(t0() + 6 * HOUR).await.unwrap());
-    let set = ed.keyset();
+    let set = ed.loaded().unwrap();
     assert_eq!(set.algorithm(), SigningAlgorithm::EdDSA);
     assert_eq!(set.kid(), published[1]["kid"].as_str().unwrap());
     let token = set.sign_jwt(&claims()).unwrap();
@@ -763,7 +769,7 @@ async fn rotation_task_rotates_when_due_and_stops_on_shutdown() {
     let manager = KeyManager::start(memory(), policy(SigningAlgorithm::ES256), fake_clock())
         .await
         .unwrap();
-    let first = manager.keyset().kid().to_owned();
+    let first = manager.loaded().unwrap().kid().to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = manager.spawn_rotation_task_every(
         Duration::from_millis(10),
@@ -775,7 +781,7 @@ async fn rotation_task_rotates_when_due_and_stops_on_shutdown() {
 
     FAKE_NOW.store(start + 6 * 3600, Ordering::SeqCst);
     let rotated = tokio::time::timeout(Duration::from_secs(10), async {
-        while manager.keyset().kid() == first {
+        while manager.loaded().unwrap().kid() == first {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -787,4 +793,47 @@ async fn rotation_task_rotates_when_due_and_stops_on_shutdown() {
         .await
         .expect("task stops on shutdown")
         .unwrap();
+}
+
+/// A first start returns before its keys exist: what needs a key waits for
+/// them; the keys then are the ones in storage. With keys already stored,
+/// they are loaded before the start returns.
+#[tokio::test]
+async fn a_first_start_serves_before_its_keys_exist_and_waits_for_them() {
+    let storage = memory();
+    let policy = policy(SigningAlgorithm::RS256);
+    let clock: crate::Clock = Arc::new(t0);
+    let manager = KeyManager::start_in_background(Arc::clone(&storage), policy, clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(manager.algorithm(), SigningAlgorithm::RS256);
+    let set = manager.keyset().await.unwrap();
+    assert!(manager.loaded().is_some());
+    let stored = storage.get_keys().unwrap().unwrap();
+    assert_eq!(set.kid(), stored.signing_key.kid);
+    assert!(stored.next_key.is_some(), "the next key is published too");
+
+    let restarted = KeyManager::start_in_background(Arc::clone(&storage), policy, clock)
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted
+            .loaded()
+            .expect("stored keys are loaded at once")
+            .kid(),
+        set.kid()
+    );
+}
+
+/// Until the first keys exist, nothing verifies and nothing is overdue; a
+/// wait that outlasts the generation fails instead of hanging.
+#[tokio::test]
+async fn waiting_for_keys_that_never_come_fails_after_the_limit() {
+    let manager = KeyManager::empty(memory(), policy(SigningAlgorithm::ES256));
+    assert!(manager.loaded().is_none());
+    assert_eq!(manager.algorithm(), SigningAlgorithm::ES256);
+    assert!(matches!(
+        manager.keyset_within(Duration::from_millis(20)).await,
+        Err(KeyError::NotReady)
+    ));
 }

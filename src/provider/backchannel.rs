@@ -158,9 +158,11 @@ impl Provider {
                 self.finish_delivery(delivery.id, None).await;
                 continue;
             };
-            let token = {
-                let keyset = self.keys.keyset();
-                logout_token(&keyset, &self.settings.issuer.url, &delivery, self.now())
+            let token = match self.keys.keyset().await {
+                Ok(keyset) => {
+                    logout_token(&keyset, &self.settings.issuer.url, &delivery, self.now())
+                }
+                Err(error) => Err(error.to_string()),
             };
             let http = self.backchannel.http.clone();
             running.spawn(async move {

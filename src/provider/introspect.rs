@@ -46,7 +46,10 @@ impl Provider {
         let token = token.to_owned();
         let storage = self.storage.clone();
         let settings = self.settings.clone();
-        let keyset = self.keys.keyset();
+        let keyset = self.keys.keyset().await.map_err(|error| {
+            tracing::error!(%error, "no signing key");
+            OAuthError::server_error()
+        })?;
         let now = self.now();
         let result = crate::blocking::run(move || {
             let ctx = IntrospectContext {
@@ -76,7 +79,11 @@ impl Provider {
     /// 401 `invalid_token` (RFC 6750 §3.1).
     pub async fn userinfo(&self, bearer_token: &str) -> Result<serde_json::Value, OAuthError> {
         let invalid = || OAuthError::new(ErrorCode::AccessDenied, 403, "Invalid bearer token.");
-        let claims = match self.keys.keyset().verify_jwt(bearer_token) {
+        // Before the first key exists no token of ours can.
+        let Some(keyset) = self.keys.loaded() else {
+            return Err(invalid());
+        };
+        let claims = match keyset.verify_jwt(bearer_token) {
             Ok(claims) => serde_json::Value::Object(claims),
             Err(error) => {
                 tracing::debug!(%error, "userinfo token rejected");

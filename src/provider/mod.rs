@@ -37,7 +37,7 @@ pub use token::{RefreshLocks, TokenRequest};
 use crate::Clock;
 use crate::config::{Client, Settings};
 use crate::connector::Connectors;
-use crate::keys::{KeyManager, KeySet};
+use crate::keys::{KeyError, KeyManager, KeySet};
 use crate::oidc::OAuthError;
 use crate::oidc::discovery::DiscoveryCache;
 use crate::oidc::grants::GrantContext;
@@ -244,12 +244,13 @@ impl Provider {
 
     /// The discovery document for the current key's algorithm.
     pub fn discovery_document(&self) -> bytes::Bytes {
-        self.discovery.document(self.keys.keyset().algorithm())
+        self.discovery.document(self.keys.algorithm())
     }
 
-    /// The JWKS: current key, next key, retired keys still valid.
-    pub fn jwks(&self) -> bytes::Bytes {
-        self.keys.keyset().jwks_json()
+    /// The JWKS: current key, next key, retired keys still valid (on a first
+    /// start, once the first keys exist).
+    pub async fn jwks(&self) -> Result<bytes::Bytes, KeyError> {
+        Ok(self.keys.keyset().await?.jwks_json())
     }
 
     /// The configured client the request authenticates as (`client_secret_basic`
@@ -299,7 +300,10 @@ impl Provider {
     {
         let storage = Arc::clone(&self.storage);
         let settings = Arc::clone(&self.settings);
-        let keyset: Arc<KeySet> = self.keys.keyset();
+        let keyset: Arc<KeySet> = self.keys.keyset().await.map_err(|error| {
+            tracing::error!(%error, "no signing key");
+            E::from(GateFailure)
+        })?;
         let now = self.now();
         crate::blocking::run(move || {
             call(&GrantContext {

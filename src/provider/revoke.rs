@@ -46,7 +46,10 @@ impl Provider {
         let token = token.to_owned();
         let storage = self.storage.clone();
         let settings = self.settings.clone();
-        let keyset = self.keys.keyset();
+        let keyset = self.keys.keyset().await.map_err(|error| {
+            tracing::error!(%error, "no signing key");
+            OAuthError::server_error()
+        })?;
         let now = self.now();
         let revoking = client.clone();
         let revocation = crate::blocking::run(move || {

@@ -101,7 +101,7 @@ impl Provider {
     /// expiry and audience are not checked (OpenID Connect Core §3.1.2.1 and
     /// RP-Initiated Logout §2: an expired hint still names the user).
     pub(super) fn verify_hint(&self, hint: &str) -> Option<Hint> {
-        let claims = self.keys.keyset().verify_jwt(hint).ok()?;
+        let claims = self.keys.loaded()?.verify_jwt(hint).ok()?;
         if claims.get("iss").and_then(Value::as_str) != Some(self.settings.issuer.url.as_str()) {
             return None;
         }

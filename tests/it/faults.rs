@@ -811,7 +811,8 @@ async fn rotation_checks(server: &TestServer, clock: &SteppedClock) -> String {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .kid()
         .to_owned()
 }
@@ -883,7 +884,8 @@ async fn clock_step_forward_past_rotation_keeps_readiness() {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .kid()
         .to_owned();
     clock.forward(3 * HOUR);
@@ -894,7 +896,8 @@ async fn clock_step_forward_past_rotation_keeps_readiness() {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .kid()
         .to_owned();
     assert_ne!(second, first);
@@ -1136,7 +1139,8 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .kid()
         .to_owned();
     let docs =
@@ -1168,7 +1172,8 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .kid()
         .to_owned();
     assert_ne!(new, old, "forcing the rotation time did not rotate");
@@ -1192,6 +1197,9 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         !kids.contains(&old),
         "the retired key is still published: {kids:?}"
     );
-    assert_eq!(server.state.live().provider.keys().keyset().kid(), new);
+    assert_eq!(
+        server.state.live().provider.keys().loaded().unwrap().kid(),
+        new
+    );
     server.stop().await;
 }

@@ -61,7 +61,8 @@ async fn token_signed_before_restart_verifies_with_keys_served_after() {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .sign_jwt(&json!({"iss": "http://127.0.0.1:5556/dex", "sub": "before-restart"}))
         .unwrap();
     let (before, headers) = fetch_jwks(&first, "/dex/keys").await;
@@ -99,7 +100,8 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .sign_jwt(&json!({"sub": "a"}))
         .unwrap();
     let a = header_kid(&signed_a);
@@ -130,7 +132,8 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
                 .live()
                 .provider
                 .keys()
-                .keyset()
+                .loaded()
+                .unwrap()
                 .sign_jwt(&json!({}))
                 .unwrap()
         ),
@@ -152,7 +155,8 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
         .live()
         .provider
         .keys()
-        .keyset()
+        .loaded()
+        .unwrap()
         .sign_jwt(&json!({"sub": "b"}))
         .unwrap();
     assert_eq!(header_kid(&signed_b), b);
