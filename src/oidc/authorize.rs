@@ -417,7 +417,7 @@ pub fn valid_redirect_uri(client: &Client, redirect_uri: &str) -> bool {
 /// Beyond Dex (which keeps every auth request for `expiry.authRequests`, 24 h by
 /// default): anyone can create auth requests, so unused ones go after 10 minutes;
 /// a login extends its request to `expiry.authRequests` from then
-/// ([`extend_after_login`]).
+/// ([`finalize_login`]).
 pub const UNUSED_AUTH_REQUEST_LIFETIME: std::time::Duration =
     std::time::Duration::from_secs(10 * 60);
 
@@ -566,7 +566,8 @@ fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, Auth
 }
 
 /// Records a successful login on the auth request (`logged_in`, claims,
-/// connector data, `auth_time = authenticated_at`, the browser session's id). When `offline_access` was requested and the
+/// connector data, `auth_time = authenticated_at`, the browser session's id) and
+/// extends its expiry, in one update. When `offline_access` was requested and the
 /// connector can refresh, the user's offline session is created or its connector
 /// data updated, as Dex's `finalizeLogin`.
 ///
@@ -579,6 +580,7 @@ fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, Auth
 #[allow(clippy::too_many_arguments)]
 pub fn finalize_login(
     storage: &dyn Storage,
+    settings: &Settings,
     auth_request_id: &str,
     claims: Claims,
     connector_data: Option<Vec<u8>>,
@@ -589,6 +591,11 @@ pub fn finalize_login(
 ) -> Result<AuthRequest, AuthorizeError> {
     const ALREADY: &str = "auth request already logged in";
     let hmac_key = new_hmac_key();
+    // The approval page and the response still lie ahead: the request gets the
+    // configured `expiry.authRequests` from now, never less than it had.
+    let extended = now
+        .checked_add(settings.expiry.auth_requests)
+        .ok_or_else(|| AuthorizeError::page(500, "Internal server error."))?;
     let updated = storage
         .update_auth_request(auth_request_id, &mut |mut request| {
             if is_expired(request.expiry, now) {
@@ -603,6 +610,7 @@ pub fn finalize_login(
             request.connector_data = connector_data.clone();
             request.auth_time = Some(authenticated_at);
             request.session_id = session_id.to_owned();
+            request.expiry = request.expiry.max(extended);
             Ok(request)
         })
         .map_err(|err| match err {
@@ -637,31 +645,6 @@ pub fn finalize_login(
     Ok(updated)
 }
 
-/// After a login: the auth request (approval, then the response) now has the
-/// configured `expiry.authRequests` from `now`, never less than it had.
-pub fn extend_after_login(
-    storage: &dyn Storage,
-    settings: &Settings,
-    auth_request_id: &str,
-    now: SystemTime,
-) -> Result<AuthRequest, AuthorizeError> {
-    let extended = now
-        .checked_add(settings.expiry.auth_requests)
-        .ok_or_else(|| AuthorizeError::page(500, "Internal server error."))?;
-    storage
-        .update_auth_request(auth_request_id, &mut |mut request| {
-            request.expiry = request.expiry.max(extended);
-            Ok(request)
-        })
-        .map_err(|err| match err {
-            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
-            err => {
-                tracing::error!(%err, "failed to extend auth request");
-                AuthorizeError::page(500, "Database error.")
-            }
-        })
-}
-
 /// Whether the approval screen must be shown: the request forces it
 /// (`approval_prompt=force` or `prompt=consent`, honoured even with
 /// `skipApprovalScreen`, as Dex), or the screen is not skipped and the user has
@@ -684,7 +667,8 @@ pub enum AuthorizeResponse {
 }
 
 /// Issues the authorization response for a logged-in (and approved) auth request
-/// (Dex's `sendCodeResponse`). The auth request is deleted first, so a double submit
+/// (Dex's `sendCodeResponse`). Tokens are minted first; then the auth request is
+/// deleted (and the code stored, in the same transaction), so a double submit
 /// finds it gone (400 "User session error."); expired ⇒ 400 "User session has
 /// expired.". `code` stores an auth code (30 min); `token` / `id_token` mint
 /// tokens into the fragment.
@@ -705,21 +689,11 @@ pub fn issue_response(
     if is_expired(request.expiry, now) {
         return Err(AuthorizeError::page(400, "User session has expired."));
     }
-    storage
-        .delete_auth_request(&request.id)
-        .map_err(|err| match err {
-            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
-            err => {
-                tracing::error!(%err, "failed to delete auth request");
-                AuthorizeError::storage(&err)
-            }
-        })?;
     let internal = || AuthorizeError::page(500, "Internal server error.");
     let wants = |t: &str| request.response_types.iter().any(|r| r == t);
 
-    let mut code = None;
-    if wants("code") {
-        let auth_code = AuthCode {
+    let auth_code = if wants("code") {
+        Some(AuthCode {
             id: new_id(),
             client_id: request.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
@@ -733,17 +707,14 @@ pub fn issue_response(
             auth_time: request.auth_time,
             browser_binding: request.browser_binding.clone(),
             session_id: request.session_id.clone(),
-        };
-        storage.create_auth_code(&auth_code).map_err(|err| {
-            tracing::error!(%err, "failed to store auth code");
-            AuthorizeError::storage(&err)
-        })?;
-        if request.redirect_uri == OOB_REDIRECT_URI {
-            return Ok(AuthorizeResponse::Oob { code: auth_code.id });
-        }
-        code = Some(auth_code.id);
-    }
+        })
+    } else {
+        None
+    };
+    let code = auth_code.as_ref().map(|c| c.id.clone());
+    let oob = code.is_some() && request.redirect_uri == OOB_REDIRECT_URI;
 
+    // Signed before anything is written: a signing failure leaves the request as it was.
     let minter = Minter::new(settings, signer);
     let subject = TokenSubject {
         client_id: &request.client_id,
@@ -754,12 +725,12 @@ pub fn issue_response(
         auth_time: request.auth_time,
         session_id: &request.session_id,
     };
-    let access_token = if wants("token") {
+    let access_token = if wants("token") && !oob {
         Some(minter.access_token(&subject, now).map_err(|_| internal())?)
     } else {
         None
     };
-    let id_token = if wants("id_token") {
+    let id_token = if wants("id_token") && !oob {
         let at = access_token.as_ref().map(|t| t.token.as_str());
         Some(
             minter
@@ -769,6 +740,25 @@ pub fn issue_response(
     } else {
         None
     };
+
+    // The request goes and the code comes in one transaction: of two submits only
+    // one finds the request.
+    match &auth_code {
+        Some(auth_code) => storage.exchange_auth_request_for_code(&request.id, auth_code),
+        None => storage.delete_auth_request(&request.id),
+    }
+    .map_err(|err| match err {
+        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+        err => {
+            tracing::error!(%err, "failed to issue the authorization response");
+            AuthorizeError::storage(&err)
+        }
+    })?;
+    if oob {
+        return Ok(AuthorizeResponse::Oob {
+            code: code.unwrap_or_default(),
+        });
+    }
 
     if access_token.is_none() && id_token.is_none() {
         let params = vec![
@@ -1349,11 +1339,7 @@ mod tests {
         );
     }
 
-    fn stored_request(
-        storage: &MemoryStorage,
-        extra: &[(&str, &str)],
-        s: &Settings,
-    ) -> AuthRequest {
+    fn stored_request(storage: &dyn Storage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
         let v = validate_authorize_request(&params(extra), s, &CONNECTORS).unwrap();
         create_auth_request(storage, s, &v, "mock", "browser-a", t0()).unwrap()
     }
@@ -1381,8 +1367,9 @@ mod tests {
         let req = stored_request(&storage, &[], &s);
         assert_eq!(req.expiry, t0() + secs(600));
         let login = t0() + secs(300);
-        finalize_login(
+        let extended = finalize_login(
             &storage,
+            &s,
             &req.id,
             user_claims(),
             None,
@@ -1392,13 +1379,11 @@ mod tests {
             login,
         )
         .unwrap();
-        let extended = extend_after_login(&storage, &s, &req.id, login).unwrap();
         assert_eq!(extended.expiry, login + secs(24 * 3600));
         assert_eq!(
             storage.get_auth_request(&req.id).unwrap().expiry,
             extended.expiry
         );
-        assert_eq!(page(extend_after_login(&storage, &s, "nope", login)).0, 400);
     }
 
     #[test]
@@ -1477,6 +1462,7 @@ mod tests {
         );
         let done = finalize_login(
             &storage,
+            &settings(),
             &req.id,
             user_claims(),
             None,
@@ -1503,6 +1489,7 @@ mod tests {
         let req = stored_request(&storage, &[], &s);
         let first = finalize_login(
             &storage,
+            &settings(),
             &req.id,
             user_claims(),
             None,
@@ -1517,6 +1504,7 @@ mod tests {
         other.user_id = "someone-else".into();
         let (status, message) = page(finalize_login(
             &storage,
+            &settings(),
             &req.id,
             other,
             None,
@@ -1538,6 +1526,7 @@ mod tests {
         let now = t0() + secs(5);
         let done = finalize_login(
             &storage,
+            &settings(),
             &req.id,
             user_claims(),
             Some(b"up".to_vec()),
@@ -1559,7 +1548,18 @@ mod tests {
         // Without refresh support no offline session is made.
         let storage = MemoryStorage::new();
         let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
-        finalize_login(&storage, &req.id, user_claims(), None, false, "", now, now).unwrap();
+        finalize_login(
+            &storage,
+            &settings(),
+            &req.id,
+            user_claims(),
+            None,
+            false,
+            "",
+            now,
+            now,
+        )
+        .unwrap();
         assert_eq!(
             storage.get_offline_session("0-385-28089-0", "mock"),
             Err(StorageError::NotFound)
@@ -1575,6 +1575,7 @@ mod tests {
         assert_eq!(
             page(finalize_login(
                 &storage,
+                &settings(),
                 &req.id,
                 user_claims(),
                 None,
@@ -1588,6 +1589,7 @@ mod tests {
         assert_eq!(
             page(finalize_login(
                 &storage,
+                &settings(),
                 "nope",
                 user_claims(),
                 None,
@@ -1603,7 +1605,18 @@ mod tests {
 
     fn logged_in(storage: &MemoryStorage, extra: &[(&str, &str)], s: &Settings) -> AuthRequest {
         let req = stored_request(storage, extra, s);
-        finalize_login(storage, &req.id, user_claims(), None, false, "", t0(), t0()).unwrap()
+        finalize_login(
+            storage,
+            s,
+            &req.id,
+            user_claims(),
+            None,
+            false,
+            "",
+            t0(),
+            t0(),
+        )
+        .unwrap()
     }
 
     fn redirect_url(r: Result<AuthorizeResponse, AuthorizeError>) -> String {
@@ -1658,6 +1671,78 @@ mod tests {
             t0(),
         ));
         assert!(url.ends_with("&state="), "{url}");
+    }
+
+    #[test]
+    fn a_login_and_its_response_commit_once_each() {
+        let storage = crate::storage::sqlite::SqliteStorage::open_in_memory().unwrap();
+        let commits = storage.count_commits();
+        let count = || commits.load(std::sync::atomic::Ordering::SeqCst);
+        let s = settings();
+        let signer = TestSigner::default();
+        for (scope, offline) in [("openid", false), ("openid offline_access", true)] {
+            let req = stored_request(&storage, &[("scope", scope)], &s);
+            let before = count();
+            let done = finalize_login(
+                &storage,
+                &s,
+                &req.id,
+                user_claims(),
+                Some(b"up".to_vec()),
+                true,
+                "",
+                t0(),
+                t0(),
+            )
+            .unwrap();
+            // The login and the extended expiry in one update; the offline
+            // session (Dex creates it at login) in a second one.
+            assert_eq!(count() - before, 1 + usize::from(offline), "{scope}");
+            assert_eq!(done.expiry, t0() + s.expiry.auth_requests);
+            let before = count();
+            let url = redirect_url(issue_response(&storage, &s, &signer, &req.id, t0()));
+            assert_eq!(count() - before, 1, "{scope}");
+            let code = url
+                .split("code=")
+                .nth(1)
+                .unwrap()
+                .split('&')
+                .next()
+                .unwrap();
+            assert!(storage.get_auth_code(code).is_ok());
+            assert_eq!(
+                storage.get_auth_request(&req.id),
+                Err(StorageError::NotFound)
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_signature_leaves_the_request_for_a_retry() {
+        let storage = MemoryStorage::new();
+        let s = implicit_settings();
+        let req = logged_in(
+            &storage,
+            &[("response_type", "code id_token"), ("nonce", "n")],
+            &s,
+        );
+        let failing = TestSigner {
+            fail: true,
+            ..TestSigner::default()
+        };
+        assert_eq!(
+            page(issue_response(&storage, &s, &failing, &req.id, t0())).0,
+            500
+        );
+        assert!(storage.get_auth_request(&req.id).is_ok());
+        let url = redirect_url(issue_response(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req.id,
+            t0(),
+        ));
+        assert!(url.contains("code="), "{url}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::check_param_len;
 use super::error::{ErrorCode, OAuthError};
-use super::grants::{GrantContext, RefreshIssue, issue_tokens};
+use super::grants::{GrantContext, issue_tokens};
 use super::mint::{TokenResponse, TokenSubject};
 use super::scopes::{self, cross_client_peer, go_quote_list, peer_trusts};
 use crate::config::settings::{Client, Settings};
@@ -105,7 +105,7 @@ pub fn client_credentials_grant(
         // No browser session behind these tokens (as Dex HEAD).
         session_id: "",
     };
-    issue_tokens(ctx, &subject, None, RefreshIssue::None, None)
+    issue_tokens(ctx, &subject, None, None, None)
 }
 
 #[cfg(test)]

@@ -601,6 +601,7 @@ mod tests {
         .unwrap();
         finalize_login(
             storage,
+            settings,
             &auth.id,
             user_claims(),
             None,

@@ -2,7 +2,6 @@
 //! (in three phases so the async upstream call stays outside storage), `password`,
 //! plus PKCE verification and the userinfo-side claim checks.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -18,8 +17,8 @@ use super::subject::{RefreshTokenWire, encode_subject};
 use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::crypto::new_id;
 use crate::storage::{
-    Claims, OfflineSession, Pkce, RedeemedCode, RefreshToken, RefreshTokenRef, Storage,
-    StorageError, StorageResult,
+    Claims, GrantWrite, NewRefreshToken, OfflineSession, Pkce, RedeemedCode, RefreshToken,
+    RefreshTokenRef, Storage, StorageError, StorageResult,
 };
 
 /// Beyond Dex: a user may hold several refresh tokens for one client (one per
@@ -123,16 +122,9 @@ pub fn exchange_code(
     };
     let with_refresh = request.refreshing_connectors.contains(&code.connector_id)
         && scopes::has_scope(&code.scopes, scopes::OFFLINE_ACCESS);
-    // The refresh token is stored before the code is spent and the tombstone names
-    // it: whoever finds the code spent (a replay, even one racing this exchange)
-    // finds the token to revoke.
-    let refresh = if with_refresh {
-        let token = new_refresh_token(ctx, &subject);
-        store_refresh_token(ctx, &token)?;
-        Some(token)
-    } else {
-        None
-    };
+    let refresh = with_refresh.then(|| new_refresh_token(ctx, &subject));
+    // The tombstone names the refresh token and commits with it: whoever finds the
+    // code spent (a replay, even one racing this exchange) finds the token to revoke.
     let redeemed = RedeemedCode {
         id: code.id.clone(),
         client_id: code.client_id.clone(),
@@ -141,29 +133,7 @@ pub fn exchange_code(
         connector_id: code.connector_id.clone(),
         expiry: code.expiry,
     };
-    let redeemed = ctx.storage.redeem_auth_code(&code.id, &redeemed);
-    if redeemed.is_err()
-        && let Some(token) = &refresh
-    {
-        roll_back_refresh_token(ctx, &token.id);
-    }
-    match redeemed {
-        Ok(()) => {}
-        Err(StorageError::NotFound) => {
-            // Spent by a concurrent exchange between our read and now: a replay.
-            revoke_if_replayed(ctx, &code.id);
-            return Err(invalid_code());
-        }
-        Err(err) => {
-            tracing::error!(%err, "failed to redeem auth code");
-            return Err(OAuthError::storage(&err));
-        }
-    }
-    let refresh = match refresh {
-        Some(token) => RefreshIssue::Stored(Box::new(token)),
-        None => RefreshIssue::None,
-    };
-    issue_tokens(ctx, &subject, Some(&code.id), refresh, code.connector_data)
+    issue_tokens(ctx, &subject, Some(&redeemed), refresh, code.connector_data)
 }
 
 /// A code presented again while its tombstone lives (until the code's expiry):
@@ -234,66 +204,79 @@ pub fn verify_pkce(code_verifier: &str, pkce: &Pkce) -> Result<(), OAuthError> {
     }
 }
 
-/// Access token, ID token when `openid` was granted, and a refresh token when
-/// asked — signed first, so a signing failure leaves no refresh token behind.
+/// Access token, ID token when `openid` was granted, and `refresh` when given.
+/// The tokens are signed first (pure CPU: nothing to undo if storage then refuses),
+/// then ONE storage transaction spends the code (`redeem`, its tombstone), stores
+/// the refresh token, links it from the user's offline session (with the upstream
+/// `connector_data`) and deletes the tokens pruned from there.
 pub(super) fn issue_tokens(
     ctx: &GrantContext<'_>,
     subject: &TokenSubject<'_>,
-    code: Option<&str>,
-    refresh: RefreshIssue,
+    redeem: Option<&RedeemedCode>,
+    refresh: Option<RefreshToken>,
     connector_data: Option<Vec<u8>>,
 ) -> Result<TokenResponse, OAuthError> {
     let minter = ctx.minter();
-    let minted = minter.access_token(subject, ctx.now).and_then(|access| {
-        let id_token = if scopes::has_scope(subject.scopes, scopes::OPENID) {
-            Some(minter.id_token(subject, ctx.now, Some(&access.token), code)?)
-        } else {
-            None
+    let access = minter.access_token(subject, ctx.now)?;
+    let id_token = if scopes::has_scope(subject.scopes, scopes::OPENID) {
+        let code = redeem.map(|r| r.id.as_str());
+        Some(minter.id_token(subject, ctx.now, Some(&access.token), code)?)
+    } else {
+        None
+    };
+    let policy = ctx.policy();
+    let now = ctx.now;
+    let mut link = refresh.as_ref().map(|token| {
+        let reference = RefreshTokenRef {
+            id: token.id.clone(),
+            client_id: token.client_id.clone(),
+            created_at: now,
+            last_used: now,
         };
-        Ok((access, id_token))
+        let connector_data = connector_data.filter(|d| !d.is_empty());
+        move |session: &mut OfflineSession| {
+            let pruned = stale_references(policy, now, session, &reference);
+            session.refresh.retain(|id, _| !pruned.contains(id));
+            session
+                .refresh
+                .insert(reference.id.clone(), reference.clone());
+            if let Some(data) = &connector_data {
+                session.connector_data = Some(data.clone());
+            }
+            pruned
+        }
     });
-    let (access, id_token) = match minted {
-        Ok(minted) => minted,
-        Err(error) => {
-            if let RefreshIssue::Stored(token) = &refresh {
-                roll_back_refresh_token(ctx, &token.id);
-            }
-            return Err(error);
-        }
+    let grant = GrantWrite {
+        redeem,
+        refresh: refresh
+            .as_ref()
+            .zip(link.as_mut())
+            .map(|(token, link)| NewRefreshToken { token, link }),
     };
-    let refresh = match refresh {
-        RefreshIssue::None => None,
-        RefreshIssue::New => {
-            let token = new_refresh_token(ctx, subject);
-            store_refresh_token(ctx, &token)?;
-            Some(link_refresh_token(ctx, token, connector_data)?)
-        }
-        RefreshIssue::Stored(token) => {
-            let (id, user_id, connector_id) = (
-                token.id.clone(),
-                token.claims.user_id.clone(),
-                token.connector_id.clone(),
-            );
-            let wire = link_refresh_token(ctx, *token, connector_data)?;
-            // A replay of the code revokes the token (delete, then unlink); if that
-            // ran between storing and linking it, our link would outlive the token.
-            if ctx.storage.get_refresh_token(&id) == Err(StorageError::NotFound) {
-                revoke_refresh_token(ctx.storage, &id, &user_id, &connector_id);
-                return Err(OAuthError::invalid_grant(
-                    "Invalid or expired code parameter.",
-                ));
+    match ctx.storage.commit_grant(grant) {
+        Ok(()) => {}
+        Err(StorageError::NotFound) if redeem.is_some() => {
+            // Spent by a concurrent exchange between our read and now: a replay.
+            if let Some(redeemed) = redeem {
+                revoke_if_replayed(ctx, &redeemed.id);
             }
-            Some(wire)
+            return Err(OAuthError::invalid_grant(
+                "Invalid or expired code parameter.",
+            ));
         }
-    };
+        Err(err) => {
+            tracing::error!(%err, "failed to store the grant");
+            return Err(OAuthError::storage(&err));
+        }
+    }
+    let refresh = refresh.map(|token| {
+        RefreshTokenWire {
+            id: token.id,
+            token: token.token,
+        }
+        .encode()
+    });
     Ok(TokenResponse::new(&access, id_token, refresh, ctx.now))
-}
-
-/// Whether a token response carries a refresh token, and whether it is stored yet.
-pub(super) enum RefreshIssue {
-    None,
-    New,
-    Stored(Box<RefreshToken>),
 }
 
 fn new_refresh_token(ctx: &GrantContext<'_>, subject: &TokenSubject<'_>) -> RefreshToken {
@@ -315,85 +298,28 @@ fn new_refresh_token(ctx: &GrantContext<'_>, subject: &TokenSubject<'_>) -> Refr
     }
 }
 
-fn store_refresh_token(ctx: &GrantContext<'_>, token: &RefreshToken) -> Result<(), OAuthError> {
-    ctx.storage.create_refresh_token(token).map_err(|err| {
-        tracing::error!(%err, "failed to store refresh token");
-        OAuthError::storage(&err)
-    })
-}
-
-fn roll_back_refresh_token(ctx: &GrantContext<'_>, id: &str) {
-    match ctx.storage.delete_refresh_token(id) {
-        Ok(()) | Err(StorageError::NotFound) => {}
-        Err(err) => tracing::error!(%err, "failed to roll back refresh token"),
-    }
-}
-
-/// Links a stored refresh token from the user's offline session, prunes the
-/// user's stale tokens for the client, and returns the wire value.
-fn link_refresh_token(
-    ctx: &GrantContext<'_>,
-    token: RefreshToken,
-    connector_data: Option<Vec<u8>>,
-) -> Result<String, OAuthError> {
-    let reference = RefreshTokenRef {
-        id: token.id.clone(),
-        client_id: token.client_id.clone(),
-        created_at: ctx.now,
-        last_used: ctx.now,
-    };
-    let session = upsert_offline_session(
-        ctx.storage,
-        &token.claims.user_id,
-        &token.connector_id,
-        &mut |session| {
-            session
-                .refresh
-                .insert(reference.id.clone(), reference.clone());
-            if let Some(data) = connector_data.as_ref().filter(|d| !d.is_empty()) {
-                session.connector_data = Some(data.clone());
-            }
-        },
-    );
-    let session = match session {
-        Ok(session) => session,
-        Err(err) => {
-            tracing::error!(%err, "failed to update offline session");
-            roll_back_refresh_token(ctx, &token.id);
-            return Err(OAuthError::storage(&err));
-        }
-    };
-    prune_refresh_tokens(ctx, &session, &token.client_id, &token.id);
-    Ok(RefreshTokenWire {
-        id: token.id,
-        token: token.token,
-    }
-    .encode())
-}
-
-/// Best effort: drops the session's expired tokens for `client_id`, then the least
-/// recently used ones beyond the per-client cap. Decided from the session's references
-/// (a reference keeps its token's `created_at`, and every refresh updates its `last_used`), not
-/// by reading every token: a user with many logins would otherwise pay one token read
-/// per reference on every code exchange (measured: /token at ~0.3 × the signature
-/// ceiling with 32 references). A reference whose token is already gone counts as live
-/// until it expires or is evicted.
-fn prune_refresh_tokens(
-    ctx: &GrantContext<'_>,
+/// The references a new token (`added`) makes stale: the session's expired ones
+/// for its client, then the least recently used ones beyond the per-client cap.
+/// Decided from the session's references (a reference keeps its token's `created_at`,
+/// and every refresh updates its `last_used`), not by reading every token: a user with
+/// many logins would otherwise pay one token read per reference on every code exchange
+/// (measured: /token at ~0.3 × the signature ceiling with 32 references). A reference
+/// whose token is already gone counts as live until it expires or is evicted.
+fn stale_references(
+    policy: &RefreshTokenPolicy,
+    now: SystemTime,
     session: &OfflineSession,
-    client_id: &str,
-    keep: &str,
-) {
-    let policy = ctx.policy();
+    added: &RefreshTokenRef,
+) -> Vec<String> {
     let mut live: Vec<(SystemTime, String)> = Vec::new();
     let mut doomed: Vec<String> = Vec::new();
     for reference in session
         .refresh
         .values()
-        .filter(|r| r.client_id == client_id && r.id != keep)
+        .filter(|r| r.client_id == added.client_id && r.id != added.id)
     {
-        if after(ctx.now, reference.created_at, policy.absolute_lifetime)
-            || after(ctx.now, reference.last_used, policy.valid_if_not_used_for)
+        if after(now, reference.created_at, policy.absolute_lifetime)
+            || after(now, reference.last_used, policy.valid_if_not_used_for)
         {
             doomed.push(reference.id.clone());
         } else {
@@ -405,26 +331,7 @@ fn prune_refresh_tokens(
         let excess = live.len() + 1 - MAX_REFRESH_TOKENS_PER_CLIENT;
         doomed.extend(live.into_iter().take(excess).map(|(_, id)| id));
     }
-    if doomed.is_empty() {
-        return;
-    }
-    for id in &doomed {
-        match ctx.storage.delete_refresh_token(id) {
-            Ok(()) | Err(StorageError::NotFound) => {}
-            Err(err) => tracing::warn!(%err, "failed to prune refresh token"),
-        }
-    }
-    let result = ctx.storage.update_offline_session(
-        &session.user_id,
-        &session.connector_id,
-        &mut |mut s| {
-            s.refresh.retain(|id, _| !doomed.contains(id));
-            Ok(s)
-        },
-    );
-    if let Err(err) = result {
-        tracing::warn!(%err, "failed to prune offline session references");
-    }
+    doomed
 }
 
 /// Creates the offline session of (user, connector) or edits the existing one.
@@ -442,12 +349,7 @@ pub(crate) fn upsert_offline_session(
     };
     match update(storage, edit) {
         Err(StorageError::NotFound) => {
-            let mut session = OfflineSession {
-                user_id: user_id.to_owned(),
-                connector_id: connector_id.to_owned(),
-                refresh: BTreeMap::new(),
-                connector_data: None,
-            };
+            let mut session = OfflineSession::empty(user_id, connector_id);
             edit(&mut session);
             match storage.create_offline_session(&session) {
                 Ok(()) => Ok(session),
@@ -926,17 +828,8 @@ pub fn password_grant(
     };
     let with_refresh =
         login.connector_supports_refresh && scopes::has_scope(login.scopes, scopes::OFFLINE_ACCESS);
-    issue_tokens(
-        ctx,
-        &subject,
-        None,
-        if with_refresh {
-            RefreshIssue::New
-        } else {
-            RefreshIssue::None
-        },
-        login.connector_data.clone(),
-    )
+    let refresh = with_refresh.then(|| new_refresh_token(ctx, &subject));
+    issue_tokens(ctx, &subject, None, refresh, login.connector_data.clone())
 }
 
 // ---------------------------------------------------------------------------
@@ -1033,18 +926,23 @@ mod tests {
     use crate::oidc::test_support::{TestSigner, jwt_payload, secs, settings, t0, user_claims};
     use crate::storage::AuthCode;
     use crate::storage::memory::MemoryStorage;
+    use crate::storage::sqlite::SqliteStorage;
     use serde_json::json;
 
     struct Fixture {
-        storage: MemoryStorage,
+        storage: Box<dyn Storage>,
         settings: Settings,
         signer: TestSigner,
     }
 
     impl Fixture {
         fn new() -> Self {
+            Self::on(Box::new(MemoryStorage::new()))
+        }
+
+        fn on(storage: Box<dyn Storage>) -> Self {
             Self {
-                storage: MemoryStorage::new(),
+                storage,
                 settings: settings(),
                 signer: TestSigner::default(),
             }
@@ -1052,7 +950,7 @@ mod tests {
 
         fn ctx(&self, now: SystemTime) -> GrantContext<'_> {
             GrantContext {
-                storage: &self.storage,
+                storage: self.storage.as_ref(),
                 settings: &self.settings,
                 signer: &self.signer,
                 now,
@@ -1788,6 +1686,97 @@ mod tests {
             .get_offline_session("0-385-28089-0", "mock")
             .unwrap();
         assert_eq!(session.refresh.len(), MAX_REFRESH_TOKENS_PER_CLIENT);
+    }
+
+    /// A fixture on SQLite, with a counter of the transactions it commits.
+    fn counting() -> (Fixture, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let storage = SqliteStorage::open_in_memory().unwrap();
+        let commits = storage.count_commits();
+        (Fixture::on(Box::new(storage)), commits)
+    }
+
+    fn commits_of<T>(
+        commits: &std::sync::atomic::AtomicUsize,
+        work: impl FnOnce() -> T,
+    ) -> (usize, T) {
+        let before = commits.load(std::sync::atomic::Ordering::SeqCst);
+        let result = work();
+        (
+            commits.load(std::sync::atomic::Ordering::SeqCst) - before,
+            result,
+        )
+    }
+
+    #[test]
+    fn a_code_exchange_commits_once_even_when_it_prunes() {
+        let (f, commits) = counting();
+        let code = f.store_code("openid", Pkce::default());
+        let (n, resp) = commits_of(&commits, || f.exchange(&code, "", t0()));
+        assert!(resp.is_ok());
+        assert_eq!(n, 1, "commits of an exchange without a refresh token");
+
+        // First refresh token of the user: the offline session is created too.
+        let code = f.store_code("openid offline_access", Pkce::default());
+        let (n, resp) = commits_of(&commits, || f.exchange(&code, "", t0()));
+        let first = resp.unwrap().refresh_token.unwrap();
+        assert_eq!(n, 1, "commits of an exchange creating the offline session");
+
+        for i in 1..MAX_REFRESH_TOKENS_PER_CLIENT as u64 {
+            f.login(t0() + secs(i));
+        }
+        // At the cap: this exchange also evicts the least recently used token.
+        let code = f.store_code("openid offline_access", Pkce::default());
+        let (n, resp) = commits_of(&commits, || f.exchange(&code, "", t0() + secs(100)));
+        assert!(resp.unwrap().refresh_token.is_some());
+        assert_eq!(n, 1, "commits of an exchange that prunes");
+        assert_eq!(
+            f.storage.list_refresh_tokens().unwrap().len(),
+            MAX_REFRESH_TOKENS_PER_CLIENT
+        );
+        let first = RefreshTokenWire::decode(&first).id;
+        assert_eq!(
+            f.storage.get_refresh_token(&first),
+            Err(StorageError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_replayed_code_writes_nothing_but_the_revocation() {
+        let (f, commits) = counting();
+        let code = f.store_code("openid offline_access", Pkce::default());
+        let token = f.exchange(&code, "", t0()).unwrap().refresh_token.unwrap();
+        let (_, replay) = commits_of(&commits, || f.exchange(&code, "", t0()));
+        assert_err(replay, 400, ErrorCode::InvalidGrant);
+        let id = RefreshTokenWire::decode(&token).id;
+        assert_eq!(
+            f.storage.get_refresh_token(&id),
+            Err(StorageError::NotFound)
+        );
+        let session = f
+            .storage
+            .get_offline_session(&user_claims().user_id, "mock")
+            .unwrap();
+        assert!(session.refresh.is_empty(), "{session:?}");
+        assert_eq!(f.storage.list_refresh_tokens().unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_password_grant_commits_once() {
+        let (f, commits) = counting();
+        let web = f.client("web");
+        let scopes = password_scopes(&f.settings, &web, "openid offline_access").unwrap();
+        for _ in 0..2 {
+            let (n, resp) = commits_of(&commits, || {
+                password_grant(&f.ctx(t0()), &web, password_login(&scopes, true))
+            });
+            assert!(resp.unwrap().refresh_token.is_some());
+            assert_eq!(n, 1);
+        }
+        let session = f
+            .storage
+            .get_offline_session(&user_claims().user_id, "local")
+            .unwrap();
+        assert_eq!(session.refresh.len(), 2);
     }
 
     // --- password ----------------------------------------------------------

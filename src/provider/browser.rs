@@ -335,6 +335,7 @@ impl Provider {
                     };
                 flow::finalize_login(
                     s,
+                    &settings,
                     &request.id,
                     session_for_write.claims.clone(),
                     connector_data,
@@ -343,9 +344,7 @@ impl Provider {
                     session_for_write.authenticated_at,
                     now,
                 )
-                .map_err(ProviderError::from)?;
-                flow::extend_after_login(s, &settings, &request.id, now)
-                    .map_err(ProviderError::from)
+                .map_err(ProviderError::from)
             })
             .await?;
         let sessions = self.session_settings().cloned().unwrap_or_default();
@@ -629,6 +628,7 @@ impl Provider {
                 };
                 let logged_in = flow::finalize_login(
                     s,
+                    &settings,
                     &id,
                     claims,
                     connector_data,
@@ -637,7 +637,6 @@ impl Provider {
                     now,
                     now,
                 )
-                .and_then(|_| flow::extend_after_login(s, &settings, &id, now))
                 .map_err(ProviderError::from)?;
                 Ok::<_, ProviderError>((logged_in, cookie))
             })

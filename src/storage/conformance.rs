@@ -264,39 +264,71 @@ pub(crate) fn auth_code_crud(new: Factory<'_>) {
     assert_eq!(s.get_auth_code("code-2").unwrap(), other);
 }
 
+fn tombstone(code: &str, refresh_token_id: Option<&str>, expiry: SystemTime) -> RedeemedCode {
+    RedeemedCode {
+        id: code.to_owned(),
+        client_id: "grafana".to_owned(),
+        refresh_token_id: refresh_token_id.map(str::to_owned),
+        user_id: "bob-id".to_owned(),
+        connector_id: "forgejo".to_owned(),
+        expiry,
+    }
+}
+
+fn redeem_only(s: &SharedStorage, redeemed: &RedeemedCode) -> StorageResult<()> {
+    s.commit_grant(GrantWrite {
+        redeem: Some(redeemed),
+        refresh: None,
+    })
+}
+
+/// Commits a grant whose link adds `token`'s reference, sets the session's
+/// connector data to `data`, and prunes the references named in `prune`.
+fn commit_linked(
+    s: &SharedStorage,
+    redeem: Option<&RedeemedCode>,
+    token: &RefreshToken,
+    data: &[u8],
+    prune: &[&str],
+) -> StorageResult<()> {
+    let mut link = |session: &mut OfflineSession| {
+        let pruned: Vec<String> = prune.iter().map(|id| (*id).to_owned()).collect();
+        session.refresh.retain(|id, _| !pruned.contains(id));
+        session
+            .refresh
+            .insert(token.id.clone(), refresh_ref(&token.id));
+        session.connector_data = Some(data.to_vec());
+        pruned
+    };
+    s.commit_grant(GrantWrite {
+        redeem,
+        refresh: Some(NewRefreshToken {
+            token,
+            link: &mut link,
+        }),
+    })
+}
+
 /// Redeeming spends the code and leaves its tombstone, atomically and once.
 pub(crate) fn auth_code_redeem(new: Factory<'_>) {
     let s = new();
     let t = instant(1_700_000_000);
     s.create_auth_code(&auth_code("code-1", t)).unwrap();
     s.create_auth_code(&auth_code("code-2", t)).unwrap();
-    let tombstone = RedeemedCode {
-        id: "code-1".to_owned(),
-        client_id: "grafana".to_owned(),
-        refresh_token_id: Some("rt-1".to_owned()),
-        user_id: "bob-id".to_owned(),
-        connector_id: "forgejo".to_owned(),
-        expiry: t,
-    };
+    let tombstone = tombstone("code-1", Some("rt-1"), t);
     assert_eq!(s.get_redeemed_code("code-1"), Err(StorageError::NotFound));
-    s.redeem_auth_code("code-1", &tombstone).unwrap();
+    redeem_only(&s, &tombstone).unwrap();
     assert_eq!(s.get_auth_code("code-1"), Err(StorageError::NotFound));
     assert_eq!(s.get_redeemed_code("code-1").unwrap(), tombstone);
     // A second redemption finds no code and changes nothing.
     let mut again = tombstone.clone();
     again.refresh_token_id = None;
-    assert_eq!(
-        s.redeem_auth_code("code-1", &again),
-        Err(StorageError::NotFound)
-    );
+    assert_eq!(redeem_only(&s, &again), Err(StorageError::NotFound));
     assert_eq!(s.get_redeemed_code("code-1").unwrap(), tombstone);
     // A code never issued leaves no tombstone behind.
     let mut ghost = tombstone.clone();
     ghost.id = "ghost".to_owned();
-    assert_eq!(
-        s.redeem_auth_code("ghost", &ghost),
-        Err(StorageError::NotFound)
-    );
+    assert_eq!(redeem_only(&s, &ghost), Err(StorageError::NotFound));
     assert_eq!(s.get_redeemed_code("ghost"), Err(StorageError::NotFound));
     assert!(s.get_auth_code("code-2").is_ok());
 
@@ -305,6 +337,224 @@ pub(crate) fn auth_code_redeem(new: Factory<'_>) {
     assert!(s.get_redeemed_code("code-1").is_ok());
     assert_eq!(s.garbage_collect(t + HOUR).unwrap().auth_codes, 2);
     assert_eq!(s.get_redeemed_code("code-1"), Err(StorageError::NotFound));
+}
+
+/// A grant's refresh token is stored with its link: the offline session is
+/// created when missing, edited when present, and the tokens the link pruned are
+/// deleted (missing ones skipped), with or without a code to spend.
+pub(crate) fn grant_links_and_prunes(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    s.create_auth_code(&auth_code("code-1", later())).unwrap();
+    let first = refresh_token("rt-1");
+    let user = first.claims.user_id.clone();
+    assert_eq!(
+        s.get_offline_session(&user, "forgejo"),
+        Err(StorageError::NotFound)
+    );
+    let redeemed = tombstone("code-1", Some("rt-1"), t);
+    commit_linked(&s, Some(&redeemed), &first, b"up-1", &[]).unwrap();
+    assert_eq!(s.get_refresh_token("rt-1").unwrap(), first);
+    assert_eq!(s.get_redeemed_code("code-1").unwrap(), redeemed);
+    assert_eq!(s.get_auth_code("code-1"), Err(StorageError::NotFound));
+    let mut expected = OfflineSession::empty(&user, "forgejo");
+    expected
+        .refresh
+        .insert("rt-1".to_owned(), refresh_ref("rt-1"));
+    expected.connector_data = Some(b"up-1".to_vec());
+    assert_eq!(s.get_offline_session(&user, "forgejo").unwrap(), expected);
+
+    // Without a code (the password grant); an existing session keeps its other
+    // references, and a pruned token is deleted with its reference.
+    let bystander = refresh_token("rt-other");
+    s.create_refresh_token(&bystander).unwrap();
+    let second = refresh_token("rt-2");
+    commit_linked(&s, None, &second, b"up-2", &["rt-1", "rt-gone"]).unwrap();
+    assert_eq!(s.get_refresh_token("rt-1"), Err(StorageError::NotFound));
+    assert_eq!(s.get_refresh_token("rt-2").unwrap(), second);
+    assert_eq!(s.get_refresh_token("rt-other").unwrap(), bystander);
+    let session = s.get_offline_session(&user, "forgejo").unwrap();
+    assert_eq!(
+        session.refresh.keys().collect::<Vec<_>>(),
+        vec!["rt-2"],
+        "{session:?}"
+    );
+    assert_eq!(session.connector_data, Some(b"up-2".to_vec()));
+}
+
+/// A grant that fails writes nothing: a spent code leaves no token and no session
+/// change; a taken token id leaves the code unspent and the pruned token alive.
+pub(crate) fn grant_is_all_or_nothing(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    let old = refresh_token("rt-old");
+    let user = old.claims.user_id.clone();
+    commit_linked(&s, None, &old, b"up-0", &[]).unwrap();
+    let session = s.get_offline_session(&user, "forgejo").unwrap();
+
+    // The code is gone (spent): NotFound, and nothing written.
+    let token = refresh_token("rt-new");
+    let spent = tombstone("spent", Some("rt-new"), t);
+    assert_eq!(
+        commit_linked(&s, Some(&spent), &token, b"up-1", &["rt-old"]),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.get_refresh_token("rt-new"), Err(StorageError::NotFound));
+    assert_eq!(s.get_refresh_token("rt-old").unwrap(), old);
+    assert_eq!(s.get_redeemed_code("spent"), Err(StorageError::NotFound));
+    assert_eq!(s.get_offline_session(&user, "forgejo").unwrap(), session);
+
+    // The token id is taken: AlreadyExists, and the code is still there to spend.
+    s.create_auth_code(&auth_code("code-1", later())).unwrap();
+    let redeemed = tombstone("code-1", Some("rt-old"), t);
+    let mut clash = old.clone();
+    clash.token = "other-secret".to_owned();
+    assert_eq!(
+        commit_linked(&s, Some(&redeemed), &clash, b"up-1", &["rt-old"]),
+        Err(StorageError::AlreadyExists)
+    );
+    assert!(s.get_auth_code("code-1").is_ok());
+    assert_eq!(s.get_redeemed_code("code-1"), Err(StorageError::NotFound));
+    assert_eq!(s.get_refresh_token("rt-old").unwrap(), old);
+    assert_eq!(s.get_offline_session(&user, "forgejo").unwrap(), session);
+
+    // A session of another user is neither created nor touched by the failures.
+    let mut stranger = refresh_token("rt-stranger");
+    stranger.claims.user_id = "stranger-id".to_owned();
+    assert_eq!(
+        commit_linked(&s, Some(&spent), &stranger, b"up", &[]),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(
+        s.get_offline_session("stranger-id", "forgejo"),
+        Err(StorageError::NotFound)
+    );
+}
+
+/// Of many concurrent redemptions of one code, each with its own refresh token,
+/// exactly one commits; the others write nothing.
+pub(crate) fn concurrent_grants_of_one_code(new: Factory<'_>) {
+    const THREADS: usize = 8;
+    let s = new();
+    let t = instant(1_700_000_000);
+    s.create_auth_code(&auth_code("code-1", later())).unwrap();
+    let start = Barrier::new(THREADS);
+    let results: Vec<StorageResult<()>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (s, start) = (Arc::clone(&s), &start);
+                scope.spawn(move || {
+                    let id = format!("rt-{i}");
+                    let token = refresh_token(&id);
+                    let redeemed = tombstone("code-1", Some(&id), t);
+                    start.wait();
+                    commit_linked(&s, Some(&redeemed), &token, id.as_bytes(), &[])
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = (0..THREADS).filter(|i| results[*i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (i, result) in results.iter().enumerate() {
+        if !winners.contains(&i) {
+            assert_eq!(result, &Err(StorageError::NotFound));
+        }
+    }
+    let winner = format!("rt-{}", winners[0]);
+    let stored: Vec<String> = s
+        .list_refresh_tokens()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(stored, vec![winner.clone()]);
+    let session = s
+        .get_offline_session(&refresh_token("x").claims.user_id, "forgejo")
+        .unwrap();
+    assert_eq!(session.refresh.keys().collect::<Vec<_>>(), vec![&winner]);
+    assert_eq!(session.connector_data, Some(winner.as_bytes().to_vec()));
+    assert_eq!(
+        s.get_redeemed_code("code-1").unwrap().refresh_token_id,
+        Some(winner)
+    );
+}
+
+/// Concurrent first links of one user create the offline session once and lose
+/// no reference.
+pub(crate) fn concurrent_grants_share_one_new_session(new: Factory<'_>) {
+    const THREADS: usize = 8;
+    let s = new();
+    let start = Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for i in 0..THREADS {
+            let (s, start) = (Arc::clone(&s), &start);
+            scope.spawn(move || {
+                let token = refresh_token(&format!("rt-{i}"));
+                start.wait();
+                commit_linked(&s, None, &token, b"up", &[]).unwrap();
+            });
+        }
+    });
+    let session = s
+        .get_offline_session(&refresh_token("x").claims.user_id, "forgejo")
+        .unwrap();
+    assert_eq!(session.refresh.len(), THREADS, "{session:?}");
+    assert_eq!(s.list_refresh_tokens().unwrap().len(), THREADS);
+}
+
+/// Issuing a code deletes the auth request and stores the code in one step: a
+/// second issue finds the request gone and stores nothing; a taken code id
+/// leaves the request in place.
+pub(crate) fn auth_request_exchanged_for_code(new: Factory<'_>) {
+    let s = new();
+    s.create_auth_request(&auth_request("req-1", later()))
+        .unwrap();
+    s.create_auth_request(&auth_request("req-2", later()))
+        .unwrap();
+    let code = auth_code("code-1", later());
+    s.exchange_auth_request_for_code("req-1", &code).unwrap();
+    assert_eq!(s.get_auth_request("req-1"), Err(StorageError::NotFound));
+    assert_eq!(s.get_auth_code("code-1").unwrap(), code);
+
+    let other = auth_code("code-2", later());
+    assert_eq!(
+        s.exchange_auth_request_for_code("req-1", &other),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.get_auth_code("code-2"), Err(StorageError::NotFound));
+
+    assert_eq!(
+        s.exchange_auth_request_for_code("req-2", &code),
+        Err(StorageError::AlreadyExists)
+    );
+    assert!(s.get_auth_request("req-2").is_ok());
+
+    // Double submits racing: one code.
+    const THREADS: usize = 8;
+    let start = Barrier::new(THREADS);
+    let results: Vec<StorageResult<()>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (s, start) = (Arc::clone(&s), &start);
+                scope.spawn(move || {
+                    let code = auth_code(&format!("race-{i}"), later());
+                    start.wait();
+                    s.exchange_auth_request_for_code("req-2", &code)
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let issued = (0..THREADS)
+        .filter(|i| s.get_auth_code(&format!("race-{i}")).is_ok())
+        .count();
+    assert_eq!(issued, 1);
 }
 
 pub(crate) fn refresh_token_crud(new: Factory<'_>) {
@@ -1132,6 +1382,11 @@ macro_rules! conformance_tests {
             auth_request_crud,
             auth_code_crud,
             auth_code_redeem,
+            grant_links_and_prunes,
+            grant_is_all_or_nothing,
+            concurrent_grants_of_one_code,
+            concurrent_grants_share_one_new_session,
+            auth_request_exchanged_for_code,
             refresh_token_crud,
             offline_session_crud,
             keys_crud,

@@ -140,6 +140,18 @@ pub struct OfflineSession {
     pub connector_data: Option<Vec<u8>>,
 }
 
+impl OfflineSession {
+    /// The session of a user who holds no refresh token yet.
+    pub fn empty(user_id: &str, connector_id: &str) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            connector_id: connector_id.to_owned(),
+            refresh: BTreeMap::new(),
+            connector_data: None,
+        }
+    }
+}
+
 /// A signing key as stored: the PKCS#8 private key and its identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSigningKey {

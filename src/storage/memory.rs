@@ -111,6 +111,18 @@ impl Storage for MemoryStorage {
     fn delete_auth_request(&self, id: &str) -> StorageResult<()> {
         delete(&mut self.lock()?.auth_requests, &id.to_owned())
     }
+    fn exchange_auth_request_for_code(
+        &self,
+        request_id: &str,
+        code: &AuthCode,
+    ) -> StorageResult<()> {
+        let mut t = self.lock()?;
+        if !t.auth_requests.contains_key(request_id) {
+            return Err(StorageError::NotFound);
+        }
+        create(&mut t.auth_codes, code.id.clone(), code)?;
+        delete(&mut t.auth_requests, &request_id.to_owned())
+    }
 
     fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()> {
         create(&mut self.lock()?.auth_codes, code.id.clone(), code)
@@ -122,13 +134,47 @@ impl Storage for MemoryStorage {
         delete(&mut self.lock()?.auth_codes, &id.to_owned())
     }
 
-    fn redeem_auth_code(&self, id: &str, redeemed: &RedeemedCode) -> StorageResult<()> {
+    fn commit_grant(&self, grant: GrantWrite<'_>) -> StorageResult<()> {
         let mut t = self.lock()?;
-        if !t.auth_codes.contains_key(id) {
-            return Err(StorageError::NotFound);
+        // Every check before the first write: a failure leaves the tables as they were.
+        if let Some(redeemed) = grant.redeem {
+            if !t.auth_codes.contains_key(&redeemed.id) {
+                return Err(StorageError::NotFound);
+            }
+            if t.redeemed_codes.contains_key(&redeemed.id) {
+                return Err(StorageError::AlreadyExists);
+            }
         }
-        create(&mut t.redeemed_codes, redeemed.id.clone(), redeemed)?;
-        delete(&mut t.auth_codes, &id.to_owned())
+        let linked = match grant.refresh {
+            Some(refresh) => {
+                let token = refresh.token;
+                if t.refresh_tokens.contains_key(&token.id) {
+                    return Err(StorageError::AlreadyExists);
+                }
+                let key = (token.claims.user_id.clone(), token.connector_id.clone());
+                let mut session = t
+                    .offline_sessions
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| OfflineSession::empty(&key.0, &key.1));
+                let pruned = (refresh.link)(&mut session);
+                Some((token, key, session, pruned))
+            }
+            None => None,
+        };
+        if let Some(redeemed) = grant.redeem {
+            t.auth_codes.remove(&redeemed.id);
+            t.redeemed_codes
+                .insert(redeemed.id.clone(), redeemed.clone());
+        }
+        if let Some((token, key, session, pruned)) = linked {
+            for id in &pruned {
+                t.refresh_tokens.remove(id);
+            }
+            t.refresh_tokens.insert(token.id.clone(), token.clone());
+            t.offline_sessions.insert(key, session);
+        }
+        Ok(())
     }
 
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {

@@ -62,6 +62,27 @@ pub type Updater<'a, T> = &'a mut dyn FnMut(T) -> StorageResult<T>;
 /// The keys updater sees `None` before the first key exists.
 pub type KeysUpdater<'a> = &'a mut dyn FnMut(Option<Keys>) -> StorageResult<Keys>;
 
+/// Edits the offline session a new refresh token joins (an empty one when the
+/// user has none yet) and returns the ids of the refresh tokens whose references
+/// it dropped, for the backend to delete in the same transaction. It may be
+/// called more than once; only the last call's edit and ids count.
+pub type SessionLink<'a> = &'a mut dyn FnMut(&mut OfflineSession) -> Vec<String>;
+
+/// A refresh token to create together with its offline-session link.
+pub struct NewRefreshToken<'a> {
+    /// Its session is the one of `token.claims.user_id` and `token.connector_id`.
+    pub token: &'a RefreshToken,
+    pub link: SessionLink<'a>,
+}
+
+/// What one token grant writes: see [`Storage::commit_grant`].
+#[derive(Default)]
+pub struct GrantWrite<'a> {
+    /// The tombstone of the auth code spent (same id as the code).
+    pub redeem: Option<&'a RedeemedCode>,
+    pub refresh: Option<NewRefreshToken<'a>>,
+}
+
 /// How many expired objects one garbage collection removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GcCounts {
@@ -92,15 +113,30 @@ pub trait Storage: Send + Sync + 'static {
         updater: Updater<'_, AuthRequest>,
     ) -> StorageResult<AuthRequest>;
     fn delete_auth_request(&self, id: &str) -> StorageResult<()>;
+    /// Deletes the auth request `request_id` and creates `code` in one
+    /// transaction: [`StorageError::NotFound`] when the request is gone (a double
+    /// submit), [`StorageError::AlreadyExists`] when the code id is taken; then
+    /// nothing is written.
+    fn exchange_auth_request_for_code(
+        &self,
+        request_id: &str,
+        code: &AuthCode,
+    ) -> StorageResult<()>;
 
     // Auth codes: single use, so only create / get / delete.
     fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()>;
     fn get_auth_code(&self, id: &str) -> StorageResult<AuthCode>;
     fn delete_auth_code(&self, id: &str) -> StorageResult<()>;
-    /// Deletes the auth code `id` and stores `redeemed` (its tombstone, with the
-    /// same id) in one atomic step: [`StorageError::NotFound`] when the code is
-    /// gone (already redeemed), and then nothing is written.
-    fn redeem_auth_code(&self, id: &str, redeemed: &RedeemedCode) -> StorageResult<()>;
+    /// Everything a token grant writes, in ONE transaction (all or nothing):
+    ///
+    /// - `redeem`: deletes the auth code with the tombstone's id and stores the
+    ///   tombstone. [`StorageError::NotFound`] when the code is gone (already
+    ///   redeemed): then nothing at all is written.
+    /// - `refresh`: creates the token ([`StorageError::AlreadyExists`] on a taken
+    ///   id), creates the offline session of its (user, connector) when missing,
+    ///   applies [`NewRefreshToken::link`] to it, and deletes the refresh tokens
+    ///   whose ids the link returns (missing ones are skipped).
+    fn commit_grant(&self, grant: GrantWrite<'_>) -> StorageResult<()>;
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode>;
 
     // Refresh tokens: never garbage-collected by time; expiry is enforced at use.

@@ -491,27 +491,11 @@ impl PostgresStorage {
     }
 
     fn create<T: Row>(&self, value: &T) -> StorageResult<()> {
-        let mut columns: Vec<&str> = T::KEY.to_vec();
-        columns.extend_from_slice(T::TIMES);
-        columns.push("data");
-        let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            T::TABLE,
-            columns.join(", "),
-            placeholders.join(", ")
-        );
-        let data = encode(value)?;
-        let times: Vec<i64> = value.times().into_iter().map(unix_nanos).collect();
-        let key = value.key();
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        params.extend(key.iter().map(|k| k as &(dyn ToSql + Sync)));
-        params.extend(times.iter().map(|t| t as &(dyn ToSql + Sync)));
-        params.push(&data);
+        let sql = insert_sql::<T>("");
         let err = self.db(T::WHAT, "create");
         self.with_conn(|conn| {
             let stmt = prepare(conn, &sql).map_err(&err)?;
-            match conn.client.execute(&stmt, &params) {
+            match insert_row(&mut conn.client, &stmt, value)? {
                 Ok(_) => Ok(()),
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     Err(StorageError::AlreadyExists)
@@ -538,24 +522,7 @@ impl PostgresStorage {
     }
 
     fn update<T: Row>(&self, key: &[&str], updater: Updater<'_, T>) -> StorageResult<T> {
-        let select = format!(
-            "SELECT data FROM {} WHERE {} FOR UPDATE",
-            T::TABLE,
-            key_filter::<T>(1)
-        );
-        let mut assignments = vec!["data = $1".to_owned()];
-        assignments.extend(
-            T::TIMES
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c} = ${}", i + 2)),
-        );
-        let update = format!(
-            "UPDATE {} SET {} WHERE {}",
-            T::TABLE,
-            assignments.join(", "),
-            key_filter::<T>(T::TIMES.len() + 2)
-        );
+        let (select, update) = (select_for_update_sql::<T>(), update_sql::<T>());
         let err = self.db(T::WHAT, "update");
         self.with_conn(|conn| {
             let select = prepare(conn, &select).map_err(&err)?;
@@ -568,19 +535,14 @@ impl PostgresStorage {
                 None => return Err(StorageError::NotFound),
             };
             let updated = updater(current)?;
-            let data = encode(&updated)?;
-            let times: Vec<i64> = updated.times().into_iter().map(unix_nanos).collect();
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&data];
-            params.extend(times.iter().map(|t| t as &(dyn ToSql + Sync)));
-            params.extend(key.iter().map(|k| k as &(dyn ToSql + Sync)));
-            tx.execute(&update, &params).map_err(&err)?;
+            update_row(&mut tx, &update, &updated)?.map_err(&err)?;
             tx.commit().map_err(&err)?;
             Ok(updated)
         })
     }
 
     fn delete<T: Row>(&self, key: &[&str]) -> StorageResult<()> {
-        let sql = format!("DELETE FROM {} WHERE {}", T::TABLE, key_filter::<T>(1));
+        let sql = delete_sql::<T>();
         let err = self.db(T::WHAT, "delete");
         self.with_conn(|conn| {
             let stmt = prepare(conn, &sql).map_err(&err)?;
@@ -639,6 +601,80 @@ fn prepare(conn: &mut Connection, sql: &str) -> Result<Statement, ::postgres::Er
     Ok(stmt)
 }
 
+/// `INSERT` of a whole row (key columns, time columns, data), then `suffix`.
+fn insert_sql<T: Row>(suffix: &str) -> String {
+    let mut columns: Vec<&str> = T::KEY.to_vec();
+    columns.extend_from_slice(T::TIMES);
+    columns.push("data");
+    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({}){suffix}",
+        T::TABLE,
+        columns.join(", "),
+        placeholders.join(", ")
+    )
+}
+
+fn select_for_update_sql<T: Row>() -> String {
+    format!(
+        "SELECT data FROM {} WHERE {} FOR UPDATE",
+        T::TABLE,
+        key_filter::<T>(1)
+    )
+}
+
+fn update_sql<T: Row>() -> String {
+    let mut assignments = vec!["data = $1".to_owned()];
+    assignments.extend(
+        T::TIMES
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ${}", i + 2)),
+    );
+    format!(
+        "UPDATE {} SET {} WHERE {}",
+        T::TABLE,
+        assignments.join(", "),
+        key_filter::<T>(T::TIMES.len() + 2)
+    )
+}
+
+fn delete_sql<T: Row>() -> String {
+    format!("DELETE FROM {} WHERE {}", T::TABLE, key_filter::<T>(1))
+}
+
+/// Runs `insert` (from [`insert_sql`]) for `value`: the outer error is encoding,
+/// the inner one the driver's (the caller tells a unique violation apart).
+fn insert_row<T: Row>(
+    client: &mut impl GenericClient,
+    insert: &Statement,
+    value: &T,
+) -> StorageResult<Result<u64, ::postgres::Error>> {
+    let data = encode(value)?;
+    let times: Vec<i64> = value.times().into_iter().map(unix_nanos).collect();
+    let key = value.key();
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    params.extend(key.iter().map(|k| k as &(dyn ToSql + Sync)));
+    params.extend(times.iter().map(|t| t as &(dyn ToSql + Sync)));
+    params.push(&data);
+    Ok(client.execute(insert, &params))
+}
+
+/// Runs `update` (from [`update_sql`]) for `value`, as [`insert_row`].
+fn update_row<T: Row>(
+    client: &mut impl GenericClient,
+    update: &Statement,
+    value: &T,
+) -> StorageResult<Result<u64, ::postgres::Error>> {
+    let data = encode(value)?;
+    let times: Vec<i64> = value.times().into_iter().map(unix_nanos).collect();
+    let key = value.key();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&data];
+    params.extend(times.iter().map(|t| t as &(dyn ToSql + Sync)));
+    params.extend(key.iter().map(|k| k as &(dyn ToSql + Sync)));
+    Ok(client.execute(update, &params))
+}
+
 /// `k1 = $n AND k2 = $n+1 …` for the key columns, numbered from `first`.
 fn key_filter<T: Row>(first: usize) -> String {
     T::KEY
@@ -687,6 +723,29 @@ impl Storage for PostgresStorage {
     fn delete_auth_request(&self, id: &str) -> StorageResult<()> {
         self.delete::<AuthRequest>(&[id])
     }
+    fn exchange_auth_request_for_code(
+        &self,
+        request_id: &str,
+        code: &AuthCode,
+    ) -> StorageResult<()> {
+        let err = self.db("auth code", "issue");
+        self.with_conn(|conn| {
+            let delete = prepare(conn, &delete_sql::<AuthRequest>()).map_err(&err)?;
+            let insert = prepare(conn, &insert_sql::<AuthCode>("")).map_err(&err)?;
+            let mut tx = conn.client.transaction().map_err(&err)?;
+            if tx.execute(&delete, &[&request_id]).map_err(&err)? == 0 {
+                return Err(StorageError::NotFound);
+            }
+            match insert_row(&mut tx, &insert, code)? {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    return Err(StorageError::AlreadyExists);
+                }
+                Err(e) => return Err(err(e)),
+            }
+            tx.commit().map_err(&err)
+        })
+    }
 
     fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()> {
         self.create(code)
@@ -698,30 +757,76 @@ impl Storage for PostgresStorage {
         self.delete::<AuthCode>(&[id])
     }
 
-    /// One transaction: the delete decides which caller owns the code (a second
-    /// replica deleting the same row waits on its lock, then deletes nothing).
-    fn redeem_auth_code(&self, id: &str, redeemed: &RedeemedCode) -> StorageResult<()> {
-        let data = encode(redeemed)?;
-        let expiry = unix_nanos(redeemed.expiry);
-        let err = self.db(<RedeemedCode as Row>::WHAT, "redeem");
+    /// One transaction. Deleting the code decides which caller owns it (a second
+    /// replica deleting the same row waits on its lock, then deletes nothing); the
+    /// offline session is read `FOR UPDATE`, so concurrent links to it queue.
+    fn commit_grant(&self, grant: GrantWrite<'_>) -> StorageResult<()> {
+        let err = self.db("token grant", "commit");
+        let unique = |e: ::postgres::Error| {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                StorageError::AlreadyExists
+            } else {
+                err(e)
+            }
+        };
+        let GrantWrite { redeem, refresh } = grant;
         self.with_conn(|conn| {
-            let delete = prepare(conn, "DELETE FROM auth_code WHERE id = $1").map_err(&err)?;
-            let insert = prepare(
+            let delete_code = prepare(conn, &delete_sql::<AuthCode>()).map_err(&err)?;
+            let insert_tombstone = prepare(conn, &insert_sql::<RedeemedCode>("")).map_err(&err)?;
+            let insert_token = prepare(conn, &insert_sql::<RefreshToken>("")).map_err(&err)?;
+            let delete_token = prepare(conn, &delete_sql::<RefreshToken>()).map_err(&err)?;
+            let select_session =
+                prepare(conn, &select_for_update_sql::<OfflineSession>()).map_err(&err)?;
+            let insert_session = prepare(
                 conn,
-                "INSERT INTO redeemed_code (id, expiry, data) VALUES ($1, $2, $3)",
+                &insert_sql::<OfflineSession>(" ON CONFLICT DO NOTHING"),
             )
             .map_err(&err)?;
-            // Dropping `tx` without commit rolls back.
+            let update_session = prepare(conn, &update_sql::<OfflineSession>()).map_err(&err)?;
+            // Dropping `tx` without commit (any error below) rolls everything back.
             let mut tx = conn.client.transaction().map_err(&err)?;
-            if tx.execute(&delete, &[&id]).map_err(&err)? == 0 {
-                return Err(StorageError::NotFound);
-            }
-            match tx.execute(&insert, &[&redeemed.id, &expiry, &data]) {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    return Err(StorageError::AlreadyExists);
+            if let Some(redeemed) = redeem {
+                if tx.execute(&delete_code, &[&redeemed.id]).map_err(&err)? == 0 {
+                    return Err(StorageError::NotFound);
                 }
-                Err(e) => return Err(err(e)),
+                insert_row(&mut tx, &insert_tombstone, redeemed)?.map_err(unique)?;
+            }
+            if let Some(refresh) = refresh {
+                let token = refresh.token;
+                insert_row(&mut tx, &insert_token, token)?.map_err(unique)?;
+                let key = [token.claims.user_id.as_str(), token.connector_id.as_str()];
+                // Twice at most: a session created concurrently between our read and
+                // our insert is read (and locked) on the second pass.
+                let mut linked = false;
+                for _ in 0..2 {
+                    let row = tx
+                        .query_opt(&select_session, &key_params(&key))
+                        .map_err(&err)?;
+                    let stored: Option<OfflineSession> =
+                        row.map(|row| decode(row.get::<_, &str>(0))).transpose()?;
+                    let exists = stored.is_some();
+                    let mut session =
+                        stored.unwrap_or_else(|| OfflineSession::empty(key[0], key[1]));
+                    let pruned = (refresh.link)(&mut session);
+                    let written = if exists {
+                        update_row(&mut tx, &update_session, &session)?.map_err(&err)?
+                    } else {
+                        insert_row(&mut tx, &insert_session, &session)?.map_err(&err)?
+                    };
+                    if written == 0 {
+                        continue;
+                    }
+                    for id in &pruned {
+                        tx.execute(&delete_token, &[id]).map_err(&err)?;
+                    }
+                    linked = true;
+                    break;
+                }
+                if !linked {
+                    return Err(StorageError::Backend(
+                        "offline session neither found nor created".to_owned(),
+                    ));
+                }
             }
             tx.commit().map_err(&err)
         })

@@ -219,34 +219,23 @@ impl SqliteStorage {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Counts the transactions this handle commits from now on (each autocommitted
+    /// statement is one), so tests can hold a flow to its number of commits.
+    #[cfg(test)]
+    pub(crate) fn count_commits(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&count);
+        let hooked = self.lock().commit_hook(Some(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            false
+        }));
+        assert!(hooked.is_ok(), "cannot set a commit hook: {hooked:?}");
+        count
+    }
+
     fn create<T: Row>(&self, value: &T) -> StorageResult<()> {
-        let mut columns: Vec<&str> = T::KEY.to_vec();
-        columns.extend_from_slice(T::TIMES);
-        columns.push("data");
-        let placeholders = vec!["?"; columns.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({placeholders})",
-            T::TABLE,
-            columns.join(", ")
-        );
-        let mut params: Vec<Value> = value
-            .key()
-            .into_iter()
-            .map(|k| Value::Text(k.to_owned()))
-            .collect();
-        params.extend(time_values(value));
-        params.push(Value::Text(encode(value)?));
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached(&sql)
-            .map_err(db(&self.path, T::WHAT, "create"))?;
-        match stmt.execute(params_from_iter(params)) {
-            Ok(_) => Ok(()),
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                Err(StorageError::AlreadyExists)
-            }
-            Err(e) => Err(db(&self.path, T::WHAT, "create")(e)),
-        }
+        insert(&self.lock(), &self.path, value)
     }
 
     fn get<T: Row>(&self, key: &[&str]) -> StorageResult<T> {
@@ -261,37 +250,18 @@ impl SqliteStorage {
         let current = select::<T>(&tx, &self.path, key)?.ok_or(StorageError::NotFound)?;
         // On an updater error `tx` is dropped, which rolls back: nothing is written.
         let updated = updater(current)?;
-
-        let mut assignments = vec!["data = ?".to_owned()];
-        assignments.extend(T::TIMES.iter().map(|c| format!("{c} = ?")));
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {}",
-            T::TABLE,
-            assignments.join(", "),
-            key_filter::<T>()
-        );
-        let mut params = vec![Value::Text(encode(&updated)?)];
-        params.extend(time_values(&updated));
-        params.extend(key.iter().map(|k| Value::Text((*k).to_owned())));
-        tx.prepare_cached(&sql)
-            .and_then(|mut stmt| stmt.execute(params_from_iter(params)))
-            .map_err(db(&self.path, T::WHAT, "update"))?;
+        overwrite(&tx, &self.path, &updated)?;
         tx.commit()
             .map_err(db(&self.path, T::WHAT, "commit update"))?;
         Ok(updated)
     }
 
     fn delete<T: Row>(&self, key: &[&str]) -> StorageResult<()> {
-        let sql = format!("DELETE FROM {} WHERE {}", T::TABLE, key_filter::<T>());
-        let conn = self.lock();
-        let deleted = conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| stmt.execute(params_from_iter(key)))
-            .map_err(db(&self.path, T::WHAT, "delete"))?;
-        if deleted == 0 {
-            return Err(StorageError::NotFound);
+        if remove::<T>(&self.lock(), &self.path, key)? {
+            Ok(())
+        } else {
+            Err(StorageError::NotFound)
         }
-        Ok(())
     }
 
     /// Up to `limit` rows whose first time column is before `now`, earliest first.
@@ -654,6 +624,64 @@ fn select<T: Row>(conn: &Connection, path: &str, key: &[&str]) -> StorageResult<
     data.map(|json| decode(&json)).transpose()
 }
 
+fn insert<T: Row>(conn: &Connection, path: &str, value: &T) -> StorageResult<()> {
+    let mut columns: Vec<&str> = T::KEY.to_vec();
+    columns.extend_from_slice(T::TIMES);
+    columns.push("data");
+    let placeholders = vec!["?"; columns.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({placeholders})",
+        T::TABLE,
+        columns.join(", ")
+    );
+    let mut params: Vec<Value> = value
+        .key()
+        .into_iter()
+        .map(|k| Value::Text(k.to_owned()))
+        .collect();
+    params.extend(time_values(value));
+    params.push(Value::Text(encode(value)?));
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(db(path, T::WHAT, "create"))?;
+    match stmt.execute(params_from_iter(params)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+            Err(StorageError::AlreadyExists)
+        }
+        Err(e) => Err(db(path, T::WHAT, "create")(e)),
+    }
+}
+
+/// Replaces the row with `value`'s key (which must exist).
+fn overwrite<T: Row>(conn: &Connection, path: &str, value: &T) -> StorageResult<()> {
+    let mut assignments = vec!["data = ?".to_owned()];
+    assignments.extend(T::TIMES.iter().map(|c| format!("{c} = ?")));
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {}",
+        T::TABLE,
+        assignments.join(", "),
+        key_filter::<T>()
+    );
+    let mut params = vec![Value::Text(encode(value)?)];
+    params.extend(time_values(value));
+    params.extend(value.key().into_iter().map(|k| Value::Text(k.to_owned())));
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.execute(params_from_iter(params)))
+        .map_err(db(path, T::WHAT, "update"))?;
+    Ok(())
+}
+
+/// Whether a row was deleted.
+fn remove<T: Row>(conn: &Connection, path: &str, key: &[&str]) -> StorageResult<bool> {
+    let sql = format!("DELETE FROM {} WHERE {}", T::TABLE, key_filter::<T>());
+    let deleted = conn
+        .prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.execute(params_from_iter(key)))
+        .map_err(db(path, T::WHAT, "delete"))?;
+    Ok(deleted > 0)
+}
+
 fn time_values<T: Row>(value: &T) -> impl Iterator<Item = Value> {
     value
         .times()
@@ -730,6 +758,22 @@ impl Storage for SqliteStorage {
     fn delete_auth_request(&self, id: &str) -> StorageResult<()> {
         self.delete::<AuthRequest>(&[id])
     }
+    fn exchange_auth_request_for_code(
+        &self,
+        request_id: &str,
+        code: &AuthCode,
+    ) -> StorageResult<()> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db(&self.path, "auth code", "begin issuing"))?;
+        if !remove::<AuthRequest>(&tx, &self.path, &[request_id])? {
+            return Err(StorageError::NotFound);
+        }
+        insert(&tx, &self.path, code)?;
+        tx.commit()
+            .map_err(db(&self.path, "auth code", "commit issuing"))
+    }
 
     fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()> {
         self.create(code)
@@ -741,39 +785,37 @@ impl Storage for SqliteStorage {
         self.delete::<AuthCode>(&[id])
     }
 
-    fn redeem_auth_code(&self, id: &str, redeemed: &RedeemedCode) -> StorageResult<()> {
-        let what = <RedeemedCode as Row>::WHAT;
-        let data = encode(redeemed)?;
+    fn commit_grant(&self, grant: GrantWrite<'_>) -> StorageResult<()> {
+        let what = "token grant";
         let mut conn = self.lock();
+        // Dropping `tx` before the commit (any error below) rolls everything back.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db(&self.path, what, "begin redeeming"))?;
-        let deleted = tx
-            .prepare_cached("DELETE FROM auth_code WHERE id = ?1")
-            .and_then(|mut stmt| stmt.execute([id]))
-            .map_err(db(&self.path, what, "redeem"))?;
-        if deleted == 0 {
-            // Dropping `tx` rolls back (nothing was written anyway).
-            return Err(StorageError::NotFound);
-        }
-        let inserted = tx
-            .prepare_cached("INSERT INTO redeemed_code (id, expiry, data) VALUES (?1, ?2, ?3)")
-            .and_then(|mut stmt| {
-                stmt.execute(rusqlite::params![
-                    redeemed.id,
-                    unix_nanos(redeemed.expiry),
-                    data
-                ])
-            });
-        match inserted {
-            Ok(_) => {}
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                return Err(StorageError::AlreadyExists);
+            .map_err(db(&self.path, what, "begin"))?;
+        if let Some(redeemed) = grant.redeem {
+            if !remove::<AuthCode>(&tx, &self.path, &[&redeemed.id])? {
+                return Err(StorageError::NotFound);
             }
-            Err(e) => return Err(db(&self.path, what, "redeem")(e)),
+            insert(&tx, &self.path, redeemed)?;
         }
-        tx.commit()
-            .map_err(db(&self.path, what, "commit redeeming"))
+        if let Some(refresh) = grant.refresh {
+            let token = refresh.token;
+            insert(&tx, &self.path, token)?;
+            let key = [token.claims.user_id.as_str(), token.connector_id.as_str()];
+            let stored = select::<OfflineSession>(&tx, &self.path, &key)?;
+            let exists = stored.is_some();
+            let mut session = stored.unwrap_or_else(|| OfflineSession::empty(key[0], key[1]));
+            let pruned = (refresh.link)(&mut session);
+            for id in &pruned {
+                remove::<RefreshToken>(&tx, &self.path, &[id])?;
+            }
+            if exists {
+                overwrite(&tx, &self.path, &session)?;
+            } else {
+                insert(&tx, &self.path, &session)?;
+            }
+        }
+        tx.commit().map_err(db(&self.path, what, "commit"))
     }
 
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
