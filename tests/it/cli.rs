@@ -97,7 +97,8 @@ fn check_config_into_a_closed_pipe_does_not_panic() {
 }
 
 /// Runs `oxidex serve` on the dev example with `logger` until it logs
-/// "listening", and returns its stderr.
+/// "listening" and "signing keys loaded" (generated after the listeners open
+/// on this fresh storage), and returns its stderr.
 fn serve_logs(logger: serde_json::Value) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut config: serde_json::Value =
@@ -120,7 +121,8 @@ fn serve_logs(logger: serde_json::Value) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let text = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("listening") || std::time::Instant::now() > deadline {
+        let started = text.contains("listening") && text.contains("signing keys loaded");
+        if started || std::time::Instant::now() > deadline {
             break text;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

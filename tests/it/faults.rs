@@ -811,7 +811,8 @@ async fn rotation_checks(server: &TestServer, clock: &SteppedClock) -> String {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .kid()
         .to_owned()
@@ -884,7 +885,8 @@ async fn clock_step_forward_past_rotation_keeps_readiness() {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .kid()
         .to_owned();
@@ -896,7 +898,8 @@ async fn clock_step_forward_past_rotation_keeps_readiness() {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .kid()
         .to_owned();
@@ -1139,7 +1142,8 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .kid()
         .to_owned();
@@ -1172,7 +1176,8 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .kid()
         .to_owned();
@@ -1198,7 +1203,15 @@ async fn documented_manual_key_rotation_rotates_and_retires() {
         "the retired key is still published: {kids:?}"
     );
     assert_eq!(
-        server.state.live().provider.keys().loaded().unwrap().kid(),
+        server
+            .state
+            .live()
+            .provider
+            .keys()
+            .keyset()
+            .await
+            .unwrap()
+            .kid(),
         new
     );
     server.stop().await;

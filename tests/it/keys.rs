@@ -61,7 +61,8 @@ async fn token_signed_before_restart_verifies_with_keys_served_after() {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .sign_jwt(&json!({"iss": "http://127.0.0.1:5556/dex", "sub": "before-restart"}))
         .unwrap();
@@ -100,7 +101,8 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .sign_jwt(&json!({"sub": "a"}))
         .unwrap();
@@ -132,7 +134,8 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
                 .live()
                 .provider
                 .keys()
-                .loaded()
+                .keyset()
+                .await
                 .unwrap()
                 .sign_jwt(&json!({}))
                 .unwrap()
@@ -155,7 +158,8 @@ async fn next_key_is_published_before_it_signs_and_old_key_kept_until_expiry() {
         .live()
         .provider
         .keys()
-        .loaded()
+        .keyset()
+        .await
         .unwrap()
         .sign_jwt(&json!({"sub": "b"}))
         .unwrap();

@@ -709,7 +709,7 @@ async fn tokens_we_signed_are_checked_before_the_deny_list() {
     let server = start(&clock).await;
     let grant = tokens(&server, APP).await;
     let claims = payload(&str_of(&grant, "access_token"));
-    let keyset = server.state.live().provider.keys().loaded().unwrap();
+    let keyset = server.state.live().provider.keys().keyset().await.unwrap();
     let storage = server.state.live().provider.storage().clone();
     let sign = |edit: &dyn Fn(&mut Value)| {
         let mut claims = claims.clone();

@@ -726,7 +726,7 @@ async fn back_channel_logout_is_signed_typed_and_retried_until_delivered() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received = receiver.tokens.lock().unwrap().clone();
     assert_eq!(received.len(), 2, "delivered once after one failure");
-    let keyset = server.state.live().provider.keys().loaded().unwrap();
+    let keyset = server.state.live().provider.keys().keyset().await.unwrap();
     let mut jtis = Vec::new();
     for (content_type, body) in &received {
         assert_eq!(content_type, "application/x-www-form-urlencoded");
