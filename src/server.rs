@@ -34,6 +34,8 @@ pub enum ServerError {
     Listener(#[from] std::io::Error),
     #[error("{0}")]
     Grpc(String),
+    #[error("start-up task failed: {0}")]
+    Task(String),
 }
 
 /// How often a replica re-reads the clients and passwords created through the
@@ -114,11 +116,21 @@ pub async fn start_services(
     clock: Clock,
     shutdown: Shutdown,
 ) -> Result<Services, ServerError> {
-    // Install the metrics recorder before the first request is counted.
-    let _ = crate::telemetry::prometheus();
     // AWS-LC seeds its generator (key generation, RSA blinding, ECDSA nonces)
     // on first use, which takes tens of milliseconds: now, beside the start-up.
     tokio::task::spawn_blocking(crate::crypto::warm_up_key_generator);
+    // Independent start-up work side by side with opening storage: the metrics
+    // recorder (its clock calibrates itself for a few milliseconds), and the
+    // connectors and templates (CA bundles read, templates parsed).
+    let metrics = tokio::task::spawn_blocking(|| {
+        let _ = crate::telemetry::prometheus();
+    });
+    let (prepare_settings, prepare_clock) = (settings.clone(), clock.clone());
+    let prepared = tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+        let connectors = crate::connector::build_connectors(&prepare_settings, prepare_clock)?;
+        let templates = crate::web::Templates::load(&prepare_settings.frontend)?;
+        Ok((connectors, templates))
+    });
     let storage_settings = settings.storage.clone();
     let storage = crate::blocking::run(move || storage::open(&storage_settings))
         .await
@@ -128,11 +140,15 @@ pub async fn start_services(
     let keys = KeyManager::start_in_background(storage.clone(), policy, clock.clone())
         .await
         .map_err(|e| ServerError::Keys(e.to_string()))?;
-    let connectors = Arc::new(crate::connector::build_connectors(
-        &settings,
-        clock.clone(),
-    )?);
-    let templates = crate::web::Templates::load(&settings.frontend)?;
+    let (connectors, templates) = prepared
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))??;
+    let connectors = Arc::new(connectors);
+    // The recorder is in place before the first health figure or request is
+    // counted.
+    metrics
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))?;
     let health = Arc::new(HealthChecker::new(storage.clone(), keys.clone()));
     health.check(clock()).await;
 
