@@ -866,24 +866,28 @@ async fn tls_client(
         .map_err(|e| format!("call: {e:?}"))
 }
 
-/// With `grpc.tlsClientCA` a client must present a certificate from that CA:
-/// none, or one from another CA, is refused before any RPC.
-#[tokio::test]
-async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_pki = Pki::new("server CA");
-    let client_pki = Pki::new("client CA");
-    let other_pki = Pki::new("other CA");
+/// The API with mutual TLS: a server certificate for `localhost` from
+/// `server_pki`, client certificates from `client_pki`. The files stay in
+/// `dir` (certificate, key, client CA paths are returned) so a test can
+/// replace them.
+async fn start_mutual_tls(
+    dir: &Path,
+    server_pki: &Pki,
+    client_pki: &Pki,
+) -> (Api, [std::path::PathBuf; 3], tempfile::TempDir) {
     let (cert, key) = server_pki.issue("localhost", false);
     let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
+        let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
     };
-    let cert = write("server.pem", &cert);
-    let key = write("server.key", &key);
-    let client_ca = write("client-ca.pem", &client_pki.ca_pem());
+    let files = [
+        write("server.pem", &cert),
+        write("server.key", &key),
+        write("client-ca.pem", &client_pki.ca_pem()),
+    ];
     let config_dir = tempfile::tempdir().unwrap();
+    let [cert, key, client_ca] = files.clone();
     let server = Api::start(
         |issuer| {
             let mut config = password_db_config(issuer);
@@ -895,6 +899,19 @@ async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
         config_dir.path(),
     )
     .await;
+    (server, files, config_dir)
+}
+
+/// With `grpc.tlsClientCA` a client must present a certificate from that CA:
+/// none, or one from another CA, is refused before any RPC.
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_pki = Pki::new("server CA");
+    let client_pki = Pki::new("client CA");
+    let other_pki = Pki::new("other CA");
+    let (server, _files, _config_dir) =
+        start_mutual_tls(dir.path(), &server_pki, &client_pki).await;
     let ca = server_pki.ca_pem();
     let admin = client_pki.issue("admin", true);
     let version = tls_client(server.grpc, &ca, Some(&admin))
@@ -937,27 +954,8 @@ async fn a_rotated_api_certificate_reaches_new_connections() {
     let old_pki = Pki::new("old server CA");
     let new_pki = Pki::new("new server CA");
     let client_pki = Pki::new("client CA");
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let (cert, key) = old_pki.issue("localhost", false);
-    let cert = write("server.pem", &cert);
-    let key = write("server.key", &key);
-    let client_ca = write("client-ca.pem", &client_pki.ca_pem());
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = Api::start(
-        |issuer| {
-            let mut config = password_db_config(issuer);
-            config["grpc"] = json!({
-                "tlsCert": cert, "tlsKey": key, "tlsClientCA": client_ca
-            });
-            config
-        },
-        config_dir.path(),
-    )
-    .await;
+    let (server, [cert, key, client_ca], _config_dir) =
+        start_mutual_tls(dir.path(), &old_pki, &client_pki).await;
     let admin = client_pki.issue("admin", true);
     tls_client(server.grpc, &old_pki.ca_pem(), Some(&admin))
         .await
