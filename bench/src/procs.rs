@@ -73,6 +73,12 @@ impl Server {
         rss_kb(self.pid()).map_or(f64::NAN, |kb| kb as f64 / 1024.0)
     }
 
+    /// CPU time (user + system) the server has used so far, in seconds, from /proc.
+    pub fn cpu_secs(&self) -> f64 {
+        // /proc counts in USER_HZ, which the kernel's ABI fixes at 100 per second.
+        cpu_ticks(self.pid()).map_or(f64::NAN, |ticks| ticks as f64 / 100.0)
+    }
+
     pub fn stop(mut self) {
         self.kill();
     }
@@ -93,6 +99,17 @@ fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of `pid` (fields 14 and 15 of /proc/<pid>/stat, after the
+/// parenthesised command name, which may itself contain spaces).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn tail(log: &Path) -> String {

@@ -10,6 +10,9 @@ pub struct Measured {
     pub rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The server's CPU time per operation in µs, where it was measured: unlike the
+    /// rate it hardly moves when a neighbour takes CPU away from the whole machine.
+    pub server_cpu_us: Option<f64>,
 }
 
 impl Measured {
@@ -18,6 +21,15 @@ impl Measured {
             rate: r.rate(),
             p50_ms: r.pct_ms(50),
             p99_ms: r.pct_ms(99),
+            server_cpu_us: None,
+        }
+    }
+
+    /// With the server CPU `cpu_secs` spent over the run's operations.
+    pub fn with_cpu<T>(r: &LoadResult<T>, cpu_secs: f64) -> Self {
+        Self {
+            server_cpu_us: (r.ok > 0).then(|| cpu_secs * 1e6 / r.ok as f64),
+            ..Self::from(r)
         }
     }
 }
@@ -122,12 +134,17 @@ fn wrk_cell(r: &Option<WrkResult>) -> String {
 
 fn measured_cell(m: &Option<Measured>) -> String {
     match m {
-        Some(m) => format!(
-            "{} (p50 {} / p99 {} ms)",
-            num(m.rate),
-            num(m.p50_ms),
-            num(m.p99_ms)
-        ),
+        Some(m) => {
+            let cpu = m.server_cpu_us.map_or(String::new(), |us| {
+                format!("; server CPU {} µs/op", num(us))
+            });
+            format!(
+                "{} (p50 {} / p99 {} ms{cpu})",
+                num(m.rate),
+                num(m.p50_ms),
+                num(m.p99_ms)
+            )
+        }
         None => "—".into(),
     }
 }
@@ -728,6 +745,7 @@ mod tests {
             rate,
             p50_ms: 1.0,
             p99_ms: 2.0,
+            server_cpu_us: None,
         })
     }
 
@@ -802,12 +820,14 @@ mod tests {
             rate: 100.0,
             p50_ms: 1.0,
             p99_ms: 2.0,
+            server_cpu_us: None,
         });
         report.oxidex_pg = Some(SystemResult {
             token: Some(Measured {
                 rate: 50.0,
                 p50_ms: 1.0,
                 p99_ms: 2.0,
+                server_cpu_us: None,
             }),
             errors: vec!["boom".into()],
             ..SystemResult::default()
