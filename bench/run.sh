@@ -8,6 +8,9 @@
 #   STORAGE_ONLY=1 bench/run.sh  only the storage table: oxidex and Dex on SQLite and PostgreSQL
 #   SOAK=600 bench/run.sh        the soak instead: 600 s of mixed load on oxidex alone, exit 1 on
 #                                errors or RSS growth; writes results/<...>-soak.md and .svg
+#   QUIET_WAIT=0 bench/run.sh    start at once; by default, once everything is built and
+#                                prepared, it waits up to 300 s for a 1-minute load average
+#                                below 0.5, so the preparation itself does not load the run
 #
 # The PostgreSQL columns run on a throwaway cluster (checks/lib/postgres-cluster.sh: initdb in
 # a temp dir, never as root, loopback only), stopped and removed on exit.
@@ -28,8 +31,20 @@ bench_target=${CARGO_TARGET_DIR:-$repo/bench/target}
 cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello --example signing_hello
 CARGO_TARGET_DIR=$bench_target cargo build --release --manifest-path "$repo/bench/Cargo.toml"
 
+# Waits (at most QUIET_WAIT seconds) for the 1-minute load average to drop below 0.5; the
+# table records the load average the run started at either way.
+wait_for_quiet() {
+  local waited=0 limit=${QUIET_WAIT:-300}
+  while [ "$waited" -lt "$limit" ] && awk '{ exit !($1 >= 0.5) }' /proc/loadavg; do
+    [ $((waited % 30)) -eq 0 ] && echo "run.sh: waiting for a quiet machine (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
+
 if [ -n "${SOAK:-}" ]; then
   mkdir -p "$repo/bench/results"
+  wait_for_quiet
   out="$repo/bench/results/$(date -u +%F-%H%M)-$(hostname -s)-soak.md"
   BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) \
     exec "$bench_target/release/oxidex-bench" --oxidex "$target/release/oxidex" \
@@ -79,6 +94,7 @@ else
 fi
 
 mkdir -p "$repo/bench/results"
+wait_for_quiet
 out="$repo/bench/results/$(date -u +%F-%H%M)-$(hostname -s).md"
 BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) \
   "$bench_target/release/oxidex-bench" \
