@@ -33,21 +33,34 @@ const BACKOFF: [u64; 6] = [2, 10, 30, 120, 600, 1800];
 /// Wakes the delivery task early (after a logout) and carries its HTTP client.
 pub struct Backchannel {
     notify: Notify,
-    http: reqwest::Client,
+    /// Built at the first delivery: building it reads and parses the system's
+    /// CA certificates (tens of milliseconds), which would otherwise delay every
+    /// start, and most deployments never deliver a back-channel logout.
+    http: tokio::sync::OnceCell<reqwest::Client>,
 }
 
 impl Backchannel {
     pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(ATTEMPT_TIMEOUT)
-            .user_agent(concat!("oxidex/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         Self {
             notify: Notify::new(),
-            http,
+            http: tokio::sync::OnceCell::new(),
         }
+    }
+
+    async fn http(&self) -> reqwest::Client {
+        let build = || async {
+            tokio::task::spawn_blocking(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(ATTEMPT_TIMEOUT)
+                    .user_agent(concat!("oxidex/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        self.http.get_or_init(build).await.clone()
     }
 
     pub fn wake(&self) {
@@ -164,7 +177,7 @@ impl Provider {
                 }
                 Err(error) => Err(error.to_string()),
             };
-            let http = self.backchannel.http.clone();
+            let http = self.backchannel.http().await;
             running.spawn(async move {
                 let outcome = match token {
                     Ok(token) => post_logout_token(&http, &uri, &token).await,
