@@ -320,6 +320,9 @@ pub(crate) fn auth_code_redeem(new: Factory<'_>) {
     redeem_only(&s, &tombstone).unwrap();
     assert_eq!(s.get_auth_code("code-1"), Err(StorageError::NotFound));
     assert_eq!(s.get_redeemed_code("code-1").unwrap(), tombstone);
+    // The tombstone is not a code: deleting the code finds none and keeps it.
+    assert_eq!(s.delete_auth_code("code-1"), Err(StorageError::NotFound));
+    assert_eq!(s.get_redeemed_code("code-1").unwrap(), tombstone);
     // A second redemption finds no code and changes nothing.
     let mut again = tombstone.clone();
     again.refresh_token_id = None;

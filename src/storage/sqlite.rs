@@ -166,6 +166,15 @@ pub const MIGRATIONS: &[&str] = &[
         data  TEXT NOT NULL
     ) STRICT;
     ",
+    // 7: a redeemed code's tombstone replaces the code in its own row (`redeemed`
+    // = 1, same id and expiry), so an exchange updates one row instead of
+    // deleting it from three B-trees and inserting into three more.
+    "
+    ALTER TABLE auth_code ADD COLUMN redeemed INTEGER NOT NULL DEFAULT 0;
+    INSERT OR IGNORE INTO auth_code (id, expiry, data, redeemed)
+        SELECT id, expiry, data, 1 FROM redeemed_code;
+    DROP TABLE redeemed_code;
+    ",
 ];
 
 /// WAL frames (pages) at which the [`Checkpointer`] is woken: SQLite's default
@@ -259,6 +268,25 @@ impl SqliteStorage {
 
     // Rows are encoded and decoded outside the connection's mutex: every request
     // that touches storage queues for it.
+    /// The JSON of the code `id` (`redeemed`: of its tombstone).
+    fn code_row(&self, id: &str, redeemed: bool) -> StorageResult<Option<String>> {
+        let (sql, what) = if redeemed {
+            (
+                "SELECT data FROM auth_code WHERE id = ?1 AND redeemed = 1",
+                "redeemed auth code",
+            )
+        } else {
+            (
+                "SELECT data FROM auth_code WHERE id = ?1 AND redeemed = 0",
+                "auth code",
+            )
+        };
+        self.lock()
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+            .map_err(db(&self.path, what, "get"))
+    }
+
     fn create<T: Row>(&self, value: &T) -> StorageResult<()> {
         let data = encode(value)?;
         insert_encoded(&self.lock(), &self.path, value, data)
@@ -932,14 +960,26 @@ impl Storage for SqliteStorage {
             .map_err(db(&self.path, "auth code", "commit issuing"))
     }
 
+    // Codes and the tombstones of redeemed ones share `auth_code` (migration 7):
+    // a code is a row with `redeemed` = 0, its tombstone the same row with 1.
     fn create_auth_code(&self, code: &AuthCode) -> StorageResult<()> {
         self.create(code)
     }
     fn get_auth_code(&self, id: &str) -> StorageResult<AuthCode> {
-        self.get(&[id])
+        let json = self.code_row(id, false)?;
+        decode(&json.ok_or(StorageError::NotFound)?)
     }
     fn delete_auth_code(&self, id: &str) -> StorageResult<()> {
-        self.delete::<AuthCode>(&[id])
+        let deleted = self
+            .lock()
+            .prepare_cached("DELETE FROM auth_code WHERE id = ?1 AND redeemed = 0")
+            .and_then(|mut stmt| stmt.execute([id]))
+            .map_err(db(&self.path, "auth code", "delete"))?;
+        if deleted > 0 {
+            Ok(())
+        } else {
+            Err(StorageError::NotFound)
+        }
     }
 
     fn commit_grant(&self, grant: GrantWrite<'_>) -> StorageResult<()> {
@@ -959,10 +999,16 @@ impl Storage for SqliteStorage {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db(&self.path, what, "begin"))?;
         if let Some((redeemed, data)) = redeemed {
-            if !remove::<AuthCode>(&tx, &self.path, &[&redeemed.id])? {
+            // The tombstone keeps the code's expiry (see `RedeemedCode::expiry`).
+            let spent = tx
+                .prepare_cached(
+                    "UPDATE auth_code SET redeemed = 1, data = ?1 WHERE id = ?2 AND redeemed = 0",
+                )
+                .and_then(|mut stmt| stmt.execute(rusqlite::params![data, redeemed.id]))
+                .map_err(db(&self.path, "auth code", "redeem"))?;
+            if spent == 0 {
                 return Err(StorageError::NotFound);
             }
-            insert_encoded(&tx, &self.path, redeemed, data)?;
         }
         if let (Some(refresh), Some(data)) = (grant.refresh, token) {
             let token = refresh.token;
@@ -985,7 +1031,8 @@ impl Storage for SqliteStorage {
     }
 
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
-        self.get(&[id])
+        let json = self.code_row(id, true)?;
+        decode(&json.ok_or(StorageError::NotFound)?)
     }
 
     fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()> {
@@ -1217,8 +1264,8 @@ impl Storage for SqliteStorage {
         };
         let counts = GcCounts {
             auth_requests: purge("DELETE FROM auth_request WHERE expiry < ?1")?,
-            auth_codes: purge("DELETE FROM auth_code WHERE expiry < ?1")?
-                + purge("DELETE FROM redeemed_code WHERE expiry < ?1")?,
+            // Tombstones of redeemed codes included.
+            auth_codes: purge("DELETE FROM auth_code WHERE expiry < ?1")?,
             device_requests: purge("DELETE FROM device_request WHERE expiry < ?1")?,
             device_tokens: purge("DELETE FROM device_token WHERE expiry < ?1")?,
             revoked_access_tokens: purge("DELETE FROM revoked_access_tokens WHERE expiry < ?1")?,
@@ -1363,6 +1410,44 @@ mod tests {
         assert!(!wal.exists(), "a connection stayed open after the drop");
         let reopened = SqliteStorage::open(&path).unwrap();
         assert_eq!(reopened.list_refresh_tokens().unwrap().len(), commits);
+    }
+
+    /// Migration 7 moves the tombstones of redeemed codes into the codes' table:
+    /// codes and tombstones of a version-6 database read back as before.
+    #[test]
+    fn tombstones_and_codes_survive_the_migration_to_one_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxidex.db");
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let code = fixtures::auth_code("live-code", t);
+        let tombstone = RedeemedCode {
+            id: "spent-code".to_owned(),
+            client_id: "argocd".to_owned(),
+            refresh_token_id: Some("rt-1".to_owned()),
+            user_id: "carol".to_owned(),
+            connector_id: "forgejo".to_owned(),
+            expiry: t,
+        };
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            assert_eq!(migrate(&mut conn, &MIGRATIONS[..6]).unwrap(), 6);
+            insert(&conn, "test", &code).unwrap();
+            insert(&conn, "test", &tombstone).unwrap();
+        }
+        let s = SqliteStorage::open(&path).unwrap();
+        assert_eq!(s.get_auth_code("live-code").unwrap(), code);
+        assert_eq!(s.get_redeemed_code("spent-code").unwrap(), tombstone);
+        assert_eq!(s.get_auth_code("spent-code"), Err(StorageError::NotFound));
+        assert_eq!(
+            s.get_redeemed_code("live-code"),
+            Err(StorageError::NotFound)
+        );
+        assert_eq!(
+            s.garbage_collect(t + Duration::from_secs(1))
+                .unwrap()
+                .auth_codes,
+            2
+        );
     }
 
     #[test]
