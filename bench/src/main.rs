@@ -46,6 +46,10 @@ struct Args {
     storage_only: bool,
     postgres: Option<Postgres>,
     soak: Option<f64>,
+    /// The hello server, kept running so that every provider's GETs are
+    /// compared with a hello measured just before them, under the same
+    /// conditions (a 2-core VM drifts by ±20% over a run).
+    hello_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where the throwaway PostgreSQL cluster of `bench/run.sh` listens.
@@ -107,6 +111,7 @@ fn args() -> Result<Args, Error> {
         storage_only: false,
         postgres: None,
         soak: None,
+        hello_addr: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -171,7 +176,7 @@ fn progress(message: &str) {
 }
 
 async fn run() -> Result<(), Error> {
-    let args = args()?;
+    let mut args = args()?;
     let window = Duration::from_secs_f64(args.secs);
     let work = std::env::temp_dir().join(format!("oxidex-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -200,6 +205,7 @@ async fn run() -> Result<(), Error> {
     progress("signature ceilings");
     report.ceilings = Some(tokio::task::spawn_blocking(move || ceiling::measure(window)).await??);
 
+    let mut hello_server = None;
     if !args.storage_only {
         progress("hello");
         let addr = free_addr()?;
@@ -211,7 +217,8 @@ async fn run() -> Result<(), Error> {
         let r = closed_loop(addr, states, window, u64::MAX, load::get_path).await;
         report.hello_loop = Some(Measured::from(&r));
         report.hello_rss = hello.rss_mb();
-        hello.stop();
+        args.hello_addr = Some(addr);
+        hello_server = Some(hello);
         if let Some(path) = &args.signing_hello {
             for (slot, algorithm) in ["RS256", "ES256"].into_iter().enumerate() {
                 progress(&format!("signing hello ({algorithm})"));
@@ -309,6 +316,7 @@ async fn run() -> Result<(), Error> {
         }
     }
 
+    drop(hello_server);
     let markdown = report.render();
     println!("{markdown}");
     if let Some(out) = &args.out {
@@ -604,6 +612,10 @@ async fn measure_provider(
     let (code, _) = load::login_to_code(&mut conn, target, (63 << 40) | 0xff_ffff).await?;
     result.token_bytes = Some(load::exchange_code(&mut conn, target, &code).await?.bytes);
     if gets {
+        if let Some(hello) = args.hello_addr {
+            progress(&format!("  hello, alongside {}", server.name));
+            result.hello_alongside = Some(wrk(&format!("http://{hello}/"), args.secs).await?);
+        }
         progress(&format!("  {}: GET discovery, keys", server.name));
         result.discovery = Some(wrk(&format!("http://{addr}{discovery}"), args.secs).await?);
         result.keys = Some(wrk(&format!("http://{addr}{keys}"), args.secs).await?);

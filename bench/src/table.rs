@@ -42,6 +42,8 @@ pub struct SystemResult {
     pub rss_after_mb: Option<f64>,
     pub discovery: Option<WrkResult>,
     pub keys: Option<WrkResult>,
+    /// hello, measured with wrk just before this system's GETs.
+    pub hello_alongside: Option<WrkResult>,
     pub token: Option<Measured>,
     pub token_es256: Option<Measured>,
     /// Size of one token response body (RS256 / ES256 instance).
@@ -306,7 +308,7 @@ impl Report {
         let rate = |m: &Option<Measured>| m.map(|m| m.rate);
         let node = self.node.as_ref();
         let dex = self.dex.as_ref();
-        let hello = self.hello_wrk.as_ref().map(|h| h.rps);
+        let hello = self.hello_for(ox);
         let mut out =
             String::from("| figure | value | ratio | target | met? |\n|---|---|---|---|---|\n");
         for (slot, algorithm, token, bound) in [
@@ -421,6 +423,16 @@ impl Report {
         out
     }
 
+    /// hello's rate to compare `system`'s GETs with: the one measured just before
+    /// them when there is one, else the one at the start of the run.
+    fn hello_for(&self, system: &SystemResult) -> Option<f64> {
+        system
+            .hello_alongside
+            .as_ref()
+            .or(self.hello_wrk.as_ref())
+            .map(|h| h.rps)
+    }
+
     pub fn render(&self) -> String {
         let ox = &self.oxidex;
         let none = SystemResult::default();
@@ -500,6 +512,15 @@ impl Report {
         }
         type Get = fn(&SystemResult) -> &Option<WrkResult>;
         let gets: [(&str, Get); 2] = [("GET discovery req/s", discovery), ("GET keys req/s", keys)];
+        row([
+            "hello req/s (wrk), just before each system's GETs",
+            &wrk_cell(&ox.hello_alongside),
+            &wrk_cell(&node.hello_alongside),
+            &wrk_cell(&dex.hello_alongside),
+            "",
+            "the hello the GET ratios use",
+        ]);
+        let hello = self.hello_for(ox).unwrap_or(hello);
         for (name, get) in gets {
             let ratio = get(ox).as_ref().map_or(f64::NAN, |r| r.rps / hello);
             row([
