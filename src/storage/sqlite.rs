@@ -183,6 +183,8 @@ const CHECKPOINT_FRAMES: i32 = 1000;
 /// WAL frames (~40 MB at 4 KiB pages) beyond which a commit checkpoints itself, as
 /// SQLite's automatic checkpoint would, should the checkpointer fall behind.
 const WAL_LIMIT_FRAMES: i32 = 10_000;
+/// The pause after a failed checkpoint (a full disk, an I/O error).
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
 /// Storage in one SQLite database file (or an in-memory database).
 pub struct SqliteStorage {
@@ -450,6 +452,18 @@ impl CheckpointSignal {
         self.wake.notify_one();
     }
 
+    /// Waits for `period`, or less when the handle is dropped meanwhile.
+    fn pause(&self, period: Duration) {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = self
+            .wake
+            .wait_timeout_while(state, period, |state| !state.stop)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+
     /// Waits until a checkpoint is due (`true`) or the handle is dropped (`false`).
     fn wait(&self) -> bool {
         let mut state = self
@@ -493,7 +507,11 @@ impl Checkpointer {
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while thread_signal.wait() {
-                    checkpoint(&own, &shared, &path);
+                    if !checkpoint(&own, &shared, &path) {
+                        // Every commit past the threshold asks again: at most one
+                        // attempt (and one warning) per second while it fails.
+                        thread_signal.pause(CHECKPOINT_RETRY);
+                    }
                 }
             })?;
         Ok(Self { signal, thread })
@@ -508,14 +526,16 @@ impl Checkpointer {
 /// Copies the WAL into the database: first while commits go on, then, holding the
 /// handle's connection, the frames committed meanwhile. A checkpoint that is
 /// complete lets the next commit write the WAL from its start again.
-fn checkpoint(own: &Connection, shared: &Mutex<Connection>, path: &str) {
+/// `false` when it failed (logged).
+fn checkpoint(own: &Connection, shared: &Mutex<Connection>, path: &str) -> bool {
     let run = |conn: &Connection| conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     let outcome = run(own).and_then(|()| run(&lock(shared)));
-    if let Err(error) = outcome {
+    if let Err(error) = &outcome {
         // The next commit past the threshold tries again; past the limit commits
         // checkpoint themselves.
         tracing::warn!(%error, database = path, "SQLite checkpoint failed");
     }
+    outcome.is_ok()
 }
 
 /// Creates `path` with owner-only permissions if it does not exist yet, so SQLite
