@@ -268,8 +268,6 @@ impl SqliteStorage {
         count
     }
 
-    // Rows are encoded and decoded outside the connection's mutex: every request
-    // that touches storage queues for it.
     /// The JSON of the code `id` (`redeemed`: of its tombstone).
     fn code_row(&self, id: &str, redeemed: bool) -> StorageResult<Option<String>> {
         let (sql, what) = if redeemed {
@@ -289,6 +287,8 @@ impl SqliteStorage {
             .map_err(db(&self.path, what, "get"))
     }
 
+    // Rows are encoded and decoded outside the connection's mutex: every request
+    // that touches storage queues for it.
     fn create<T: Row>(&self, value: &T) -> StorageResult<()> {
         let data = encode(value)?;
         insert_encoded(&self.lock(), &self.path, value, data)
