@@ -47,7 +47,10 @@ impl Backchannel {
         }
     }
 
-    async fn http(&self) -> reqwest::Client {
+    /// The delivery client; an error (no TLS backend) is retried at the next
+    /// delivery rather than replaced by a default client, which would follow
+    /// redirects.
+    async fn http(&self) -> Result<reqwest::Client, String> {
         let build = || async {
             tokio::task::spawn_blocking(|| {
                 reqwest::Client::builder()
@@ -55,12 +58,12 @@ impl Backchannel {
                     .timeout(ATTEMPT_TIMEOUT)
                     .user_agent(concat!("oxidex/", env!("CARGO_PKG_VERSION")))
                     .build()
-                    .unwrap_or_default()
+                    .map_err(|error| error.to_string())
             })
             .await
-            .unwrap_or_default()
+            .map_err(|error| error.to_string())?
         };
-        self.http.get_or_init(build).await.clone()
+        self.http.get_or_try_init(build).await.cloned()
     }
 
     pub fn wake(&self) {
@@ -179,9 +182,14 @@ impl Provider {
             };
             let http = self.backchannel.http().await;
             running.spawn(async move {
-                let outcome = match token {
-                    Ok(token) => post_logout_token(&http, &uri, &token).await,
-                    Err(error) => Attempt::Retry(format!("cannot sign the logout token: {error}")),
+                let outcome = match (token, http) {
+                    (Ok(token), Ok(http)) => post_logout_token(&http, &uri, &token).await,
+                    (Err(error), _) => {
+                        Attempt::Retry(format!("cannot sign the logout token: {error}"))
+                    }
+                    (_, Err(error)) => {
+                        Attempt::Retry(format!("cannot build the HTTP client: {error}"))
+                    }
                 };
                 (delivery, outcome)
             });
