@@ -7,7 +7,6 @@
 use std::time::SystemTime;
 
 use super::error::{AuthorizeError, ErrorCode, RedirectError};
-use super::grants::upsert_offline_session;
 use super::is_expired;
 use super::mint::{Minter, TokenSigner, TokenSubject};
 use super::scopes::{self, check_scopes, go_quote};
@@ -15,7 +14,10 @@ use super::session::{Prompt, consent_covers, parse_max_age};
 use super::{MAX_NONCE_LEN, MAX_PARAM_LEN, MAX_RESPONSE_TYPE_LEN, MAX_SCOPE_LEN, MAX_STATE_LEN};
 use crate::config::settings::{AUTH_CODE_LIFETIME, Client, Settings};
 use crate::crypto::{self, new_hmac_key, new_id};
-use crate::storage::{AuthCode, AuthRequest, Claims, Pkce, Storage, StorageError};
+use crate::storage::{
+    AuthCode, AuthRequest, BrowserSession, BrowserSessionWrite, Claims, LoginWrite, OfflineSession,
+    OfflineSessionEdit, Pkce, RequestNext, Storage, StorageError,
+};
 
 /// The out-of-band redirect URI: the code is shown on a page instead.
 pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
@@ -565,18 +567,101 @@ fn get_auth_request(storage: &dyn Storage, id: &str) -> Result<AuthRequest, Auth
     })
 }
 
-/// Records a successful login on the auth request (`logged_in`, claims,
-/// connector data, `auth_time = authenticated_at`, the browser session's id) and
-/// extends its expiry, in one update. When `offline_access` was requested and the
-/// connector can refresh, the user's offline session is created or its connector
-/// data updated, as Dex's `finalizeLogin`.
+/// What an interactive login established: who logged in, through a connector
+/// that can refresh or not, in which browser session, when.
+#[derive(Debug, Clone)]
+pub struct LoginFacts<'a> {
+    pub claims: Claims,
+    pub connector_data: Option<Vec<u8>>,
+    pub connector_supports_refresh: bool,
+    /// The browser session's id (empty without sessions).
+    pub session_id: &'a str,
+    pub authenticated_at: SystemTime,
+}
+
+/// The auth request `request` logged in by `login` (`logged_in`, claims,
+/// connector data, `auth_time`, the browser session's id), its expiry extended
+/// to the configured `expiry.authRequests` from now, never less than it had.
 ///
-/// Beyond Dex: one login per auth request. A request that is already logged in is
-/// refused (400) inside the atomic update, so a second user cannot overwrite the
-/// identity of a login whose approval URL somebody already holds; and the HMAC key
-/// is replaced, so every approval URL or form token computed before the login is
-/// void.
-// The login's facts are passed one by one; a struct is the next step (noted).
+/// Beyond Dex: one login per auth request. A request that is already logged in
+/// is refused (400), so a second user cannot overwrite the identity of a login
+/// whose approval URL somebody already holds; and the HMAC key is replaced, so
+/// every approval URL or form token computed before the login is void.
+pub fn log_in(
+    request: &AuthRequest,
+    settings: &Settings,
+    login: &LoginFacts<'_>,
+    now: SystemTime,
+) -> Result<AuthRequest, AuthorizeError> {
+    if request.logged_in {
+        return Err(already_logged_in());
+    }
+    if is_expired(request.expiry, now) {
+        return Err(AuthorizeError::page(400, "User session has expired."));
+    }
+    let extended = now
+        .checked_add(settings.expiry.auth_requests)
+        .ok_or_else(|| AuthorizeError::page(500, "Internal server error."))?;
+    let mut logged_in = request.clone();
+    logged_in.hmac_key = new_hmac_key();
+    logged_in.logged_in = true;
+    logged_in.claims = login.claims.clone();
+    logged_in.connector_data = login.connector_data.clone();
+    logged_in.auth_time = Some(login.authenticated_at);
+    login.session_id.clone_into(&mut logged_in.session_id);
+    logged_in.expiry = request.expiry.max(extended);
+    Ok(logged_in)
+}
+
+fn already_logged_in() -> AuthorizeError {
+    AuthorizeError::page(
+        400,
+        "This login has already been completed. Please start again from the application.",
+    )
+}
+
+/// How a failed login commit reads to the browser: the request is gone (a
+/// double submit) or changed (another login of it came first).
+fn login_commit_error(error: StorageError) -> AuthorizeError {
+    match error {
+        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+        StorageError::Rejected(_) => already_logged_in(),
+        error => {
+            tracing::error!(%error, "failed to finalize login");
+            AuthorizeError::storage(&error)
+        }
+    }
+}
+
+/// When `offline_access` was requested and the connector can refresh, the
+/// user's offline session is created or its connector data updated at login,
+/// as Dex's `finalizeLogin` does.
+fn offline_session_edit<'a>(
+    logged_in: &'a AuthRequest,
+    login: &LoginFacts<'_>,
+    edit: &'a mut dyn FnMut(&mut OfflineSession),
+) -> Option<OfflineSessionEdit<'a>> {
+    (login.connector_supports_refresh
+        && scopes::has_scope(&logged_in.scopes, scopes::OFFLINE_ACCESS))
+    .then_some(OfflineSessionEdit {
+        user_id: &logged_in.claims.user_id,
+        connector_id: &logged_in.connector_id,
+        edit,
+    })
+}
+
+fn keep_connector_data(data: Option<&[u8]>) -> impl FnMut(&mut OfflineSession) + '_ {
+    move |session| {
+        if let Some(data) = data.filter(|d| !d.is_empty()) {
+            session.connector_data = Some(data.to_vec());
+        }
+    }
+}
+
+/// Records a successful login on the stored auth request (see [`log_in`]) and,
+/// when it asks for `offline_access` through a connector that can refresh, the
+/// user's offline session, in one storage commit.
+// The login's facts are passed one by one; [`LoginFacts`] is the next step (noted).
 #[allow(clippy::too_many_arguments)]
 pub fn finalize_login(
     storage: &dyn Storage,
@@ -589,60 +674,90 @@ pub fn finalize_login(
     authenticated_at: SystemTime,
     now: SystemTime,
 ) -> Result<AuthRequest, AuthorizeError> {
-    const ALREADY: &str = "auth request already logged in";
-    let hmac_key = new_hmac_key();
-    // The approval page and the response still lie ahead: the request gets the
-    // configured `expiry.authRequests` from now, never less than it had.
-    let extended = now
-        .checked_add(settings.expiry.auth_requests)
-        .ok_or_else(|| AuthorizeError::page(500, "Internal server error."))?;
-    let updated = storage
-        .update_auth_request(auth_request_id, &mut |mut request| {
-            if is_expired(request.expiry, now) {
-                return Err(StorageError::Rejected("auth request expired".into()));
-            }
-            if request.logged_in {
-                return Err(StorageError::Rejected(ALREADY.into()));
-            }
-            request.hmac_key = hmac_key.clone();
-            request.logged_in = true;
-            request.claims = claims.clone();
-            request.connector_data = connector_data.clone();
-            request.auth_time = Some(authenticated_at);
-            request.session_id = session_id.to_owned();
-            request.expiry = request.expiry.max(extended);
-            Ok(request)
+    let request = get_auth_request(storage, auth_request_id)?;
+    let login = LoginFacts {
+        claims,
+        connector_data,
+        connector_supports_refresh,
+        session_id,
+        authenticated_at,
+    };
+    let logged_in = log_in(&request, settings, &login, now)?;
+    let mut edit = keep_connector_data(login.connector_data.as_deref());
+    storage
+        .commit_login(LoginWrite {
+            request: &request,
+            next: RequestNext::Replace(&logged_in),
+            browser_session: None,
+            offline_session: offline_session_edit(&logged_in, &login, &mut edit),
         })
-        .map_err(|err| match err {
-            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
-            StorageError::Rejected(why) if why == ALREADY => AuthorizeError::page(
-                400,
-                "This login has already been completed. Please start again from the application.",
-            ),
-            StorageError::Rejected(_) => AuthorizeError::page(400, "User session has expired."),
-            err => {
-                tracing::error!(%err, "failed to finalize login");
-                AuthorizeError::storage(&err)
-            }
-        })?;
+        .map_err(login_commit_error)?;
+    Ok(logged_in)
+}
 
-    if connector_supports_refresh && scopes::has_scope(&updated.scopes, scopes::OFFLINE_ACCESS) {
-        upsert_offline_session(
-            storage,
-            &updated.claims.user_id,
-            &updated.connector_id,
-            &mut |s| {
-                if let Some(data) = connector_data.as_ref().filter(|d| !d.is_empty()) {
-                    s.connector_data = Some(data.clone());
-                }
-            },
+/// Where a finished interactive login leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginFinished {
+    /// The approval page, at this URL (see [`approval_url`]).
+    Approval(String),
+    /// The authorization response, already issued.
+    Response(AuthorizeResponse),
+}
+
+/// Finishes an interactive login in ONE storage commit: records it on
+/// `request` (the auth request as the caller read it; see [`log_in`]) and,
+/// unless the approval page is needed (`granted`: the scopes the user granted
+/// the client before, see [`needs_approval`]), issues the response at once, so
+/// the request is exchanged for the code in the same commit. The browser
+/// session's write and the offline session's upsert join that commit.
+///
+/// `Ok(None)` when the browser session to update has ended meanwhile (a logout
+/// in another tab): nothing was written, and the caller starts a new session and
+/// calls again.
+#[allow(clippy::too_many_arguments)]
+pub fn finish_login(
+    storage: &dyn Storage,
+    settings: &Settings,
+    signer: &dyn TokenSigner,
+    request: &AuthRequest,
+    login: &LoginFacts<'_>,
+    granted: &[String],
+    mut browser_session: Option<BrowserSessionWrite<'_>>,
+    now: SystemTime,
+) -> Result<Option<(LoginFinished, Option<BrowserSession>)>, AuthorizeError> {
+    let logged_in = log_in(request, settings, login, now)?;
+    let (finished, code) = if needs_approval(&logged_in, settings, granted) {
+        (
+            LoginFinished::Approval(approval_url(settings, &logged_in)),
+            None,
         )
-        .map_err(|err| {
-            tracing::error!(%err, "failed to update offline session");
-            AuthorizeError::storage(&err)
-        })?;
+    } else {
+        let prepared = prepare_response(settings, signer, &logged_in, now)?;
+        (LoginFinished::Response(prepared.response), prepared.code)
+    };
+    let next = match (&finished, &code) {
+        (LoginFinished::Approval(_), _) => RequestNext::Replace(&logged_in),
+        (LoginFinished::Response(_), Some(code)) => RequestNext::Exchange(code),
+        (LoginFinished::Response(_), None) => RequestNext::Delete,
+    };
+    let updates_a_session = matches!(browser_session, Some(BrowserSessionWrite::Update { .. }));
+    let mut edit = keep_connector_data(login.connector_data.as_deref());
+    let committed = storage.commit_login(LoginWrite {
+        request,
+        next,
+        browser_session: browser_session.as_mut().map(BrowserSessionWrite::reborrow),
+        offline_session: offline_session_edit(&logged_in, login, &mut edit),
+    });
+    match committed {
+        Ok(session) => Ok(Some((finished, session))),
+        // Gone is the request (a double submit) or the session (ended).
+        Err(StorageError::NotFound)
+            if updates_a_session && storage.get_auth_request(&request.id).is_ok() =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(login_commit_error(error)),
     }
-    Ok(updated)
 }
 
 /// Whether the approval screen must be shown: the request forces it
@@ -689,6 +804,40 @@ pub fn issue_response(
     if is_expired(request.expiry, now) {
         return Err(AuthorizeError::page(400, "User session has expired."));
     }
+    // Signed before anything is written: a signing failure leaves the request as it was.
+    let prepared = prepare_response(settings, signer, &request, now)?;
+    // The request goes and the code comes in one transaction: of two submits only
+    // one finds the request.
+    match &prepared.code {
+        Some(auth_code) => storage.exchange_auth_request_for_code(&request.id, auth_code),
+        None => storage.delete_auth_request(&request.id),
+    }
+    .map_err(|err| match err {
+        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
+        err => {
+            tracing::error!(%err, "failed to issue the authorization response");
+            AuthorizeError::storage(&err)
+        }
+    })?;
+    Ok(prepared.response)
+}
+
+/// An authorization response made but not yet issued: the code to store (when
+/// the response type includes `code`) and what to send the browser.
+struct PreparedResponse {
+    code: Option<AuthCode>,
+    response: AuthorizeResponse,
+}
+
+/// Makes the authorization response for the logged-in `request` (Dex's
+/// `sendCodeResponse`): the code (30 min), and for `token` / `id_token` the
+/// tokens minted into the fragment. Writes nothing.
+fn prepare_response(
+    settings: &Settings,
+    signer: &dyn TokenSigner,
+    request: &AuthRequest,
+    now: SystemTime,
+) -> Result<PreparedResponse, AuthorizeError> {
     let internal = || AuthorizeError::page(500, "Internal server error.");
     let wants = |t: &str| request.response_types.iter().any(|r| r == t);
 
@@ -714,7 +863,6 @@ pub fn issue_response(
     let code = auth_code.as_ref().map(|c| c.id.clone());
     let oob = code.is_some() && request.redirect_uri == OOB_REDIRECT_URI;
 
-    // Signed before anything is written: a signing failure leaves the request as it was.
     let minter = Minter::new(settings, signer);
     let subject = TokenSubject {
         client_id: &request.client_id,
@@ -741,22 +889,13 @@ pub fn issue_response(
         None
     };
 
-    // The request goes and the code comes in one transaction: of two submits only
-    // one finds the request.
-    match &auth_code {
-        Some(auth_code) => storage.exchange_auth_request_for_code(&request.id, auth_code),
-        None => storage.delete_auth_request(&request.id),
-    }
-    .map_err(|err| match err {
-        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
-        err => {
-            tracing::error!(%err, "failed to issue the authorization response");
-            AuthorizeError::storage(&err)
-        }
-    })?;
     if oob {
-        return Ok(AuthorizeResponse::Oob {
+        let response = AuthorizeResponse::Oob {
             code: code.unwrap_or_default(),
+        };
+        return Ok(PreparedResponse {
+            code: auth_code,
+            response,
         });
     }
 
@@ -765,11 +904,12 @@ pub fn issue_response(
             ("code".to_owned(), code.unwrap_or_default()),
             ("state".to_owned(), request.state.clone()),
         ];
-        return Ok(AuthorizeResponse::Redirect(add_query_params(
-            &request.redirect_uri,
-            params,
-            true,
-        )));
+        let response =
+            AuthorizeResponse::Redirect(add_query_params(&request.redirect_uri, params, true));
+        return Ok(PreparedResponse {
+            code: auth_code,
+            response,
+        });
     }
 
     let mut fragment: Vec<(String, String)> = Vec::new();
@@ -790,10 +930,10 @@ pub fn issue_response(
     if let Some(code) = code {
         fragment.push(("code".into(), code));
     }
-    Ok(AuthorizeResponse::Redirect(with_fragment(
-        &request.redirect_uri,
-        fragment,
-    )))
+    Ok(PreparedResponse {
+        code: auth_code,
+        response: AuthorizeResponse::Redirect(with_fragment(&request.redirect_uri, fragment)),
+    })
 }
 
 /// The user pressed "Cancel" on the approval screen: the auth request is deleted
@@ -1695,9 +1835,16 @@ mod tests {
                 t0(),
             )
             .unwrap();
-            // The login and the extended expiry in one update; the offline
-            // session (Dex creates it at login) in a second one.
-            assert_eq!(count() - before, 1 + usize::from(offline), "{scope}");
+            // The login, the extended expiry and the offline session (Dex
+            // creates it at login) in one commit.
+            assert_eq!(count() - before, 1, "{scope}");
+            assert_eq!(
+                storage
+                    .get_offline_session(&user_claims().user_id, "mock")
+                    .is_ok(),
+                offline,
+                "{scope}"
+            );
             assert_eq!(done.expiry, t0() + s.expiry.auth_requests);
             let before = count();
             let url = redirect_url(issue_response(&storage, &s, &signer, &req.id, t0()));
@@ -1715,6 +1862,195 @@ mod tests {
                 Err(StorageError::NotFound)
             );
         }
+    }
+
+    fn new_browser_session(id: &str) -> BrowserSession {
+        let cookie = crate::oidc::session::SessionCookie::renewed(id);
+        crate::oidc::session::new_session(
+            &crate::config::SessionSettings::default(),
+            &cookie,
+            user_claims(),
+            None,
+            "mock",
+            "example-app",
+            t0(),
+        )
+    }
+
+    fn facts(session_id: &str) -> LoginFacts<'_> {
+        LoginFacts {
+            claims: user_claims(),
+            connector_data: Some(b"up".to_vec()),
+            connector_supports_refresh: true,
+            session_id,
+            authenticated_at: t0(),
+        }
+    }
+
+    #[test]
+    fn a_login_without_approval_commits_once_with_its_response() {
+        let storage = crate::storage::sqlite::SqliteStorage::open_in_memory().unwrap();
+        let commits = storage.count_commits();
+        let mut s = settings();
+        s.oauth2.skip_approval_screen = true;
+        let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
+        let session = new_browser_session("sid-1");
+        let before = commits.load(std::sync::atomic::Ordering::SeqCst);
+        let (finished, written) = finish_login(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req,
+            &facts("sid-1"),
+            &[],
+            Some(BrowserSessionWrite::Create(&session)),
+            t0(),
+        )
+        .unwrap()
+        .unwrap();
+        // The login, the browser session, the offline session and the swap of
+        // the request for the code: one commit.
+        assert_eq!(
+            commits.load(std::sync::atomic::Ordering::SeqCst) - before,
+            1
+        );
+        assert_eq!(written, Some(session.clone()));
+        let LoginFinished::Response(response) = finished else {
+            panic!("expected the response, got {finished:?}");
+        };
+        let url = redirect_url(Ok(response));
+        let code_id = url
+            .split("code=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        let code = storage.get_auth_code(code_id).unwrap();
+        assert_eq!(code.session_id, "sid-1");
+        assert_eq!(code.claims, user_claims());
+        assert_eq!(code.auth_time, Some(t0()));
+        assert_eq!(code.connector_data, Some(b"up".to_vec()));
+        assert_eq!(
+            storage.get_auth_request(&req.id),
+            Err(StorageError::NotFound)
+        );
+        assert_eq!(storage.get_browser_session("sid-1").unwrap(), session);
+        let offline = storage
+            .get_offline_session(&user_claims().user_id, "mock")
+            .unwrap();
+        assert_eq!(offline.connector_data, Some(b"up".to_vec()));
+
+        // A second submit of the same login finds the request gone.
+        let again = finish_login(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req,
+            &facts("sid-2"),
+            &[],
+            Some(BrowserSessionWrite::Create(&new_browser_session("sid-2"))),
+            t0(),
+        );
+        assert_eq!(page(again), (400, "User session error.".to_owned()));
+        assert_eq!(
+            storage.get_browser_session("sid-2"),
+            Err(StorageError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_login_that_needs_approval_is_stored_logged_in() {
+        let storage = MemoryStorage::new();
+        let s = settings();
+        let req = stored_request(&storage, &[("scope", "openid email")], &s);
+        // Consent for less than is asked: the page is shown.
+        let granted = vec!["openid".to_owned()];
+        let (finished, _) = finish_login(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req,
+            &facts(""),
+            &granted,
+            None,
+            t0(),
+        )
+        .unwrap()
+        .unwrap();
+        let stored = storage.get_auth_request(&req.id).unwrap();
+        assert!(stored.logged_in);
+        assert_ne!(stored.hmac_key, req.hmac_key);
+        assert_eq!(finished, LoginFinished::Approval(approval_url(&s, &stored)));
+        assert!(verify_approval_hmac(
+            &stored,
+            approval_hmac(&stored).as_str()
+        ));
+        // A login of the old copy again is refused: the request changed.
+        let again = finish_login(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req,
+            &facts(""),
+            &granted,
+            None,
+            t0(),
+        );
+        assert_eq!(
+            page(again).1,
+            "This login has already been completed. Please start again from the application."
+        );
+        // Consent covering the request: the response comes at once.
+        let req = stored_request(&storage, &[("scope", "openid email")], &s);
+        let granted = vec!["openid".to_owned(), "email".to_owned()];
+        let (finished, _) = finish_login(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req,
+            &facts(""),
+            &granted,
+            None,
+            t0(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            matches!(finished, LoginFinished::Response(_)),
+            "{finished:?}"
+        );
+    }
+
+    #[test]
+    fn a_login_into_an_ended_browser_session_writes_nothing_and_says_so() {
+        let storage = MemoryStorage::new();
+        let mut s = settings();
+        s.oauth2.skip_approval_screen = true;
+        let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
+        let mut never = |_: BrowserSession| -> crate::storage::StorageResult<BrowserSession> {
+            panic!("no session to update")
+        };
+        let outcome = finish_login(
+            &storage,
+            &s,
+            &TestSigner::default(),
+            &req,
+            &facts("sid-ended"),
+            &[],
+            Some(BrowserSessionWrite::Update {
+                id: "sid-ended",
+                updater: &mut never,
+            }),
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(outcome, None);
+        assert_eq!(storage.get_auth_request(&req.id).unwrap(), req);
+        assert_eq!(
+            storage.get_offline_session(&user_claims().user_id, "mock"),
+            Err(StorageError::NotFound)
+        );
     }
 
     #[test]

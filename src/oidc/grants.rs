@@ -18,7 +18,7 @@ use crate::config::settings::{Client, RefreshTokenPolicy, Settings};
 use crate::crypto::new_id;
 use crate::storage::{
     Claims, GrantWrite, NewRefreshToken, OfflineSession, Pkce, RedeemedCode, RefreshToken,
-    RefreshTokenRef, Storage, StorageError, StorageResult,
+    RefreshTokenRef, Storage, StorageError,
 };
 
 /// Beyond Dex: a user may hold several refresh tokens for one client (one per
@@ -332,34 +332,6 @@ fn stale_references(
         doomed.extend(live.into_iter().take(excess).map(|(_, id)| id));
     }
     doomed
-}
-
-/// Creates the offline session of (user, connector) or edits the existing one.
-pub(crate) fn upsert_offline_session(
-    storage: &dyn Storage,
-    user_id: &str,
-    connector_id: &str,
-    edit: &mut dyn FnMut(&mut OfflineSession),
-) -> StorageResult<OfflineSession> {
-    let update = |storage: &dyn Storage, edit: &mut dyn FnMut(&mut OfflineSession)| {
-        storage.update_offline_session(user_id, connector_id, &mut |mut s| {
-            edit(&mut s);
-            Ok(s)
-        })
-    };
-    match update(storage, edit) {
-        Err(StorageError::NotFound) => {
-            let mut session = OfflineSession::empty(user_id, connector_id);
-            edit(&mut session);
-            match storage.create_offline_session(&session) {
-                Ok(()) => Ok(session),
-                // Created concurrently: edit that one instead.
-                Err(StorageError::AlreadyExists) => update(storage, edit),
-                Err(err) => Err(err),
-            }
-        }
-        other => other,
-    }
 }
 
 // ---------------------------------------------------------------------------

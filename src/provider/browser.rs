@@ -13,7 +13,9 @@ use crate::throttle::ClientKey;
 use crate::web::{ApprovalPage, ConnectorLink, CsrfToken, LoginPage, OobPage, PasswordPage};
 
 use super::limits::PasswordLoginError;
-use super::session::{CookieChange, Presented, record_interactive_login, store_consent};
+use super::session::{
+    CookieChange, InteractiveLoginWrite, Presented, finish_interactive_login, store_consent,
+};
 use super::{Outcome, Page, Provider, ProviderError, Reply};
 
 type StepResult = Result<Reply, ProviderError>;
@@ -588,58 +590,22 @@ impl Provider {
     }
 
     /// Records an interactive login (and the browser session it starts or
-    /// renews), then shows the approval page or answers the client.
+    /// renews), then shows the approval page or answers the client: one commit.
     async fn finish_login(
         &self,
         auth_request: &AuthRequest,
         identity: Identity,
         login: InteractiveLogin<'_>,
     ) -> StepResult {
-        let now = self.now();
-        let id = auth_request.id.clone();
-        let claims = identity.claims();
-        let connector_data = identity.connector_data;
-        let settings = self.settings.clone();
-        let presented = self.presented_session(login.session).await?.session;
-        let (connector_id, client_id) = (
-            auth_request.connector_id.clone(),
-            auth_request.client_id.clone(),
-        );
-        let supports_refresh = login.supports_refresh;
-        let (logged_in, cookie) = self
-            .with_storage(move |s| {
-                let (session_id, cookie) = match &settings.sessions {
-                    Some(sessions) => {
-                        let (session, cookie) = record_interactive_login(
-                            s,
-                            &settings,
-                            sessions,
-                            presented,
-                            &claims,
-                            &connector_id,
-                            &client_id,
-                            connector_data.clone(),
-                            now,
-                        )
-                        .map_err(|e| ProviderError::storage(&e))?;
-                        (session.id, Some(cookie))
-                    }
-                    None => (String::new(), None),
-                };
-                let logged_in = flow::finalize_login(
-                    s,
-                    &settings,
-                    &id,
-                    claims,
-                    connector_data,
-                    supports_refresh,
-                    &session_id,
-                    now,
-                    now,
-                )
-                .map_err(ProviderError::from)?;
-                Ok::<_, ProviderError>((logged_in, cookie))
-            })
+        let write = InteractiveLoginWrite {
+            request: auth_request.clone(),
+            claims: identity.claims(),
+            connector_data: identity.connector_data,
+            supports_refresh: login.supports_refresh,
+            presented: self.presented_session(login.session).await?.session,
+        };
+        let (finished, cookie) = self
+            .with_grant(move |ctx| finish_interactive_login(ctx, write))
             .await?;
         // A session of another user in this browser may have ended.
         self.backchannel.wake();
@@ -650,7 +616,11 @@ impl Provider {
                 max_age: login.remember_me.then_some(sessions.absolute_lifetime),
             })
         });
-        let mut reply = self.approve_or_issue(&logged_in, false).await?;
+        let mut reply: Reply = match finished {
+            flow::LoginFinished::Approval(url) => Outcome::SeeOther(url),
+            flow::LoginFinished::Response(response) => response_outcome(response),
+        }
+        .into();
         reply.cookie = cookie;
         Ok(reply)
     }
@@ -693,11 +663,7 @@ impl Provider {
                 tracing::warn!(%error, "cannot record browser session activity");
             }
         }
-        Ok(match response {
-            AuthorizeResponse::Redirect(url) => Outcome::SeeOther(url),
-            AuthorizeResponse::Oob { code } => Outcome::Page(200, Page::Oob(OobPage { code })),
-        }
-        .into())
+        Ok(response_outcome(response).into())
     }
 
     async fn load_auth_request(&self, id: &str) -> Result<AuthRequest, ProviderError> {
@@ -753,6 +719,14 @@ struct InteractiveLogin<'a> {
 }
 
 /// `login_required` to the client (OpenID Connect Core §3.1.2.6).
+/// The authorization response as the browser gets it.
+fn response_outcome(response: AuthorizeResponse) -> Outcome {
+    match response {
+        AuthorizeResponse::Redirect(url) => Outcome::SeeOther(url),
+        AuthorizeResponse::Oob { code } => Outcome::Page(200, Page::Oob(OobPage { code })),
+    }
+}
+
 fn login_required(request: &ValidatedAuthorization, description: &str) -> ProviderError {
     redirect_error(request, ErrorCode::LoginRequired, description)
 }

@@ -9,9 +9,14 @@ use serde_json::Value;
 
 use crate::config::{RefreshTokenLifetime, SessionSettings, Settings};
 use crate::keys::KeySet;
+use crate::oidc::authorize::{self as flow, LoginFacts, LoginFinished};
+use crate::oidc::grants::GrantContext;
 use crate::oidc::session::{self as rules, SessionCookie};
 use crate::oidc::subject::encode_subject;
-use crate::storage::{BrowserSession, Claims, LogoutDelivery, Storage, StorageError, UserIdentity};
+use crate::storage::{
+    AuthRequest, BrowserSession, BrowserSessionWrite, Claims, LogoutDelivery, Storage,
+    StorageError, UserIdentity,
+};
 
 use super::{Provider, ProviderError};
 
@@ -134,10 +139,8 @@ impl Provider {
             connector_id.to_owned(),
             client_id.to_owned(),
         );
-        self.with_storage(move |s| match s.get_user_identity(&user, &connector) {
-            Ok(identity) => Ok(identity.consents.get(&client).cloned().unwrap_or_default()),
-            Err(StorageError::NotFound) => Ok(Vec::new()),
-            Err(error) => Err(ProviderError::storage(&error)),
+        self.with_storage(move |s| {
+            granted_scopes(s, &user, &connector, &client).map_err(|e| ProviderError::storage(&e))
         })
         .await
     }
@@ -158,61 +161,141 @@ impl Provider {
     }
 }
 
-/// Records an interactive login of `claims` (by `client_id`, through
-/// `connector_id`) in the browser's session: the one `presented` when it belongs
-/// to the same user and connector, else a new one (a presented session of
-/// another user is ended first, as a logout would). Always issues a new cookie
-/// secret, so a cookie planted before the login is worthless after it. Returns
-/// the session and its new cookie.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn record_interactive_login(
-    storage: &dyn Storage,
-    settings: &Settings,
-    sessions: &SessionSettings,
-    presented: Option<BrowserSession>,
-    claims: &Claims,
-    connector_id: &str,
-    client_id: &str,
-    connector_data: Option<Vec<u8>>,
-    now: SystemTime,
-) -> Result<(BrowserSession, SessionCookie), StorageError> {
-    if let Some(current) = presented {
-        if current.user_id == claims.user_id && current.connector_id == connector_id {
-            let fresh = SessionCookie::renewed(&current.id);
-            let updated = storage.update_browser_session(&current.id, &mut |mut session| {
-                rules::record_login(
-                    sessions,
-                    &mut session,
-                    &fresh,
-                    claims.clone(),
-                    connector_data.clone(),
-                    client_id,
-                    now,
-                );
-                Ok(session)
-            });
-            match updated {
-                Ok(session) => return Ok((session, fresh)),
-                // Ended meanwhile (logout in another tab): start a new one.
-                Err(StorageError::NotFound) => {}
-                Err(error) => return Err(error),
-            }
-        } else {
-            end_session(storage, settings, &current, now)?;
+/// An interactive login to finish: the auth request as read, who logged in and
+/// how, and the browser session the browser presented.
+pub(super) struct InteractiveLoginWrite {
+    pub request: AuthRequest,
+    pub claims: Claims,
+    pub connector_data: Option<Vec<u8>>,
+    pub supports_refresh: bool,
+    pub presented: Option<BrowserSession>,
+}
+
+/// Finishes an interactive login in one storage commit ([`flow::finish_login`])
+/// together with the browser session it records: the one presented when it
+/// belongs to the same user and connector, else a new one (a presented session
+/// of another user is ended first, as a logout would). Always issues a new
+/// cookie secret, so a cookie planted before the login is worthless after it.
+/// Returns where the login leads and the session's new cookie (none without
+/// sessions).
+pub(super) fn finish_interactive_login(
+    ctx: &GrantContext<'_>,
+    login: InteractiveLoginWrite,
+) -> Result<(LoginFinished, Option<SessionCookie>), ProviderError> {
+    let (storage, settings, now) = (ctx.storage, ctx.settings, ctx.now);
+    let request = &login.request;
+    let facts = LoginFacts {
+        claims: login.claims.clone(),
+        connector_data: login.connector_data.clone(),
+        connector_supports_refresh: login.supports_refresh,
+        session_id: "",
+        authenticated_at: now,
+    };
+    let finish =
+        |facts: &LoginFacts<'_>, granted: &[String], write: Option<BrowserSessionWrite<'_>>| {
+            flow::finish_login(
+                storage, settings, ctx.signer, request, facts, granted, write, now,
+            )
+            .map_err(ProviderError::from)
+        };
+    let Some(sessions) = &settings.sessions else {
+        let finished = finish(&facts, &[], None)?;
+        return finished
+            .map(|(finished, _)| (finished, None))
+            .ok_or_else(|| ProviderError::page(500, "Internal server error."));
+    };
+    // Stored consent matters only when the page is neither forced nor skipped.
+    let granted = if request.force_approval_prompt || settings.oauth2.skip_approval_screen {
+        Vec::new()
+    } else {
+        granted_scopes(
+            storage,
+            &login.claims.user_id,
+            &request.connector_id,
+            &request.client_id,
+        )
+        .map_err(|e| ProviderError::storage(&e))?
+    };
+    let renewed = match login.presented {
+        Some(current)
+            if current.user_id == login.claims.user_id
+                && current.connector_id == request.connector_id =>
+        {
+            Some(current)
         }
+        Some(other) => {
+            end_session(storage, settings, &other, now).map_err(|e| ProviderError::storage(&e))?;
+            None
+        }
+        None => None,
+    };
+    if let Some(current) = renewed {
+        let fresh = SessionCookie::renewed(&current.id);
+        let mut record = |mut session: BrowserSession| {
+            rules::record_login(
+                sessions,
+                &mut session,
+                &fresh,
+                login.claims.clone(),
+                login.connector_data.clone(),
+                &request.client_id,
+                now,
+            );
+            Ok(session)
+        };
+        let facts = LoginFacts {
+            session_id: &current.id,
+            ..facts.clone()
+        };
+        let write = BrowserSessionWrite::Update {
+            id: &current.id,
+            updater: &mut record,
+        };
+        if let Some((finished, _)) = finish(&facts, &granted, Some(write))? {
+            return Ok((finished, Some(fresh)));
+        }
+        // Ended meanwhile (logout in another tab): a new one follows.
     }
     let cookie = SessionCookie::generate();
     let session = rules::new_session(
         sessions,
         &cookie,
-        claims.clone(),
-        connector_data,
-        connector_id,
-        client_id,
+        login.claims.clone(),
+        login.connector_data.clone(),
+        &request.connector_id,
+        &request.client_id,
         now,
     );
-    storage.create_browser_session(&session)?;
-    Ok((session, cookie))
+    let facts = LoginFacts {
+        session_id: &session.id,
+        ..facts
+    };
+    let finished = finish(
+        &facts,
+        &granted,
+        Some(BrowserSessionWrite::Create(&session)),
+    )?;
+    finished
+        .map(|(finished, _)| (finished, Some(cookie)))
+        .ok_or_else(|| ProviderError::page(500, "Internal server error."))
+}
+
+/// The scopes `user`/`connector` granted `client_id` before (none recorded: none).
+pub(super) fn granted_scopes(
+    storage: &dyn Storage,
+    user_id: &str,
+    connector_id: &str,
+    client_id: &str,
+) -> Result<Vec<String>, StorageError> {
+    match storage.get_user_identity(user_id, connector_id) {
+        Ok(identity) => Ok(identity
+            .consents
+            .get(client_id)
+            .cloned()
+            .unwrap_or_default()),
+        Err(StorageError::NotFound) => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
 }
 
 /// Adds `approved` to what the user granted `client_id` (a union: approving

@@ -560,6 +560,276 @@ pub(crate) fn auth_request_exchanged_for_code(new: Factory<'_>) {
     assert_eq!(issued, 1);
 }
 
+/// What one login commit may touch: the request, a code, a browser session and
+/// the offline session of carol at forgejo.
+type LoginState = (
+    StorageResult<AuthRequest>,
+    StorageResult<AuthCode>,
+    StorageResult<BrowserSession>,
+    StorageResult<OfflineSession>,
+);
+
+fn login_state(s: &SharedStorage, request: &str, code: &str, session: &str) -> LoginState {
+    (
+        s.get_auth_request(request),
+        s.get_auth_code(code),
+        s.get_browser_session(session),
+        s.get_offline_session("carol-id", "forgejo"),
+    )
+}
+
+/// Commits a login of `request` whose offline-session edit sets carol's
+/// connector data at forgejo to `data`.
+fn commit_login_with(
+    s: &SharedStorage,
+    request: &AuthRequest,
+    next: RequestNext<'_>,
+    browser_session: Option<BrowserSessionWrite<'_>>,
+    data: &[u8],
+) -> StorageResult<Option<BrowserSession>> {
+    let mut edit = |session: &mut OfflineSession| session.connector_data = Some(data.to_vec());
+    let mut browser_session = browser_session;
+    s.commit_login(LoginWrite {
+        request,
+        next,
+        browser_session: browser_session.as_mut().map(BrowserSessionWrite::reborrow),
+        offline_session: Some(OfflineSessionEdit {
+            user_id: "carol-id",
+            connector_id: "forgejo",
+            edit: &mut edit,
+        }),
+    })
+}
+
+/// A login commit writes the request's fate, the browser session and the
+/// offline session together, and returns the browser session as written.
+pub(crate) fn login_commit_writes_everything(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    // Logged in, approval next: the request is replaced, a session created, the
+    // offline session created with the edit applied.
+    let request = auth_request("req-1", later());
+    s.create_auth_request(&request).unwrap();
+    let mut logged_in = request.clone();
+    logged_in.logged_in = true;
+    logged_in.session_id = "sid-1".to_owned();
+    let session = browser_session("sid-1", t, t + HOUR);
+    let written = commit_login_with(
+        &s,
+        &request,
+        RequestNext::Replace(&logged_in),
+        Some(BrowserSessionWrite::Create(&session)),
+        b"up-1",
+    )
+    .unwrap();
+    assert_eq!(written.as_ref(), Some(&session));
+    assert_eq!(s.get_auth_request("req-1").unwrap(), logged_in);
+    assert_eq!(s.get_browser_session("sid-1").unwrap(), session);
+    let offline = s.get_offline_session("carol-id", "forgejo").unwrap();
+    assert_eq!(offline.connector_data, Some(b"up-1".to_vec()));
+    assert!(offline.refresh.is_empty());
+
+    // The response now: the request goes, the code comes, the session is
+    // updated, the existing offline session edited (its references kept).
+    s.update_offline_session("carol-id", "forgejo", &mut |mut o| {
+        o.refresh.insert("rt-1".to_owned(), refresh_ref("rt-1"));
+        Ok(o)
+    })
+    .unwrap();
+    let code = auth_code("code-1", later());
+    let mut updater = |mut session: BrowserSession| {
+        session.last_activity = t + Duration::from_secs(5);
+        Ok(session)
+    };
+    let written = commit_login_with(
+        &s,
+        &logged_in,
+        RequestNext::Exchange(&code),
+        Some(BrowserSessionWrite::Update {
+            id: "sid-1",
+            updater: &mut updater,
+        }),
+        b"up-2",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(written.last_activity, t + Duration::from_secs(5));
+    assert_eq!(s.get_browser_session("sid-1").unwrap(), written);
+    assert_eq!(s.get_auth_request("req-1"), Err(StorageError::NotFound));
+    assert_eq!(s.get_auth_code("code-1").unwrap(), code);
+    let offline = s.get_offline_session("carol-id", "forgejo").unwrap();
+    assert_eq!(offline.connector_data, Some(b"up-2".to_vec()));
+    assert_eq!(offline.refresh.keys().collect::<Vec<_>>(), vec!["rt-1"]);
+
+    // Implicit flow: the request is deleted, nothing else needs to be written.
+    let implicit = auth_request("req-2", later());
+    s.create_auth_request(&implicit).unwrap();
+    let written = s
+        .commit_login(LoginWrite {
+            request: &implicit,
+            next: RequestNext::Delete,
+            browser_session: None,
+            offline_session: None,
+        })
+        .unwrap();
+    assert_eq!(written, None);
+    assert_eq!(s.get_auth_request("req-2"), Err(StorageError::NotFound));
+}
+
+/// A login commit that fails writes nothing, whichever of its parts failed.
+pub(crate) fn login_commit_is_all_or_nothing(new: Factory<'_>) {
+    let s = new();
+    let t = instant(1_700_000_000);
+    let request = auth_request("req-1", later());
+    s.create_auth_request(&request).unwrap();
+    s.create_offline_session(&offline_session("carol-id", "forgejo"))
+        .unwrap();
+    let taken = browser_session("sid-taken", t, t + HOUR);
+    s.create_browser_session(&taken).unwrap();
+    s.create_auth_code(&auth_code("code-taken", later()))
+        .unwrap();
+    let before = login_state(&s, "req-1", "code-1", "sid-1");
+    let unchanged = |s: &SharedStorage| {
+        assert_eq!(login_state(s, "req-1", "code-1", "sid-1"), before);
+        assert_eq!(s.get_browser_session("sid-taken").unwrap(), taken);
+    };
+    let code = auth_code("code-1", later());
+    let session = browser_session("sid-1", t, t + HOUR);
+    let create = || Some(BrowserSessionWrite::Create(&session));
+
+    // The request is gone.
+    let gone = auth_request("req-gone", later());
+    assert_eq!(
+        commit_login_with(&s, &gone, RequestNext::Exchange(&code), create(), b"x"),
+        Err(StorageError::NotFound)
+    );
+    unchanged(&s);
+
+    // The request changed since it was read (another login came first).
+    let mut stale = request.clone();
+    stale.state = "an older state".to_owned();
+    assert!(matches!(
+        commit_login_with(&s, &stale, RequestNext::Exchange(&code), create(), b"x"),
+        Err(StorageError::Rejected(_))
+    ));
+    unchanged(&s);
+
+    // The code id is taken.
+    let clash = auth_code("code-taken", later());
+    assert_eq!(
+        commit_login_with(&s, &request, RequestNext::Exchange(&clash), create(), b"x"),
+        Err(StorageError::AlreadyExists)
+    );
+    unchanged(&s);
+
+    // The browser session id is taken.
+    assert_eq!(
+        commit_login_with(
+            &s,
+            &request,
+            RequestNext::Exchange(&code),
+            Some(BrowserSessionWrite::Create(&taken)),
+            b"x"
+        ),
+        Err(StorageError::AlreadyExists)
+    );
+    unchanged(&s);
+
+    // The browser session to update has ended.
+    let mut never = |_: BrowserSession| -> StorageResult<BrowserSession> {
+        panic!("the updater of a missing session was called")
+    };
+    assert_eq!(
+        commit_login_with(
+            &s,
+            &request,
+            RequestNext::Exchange(&code),
+            Some(BrowserSessionWrite::Update {
+                id: "sid-ended",
+                updater: &mut never,
+            }),
+            b"x"
+        ),
+        Err(StorageError::NotFound)
+    );
+    unchanged(&s);
+
+    // The browser session's updater refuses.
+    let mut refuse = rejected::<BrowserSession>;
+    assert_rejected(commit_login_with(
+        &s,
+        &request,
+        RequestNext::Exchange(&code),
+        Some(BrowserSessionWrite::Update {
+            id: "sid-taken",
+            updater: &mut refuse,
+        }),
+        b"x",
+    ));
+    unchanged(&s);
+
+    // A replacement must keep the request's id.
+    let other = auth_request("req-other", later());
+    assert!(commit_login_with(&s, &request, RequestNext::Replace(&other), create(), b"x").is_err());
+    unchanged(&s);
+    assert_eq!(s.get_auth_request("req-other"), Err(StorageError::NotFound));
+}
+
+/// Of many concurrent commits of one login (double submits, two tabs), exactly
+/// one writes; the others find the request gone and write nothing.
+pub(crate) fn concurrent_login_commits_of_one_request(new: Factory<'_>) {
+    const THREADS: usize = 8;
+    let s = new();
+    let t = instant(1_700_000_000);
+    let request = auth_request("req-1", later());
+    s.create_auth_request(&request).unwrap();
+    let start = Barrier::new(THREADS);
+    let results: Vec<StorageResult<Option<BrowserSession>>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (s, start, request) = (Arc::clone(&s), &start, &request);
+                scope.spawn(move || {
+                    let code = auth_code(&format!("code-{i}"), later());
+                    let session = browser_session(&format!("sid-{i}"), t, t + HOUR);
+                    start.wait();
+                    commit_login_with(
+                        &s,
+                        request,
+                        RequestNext::Exchange(&code),
+                        Some(BrowserSessionWrite::Create(&session)),
+                        format!("up-{i}").as_bytes(),
+                    )
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = (0..THREADS).filter(|i| results[*i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = winners[0];
+    for (i, result) in results.iter().enumerate() {
+        if i != winner {
+            assert_eq!(result, &Err(StorageError::NotFound));
+            assert_eq!(
+                s.get_auth_code(&format!("code-{i}")),
+                Err(StorageError::NotFound)
+            );
+            assert_eq!(
+                s.get_browser_session(&format!("sid-{i}")),
+                Err(StorageError::NotFound)
+            );
+        }
+    }
+    assert!(s.get_auth_code(&format!("code-{winner}")).is_ok());
+    assert!(s.get_browser_session(&format!("sid-{winner}")).is_ok());
+    assert_eq!(
+        s.get_offline_session("carol-id", "forgejo")
+            .unwrap()
+            .connector_data,
+        Some(format!("up-{winner}").into_bytes())
+    );
+}
+
 pub(crate) fn refresh_token_crud(new: Factory<'_>) {
     let s = new();
     assert_eq!(s.list_refresh_tokens().unwrap(), Vec::new());
@@ -1390,6 +1660,9 @@ macro_rules! conformance_tests {
             concurrent_grants_of_one_code,
             concurrent_grants_share_one_new_session,
             auth_request_exchanged_for_code,
+            login_commit_writes_everything,
+            login_commit_is_all_or_nothing,
+            concurrent_login_commits_of_one_request,
             refresh_token_crud,
             offline_session_crud,
             keys_crud,

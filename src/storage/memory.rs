@@ -177,6 +177,68 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn commit_login(&self, login: LoginWrite<'_>) -> StorageResult<Option<BrowserSession>> {
+        login.check_replacement()?;
+        let mut t = self.lock()?;
+        // Every check before the first write: a failure leaves the tables as they were.
+        let id = &login.request.id;
+        match t.auth_requests.get(id) {
+            None => return Err(StorageError::NotFound),
+            Some(stored) if stored != login.request => {
+                return Err(StorageError::Rejected("auth request changed".into()));
+            }
+            Some(_) => {}
+        }
+        if let RequestNext::Exchange(code) = &login.next
+            && t.auth_codes.contains_key(&code.id)
+        {
+            return Err(StorageError::AlreadyExists);
+        }
+        let browser_session = match login.browser_session {
+            Some(BrowserSessionWrite::Create(session)) => {
+                if t.browser_sessions.contains_key(&session.id) {
+                    return Err(StorageError::AlreadyExists);
+                }
+                Some(session.clone())
+            }
+            Some(BrowserSessionWrite::Update { id, updater }) => {
+                let current = get(&t.browser_sessions, id)?;
+                Some(updater(current)?)
+            }
+            None => None,
+        };
+        let offline = login.offline_session.map(|edit| {
+            let key = (edit.user_id.to_owned(), edit.connector_id.to_owned());
+            let mut session = t
+                .offline_sessions
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| OfflineSession::empty(&key.0, &key.1));
+            (edit.edit)(&mut session);
+            (key, session)
+        });
+        match login.next {
+            RequestNext::Replace(request) => {
+                t.auth_requests.insert(id.clone(), request.clone());
+            }
+            RequestNext::Exchange(code) => {
+                t.auth_requests.remove(id);
+                t.auth_codes.insert(code.id.clone(), code.clone());
+            }
+            RequestNext::Delete => {
+                t.auth_requests.remove(id);
+            }
+        }
+        if let Some(session) = &browser_session {
+            t.browser_sessions
+                .insert(session.id.clone(), session.clone());
+        }
+        if let Some((key, session)) = offline {
+            t.offline_sessions.insert(key, session);
+        }
+        Ok(browser_session)
+    }
+
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
         get(&self.lock()?.redeemed_codes, id)
     }

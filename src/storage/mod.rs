@@ -83,6 +83,72 @@ pub struct GrantWrite<'a> {
     pub refresh: Option<NewRefreshToken<'a>>,
 }
 
+/// What finishing an interactive login writes: see [`Storage::commit_login`].
+pub struct LoginWrite<'a> {
+    /// The auth request as the caller read it. The stored one must still equal
+    /// it: the response is built from it, so nobody may have changed it since.
+    pub request: &'a AuthRequest,
+    pub next: RequestNext<'a>,
+    pub browser_session: Option<BrowserSessionWrite<'a>>,
+    pub offline_session: Option<OfflineSessionEdit<'a>>,
+}
+
+impl LoginWrite<'_> {
+    /// Every backend refuses a replacement with another id than the request's.
+    pub(crate) fn check_replacement(&self) -> StorageResult<()> {
+        match &self.next {
+            RequestNext::Replace(replacement) if replacement.id != self.request.id => {
+                Err(StorageError::Backend(format!(
+                    "auth request {} cannot be replaced by auth request {}",
+                    self.request.id, replacement.id
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What becomes of the auth request a login finishes.
+pub enum RequestNext<'a> {
+    /// Replaced by this one (same id): logged in, the approval page comes next.
+    Replace(&'a AuthRequest),
+    /// Deleted, and this code stored: the response is issued now.
+    Exchange(&'a AuthCode),
+    /// Deleted: the response (implicit flow) carries the tokens themselves.
+    Delete,
+}
+
+/// The browser session a login starts or renews.
+pub enum BrowserSessionWrite<'a> {
+    Create(&'a BrowserSession),
+    Update {
+        id: &'a str,
+        updater: Updater<'a, BrowserSession>,
+    },
+}
+
+impl BrowserSessionWrite<'_> {
+    /// The same write, borrowed for a shorter while (to join a [`LoginWrite`]
+    /// whose other parts are local to the caller).
+    pub fn reborrow(&mut self) -> BrowserSessionWrite<'_> {
+        match self {
+            Self::Create(session) => BrowserSessionWrite::Create(session),
+            Self::Update { id, updater } => BrowserSessionWrite::Update {
+                id,
+                updater: &mut **updater,
+            },
+        }
+    }
+}
+
+/// The offline session of (user, connector), created when missing, then edited.
+pub struct OfflineSessionEdit<'a> {
+    pub user_id: &'a str,
+    pub connector_id: &'a str,
+    /// May be called more than once; only the last call's edit counts.
+    pub edit: &'a mut dyn FnMut(&mut OfflineSession),
+}
+
 /// How many expired objects one garbage collection removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GcCounts {
@@ -138,6 +204,21 @@ pub trait Storage: Send + Sync + 'static {
     ///   whose ids the link returns (missing ones are skipped).
     fn commit_grant(&self, grant: GrantWrite<'_>) -> StorageResult<()>;
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode>;
+    /// Everything finishing an interactive login writes, in ONE transaction
+    /// (all or nothing):
+    ///
+    /// - the auth request `login.request.id` must be stored and equal to
+    ///   `login.request` (a compare-and-swap): [`StorageError::NotFound`] when it
+    ///   is gone, [`StorageError::Rejected`] when it changed (another login of it
+    ///   came first); then [`LoginWrite::next`] is applied to it
+    ///   ([`StorageError::AlreadyExists`] when the code id is taken);
+    /// - `browser_session`: created ([`StorageError::AlreadyExists`] on a taken
+    ///   id) or updated ([`StorageError::NotFound`] when it is gone: it ended
+    ///   meanwhile; an updater error aborts everything);
+    /// - `offline_session`: created when missing, then edited.
+    ///
+    /// Returns the browser session as written.
+    fn commit_login(&self, login: LoginWrite<'_>) -> StorageResult<Option<BrowserSession>>;
 
     // Refresh tokens: never garbage-collected by time; expiry is enforced at use.
     fn create_refresh_token(&self, token: &RefreshToken) -> StorageResult<()>;

@@ -831,6 +831,116 @@ impl Storage for PostgresStorage {
             tx.commit().map_err(&err)
         })
     }
+    fn commit_login(&self, login: LoginWrite<'_>) -> StorageResult<Option<BrowserSession>> {
+        login.check_replacement()?;
+        let err = self.db("login", "commit");
+        let unique = |e: ::postgres::Error| {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                StorageError::AlreadyExists
+            } else {
+                err(e)
+            }
+        };
+        let LoginWrite {
+            request: expected,
+            next,
+            browser_session,
+            offline_session,
+        } = login;
+        self.with_conn(|conn| {
+            let select_request =
+                prepare(conn, &select_for_update_sql::<AuthRequest>()).map_err(&err)?;
+            let update_request = prepare(conn, &update_sql::<AuthRequest>()).map_err(&err)?;
+            let delete_request = prepare(conn, &delete_sql::<AuthRequest>()).map_err(&err)?;
+            let insert_code = prepare(conn, &insert_sql::<AuthCode>("")).map_err(&err)?;
+            let select_browser =
+                prepare(conn, &select_for_update_sql::<BrowserSession>()).map_err(&err)?;
+            let insert_browser = prepare(conn, &insert_sql::<BrowserSession>("")).map_err(&err)?;
+            let update_browser = prepare(conn, &update_sql::<BrowserSession>()).map_err(&err)?;
+            let select_offline =
+                prepare(conn, &select_for_update_sql::<OfflineSession>()).map_err(&err)?;
+            let insert_offline = prepare(
+                conn,
+                &insert_sql::<OfflineSession>(" ON CONFLICT DO NOTHING"),
+            )
+            .map_err(&err)?;
+            let update_offline = prepare(conn, &update_sql::<OfflineSession>()).map_err(&err)?;
+            // Dropping `tx` without commit (any error below) rolls everything back.
+            let mut tx = conn.client.transaction().map_err(&err)?;
+            let id = expected.id.as_str();
+            let row = tx.query_opt(&select_request, &[&id]).map_err(&err)?;
+            let stored: AuthRequest = match row {
+                Some(row) => decode(row.get::<_, &str>(0))?,
+                None => return Err(StorageError::NotFound),
+            };
+            if &stored != expected {
+                return Err(StorageError::Rejected("auth request changed".into()));
+            }
+            match next {
+                RequestNext::Replace(request) => {
+                    update_row(&mut tx, &update_request, request)?.map_err(&err)?;
+                }
+                RequestNext::Exchange(code) => {
+                    tx.execute(&delete_request, &[&id]).map_err(&err)?;
+                    insert_row(&mut tx, &insert_code, code)?.map_err(unique)?;
+                }
+                RequestNext::Delete => {
+                    tx.execute(&delete_request, &[&id]).map_err(&err)?;
+                }
+            }
+            let written = match browser_session {
+                Some(BrowserSessionWrite::Create(session)) => {
+                    insert_row(&mut tx, &insert_browser, session)?.map_err(unique)?;
+                    Some(session.clone())
+                }
+                Some(BrowserSessionWrite::Update { id, updater }) => {
+                    let row = tx.query_opt(&select_browser, &[&id]).map_err(&err)?;
+                    let current: BrowserSession = match row {
+                        Some(row) => decode(row.get::<_, &str>(0))?,
+                        None => return Err(StorageError::NotFound),
+                    };
+                    let updated = updater(current)?;
+                    update_row(&mut tx, &update_browser, &updated)?.map_err(&err)?;
+                    Some(updated)
+                }
+                None => None,
+            };
+            if let Some(edit) = offline_session {
+                let key = [edit.user_id, edit.connector_id];
+                // Twice at most: a session created concurrently between our read and
+                // our insert is read (and locked) on the second pass.
+                let mut done = false;
+                for _ in 0..2 {
+                    let row = tx
+                        .query_opt(&select_offline, &key_params(&key))
+                        .map_err(&err)?;
+                    let stored: Option<OfflineSession> =
+                        row.map(|row| decode(row.get::<_, &str>(0))).transpose()?;
+                    let exists = stored.is_some();
+                    let mut session =
+                        stored.unwrap_or_else(|| OfflineSession::empty(key[0], key[1]));
+                    (edit.edit)(&mut session);
+                    let rows = if exists {
+                        update_row(&mut tx, &update_offline, &session)?.map_err(&err)?
+                    } else {
+                        insert_row(&mut tx, &insert_offline, &session)?.map_err(&err)?
+                    };
+                    if rows > 0 {
+                        done = true;
+                        break;
+                    }
+                }
+                if !done {
+                    return Err(StorageError::Backend(
+                        "offline session neither found nor created".to_owned(),
+                    ));
+                }
+            }
+            tx.commit().map_err(&err)?;
+            Ok(written)
+        })
+    }
+
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
         self.get(&[id])
     }

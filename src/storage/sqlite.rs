@@ -1050,6 +1050,64 @@ impl Storage for SqliteStorage {
         tx.commit().map_err(db(&self.path, what, "commit"))
     }
 
+    fn commit_login(&self, login: LoginWrite<'_>) -> StorageResult<Option<BrowserSession>> {
+        login.check_replacement()?;
+        let what = "login";
+        let id = login.request.id.as_str();
+        let mut conn = self.lock();
+        // Dropping `tx` before the commit (any error below) rolls everything back.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db(&self.path, what, "begin"))?;
+        match select::<AuthRequest>(&tx, &self.path, &[id])? {
+            None => return Err(StorageError::NotFound),
+            Some(stored) if &stored != login.request => {
+                return Err(StorageError::Rejected("auth request changed".into()));
+            }
+            Some(_) => {}
+        }
+        match login.next {
+            RequestNext::Replace(request) => overwrite(&tx, &self.path, request)?,
+            RequestNext::Exchange(code) => {
+                remove::<AuthRequest>(&tx, &self.path, &[id])?;
+                insert(&tx, &self.path, code)?;
+            }
+            RequestNext::Delete => {
+                remove::<AuthRequest>(&tx, &self.path, &[id])?;
+            }
+        }
+        let browser_session = match login.browser_session {
+            Some(BrowserSessionWrite::Create(session)) => {
+                insert(&tx, &self.path, session)?;
+                Some(session.clone())
+            }
+            Some(BrowserSessionWrite::Update { id, updater }) => {
+                let current = select::<BrowserSession>(&tx, &self.path, &[id])?
+                    .ok_or(StorageError::NotFound)?;
+                let updated = updater(current)?;
+                overwrite(&tx, &self.path, &updated)?;
+                Some(updated)
+            }
+            None => None,
+        };
+        if let Some(edit) = login.offline_session {
+            let key = [edit.user_id, edit.connector_id];
+            match select::<OfflineSession>(&tx, &self.path, &key)? {
+                Some(mut session) => {
+                    (edit.edit)(&mut session);
+                    overwrite(&tx, &self.path, &session)?;
+                }
+                None => {
+                    let mut session = OfflineSession::empty(key[0], key[1]);
+                    (edit.edit)(&mut session);
+                    insert(&tx, &self.path, &session)?;
+                }
+            }
+        }
+        tx.commit().map_err(db(&self.path, what, "commit"))?;
+        Ok(browser_session)
+    }
+
     fn get_redeemed_code(&self, id: &str) -> StorageResult<RedeemedCode> {
         let json = self.code_row(id, true)?;
         decode(&json.ok_or(StorageError::NotFound)?)
