@@ -119,12 +119,62 @@ pub struct RefreshToken {
 }
 
 /// A reference from an offline session to one of its refresh tokens.
+///
+/// An offline session holds up to 32 of these per client and is rewritten by
+/// every code exchange and refresh, so its times are stored compactly (see
+/// [`compact_time`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshTokenRef {
     pub id: String,
     pub client_id: String,
+    #[serde(with = "compact_time")]
     pub created_at: SystemTime,
+    #[serde(with = "compact_time")]
     pub last_used: SystemTime,
+}
+
+/// A time as one integer, nanoseconds since the Unix epoch (19 digits), rather
+/// than serde's `{"secs_since_epoch":…,"nanos_since_epoch":…}` (~60 bytes).
+/// Reading accepts both, so rows written before this format still load.
+mod compact_time {
+    use std::fmt;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::de::{self, MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+        let nanos = time
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .ok_or_else(|| serde::ser::Error::custom("time outside 1970..2554"))?;
+        serializer.serialize_u64(nanos)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+        deserializer.deserialize_any(TimeVisitor)
+    }
+
+    struct TimeVisitor;
+
+    impl<'de> Visitor<'de> for TimeVisitor {
+        type Value = SystemTime;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("nanoseconds since the Unix epoch, or serde's SystemTime struct")
+        }
+
+        fn visit_u64<E: de::Error>(self, nanos: u64) -> Result<SystemTime, E> {
+            UNIX_EPOCH
+                .checked_add(Duration::from_nanos(nanos))
+                .ok_or_else(|| E::custom("time out of range"))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SystemTime, A::Error> {
+            SystemTime::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
 }
 
 /// Upstream state shared by all refresh tokens of one (user, connector).
@@ -321,6 +371,8 @@ impl RevokedAccessTokens {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
@@ -362,6 +414,59 @@ mod tests {
             (old.browser_binding.as_str(), old.hop_verifier.as_str()),
             ("", "")
         );
+    }
+
+    #[test]
+    fn refresh_token_refs_store_times_as_nanoseconds_and_read_both_forms() {
+        let created = UNIX_EPOCH + std::time::Duration::new(1_764_700_000, 123_456_789);
+        let reference = RefreshTokenRef {
+            id: "rt".into(),
+            client_id: "c".into(),
+            created_at: created,
+            last_used: created + std::time::Duration::from_nanos(1),
+        };
+        let json = serde_json::to_value(&reference).unwrap();
+        assert_eq!(
+            json["created_at"],
+            serde_json::json!(1_764_700_000_123_456_789_u64)
+        );
+        assert_eq!(
+            json["last_used"],
+            serde_json::json!(1_764_700_000_123_456_790_u64)
+        );
+        assert_eq!(
+            serde_json::from_value::<RefreshTokenRef>(json).unwrap(),
+            reference
+        );
+
+        // As stored before: serde's struct form.
+        let old = serde_json::json!({
+            "id": "rt", "client_id": "c",
+            "created_at": {"secs_since_epoch": 1_764_700_000, "nanos_since_epoch": 123_456_789},
+            "last_used": {"secs_since_epoch": 1_764_700_000, "nanos_since_epoch": 123_456_790},
+        });
+        assert_eq!(
+            serde_json::from_value::<RefreshTokenRef>(old).unwrap(),
+            reference
+        );
+
+        // Neither form: a clear error, not a default.
+        let bad = serde_json::json!({
+            "id": "rt", "client_id": "c", "created_at": "yesterday", "last_used": 0,
+        });
+        let error = serde_json::from_value::<RefreshTokenRef>(bad).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("nanoseconds since the Unix epoch"),
+            "{error}"
+        );
+        // Before 1970 cannot be written (nothing in oxidex makes such a time).
+        let ancient = RefreshTokenRef {
+            created_at: UNIX_EPOCH - std::time::Duration::from_secs(1),
+            ..reference
+        };
+        assert!(serde_json::to_string(&ancient).is_err());
     }
 }
 

@@ -159,6 +159,12 @@ pub const MIGRATIONS: &[&str] = &[
         data  TEXT NOT NULL
     );
     ",
+    // 7: offline sessions store their refresh references' times as integer
+    // nanoseconds (`entities::compact_time`). Rows in the old form still load, and
+    // nothing needs rewriting; the version is recorded so that an older oxidex,
+    // which cannot read the new form, refuses the database instead of failing
+    // at the user's next refresh.
+    "-- no schema change",
 ];
 
 /// `pg_advisory_xact_lock` key serialising migrations across replicas

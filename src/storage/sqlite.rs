@@ -175,6 +175,12 @@ pub const MIGRATIONS: &[&str] = &[
         SELECT id, expiry, data, 1 FROM redeemed_code;
     DROP TABLE redeemed_code;
     ",
+    // 8: offline sessions store their refresh references' times as integer
+    // nanoseconds (`entities::compact_time`). Rows in the old form still load, and
+    // nothing needs rewriting; the version is recorded so that an older oxidex,
+    // which cannot read the new form, refuses the database instead of failing
+    // at the user's next refresh.
+    "-- no schema change",
 ];
 
 /// WAL frames (pages) at which the [`Checkpointer`] is woken: SQLite's default
