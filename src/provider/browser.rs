@@ -7,14 +7,16 @@ use crate::oidc::authorize::{
 };
 use crate::oidc::binding::{self, BrowserSecret};
 use crate::oidc::error::{ErrorCode, RedirectError};
+use crate::oidc::grants::GrantContext;
 use crate::oidc::session::{self as rules, NoReuse, ReuseRequest, SessionCookie};
-use crate::storage::{AuthRequest, BrowserSession, StorageError};
+use crate::storage::{AuthRequest, BrowserSession, BrowserSessionWrite, StorageError};
 use crate::throttle::ClientKey;
 use crate::web::{ApprovalPage, ConnectorLink, CsrfToken, LoginPage, OobPage, PasswordPage};
 
 use super::limits::PasswordLoginError;
 use super::session::{
-    CookieChange, InteractiveLoginWrite, Presented, finish_interactive_login, store_consent,
+    CookieChange, InteractiveLoginWrite, Presented, finish_interactive_login, granted_scopes,
+    store_consent,
 };
 use super::{Outcome, Page, Provider, ProviderError, Reply};
 
@@ -298,7 +300,8 @@ impl Provider {
     /// Logs an authorization request in from the browser's session: the
     /// session's identity, `auth_time` its last interactive login, no connector
     /// involved. Approval is still asked unless skipped or already granted; a
-    /// silent request that needs it gets `consent_required`.
+    /// silent request that needs it gets `consent_required`. The login, the
+    /// session's activity and, without an approval page, the code commit once.
     async fn login_from_session(
         &self,
         start: &AuthorizeStart<'_>,
@@ -307,101 +310,25 @@ impl Provider {
         session: BrowserSession,
         joins: bool,
     ) -> StepResult {
-        let now = self.now();
-        self.limits.create_request(start.client, now)?;
-        let settings = self.settings.clone();
-        let silent = validated.prompt.none;
-        let validated = validated.clone();
-        let binding = start.browser.binding();
-        let supports_refresh = entry.connector.supports_refresh();
-        let connector_id = entry.id.clone();
-        let session_for_write = session.clone();
-        let logged_in = self
-            .with_storage(move |s| {
-                let request = flow::create_auth_request(
-                    s,
-                    &settings,
-                    &validated,
-                    &connector_id,
-                    &binding,
-                    now,
-                )
-                .map_err(ProviderError::from)?;
-                // The upstream credentials of the session's login go to the
-                // offline session only if it has none: a refresh may have
-                // rotated the ones there since.
-                let connector_data =
-                    match s.get_offline_session(&session_for_write.user_id, &connector_id) {
-                        Ok(offline) if offline.connector_data.is_some() => None,
-                        _ => session_for_write.connector_data.clone(),
-                    };
-                flow::finalize_login(
-                    s,
-                    &settings,
-                    &request.id,
-                    session_for_write.claims.clone(),
-                    connector_data,
-                    supports_refresh,
-                    &session_for_write.id,
-                    session_for_write.authenticated_at,
-                    now,
-                )
-                .map_err(ProviderError::from)
-            })
+        self.limits.create_request(start.client, self.now())?;
+        let login = SessionLogin {
+            validated: validated.clone(),
+            connector_id: entry.id.clone(),
+            supports_refresh: entry.connector.supports_refresh(),
+            binding: start.browser.binding(),
+            session,
+            joins,
+        };
+        let sid = login.session.id.clone();
+        let finished = self
+            .with_grant(move |ctx| finish_login_from_session(ctx, login))
             .await?;
-        let sessions = self.session_settings().cloned().unwrap_or_default();
-        let (id, client_id) = (session.id.clone(), logged_in.client_id.clone());
-        self.with_storage(move |s| {
-            let updated = s.update_browser_session(&id, &mut |mut session| {
-                if joins {
-                    rules::join_by_sso(&mut session, &client_id, now);
-                }
-                rules::touch(&sessions, &mut session, now);
-                Ok(session)
-            });
-            match updated {
-                Ok(_) | Err(StorageError::NotFound) => Ok(()),
-                Err(error) => Err(ProviderError::storage(&error)),
-            }
-        })
-        .await?;
-        tracing::info!(sid = %session.id, client_id = %logged_in.client_id, sso = joins, "login from browser session");
-        self.approve_or_issue(&logged_in, silent).await
-    }
-
-    /// After a login: the approval page when it is needed, else the response.
-    /// (The login has just written the browser session: no second write here.)
-    async fn approve_or_issue(&self, logged_in: &AuthRequest, silent: bool) -> StepResult {
-        // Stored consent matters only when the page is neither forced nor skipped.
-        let granted =
-            if logged_in.force_approval_prompt || self.settings.oauth2.skip_approval_screen {
-                Vec::new()
-            } else {
-                self.granted_scopes(
-                    &logged_in.claims.user_id,
-                    &logged_in.connector_id,
-                    &logged_in.client_id,
-                )
-                .await?
-            };
-        if flow::needs_approval(logged_in, &self.settings, &granted) {
-            if silent {
-                let id = logged_in.id.clone();
-                let _ = self
-                    .with_storage(move |s| {
-                        s.delete_auth_request(&id)
-                            .map_err(|e| ProviderError::storage(&e))
-                    })
-                    .await;
-                return Err(redirect_error_for(
-                    logged_in,
-                    ErrorCode::ConsentRequired,
-                    "User consent required",
-                ));
-            }
-            return Ok(Outcome::SeeOther(flow::approval_url(&self.settings, logged_in)).into());
+        tracing::info!(%sid, client_id = %validated.client_id, sso = joins, "login from browser session");
+        Ok(match finished {
+            flow::LoginFinished::Approval(url) => Outcome::SeeOther(url),
+            flow::LoginFinished::Response(response) => response_outcome(response),
         }
-        self.issue(logged_in, false).await
+        .into())
     }
 
     /// `/auth/{connector}/login`: shows the password form (GET) or checks the
@@ -719,6 +646,104 @@ struct InteractiveLogin<'a> {
 }
 
 /// `login_required` to the client (OpenID Connect Core §3.1.2.6).
+/// A login from the browser's session, to finish: see [`finish_login_from_session`].
+struct SessionLogin {
+    validated: ValidatedAuthorization,
+    connector_id: String,
+    supports_refresh: bool,
+    binding: String,
+    session: BrowserSession,
+    /// The client joins the session by single sign-on (it was not in it).
+    joins: bool,
+}
+
+/// Stores the auth request, then logs it in from the session in one commit
+/// ([`flow::finish_login`]) that also records the session's activity. A session
+/// that ended meanwhile (a logout in another tab) vouches for nothing: the
+/// request is removed and the browser has to start again.
+fn finish_login_from_session(
+    ctx: &GrantContext<'_>,
+    login: SessionLogin,
+) -> Result<flow::LoginFinished, ProviderError> {
+    let (storage, settings, now) = (ctx.storage, ctx.settings, ctx.now);
+    let SessionLogin {
+        validated,
+        connector_id,
+        supports_refresh,
+        binding,
+        session,
+        joins,
+    } = login;
+    let request =
+        flow::create_auth_request(storage, settings, &validated, &connector_id, &binding, now)
+            .map_err(ProviderError::from)?;
+    // Stored consent matters only when the page is neither forced nor skipped.
+    let granted = if request.force_approval_prompt || settings.oauth2.skip_approval_screen {
+        Vec::new()
+    } else {
+        granted_scopes(storage, &session.user_id, &connector_id, &request.client_id)
+            .map_err(|e| ProviderError::storage(&e))?
+    };
+    let drop_request = || {
+        if let Err(error) = storage.delete_auth_request(&request.id) {
+            tracing::warn!(%error, "cannot delete an auth request that will not be used");
+        }
+    };
+    if validated.prompt.none && flow::needs_approval(&request, settings, &granted) {
+        drop_request();
+        return Err(redirect_error_for(
+            &request,
+            ErrorCode::ConsentRequired,
+            "User consent required",
+        ));
+    }
+    // The upstream credentials of the session's login go to the offline session
+    // only if it has none: a refresh may have rotated the ones there since.
+    let connector_data = match storage.get_offline_session(&session.user_id, &connector_id) {
+        Ok(offline) if offline.connector_data.is_some() => None,
+        _ => session.connector_data.clone(),
+    };
+    let facts = flow::LoginFacts {
+        claims: session.claims.clone(),
+        connector_data,
+        connector_supports_refresh: supports_refresh,
+        session_id: &session.id,
+        authenticated_at: session.authenticated_at,
+    };
+    let sessions = settings.sessions.clone().unwrap_or_default();
+    let mut record = |mut stored: BrowserSession| {
+        if joins {
+            rules::join_by_sso(&mut stored, &request.client_id, now);
+        }
+        rules::touch(&sessions, &mut stored, now);
+        Ok(stored)
+    };
+    let write = BrowserSessionWrite::Update {
+        id: &session.id,
+        updater: &mut record,
+    };
+    let finished = flow::finish_login(
+        storage,
+        settings,
+        ctx.signer,
+        &request,
+        &facts,
+        &granted,
+        Some(write),
+        now,
+    )
+    .map_err(ProviderError::from)?;
+    match finished {
+        Some((finished, _)) => Ok(finished),
+        None => {
+            drop_request();
+            Err(ProviderError::bad_request(
+                "Your session has ended. Please start again from the application.",
+            ))
+        }
+    }
+}
+
 /// The authorization response as the browser gets it.
 fn response_outcome(response: AuthorizeResponse) -> Outcome {
     match response {

@@ -124,27 +124,6 @@ impl Provider {
         })
     }
 
-    /// The scopes `user`/`connector` granted `client_id` before.
-    pub(super) async fn granted_scopes(
-        &self,
-        user_id: &str,
-        connector_id: &str,
-        client_id: &str,
-    ) -> Result<Vec<String>, ProviderError> {
-        if self.session_settings().is_none() {
-            return Ok(Vec::new());
-        }
-        let (user, connector, client) = (
-            user_id.to_owned(),
-            connector_id.to_owned(),
-            client_id.to_owned(),
-        );
-        self.with_storage(move |s| {
-            granted_scopes(s, &user, &connector, &client).map_err(|e| ProviderError::storage(&e))
-        })
-        .await
-    }
-
     /// Ends `session` now: see [`end_session`].
     pub(super) async fn end_browser_session(
         &self,
