@@ -766,9 +766,24 @@ pub fn finish_login(
 /// not granted this client every requested scope before (`granted`, from the
 /// user's stored consent; empty without sessions).
 pub fn needs_approval(auth_request: &AuthRequest, settings: &Settings, granted: &[String]) -> bool {
-    let granted_before =
-        settings.sessions.is_some() && consent_covers(granted, &auth_request.scopes);
-    auth_request.force_approval_prompt || !(settings.oauth2.skip_approval_screen || granted_before)
+    approval_required(
+        auth_request.force_approval_prompt,
+        &auth_request.scopes,
+        settings,
+        granted,
+    )
+}
+
+/// [`needs_approval`] for a request not stored yet: whether it forces the
+/// page, and the scopes it asks for.
+pub fn approval_required(
+    forced: bool,
+    scopes: &[String],
+    settings: &Settings,
+    granted: &[String],
+) -> bool {
+    let granted_before = settings.sessions.is_some() && consent_covers(granted, scopes);
+    forced || !(settings.oauth2.skip_approval_screen || granted_before)
 }
 
 /// What to send the browser once the authorization response is issued.

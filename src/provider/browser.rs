@@ -674,29 +674,36 @@ fn finish_login_from_session(
         session,
         joins,
     } = login;
-    let request =
-        flow::create_auth_request(storage, settings, &validated, &connector_id, &binding, now)
-            .map_err(ProviderError::from)?;
     // Stored consent matters only when the page is neither forced nor skipped.
-    let granted = if request.force_approval_prompt || settings.oauth2.skip_approval_screen {
+    let granted = if validated.force_approval_prompt || settings.oauth2.skip_approval_screen {
         Vec::new()
     } else {
-        granted_scopes(storage, &session.user_id, &connector_id, &request.client_id)
-            .map_err(|e| ProviderError::storage(&e))?
+        granted_scopes(
+            storage,
+            &session.user_id,
+            &connector_id,
+            &validated.client_id,
+        )
+        .map_err(|e| ProviderError::storage(&e))?
     };
-    let drop_request = || {
-        if let Err(error) = storage.delete_auth_request(&request.id) {
-            tracing::warn!(%error, "cannot delete an auth request that will not be used");
-        }
-    };
-    if validated.prompt.none && flow::needs_approval(&request, settings, &granted) {
-        drop_request();
-        return Err(redirect_error_for(
-            &request,
+    // Refused before anything is stored.
+    if validated.prompt.none
+        && flow::approval_required(
+            validated.force_approval_prompt,
+            &validated.scopes,
+            settings,
+            &granted,
+        )
+    {
+        return Err(redirect_error(
+            &validated,
             ErrorCode::ConsentRequired,
             "User consent required",
         ));
     }
+    let request =
+        flow::create_auth_request(storage, settings, &validated, &connector_id, &binding, now)
+            .map_err(ProviderError::from)?;
     // The upstream credentials of the session's login go to the offline session
     // only if it has none: a refresh may have rotated the ones there since.
     let connector_data = match storage.get_offline_session(&session.user_id, &connector_id) {
@@ -736,7 +743,9 @@ fn finish_login_from_session(
     match finished {
         Some((finished, _)) => Ok(finished),
         None => {
-            drop_request();
+            if let Err(error) = storage.delete_auth_request(&request.id) {
+                tracing::warn!(%error, "cannot delete an auth request that will not be used");
+            }
             Err(ProviderError::bad_request(
                 "Your session has ended. Please start again from the application.",
             ))
@@ -762,16 +771,6 @@ fn redirect_error(
     error: ErrorCode,
     description: &str,
 ) -> ProviderError {
-    ProviderError::from(crate::oidc::AuthorizeError::Redirect(RedirectError {
-        redirect_uri: request.redirect_uri.clone(),
-        error,
-        description: description.to_owned(),
-        state: request.state.clone(),
-    }))
-}
-
-/// An error redirected to the client of a stored auth request.
-fn redirect_error_for(request: &AuthRequest, error: ErrorCode, description: &str) -> ProviderError {
     ProviderError::from(crate::oidc::AuthorizeError::Redirect(RedirectError {
         redirect_uri: request.redirect_uri.clone(),
         error,
