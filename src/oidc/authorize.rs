@@ -1892,6 +1892,27 @@ mod tests {
         )
     }
 
+    /// [`finish_login`] with the test signer at `t0`.
+    fn finish(
+        storage: &dyn Storage,
+        s: &Settings,
+        request: &AuthRequest,
+        login: &LoginFacts<'_>,
+        granted: &[String],
+        browser_session: Option<BrowserSessionWrite<'_>>,
+    ) -> Result<Option<(LoginFinished, Option<BrowserSession>)>, AuthorizeError> {
+        finish_login(
+            storage,
+            s,
+            &TestSigner::default(),
+            request,
+            login,
+            granted,
+            browser_session,
+            t0(),
+        )
+    }
+
     fn facts(session_id: &str) -> LoginFacts<'_> {
         LoginFacts {
             claims: user_claims(),
@@ -1911,15 +1932,13 @@ mod tests {
         let req = stored_request(&storage, &[("scope", "openid offline_access")], &s);
         let session = new_browser_session("sid-1");
         let before = commits.load(std::sync::atomic::Ordering::SeqCst);
-        let (finished, written) = finish_login(
+        let (finished, written) = finish(
             &storage,
             &s,
-            &TestSigner::default(),
             &req,
             &facts("sid-1"),
             &[],
             Some(BrowserSessionWrite::Create(&session)),
-            t0(),
         )
         .unwrap()
         .unwrap();
@@ -1957,15 +1976,13 @@ mod tests {
         assert_eq!(offline.connector_data, Some(b"up".to_vec()));
 
         // A second submit of the same login finds the request gone.
-        let again = finish_login(
+        let again = finish(
             &storage,
             &s,
-            &TestSigner::default(),
             &req,
             &facts("sid-2"),
             &[],
             Some(BrowserSessionWrite::Create(&new_browser_session("sid-2"))),
-            t0(),
         );
         assert_eq!(page(again), (400, "User session error.".to_owned()));
         assert_eq!(
@@ -1981,18 +1998,9 @@ mod tests {
         let req = stored_request(&storage, &[("scope", "openid email")], &s);
         // Consent for less than is asked: the page is shown.
         let granted = vec!["openid".to_owned()];
-        let (finished, _) = finish_login(
-            &storage,
-            &s,
-            &TestSigner::default(),
-            &req,
-            &facts(""),
-            &granted,
-            None,
-            t0(),
-        )
-        .unwrap()
-        .unwrap();
+        let (finished, _) = finish(&storage, &s, &req, &facts(""), &granted, None)
+            .unwrap()
+            .unwrap();
         let stored = storage.get_auth_request(&req.id).unwrap();
         assert!(stored.logged_in);
         assert_ne!(stored.hmac_key, req.hmac_key);
@@ -2002,16 +2010,7 @@ mod tests {
             approval_hmac(&stored).as_str()
         ));
         // A login of the old copy again is refused: the request changed.
-        let again = finish_login(
-            &storage,
-            &s,
-            &TestSigner::default(),
-            &req,
-            &facts(""),
-            &granted,
-            None,
-            t0(),
-        );
+        let again = finish(&storage, &s, &req, &facts(""), &granted, None);
         assert_eq!(
             page(again).1,
             "This login has already been completed. Please start again from the application."
@@ -2019,18 +2018,9 @@ mod tests {
         // Consent covering the request: the response comes at once.
         let req = stored_request(&storage, &[("scope", "openid email")], &s);
         let granted = vec!["openid".to_owned(), "email".to_owned()];
-        let (finished, _) = finish_login(
-            &storage,
-            &s,
-            &TestSigner::default(),
-            &req,
-            &facts(""),
-            &granted,
-            None,
-            t0(),
-        )
-        .unwrap()
-        .unwrap();
+        let (finished, _) = finish(&storage, &s, &req, &facts(""), &granted, None)
+            .unwrap()
+            .unwrap();
         assert!(
             matches!(finished, LoginFinished::Response(_)),
             "{finished:?}"
@@ -2046,10 +2036,9 @@ mod tests {
         let mut never = |_: BrowserSession| -> crate::storage::StorageResult<BrowserSession> {
             panic!("no session to update")
         };
-        let outcome = finish_login(
+        let outcome = finish(
             &storage,
             &s,
-            &TestSigner::default(),
             &req,
             &facts("sid-ended"),
             &[],
@@ -2057,7 +2046,6 @@ mod tests {
                 id: "sid-ended",
                 updater: &mut never,
             }),
-            t0(),
         )
         .unwrap();
         assert_eq!(outcome, None);

@@ -607,6 +607,72 @@ fn prepare(conn: &mut Connection, sql: &str) -> Result<Statement, ::postgres::Er
     Ok(stmt)
 }
 
+/// A unique violation is [`StorageError::AlreadyExists`]; any other error goes
+/// through `err`.
+fn already_exists_or(
+    err: &impl Fn(::postgres::Error) -> StorageError,
+    e: ::postgres::Error,
+) -> StorageError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StorageError::AlreadyExists
+    } else {
+        err(e)
+    }
+}
+
+/// The statements that create or edit an offline session inside a transaction.
+struct OfflineSessionStatements {
+    select: Statement,
+    insert: Statement,
+    update: Statement,
+}
+
+impl OfflineSessionStatements {
+    fn prepare(conn: &mut Connection) -> Result<Self, ::postgres::Error> {
+        Ok(Self {
+            select: prepare(conn, &select_for_update_sql::<OfflineSession>())?,
+            insert: prepare(
+                conn,
+                &insert_sql::<OfflineSession>(" ON CONFLICT DO NOTHING"),
+            )?,
+            update: prepare(conn, &update_sql::<OfflineSession>())?,
+        })
+    }
+
+    /// Applies `edit` to the offline session `key` (an empty one when missing) and
+    /// writes it, locked until the transaction ends. Returns what the last call of
+    /// `edit` returned.
+    fn upsert(
+        &self,
+        tx: &mut ::postgres::Transaction<'_>,
+        key: [&str; 2],
+        err: &impl Fn(::postgres::Error) -> StorageError,
+        edit: &mut dyn FnMut(&mut OfflineSession) -> Vec<String>,
+    ) -> StorageResult<Vec<String>> {
+        // Twice at most: a session created concurrently between our read and our
+        // insert is read (and locked) on the second pass.
+        for _ in 0..2 {
+            let row = tx.query_opt(&self.select, &key_params(&key)).map_err(err)?;
+            let stored: Option<OfflineSession> =
+                row.map(|row| decode(row.get::<_, &str>(0))).transpose()?;
+            let exists = stored.is_some();
+            let mut session = stored.unwrap_or_else(|| OfflineSession::empty(key[0], key[1]));
+            let returned = edit(&mut session);
+            let written = if exists {
+                update_row(tx, &self.update, &session)?.map_err(err)?
+            } else {
+                insert_row(tx, &self.insert, &session)?.map_err(err)?
+            };
+            if written > 0 {
+                return Ok(returned);
+            }
+        }
+        Err(StorageError::Backend(
+            "offline session neither found nor created".to_owned(),
+        ))
+    }
+}
+
 /// `INSERT` of a whole row (key columns, time columns, data), then `suffix`.
 fn insert_sql<T: Row>(suffix: &str) -> String {
     let mut columns: Vec<&str> = T::KEY.to_vec();
@@ -768,27 +834,14 @@ impl Storage for PostgresStorage {
     /// offline session is read `FOR UPDATE`, so concurrent links to it queue.
     fn commit_grant(&self, grant: GrantWrite<'_>) -> StorageResult<()> {
         let err = self.db("token grant", "commit");
-        let unique = |e: ::postgres::Error| {
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                StorageError::AlreadyExists
-            } else {
-                err(e)
-            }
-        };
+        let unique = |e| already_exists_or(&err, e);
         let GrantWrite { redeem, refresh } = grant;
         self.with_conn(|conn| {
             let delete_code = prepare(conn, &delete_sql::<AuthCode>()).map_err(&err)?;
             let insert_tombstone = prepare(conn, &insert_sql::<RedeemedCode>("")).map_err(&err)?;
             let insert_token = prepare(conn, &insert_sql::<RefreshToken>("")).map_err(&err)?;
             let delete_token = prepare(conn, &delete_sql::<RefreshToken>()).map_err(&err)?;
-            let select_session =
-                prepare(conn, &select_for_update_sql::<OfflineSession>()).map_err(&err)?;
-            let insert_session = prepare(
-                conn,
-                &insert_sql::<OfflineSession>(" ON CONFLICT DO NOTHING"),
-            )
-            .map_err(&err)?;
-            let update_session = prepare(conn, &update_sql::<OfflineSession>()).map_err(&err)?;
+            let sessions = OfflineSessionStatements::prepare(conn).map_err(&err)?;
             // Dropping `tx` without commit (any error below) rolls everything back.
             let mut tx = conn.client.transaction().map_err(&err)?;
             if let Some(redeemed) = redeem {
@@ -801,37 +854,9 @@ impl Storage for PostgresStorage {
                 let token = refresh.token;
                 insert_row(&mut tx, &insert_token, token)?.map_err(unique)?;
                 let key = [token.claims.user_id.as_str(), token.connector_id.as_str()];
-                // Twice at most: a session created concurrently between our read and
-                // our insert is read (and locked) on the second pass.
-                let mut linked = false;
-                for _ in 0..2 {
-                    let row = tx
-                        .query_opt(&select_session, &key_params(&key))
-                        .map_err(&err)?;
-                    let stored: Option<OfflineSession> =
-                        row.map(|row| decode(row.get::<_, &str>(0))).transpose()?;
-                    let exists = stored.is_some();
-                    let mut session =
-                        stored.unwrap_or_else(|| OfflineSession::empty(key[0], key[1]));
-                    let pruned = (refresh.link)(&mut session);
-                    let written = if exists {
-                        update_row(&mut tx, &update_session, &session)?.map_err(&err)?
-                    } else {
-                        insert_row(&mut tx, &insert_session, &session)?.map_err(&err)?
-                    };
-                    if written == 0 {
-                        continue;
-                    }
-                    for id in &pruned {
-                        tx.execute(&delete_token, &[id]).map_err(&err)?;
-                    }
-                    linked = true;
-                    break;
-                }
-                if !linked {
-                    return Err(StorageError::Backend(
-                        "offline session neither found nor created".to_owned(),
-                    ));
+                let pruned = sessions.upsert(&mut tx, key, &err, refresh.link)?;
+                for id in &pruned {
+                    tx.execute(&delete_token, &[id]).map_err(&err)?;
                 }
             }
             tx.commit().map_err(&err)
@@ -840,13 +865,7 @@ impl Storage for PostgresStorage {
     fn commit_login(&self, login: LoginWrite<'_>) -> StorageResult<Option<BrowserSession>> {
         login.check_replacement()?;
         let err = self.db("login", "commit");
-        let unique = |e: ::postgres::Error| {
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                StorageError::AlreadyExists
-            } else {
-                err(e)
-            }
-        };
+        let unique = |e| already_exists_or(&err, e);
         let LoginWrite {
             request: expected,
             next,
@@ -863,14 +882,7 @@ impl Storage for PostgresStorage {
                 prepare(conn, &select_for_update_sql::<BrowserSession>()).map_err(&err)?;
             let insert_browser = prepare(conn, &insert_sql::<BrowserSession>("")).map_err(&err)?;
             let update_browser = prepare(conn, &update_sql::<BrowserSession>()).map_err(&err)?;
-            let select_offline =
-                prepare(conn, &select_for_update_sql::<OfflineSession>()).map_err(&err)?;
-            let insert_offline = prepare(
-                conn,
-                &insert_sql::<OfflineSession>(" ON CONFLICT DO NOTHING"),
-            )
-            .map_err(&err)?;
-            let update_offline = prepare(conn, &update_sql::<OfflineSession>()).map_err(&err)?;
+            let sessions = OfflineSessionStatements::prepare(conn).map_err(&err)?;
             // Dropping `tx` without commit (any error below) rolls everything back.
             let mut tx = conn.client.transaction().map_err(&err)?;
             let id = expected.id.as_str();
@@ -913,34 +925,10 @@ impl Storage for PostgresStorage {
             };
             if let Some(edit) = offline_session {
                 let key = [edit.user_id, edit.connector_id];
-                // Twice at most: a session created concurrently between our read and
-                // our insert is read (and locked) on the second pass.
-                let mut done = false;
-                for _ in 0..2 {
-                    let row = tx
-                        .query_opt(&select_offline, &key_params(&key))
-                        .map_err(&err)?;
-                    let stored: Option<OfflineSession> =
-                        row.map(|row| decode(row.get::<_, &str>(0))).transpose()?;
-                    let exists = stored.is_some();
-                    let mut session =
-                        stored.unwrap_or_else(|| OfflineSession::empty(key[0], key[1]));
-                    (edit.edit)(&mut session);
-                    let rows = if exists {
-                        update_row(&mut tx, &update_offline, &session)?.map_err(&err)?
-                    } else {
-                        insert_row(&mut tx, &insert_offline, &session)?.map_err(&err)?
-                    };
-                    if rows > 0 {
-                        done = true;
-                        break;
-                    }
-                }
-                if !done {
-                    return Err(StorageError::Backend(
-                        "offline session neither found nor created".to_owned(),
-                    ));
-                }
+                sessions.upsert(&mut tx, key, &err, &mut |session| {
+                    (edit.edit)(session);
+                    Vec::new()
+                })?;
             }
             tx.commit().map_err(&err)?;
             Ok(written)
