@@ -624,10 +624,18 @@ fn already_logged_in() -> AuthorizeError {
 /// double submit) or changed (another login of it came first).
 fn login_commit_error(error: StorageError) -> AuthorizeError {
     match error {
-        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
         StorageError::Rejected(_) => already_logged_in(),
+        error => request_write_error(error, "failed to finalize login"),
+    }
+}
+
+/// A write to an auth request that failed: gone is a double submit (400 "User
+/// session error."); anything else is logged with `what` and is a storage error.
+fn request_write_error(error: StorageError, what: &str) -> AuthorizeError {
+    match error {
+        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
         error => {
-            tracing::error!(%error, "failed to finalize login");
+            tracing::error!(%error, "{what}");
             AuthorizeError::storage(&error)
         }
     }
@@ -661,7 +669,10 @@ fn keep_connector_data(data: Option<&[u8]>) -> impl FnMut(&mut OfflineSession) +
 /// Records a successful login on the stored auth request (see [`log_in`]) and,
 /// when it asks for `offline_access` through a connector that can refresh, the
 /// user's offline session, in one storage commit.
+/// Only tests log a request in without answering it at once; the server goes
+/// through [`finish_login`].
 // The login's facts are passed one by one; [`LoginFacts`] is the next step (noted).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn finalize_login(
     storage: &dyn Storage,
@@ -827,13 +838,7 @@ pub fn issue_response(
         Some(auth_code) => storage.exchange_auth_request_for_code(&request.id, auth_code),
         None => storage.delete_auth_request(&request.id),
     }
-    .map_err(|err| match err {
-        StorageError::NotFound => AuthorizeError::page(400, "User session error."),
-        err => {
-            tracing::error!(%err, "failed to issue the authorization response");
-            AuthorizeError::storage(&err)
-        }
-    })?;
+    .map_err(|err| request_write_error(err, "failed to issue the authorization response"))?;
     Ok(prepared.response)
 }
 
@@ -964,13 +969,7 @@ pub fn reject_approval(
     let request = get_auth_request(storage, auth_request_id)?;
     storage
         .delete_auth_request(&request.id)
-        .map_err(|err| match err {
-            StorageError::NotFound => AuthorizeError::page(400, "User session error."),
-            err => {
-                tracing::error!(%err, "failed to delete auth request");
-                AuthorizeError::storage(&err)
-            }
-        })?;
+        .map_err(|err| request_write_error(err, "failed to delete auth request"))?;
     if request.redirect_uri == OOB_REDIRECT_URI {
         return Err(AuthorizeError::page(403, "Approval rejected."));
     }
