@@ -531,19 +531,23 @@ impl Provider {
             supports_refresh: login.supports_refresh,
             presented: self.presented_session(login.session).await?.session,
         };
-        let (finished, cookie) = self
+        let done = self
             .with_grant(move |ctx| finish_interactive_login(ctx, write))
             .await?;
-        // A session of another user in this browser may have ended.
-        self.backchannel.wake();
-        let cookie = cookie.and_then(|cookie| {
+        if done.ended_other_session {
+            // Its back-channel logouts are queued: deliver them now rather than
+            // at the next poll. (Waking on every login would cost a storage
+            // round trip per login for nothing.)
+            self.backchannel.wake();
+        }
+        let cookie = done.cookie.and_then(|cookie| {
             let sessions = self.session_settings()?;
             Some(CookieChange::Set {
                 value: cookie.encode(sessions.cookie_encryption_key.as_deref()),
                 max_age: login.remember_me.then_some(sessions.absolute_lifetime),
             })
         });
-        let mut reply: Reply = match finished {
+        let mut reply: Reply = match done.finished {
             flow::LoginFinished::Approval(url) => Outcome::SeeOther(url),
             flow::LoginFinished::Response(response) => response_outcome(response),
         }

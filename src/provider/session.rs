@@ -150,17 +150,26 @@ pub(super) struct InteractiveLoginWrite {
     pub presented: Option<BrowserSession>,
 }
 
+/// What [`finish_interactive_login`] did.
+pub(super) struct InteractiveLoginDone {
+    /// Where the login leads.
+    pub finished: LoginFinished,
+    /// The browser session's new cookie (none without sessions).
+    pub cookie: Option<SessionCookie>,
+    /// A presented session of another user was ended: its back-channel
+    /// logouts are queued and the delivery task has work.
+    pub ended_other_session: bool,
+}
+
 /// Finishes an interactive login in one storage commit ([`flow::finish_login`])
 /// together with the browser session it records: the one presented when it
 /// belongs to the same user and connector, else a new one (a presented session
 /// of another user is ended first, as a logout would). Always issues a new
 /// cookie secret, so a cookie planted before the login is worthless after it.
-/// Returns where the login leads and the session's new cookie (none without
-/// sessions).
 pub(super) fn finish_interactive_login(
     ctx: &GrantContext<'_>,
     login: InteractiveLoginWrite,
-) -> Result<(LoginFinished, Option<SessionCookie>), ProviderError> {
+) -> Result<InteractiveLoginDone, ProviderError> {
     let (storage, settings, now) = (ctx.storage, ctx.settings, ctx.now);
     let request = &login.request;
     let facts = LoginFacts {
@@ -180,7 +189,11 @@ pub(super) fn finish_interactive_login(
     let Some(sessions) = &settings.sessions else {
         let finished = finish(&facts, &[], None)?;
         return finished
-            .map(|(finished, _)| (finished, None))
+            .map(|(finished, _)| InteractiveLoginDone {
+                finished,
+                cookie: None,
+                ended_other_session: false,
+            })
             .ok_or_else(|| ProviderError::page(500, "Internal server error."));
     };
     // Stored consent matters only when the page is neither forced nor skipped.
@@ -195,18 +208,18 @@ pub(super) fn finish_interactive_login(
         )
         .map_err(|e| ProviderError::storage(&e))?
     };
-    let renewed = match login.presented {
+    let (renewed, ended_other_session) = match login.presented {
         Some(current)
             if current.user_id == login.claims.user_id
                 && current.connector_id == request.connector_id =>
         {
-            Some(current)
+            (Some(current), false)
         }
         Some(other) => {
             end_session(storage, settings, &other, now).map_err(|e| ProviderError::storage(&e))?;
-            None
+            (None, true)
         }
-        None => None,
+        None => (None, false),
     };
     if let Some(current) = renewed {
         let fresh = SessionCookie::renewed(&current.id);
@@ -231,7 +244,11 @@ pub(super) fn finish_interactive_login(
             updater: &mut record,
         };
         if let Some((finished, _)) = finish(&facts, &granted, Some(write))? {
-            return Ok((finished, Some(fresh)));
+            return Ok(InteractiveLoginDone {
+                finished,
+                cookie: Some(fresh),
+                ended_other_session,
+            });
         }
         // Ended meanwhile (logout in another tab): a new one follows.
     }
@@ -255,7 +272,11 @@ pub(super) fn finish_interactive_login(
         Some(BrowserSessionWrite::Create(&session)),
     )?;
     finished
-        .map(|(finished, _)| (finished, Some(cookie)))
+        .map(|(finished, _)| InteractiveLoginDone {
+            finished,
+            cookie: Some(cookie),
+            ended_other_session,
+        })
         .ok_or_else(|| ProviderError::page(500, "Internal server error."))
 }
 

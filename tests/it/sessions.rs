@@ -825,6 +825,111 @@ async fn an_expired_session_is_not_reused_and_is_ended_with_its_back_channel_log
     server.stop().await;
 }
 
+/// Logs in at `url` through the password form as `email`; returns where the
+/// browser leaves oxidex (the approval screen is skipped).
+async fn password_login(browser: &Browser, url: &str, email: &str) -> String {
+    let (form_url, status, form) = browser.follow(url).await.page();
+    assert_eq!(status, 200, "password form expected at {form_url}:\n{form}");
+    let csrf = input_value(&form, "csrf_token");
+    let posted = browser
+        .post_form(
+            &form_action(&form),
+            &[
+                ("login", email),
+                ("password", "password"),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status(), 303, "login of {email} accepted");
+    let next = browser.absolute(&location(&posted));
+    if next.starts_with(&browser.base) {
+        browser.follow(&next).await.left()
+    } else {
+        next
+    }
+}
+
+/// The claims of the ID token that `rp` gets for the code in `back`.
+async fn redeem(rp: &Rp, back: &str) -> Value {
+    let code = query_param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+    let tokens = rp
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .request_async(&rp.http)
+        .await
+        .unwrap();
+    payload(&tokens.id_token().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn another_users_login_in_the_same_browser_ends_the_first_session_with_its_logout() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rp_addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/backchannel", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let server = TestServer::start_at_issuer(|issuer| {
+        let mut c = config(issuer);
+        c["staticClients"][0]["backchannelLogoutURI"] =
+            json!(format!("http://{rp_addr}/backchannel"));
+        c["enablePasswordDB"] = json!(true);
+        c["connectors"] = json!([]);
+        c["staticPasswords"] = json!([
+            {"email": "alice@example.com", "hash": crate::login::PASSWORD_HASH,
+             "username": "alice", "userID": "alice-id"},
+            {"email": "bob@example.com", "hash": crate::login::PASSWORD_HASH,
+             "username": "bob", "userID": "bob-id"}
+        ]);
+        c
+    })
+    .await;
+    let a = rp(&server, APP_A, CB_A).await;
+    let browser = Browser::new(&server.base());
+
+    let (url, _, _) = auth_url(&a, None, None, &[]);
+    let alice = redeem(
+        &a,
+        &password_login(&browser, &url, "alice@example.com").await,
+    )
+    .await;
+    let (url, _, _) = auth_url(&a, Some(CoreAuthPrompt::Login), None, &[]);
+    let bob = redeem(&a, &password_login(&browser, &url, "bob@example.com").await).await;
+    assert_ne!(alice["sub"], bob["sub"]);
+    assert_ne!(alice["sid"], bob["sid"]);
+
+    // Alice's session ended with the login of Bob: her logout reaches the client.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while receiver.tokens.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended session was not announced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = receiver.tokens.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "one logout, for Alice's session only");
+    let token = form_urlencoded::parse(received[0].1.as_bytes())
+        .find(|(k, _)| k == "logout_token")
+        .unwrap()
+        .1
+        .into_owned();
+    let keyset = server.state.live().provider.keys().keyset().await.unwrap();
+    let claims = keyset.verify_jwt(&token).expect("signed by oxidex");
+    assert_eq!(claims["sub"], alice["sub"]);
+    assert_eq!(claims["sid"], alice["sid"]);
+
+    // The browser now holds Bob's session.
+    let silently = redeem(&a, &silent(&browser, &a, None).await).await;
+    assert_eq!(silently["sub"], bob["sub"]);
+    assert_eq!(silently["sid"], bob["sid"]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn sessions_off_gives_dex_v2_45_behaviour() {
     // DEX_SESSIONS_ENABLED=false is read through the config's environment.
