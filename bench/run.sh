@@ -28,7 +28,8 @@ bench_target=${CARGO_TARGET_DIR:-$repo/bench/target}
 # Always with the examples, even where they are not run (storage table, soak): examples
 # enable the dev-dependencies' features, so `--bin oxidex` alone would be another build of
 # every crate (minutes, and a second copy in target/).
-cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello --example signing_hello
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin oxidex --example hello --example signing_hello \
+  --example layered_hello
 CARGO_TARGET_DIR=$bench_target cargo build --release --manifest-path "$repo/bench/Cargo.toml"
 
 # Waits (at most QUIET_WAIT seconds) for the 1-minute load average to drop below 0.5; the
@@ -100,4 +101,5 @@ BENCH_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown
   "$bench_target/release/oxidex-bench" \
   --oxidex "$target/release/oxidex" --hello "$target/release/examples/hello" \
   --signing-hello "$target/release/examples/signing_hello" \
+  --layered-hello "$target/release/examples/layered_hello" \
   "${peers[@]}" "${mode[@]}" --secs "$secs" --out "$out"

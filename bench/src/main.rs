@@ -1,8 +1,8 @@
 //! oxidex-bench: measures a release build of oxidex against the machine's ceilings and its
 //! peers, in one run, and prints one Markdown table. It builds nothing: see `bench/run.sh`.
 //!
-//!   oxidex-bench --oxidex PATH --hello PATH [--signing-hello PATH] [--oidc-provider DIR]
-//!                [--dex PATH] [--secs 5] [--out FILE] [--storage-only]
+//!   oxidex-bench --oxidex PATH --hello PATH [--signing-hello PATH] [--layered-hello PATH]
+//!                [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE] [--storage-only]
 //!   oxidex-bench --oxidex PATH --soak SECS [--out FILE]
 //!
 //! With `OXIDEX_BENCH_POSTGRES="host=H port=P user=U password=W"` (a role owning the empty
@@ -39,6 +39,7 @@ struct Args {
     oxidex: PathBuf,
     hello: PathBuf,
     signing_hello: Option<PathBuf>,
+    layered_hello: Option<PathBuf>,
     node_peer: Option<PathBuf>,
     dex: Option<PathBuf>,
     secs: f64,
@@ -50,6 +51,9 @@ struct Args {
     /// compared with a hello measured just before them, under the same
     /// conditions (a 2-core VM drifts by ±20% over a run).
     hello_addr: Option<std::net::SocketAddr>,
+    /// The layered hello, kept running like hello: oxidex's GETs are also
+    /// compared with it, measured just before them.
+    layered_hello_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where the throwaway PostgreSQL cluster of `bench/run.sh` listens.
@@ -104,6 +108,7 @@ fn args() -> Result<Args, Error> {
         oxidex: PathBuf::new(),
         hello: PathBuf::new(),
         signing_hello: None,
+        layered_hello: None,
         node_peer: None,
         dex: None,
         secs: 5.0,
@@ -112,6 +117,7 @@ fn args() -> Result<Args, Error> {
         postgres: None,
         soak: None,
         hello_addr: None,
+        layered_hello_addr: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -120,6 +126,7 @@ fn args() -> Result<Args, Error> {
             "--oxidex" => args.oxidex = value()?.into(),
             "--hello" => args.hello = value()?.into(),
             "--signing-hello" => args.signing_hello = Some(value()?.into()),
+            "--layered-hello" => args.layered_hello = Some(value()?.into()),
             "--oidc-provider" => args.node_peer = Some(value()?.into()),
             "--dex" => args.dex = Some(value()?.into()),
             "--secs" => args.secs = value()?.parse()?,
@@ -128,7 +135,7 @@ fn args() -> Result<Args, Error> {
             "--soak" => args.soak = Some(value()?.parse()?),
             "-h" | "--help" => {
                 println!(
-                    "usage: oxidex-bench --oxidex PATH --hello PATH [--signing-hello PATH] [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE] [--storage-only]\n\
+                    "usage: oxidex-bench --oxidex PATH --hello PATH [--signing-hello PATH] [--layered-hello PATH] [--oidc-provider DIR] [--dex PATH] [--secs 5] [--out FILE] [--storage-only]\n\
                      \x20      oxidex-bench --oxidex PATH --soak SECS [--out FILE]\n\
                      env OXIDEX_BENCH_POSTGRES=\"host=H port=P user=U password=W\": also oxidex and Dex on PostgreSQL \
                      (databases `oxidex` and `dex`, empty)"
@@ -206,6 +213,7 @@ async fn run() -> Result<(), Error> {
     report.ceilings = Some(tokio::task::spawn_blocking(move || ceiling::measure(window)).await??);
 
     let mut hello_server = None;
+    let mut layered_hello_server = None;
     if !args.storage_only {
         progress("hello");
         let addr = free_addr()?;
@@ -219,6 +227,17 @@ async fn run() -> Result<(), Error> {
         report.hello_rss = hello.rss_mb();
         args.hello_addr = Some(addr);
         hello_server = Some(hello);
+        if let Some(path) = &args.layered_hello {
+            progress("layered hello");
+            let addr = free_addr()?;
+            let mut cmd = Command::new(path);
+            cmd.arg(addr.to_string());
+            let log = work.join("layered-hello.log");
+            let layered = Server::start("layered hello", cmd, addr, "/", &log).await?;
+            report.layered_hello_wrk = Some(wrk(&format!("http://{addr}/"), args.secs).await?);
+            args.layered_hello_addr = Some(addr);
+            layered_hello_server = Some(layered);
+        }
         if let Some(path) = &args.signing_hello {
             for (slot, algorithm) in ["RS256", "ES256"].into_iter().enumerate() {
                 progress(&format!("signing hello ({algorithm})"));
@@ -317,6 +336,7 @@ async fn run() -> Result<(), Error> {
     }
 
     drop(hello_server);
+    drop(layered_hello_server);
     let markdown = report.render();
     println!("{markdown}");
     if let Some(out) = &args.out {
@@ -615,6 +635,11 @@ async fn measure_provider(
         if let Some(hello) = args.hello_addr {
             progress(&format!("  hello, alongside {}", server.name));
             result.hello_alongside = Some(wrk(&format!("http://{hello}/"), args.secs).await?);
+        }
+        if let Some(layered) = args.layered_hello_addr.filter(|_| server.name == "oxidex") {
+            progress("  layered hello, alongside oxidex");
+            result.layered_hello_alongside =
+                Some(wrk(&format!("http://{layered}/"), args.secs).await?);
         }
         progress(&format!("  {}: GET discovery, keys", server.name));
         result.discovery = Some(wrk(&format!("http://{addr}{discovery}"), args.secs).await?);

@@ -140,7 +140,14 @@ pub fn app(state: AppState) -> Router {
     // Routes are registered at their full paths rather than nested under the
     // prefix: nesting rewrites every request's URI, a measurable cost on the
     // hottest endpoints (discovery, keys).
-    middleware::wrap(routes.fallback(not_found), &extra_headers)
+    observed(routes.fallback(not_found), &extra_headers)
+}
+
+/// What every route of [`app`] gets around its handler: a request id, a tracing
+/// span, Prometheus metrics and the configured `web.headers`. Public so the
+/// benchmark's layered hello (`examples/layered_hello.rs`) pays exactly this.
+pub fn observed(router: Router, extra_headers: &[(String, String)]) -> Router {
+    middleware::wrap(router, extra_headers)
 }
 
 async fn not_found() -> (StatusCode, &'static str) {
