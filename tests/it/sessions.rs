@@ -682,16 +682,22 @@ async fn receive(
     }
 }
 
-#[tokio::test]
-async fn back_channel_logout_is_signed_typed_and_retried_until_delivered() {
-    let receiver = Receiver::default();
-    *receiver.fail_first.lock().unwrap() = 1;
+/// Serves `receiver` at `/backchannel` on a free port; returns its address.
+async fn serve_receiver(receiver: &Receiver) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rp_addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     let app = axum::Router::new()
         .route("/backchannel", axum::routing::post(receive))
         .with_state(receiver.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test]
+async fn back_channel_logout_is_signed_typed_and_retried_until_delivered() {
+    let receiver = Receiver::default();
+    *receiver.fail_first.lock().unwrap() = 1;
+    let rp_addr = serve_receiver(&receiver).await;
 
     let server = TestServer::start_at_issuer(|issuer| {
         let mut c = config(issuer);
@@ -774,12 +780,7 @@ async fn back_channel_logout_is_signed_typed_and_retried_until_delivered() {
 #[tokio::test]
 async fn an_expired_session_is_not_reused_and_is_ended_with_its_back_channel_logout() {
     let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rp_addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .route("/backchannel", axum::routing::post(receive))
-        .with_state(receiver.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let rp_addr = serve_receiver(&receiver).await;
 
     let clock = ManualClock::at(SystemTime::now());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -866,12 +867,7 @@ async fn redeem(rp: &Rp, back: &str) -> Value {
 #[tokio::test]
 async fn another_users_login_in_the_same_browser_ends_the_first_session_with_its_logout() {
     let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rp_addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .route("/backchannel", axum::routing::post(receive))
-        .with_state(receiver.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let rp_addr = serve_receiver(&receiver).await;
 
     let server = TestServer::start_at_issuer(|issuer| {
         let mut c = config(issuer);
