@@ -88,7 +88,8 @@ impl Provider {
         &self.backchannel
     }
 
-    /// Ends up to [`BATCH`] sessions past their expiry; returns how many.
+    /// Ends up to [`BATCH`] sessions past their expiry; returns how many (a
+    /// full batch means more may be waiting).
     pub async fn end_expired_sessions(&self) -> usize {
         if self.session_settings().is_none() {
             return 0;
@@ -118,51 +119,65 @@ impl Provider {
         }
     }
 
-    /// Makes the back-channel logout attempts that are due; returns how many
-    /// were attempted.
+    /// Makes the back-channel logout attempts that are due, up to [`BATCH`];
+    /// returns how many due deliveries it took off the queue: attempted (now
+    /// leased or rescheduled), dropped, or found taken by another replica. A
+    /// full batch means more may be waiting; a delivery it could not take off
+    /// (storage failing) is not counted, so a failing store is not polled in a
+    /// tight loop.
     pub async fn deliver_logouts(&self) -> usize {
         let now = self.now();
         let claimed = self
-            .with_storage(move |s| -> Result<Vec<LogoutDelivery>, ProviderError> {
-                let mut claimed = Vec::new();
-                // Due at or before `now`.
-                let until = now.checked_add(Duration::from_nanos(1)).unwrap_or(now);
-                for due in s.due_logout_deliveries(until, BATCH).map_err(db)? {
-                    if now > due.give_up_at {
-                        tracing::warn!(
-                            client_id = due.client_id,
-                            attempts = due.attempts,
-                            "back-channel logout not delivered in time; dropped"
-                        );
-                        let _ = s.delete_logout_delivery(&due.id);
-                        continue;
-                    }
-                    let lease = now.checked_add(LEASE).unwrap_or(now);
-                    let taken = s.update_logout_delivery(&due.id, &mut |mut d| {
-                        if d.due > now {
-                            return Err(StorageError::Rejected("taken by another replica".into()));
+            .with_storage(
+                move |s| -> Result<(Vec<LogoutDelivery>, usize), ProviderError> {
+                    let mut claimed = Vec::new();
+                    // Due at or before `now`.
+                    let until = now.checked_add(Duration::from_nanos(1)).unwrap_or(now);
+                    let mut off_the_queue = 0;
+                    for due in s.due_logout_deliveries(until, BATCH).map_err(db)? {
+                        if now > due.give_up_at {
+                            tracing::warn!(
+                                client_id = due.client_id,
+                                attempts = due.attempts,
+                                "back-channel logout not delivered in time; dropped"
+                            );
+                            match s.delete_logout_delivery(&due.id) {
+                                Ok(()) | Err(StorageError::NotFound) => off_the_queue += 1,
+                                Err(error) => {
+                                    tracing::warn!(%error, "cannot drop a back-channel logout");
+                                }
+                            }
+                            continue;
                         }
-                        d.due = lease;
-                        d.attempts += 1;
-                        Ok(d)
-                    });
-                    match taken {
-                        Ok(delivery) => claimed.push(delivery),
-                        Err(StorageError::Rejected(_) | StorageError::NotFound) => {}
-                        Err(error) => return Err(db(error)),
+                        let lease = now.checked_add(LEASE).unwrap_or(now);
+                        let taken = s.update_logout_delivery(&due.id, &mut |mut d| {
+                            if d.due > now {
+                                return Err(StorageError::Rejected(
+                                    "taken by another replica".into(),
+                                ));
+                            }
+                            d.due = lease;
+                            d.attempts += 1;
+                            Ok(d)
+                        });
+                        match taken {
+                            Ok(delivery) => claimed.push(delivery),
+                            Err(StorageError::Rejected(_) | StorageError::NotFound) => {}
+                            Err(error) => return Err(db(error)),
+                        }
+                        off_the_queue += 1;
                     }
-                }
-                Ok(claimed)
-            })
+                    Ok((claimed, off_the_queue))
+                },
+            )
             .await;
-        let claimed = match claimed {
+        let (claimed, off_the_queue) = match claimed {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(?error, "cannot read back-channel logout deliveries");
                 return 0;
             }
         };
-        let attempts = claimed.len();
         let mut running = tokio::task::JoinSet::new();
         for delivery in claimed {
             let Some(uri) = self
@@ -231,7 +246,7 @@ impl Provider {
                 }
             }
         }
-        attempts
+        off_the_queue
     }
 
     /// Deletes a delivery (`retry_at: None`) or schedules its next attempt.
@@ -295,6 +310,12 @@ async fn post_logout_token(http: &reqwest::Client, uri: &str, token: &str) -> At
 
 /// Runs the delivery task until `stop`: after every wake-up, and at least every
 /// second, it makes due deliveries; every `sweep_every` it ends expired sessions.
+///
+/// Both work in batches of [`BATCH`]. After a full batch the next round starts
+/// at once instead of after the pause, until a batch comes back short: more
+/// sessions may expire, or more logouts fall due, in one `sweep_every` than a
+/// batch holds, and a fixed number per round would let that backlog grow
+/// without end (expired rows kept, their logouts ever later).
 pub async fn run(
     provider: impl Fn() -> Arc<crate::http::Live> + Send + 'static,
     sweep_every: Duration,
@@ -302,18 +323,24 @@ pub async fn run(
 ) {
     tokio::pin!(stop);
     let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut sweep_unfinished = false;
     loop {
         let live = provider();
-        if last_sweep.is_none_or(|at| at.elapsed() >= sweep_every) {
-            live.provider.end_expired_sessions().await;
+        if sweep_unfinished || last_sweep.is_none_or(|at| at.elapsed() >= sweep_every) {
+            sweep_unfinished = live.provider.end_expired_sessions().await >= BATCH;
             last_sweep = Some(tokio::time::Instant::now());
         }
-        live.provider.deliver_logouts().await;
+        let deliveries_waiting = live.provider.deliver_logouts().await >= BATCH;
         let backchannel = live.provider.backchannel().clone();
         drop(live);
+        let pause = if sweep_unfinished || deliveries_waiting {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
             () = &mut stop => return,
-            () = backchannel.idle(Duration::from_secs(1)) => {}
+            () = backchannel.idle(pause) => {}
         }
     }
 }

@@ -15,6 +15,9 @@ use openidconnect::{
     IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse, PostLogoutRedirectUrl,
     ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
 };
+use oxidex::keys::KeySet;
+use oxidex::storage::sqlite::SqliteStorage;
+use oxidex::storage::{BrowserSession, Claims, SessionClient, Storage};
 use serde_json::{Value, json};
 
 use crate::browser::{Browser, Followed, form_action, input_value, location, query_param};
@@ -909,13 +912,8 @@ async fn another_users_login_in_the_same_browser_ends_the_first_session_with_its
     }
     let received = receiver.tokens.lock().unwrap().clone();
     assert_eq!(received.len(), 1, "one logout, for Alice's session only");
-    let token = form_urlencoded::parse(received[0].1.as_bytes())
-        .find(|(k, _)| k == "logout_token")
-        .unwrap()
-        .1
-        .into_owned();
     let keyset = server.state.live().provider.keys().keyset().await.unwrap();
-    let claims = keyset.verify_jwt(&token).expect("signed by oxidex");
+    let claims = logout_claims(&keyset, &received[0].1);
     assert_eq!(claims["sub"], alice["sub"]);
     assert_eq!(claims["sid"], alice["sid"]);
 
@@ -924,6 +922,114 @@ async fn another_users_login_in_the_same_browser_ends_the_first_session_with_its
     assert_eq!(silently["sub"], bob["sub"]);
     assert_eq!(silently["sid"], bob["sid"]);
     server.stop().await;
+}
+
+/// More sessions expire within one `gc.interval` than the background task ends
+/// per round (64): its first sweep still ends every one and every logout goes
+/// out, instead of 64 per interval with the rest left behind for good.
+#[tokio::test]
+async fn a_backlog_of_expired_sessions_is_ended_and_announced_in_one_sweep() {
+    const EXPIRED: usize = 150;
+    let receiver = Receiver::default();
+    let rp_addr = serve_receiver(&receiver).await;
+    let now = SystemTime::now();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("oxidex.db");
+    let mut expected = std::collections::BTreeSet::new();
+    {
+        let storage = SqliteStorage::open(&database).unwrap();
+        for i in 0..EXPIRED {
+            let session = expired_session(i, APP_A, now);
+            expected.insert(session.id.clone());
+            storage.create_browser_session(&session).unwrap();
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}/dex", listener.local_addr().unwrap());
+    let mut c = config(&issuer);
+    c["storage"] = json!({"type": "sqlite3", "config": {"file": database}});
+    c["staticClients"][0]["backchannelLogoutURI"] = json!(format!("http://{rp_addr}/backchannel"));
+    // The next sweep is an hour away: only the first one can end them.
+    c["gc"] = json!({"interval": "1h"});
+    let settings = settings_from(&c, dir.path());
+    let clock = ManualClock::at(now);
+    let server = TestServer::start_on(listener, settings, clock.clock(), Some(dir)).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.tokens.lock().unwrap().len() < EXPIRED {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {EXPIRED} expired sessions announced",
+            receiver.tokens.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let keyset = server.state.live().provider.keys().keyset().await.unwrap();
+    let announced: std::collections::BTreeSet<String> = receiver
+        .tokens
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| {
+            logout_claims(&keyset, body)["sid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(announced, expected, "each expired session announced once");
+    let left = server
+        .state
+        .live()
+        .provider
+        .storage()
+        .expired_browser_sessions(now + Duration::from_secs(86_400), 10)
+        .unwrap();
+    assert!(left.is_empty(), "{} expired sessions left", left.len());
+    server.stop().await;
+}
+
+/// A browser session of `client` that expired a minute before `now`.
+fn expired_session(i: usize, client: &str, now: SystemTime) -> BrowserSession {
+    let an_hour_ago = now - Duration::from_secs(3600);
+    let expired = now - Duration::from_secs(60);
+    BrowserSession {
+        id: format!("expired-{i:03}"),
+        secret_hash: format!("hash-{i}"),
+        user_id: format!("user-{i}"),
+        connector_id: "mock".into(),
+        claims: Claims {
+            user_id: format!("user-{i}"),
+            email: format!("user-{i}@example.com"),
+            ..Claims::default()
+        },
+        connector_data: None,
+        clients: [(
+            client.to_owned(),
+            SessionClient {
+                authenticated_at: an_hour_ago,
+                last_token_issued_at: Some(an_hour_ago),
+                via_sso: false,
+            },
+        )]
+        .into(),
+        created_at: an_hour_ago,
+        authenticated_at: an_hour_ago,
+        last_activity: an_hour_ago,
+        absolute_expiry: now + Duration::from_secs(3600),
+        idle_expiry: expired,
+    }
+}
+
+/// The verified claims of the logout token in a back-channel request `body`.
+fn logout_claims(keyset: &KeySet, body: &str) -> Value {
+    let token = form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "logout_token")
+        .expect("a logout_token parameter")
+        .1
+        .into_owned();
+    Value::Object(keyset.verify_jwt(&token).expect("signed by oxidex"))
 }
 
 #[tokio::test]
